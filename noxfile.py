@@ -1,0 +1,59 @@
+"""Developer and CI sessions for zag-async.
+
+Every session runs under the interpreter nox itself runs under (``./dev`` puts
+nox in ``.venv``), so there is exactly one Python to reason about. TaskFlow, the
+peer library the benchmarks compare against, is installed only in ``bench``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["tests", "lint", "typecheck"]
+
+ROOT = Path(__file__).parent
+LINT_PATHS = ("zag_async", "tests", "examples", "benchmarks")
+
+# The peer library and what its SQL persistence backend needs for scenario S4.
+PEER_REQUIREMENTS = ("taskflow", "SQLAlchemy", "alembic", "psycopg2-binary")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite (arguments after ``--`` go to pytest)."""
+    session.install("-e", ".[dev]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Lint everything with ruff; check formatting of the package only."""
+    session.install("ruff")
+    # ruff reports a missing path as an error, and some folders arrive later.
+    paths = [p for p in LINT_PATHS if (ROOT / p).exists()]
+    session.run("ruff", "check", *paths)
+    session.run("ruff", "format", "--check", "zag_async")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """Type-check the package with mypy --strict (configured in pyproject.toml)."""
+    session.install(".[all]", "mypy")
+    session.run("mypy")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Run the built-in demonstration flow."""
+    session.install(".")
+    session.run("python", "-m", "zag_async", "demo")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmark zag-async against TaskFlow in one process (``-- --quick``, ``-- --only S1``)."""
+    session.install(".", *PEER_REQUIREMENTS)
+    session.run("python", "benchmarks/run.py", *session.posargs)

@@ -1,0 +1,328 @@
+"""Benchmark zag-async against TaskFlow (scenarios S1-S7 and import cost).
+
+Run through nox so TaskFlow is installed beside zag-async::
+
+    ./dev bench                      # full run, a few minutes
+    ./dev bench --quick              # smoke run
+    ./dev bench --only S1,S7 --json out.json
+    ./dev bench --only-peer          # TaskFlow side only
+
+Both libraries run in this one process (S7 and import cost use fresh
+subprocesses per library). Results are printed side by side with the
+zag/TaskFlow ratio of medians; nothing here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from common import PEER, ZAG, Measurement, Plan, Recorder, Stats, environment
+
+HERE = Path(__file__).resolve().parent
+ALL_SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "IMPORT")
+TITLES = {
+    "S1": "S1 linear-noop (serial)",
+    "S2": "S2 wide-io (200 x 10 ms sleeps)",
+    "S3": "S3 graph-compile (20 x 100, inferred edges)",
+    "S4": "S4 persisted-linear",
+    "S5": "S5 revert",
+    "S6": "S6 retry Times(5)",
+    "S7": "S7 memory (fresh process per library)",
+    "IMPORT": "Import cost (fresh interpreters, minus `python -c pass`)",
+}
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- sides
+
+
+def zag_importable() -> str | None:
+    """None when zag_async imports, else the reason it does not."""
+    try:
+        import zag_async  # noqa: F401
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def run_side(
+    side: str,
+    scenarios: dict[str, Callable[[Recorder, Plan], None]],
+    wanted: list[str],
+    rec: Recorder,
+    plan: Plan,
+) -> None:
+    for name in wanted:
+        fn = scenarios.get(name)
+        if fn is None:
+            continue
+        log(f"{side}: {name}")
+        t0 = time.perf_counter()
+        try:
+            fn(rec, plan)
+        except Exception as exc:
+            traceback.print_exc(file=sys.stderr)
+            rec.missing(name, "(error)", "scenario", "", f"failed: {type(exc).__name__}: {exc}")
+        log(f"{side}: {name} done in {time.perf_counter() - t0:.1f} s")
+
+
+def s7(rec: Recorder, lib: str, sizes: tuple[int, ...]) -> None:
+    """Peak RSS per size, each in a fresh interpreter."""
+    for n in sizes:
+        log(f"{rec.side}: S7 N={n}")
+        cmd = [sys.executable, str(HERE / "memory.py"), "--lib", lib, "--n", str(n)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
+            if proc.returncode != 0:
+                tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+                raise RuntimeError(f"exit {proc.returncode}: {tail}")
+            out = json.loads(proc.stdout.strip().splitlines()[-1])
+        except Exception as exc:
+            rec.missing("S7", f"N={n}", "per task", "B", f"failed: {exc}")
+            continue
+        case = f"N={n}"
+        rec.add("S7", case, "per task", "B", [out["bytes_per_task"]],
+                "(peak RSS - after import) / N; RSS = VmHWM")
+        for phase in ("import", "build", "prepare", "run"):
+            rec.add("S7", case, f"rss after {phase}", "KiB", [out[f"rss_{phase}_kib"]])
+        for phase in ("build", "prepare", "run"):
+            rec.add("S7", case, phase, "s", [out[f"{phase}_s"]])
+
+
+def import_cost(rec: Recorder, module: str, runs: int) -> None:
+    def wall(code: str) -> list[float]:
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], check=True)
+            times.append(time.perf_counter() - t0)
+        return times
+
+    log(f"{rec.side}: import cost of {module}")
+    try:
+        base = statistics.median(wall("pass"))
+        times = wall(f"import {module}")
+    except subprocess.CalledProcessError as exc:
+        rec.missing("IMPORT", module, "import", "ms", f"failed: {exc}")
+        return
+    rec.add("IMPORT", "import", "import", "ms", [(t - base) * 1e3 for t in times],
+            f"`import {module}`, baseline {base * 1e3:.1f} ms")
+
+
+# --------------------------------------------------------------------------- table
+
+
+def fmt(x: float) -> str:
+    ax = abs(x)
+    if ax >= 100:
+        return f"{x:,.0f}"
+    if ax >= 10:
+        return f"{x:.1f}"
+    if ax >= 0.1:
+        return f"{x:.2f}"
+    return f"{x:.3g}"
+
+
+def fmt_stats(s: Stats | None, note: str) -> str:
+    if s is None:
+        return "-" if not note else "n/a"
+    if s.n == 1:
+        return fmt(s.median)
+    return f"{fmt(s.median)} [{fmt(s.min)}-{fmt(s.max)}]"
+
+
+def fmt_ratio(z: Stats | None, p: Stats | None) -> str:
+    if z is None or p is None or p.median == 0:
+        return ""
+    r = z.median / p.median
+    return f"{r:.3g}x"
+
+
+def build_rows(rows: list[Measurement], scenario: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    index: dict[tuple[str, str], dict[str, Any]] = {}
+    for m in rows:
+        if m.scenario != scenario or m.side != ZAG:
+            continue
+        row = {"case": m.case, "metric": m.metric, "unit": m.unit, ZAG: m, PEER: None}
+        index[(m.case, m.metric)] = row
+        out.append(row)
+    for m in rows:
+        if m.scenario != scenario or m.side != PEER:
+            continue
+        if m.match_case is not None and (m.match_case, m.metric) in index:
+            target = index[(m.match_case, m.metric)]
+            row = {"case": m.case, "metric": m.metric, "unit": m.unit, ZAG: target[ZAG], PEER: m}
+            target["replaced"] = True
+            pos = out.index(target) + 1
+            while pos < len(out) and out[pos].get("matched_to") is target:
+                pos += 1
+            row["matched_to"] = target
+            out.insert(pos, row)
+        elif (m.case, m.metric) in index and index[(m.case, m.metric)][PEER] is None:
+            index[(m.case, m.metric)][PEER] = m
+        else:
+            row = {"case": m.case, "metric": m.metric, "unit": m.unit, ZAG: None, PEER: m}
+            index[(m.case, m.metric)] = row
+            out.append(row)
+    return [r for r in out if not r.get("replaced")]
+
+
+def print_table(rows: list[Measurement], scenarios: list[str]) -> None:
+    headers = ("case", "metric", "unit", "zag-async median [min-max]",
+               "TaskFlow median [min-max]", "zag/TF", "notes")
+    for scenario in scenarios:
+        table = build_rows(rows, scenario)
+        if not table:
+            continue
+        lines = []
+        for r in table:
+            z, p = r[ZAG], r[PEER]
+            notes = "; ".join(
+                f"{who}: {m.note}" for who, m in (("zag", z), ("TF", p)) if m is not None and m.note
+            )
+            lines.append((
+                r["case"], r["metric"], r["unit"],
+                fmt_stats(z.stats, z.note) if z else "-",
+                fmt_stats(p.stats, p.note) if p else "-",
+                fmt_ratio(z.stats if z else None, p.stats if p else None),
+                notes,
+            ))
+        widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(headers)]
+        print(f"\n== {TITLES.get(scenario, scenario)}")
+        print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+        print("  ".join("-" * w for w in widths))
+        for line in lines:
+            print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+
+
+def print_scaling(rows: list[Measurement]) -> None:
+    per_task = {
+        m.case: m.stats.median
+        for m in rows
+        if m.side == ZAG and m.scenario == "S1" and m.metric == "per task" and m.stats
+    }
+    if per_task:
+        print("\nzag-async S1 per-task overhead by N: "
+              + ", ".join(f"{case}: {fmt(us)} µs" for case, us in per_task.items()))
+    mem = {
+        m.case: m.stats.median
+        for m in rows
+        if m.side == ZAG and m.scenario == "S7" and m.metric == "per task" and m.stats
+    }
+    if mem:
+        print("zag-async S7 bytes per task by N: "
+              + ", ".join(f"{case}: {fmt(b)} B" for case, b in mem.items()))
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes, few repeats")
+    parser.add_argument("--only", default="",
+                        help=f"comma-separated subset of {','.join(ALL_SCENARIOS)}")
+    side = parser.add_mutually_exclusive_group()
+    side.add_argument("--only-peer", action="store_true", help="TaskFlow side only")
+    side.add_argument("--only-zag", action="store_true", help="zag-async side only")
+    parser.add_argument("--json", metavar="PATH", help="also write all figures as JSON")
+    parser.add_argument("--pg-url", default=None,
+                        help="PostgreSQL URL for TaskFlow's S4 (database created if missing)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = Plan.quick() if args.quick else Plan()
+    wanted = [s.strip().upper() for s in args.only.split(",") if s.strip()] or list(ALL_SCENARIOS)
+    unknown = sorted(set(wanted) - set(ALL_SCENARIOS))
+    if unknown:
+        print(f"unknown scenario(s): {', '.join(unknown)}", file=sys.stderr)
+        return 2
+
+    run_zag = not args.only_peer
+    run_peer = not args.only_zag
+    zag_missing = zag_importable() if run_zag else "not requested (--only-peer)"
+    if run_zag and zag_missing:
+        log(f"zag_async does not import ({zag_missing}); running the TaskFlow side only")
+        run_zag = False
+
+    env_before = environment()
+    started = time.perf_counter()
+    zag_rec, peer_rec = Recorder(ZAG), Recorder(PEER)
+
+    if run_peer:
+        import taskflow_side
+
+        if args.pg_url:
+            taskflow_side.S4_PG_URL = args.pg_url
+    if run_zag:
+        import zag_side
+
+    # Interleave per scenario so both sides see similar machine load.
+    for name in wanted:
+        if name in ("S7", "IMPORT"):
+            continue
+        if run_peer:
+            run_side(PEER, taskflow_side.SCENARIOS, [name], peer_rec, plan)
+        if run_zag:
+            run_side(ZAG, zag_side.SCENARIOS, [name], zag_rec, plan)
+    if run_zag:
+        zag_side.close()
+    if "S7" in wanted:
+        if run_peer:
+            s7(peer_rec, "taskflow", plan.s7_peer)
+        if run_zag:
+            s7(zag_rec, "zag", plan.s7_zag)
+    if "IMPORT" in wanted:
+        if run_peer:
+            import_cost(peer_rec, "taskflow.engines", plan.import_runs)
+        if run_zag:
+            import_cost(zag_rec, "zag_async", plan.import_runs)
+
+    elapsed = time.perf_counter() - started
+    env_after = environment()
+    rows = zag_rec.rows + peer_rec.rows
+
+    print("\nzag-async vs TaskFlow benchmark" + (" (--quick)" if args.quick else ""))
+    for key in ("python", "platform", "cpu_count", "zag-async", "taskflow", "networkx",
+                "anyio", "SQLAlchemy"):
+        print(f"  {key:<11} {env_before[key]}")
+    print(f"  {'loadavg':<11} {env_before['loadavg']} (start), {env_after['loadavg']} (end)")
+    print(f"  {'elapsed':<11} {elapsed:.0f} s")
+    if zag_missing:
+        print(f"  zag-async side not run: {zag_missing}")
+    print("  ratio = zag median / TaskFlow median (below 1: zag is faster or smaller)")
+    print_table(rows, wanted)
+    print_scaling(rows)
+
+    if args.json:
+        payload = {
+            "environment": {"start": env_before, "end": env_after},
+            "quick": args.quick,
+            "elapsed_s": elapsed,
+            "rows": [asdict(m) for m in rows],
+        }
+        Path(args.json).write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+        log(f"wrote {args.json}")
+    failed = [m for m in rows if m.case == "(error)"]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,332 @@
+"""Scenarios S1-S6 implemented with zag-async.
+
+``zag_async`` is imported lazily so the TaskFlow side runs on its own
+(``run.py --only-peer``). Every scenario runs inside one event loop owned by an
+:class:`asyncio.Runner`; each measured run times its own phases inside the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from common import Phases, Plan, Recorder, Stats, check, clock, measure
+
+_RUNNER: asyncio.Runner | None = None
+
+
+def _loop_run(factory: Callable[[], Coroutine[Any, Any, Phases]]) -> Callable[[], Phases]:
+    """Adapt an async run to the synchronous harness, reusing one event loop."""
+    global _RUNNER
+    if _RUNNER is None:
+        _RUNNER = asyncio.Runner()
+
+    def run_once() -> Phases:
+        assert _RUNNER is not None
+        return _RUNNER.run(factory())
+
+    return run_once
+
+
+def close() -> None:
+    global _RUNNER
+    if _RUNNER is not None:
+        _RUNNER.close()
+        _RUNNER = None
+
+
+def version() -> str:
+    from common import dist_version
+
+    return dist_version("zag-async")
+
+
+async def _fetch(engine: Any, name: str) -> Any:
+    value = engine.storage.fetch(name)
+    if inspect.isawaitable(value):
+        value = await value
+    return value
+
+
+async def _run(engine: Any) -> None:
+    result: Awaitable[Any] = engine.run()
+    await result
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+def _task_classes() -> dict[str, type]:
+    import zag_async as zag
+
+    class Step(zag.Task):
+        async def execute(self, x: int) -> int:
+            return x + 1
+
+    class RevertibleStep(zag.Task):
+        reverted: list[str]
+
+        async def execute(self, x: int) -> int:
+            return x + 1
+
+        async def revert(self, x: int, **kwargs: Any) -> None:
+            self.reverted.append(self.name)
+
+    class Boom(zag.Task):
+        raised_at: list[float]
+
+        async def execute(self, x: int) -> int:
+            self.raised_at.append(clock())
+            raise RuntimeError("t200 fails on purpose")
+
+    class Sleeper(zag.Task):
+        async def execute(self) -> None:
+            await asyncio.sleep(0.01)
+
+    class Root(zag.Task):
+        async def execute(self) -> int:
+            return 1
+
+    class Join(zag.Task):
+        async def execute(self, a: int, b: int) -> int:
+            return 1
+
+    class Flaky(zag.Task):
+        calls: list[int]
+        failures: int
+
+        async def execute(self) -> int:
+            self.calls.append(1)
+            if len(self.calls) <= self.failures:
+                raise RuntimeError(f"attempt {len(self.calls)} fails on purpose")
+            return len(self.calls)
+
+    return {
+        "Step": Step,
+        "RevertibleStep": RevertibleStep,
+        "Boom": Boom,
+        "Sleeper": Sleeper,
+        "Root": Root,
+        "Join": Join,
+        "Flaky": Flaky,
+    }
+
+
+_CLASSES: dict[str, type] = {}
+
+
+def _cls(name: str) -> Any:
+    if not _CLASSES:
+        _CLASSES.update(_task_classes())
+    return _CLASSES[name]
+
+
+def _ms(stats: Stats) -> Stats:
+    return Stats(stats.median * 1e3, stats.min * 1e3, stats.max * 1e3, stats.n)
+
+
+# --------------------------------------------------------------------------- S1
+
+
+async def s1_once(n: int) -> Phases:
+    import zag_async as zag
+
+    step = _cls("Step")
+    t0 = clock()
+    flow = zag.linear(
+        "s1", *(step(name=f"t{i}", rebind={"x": f"v{i - 1}"}, provides=f"v{i}")
+                for i in range(1, n + 1))
+    )
+    t1 = clock()
+    engine = zag.Engine(flow, store={"v0": 0}, max_concurrency=1)
+    t2 = clock()
+    await _run(engine)
+    t3 = clock()
+    check(await _fetch(engine, f"v{n}") == n, f"S1: v{n} != {n}")
+    total = t3 - t1
+    return {
+        "build": t1 - t0,
+        "prepare": t2 - t1,
+        "run": t3 - t2,
+        "total": total,
+        "per_task_us": total / n * 1e6,
+        "run_per_task_us": (t3 - t2) / n * 1e6,
+    }
+
+
+def s1(rec: Recorder, plan: Plan) -> None:
+    for size in plan.s1_zag:
+        st = measure(_loop_run(lambda n=size.n: s1_once(n)), repeats=size.repeats,
+                     warmup=size.warmup)
+        note = f"R={size.repeats}" + ("" if size.warmup else ", warmed by the smaller sizes")
+        case = f"N={size.n}"
+        rec.add("S1", case, "total", "ms", _ms(st["total"]), note)
+        rec.add("S1", case, "build", "ms", _ms(st["build"]))
+        rec.add("S1", case, "prepare", "ms", _ms(st["prepare"]))
+        rec.add("S1", case, "run", "ms", _ms(st["run"]))
+        rec.add("S1", case, "per task", "µs", st["per_task_us"])
+        rec.add("S1", case, "run per task", "µs", st["run_per_task_us"])
+
+
+# --------------------------------------------------------------------------- S2
+
+
+def s2(rec: Recorder, plan: Plan) -> None:
+    import math
+    import os
+
+    import zag_async as zag
+
+    n = plan.s2_n
+    sleeper = _cls("Sleeper")
+
+    async def once(limit: int | None) -> Phases:
+        flow = zag.unordered("s2", *(sleeper(name=f"s{i}") for i in range(n)))
+        t0 = clock()
+        engine = zag.Engine(flow, max_concurrency=limit)
+        await _run(engine)
+        t1 = clock()
+        check(engine.state == zag.FlowState.SUCCESS, f"S2: flow ended {engine.state}")
+        return {"total": t1 - t0}
+
+    default_workers = (os.cpu_count() or 1) * 5  # the peer's default pool size here
+    for limit, case in ((default_workers, f"conc={default_workers}"), (64, "conc=64"),
+                        (None, "unbounded")):
+        bound = 10 if limit is None else math.ceil(n / limit) * 10
+        st = measure(_loop_run(lambda lim=limit: once(lim)), repeats=plan.s2_repeats)
+        rec.add("S2", case, "total", "ms", _ms(st["total"]), f"ideal 10 ms, bound {bound} ms")
+
+
+# --------------------------------------------------------------------------- S3
+
+S3_LAYERS = 20
+S3_WIDTH = 100
+
+
+def s3(rec: Recorder, plan: Plan) -> None:
+    import zag_async as zag
+
+    root, join = _cls("Root"), _cls("Join")
+
+    async def once() -> Phases:
+        t0 = clock()
+        atoms = [root(name=f"n0_{i}", provides=f"v0_{i}") for i in range(S3_WIDTH)]
+        for layer in range(1, S3_LAYERS):
+            atoms.extend(
+                join(
+                    name=f"n{layer}_{i}",
+                    provides=f"v{layer}_{i}",
+                    rebind={"a": f"v{layer - 1}_{i}", "b": f"v{layer - 1}_{(i + 1) % S3_WIDTH}"},
+                )
+                for i in range(S3_WIDTH)
+            )
+        flow = zag.graph("s3", *atoms)  # edges inferred from requires/provides
+        t1 = clock()
+        engine = zag.Engine(flow, max_concurrency=1)
+        t2 = clock()
+        await _run(engine)
+        t3 = clock()
+        check(await _fetch(engine, f"v{S3_LAYERS - 1}_0") == 1, "S3: v19_0 != 1")
+        n = S3_LAYERS * S3_WIDTH
+        return {"build": t1 - t0, "prepare (load..validate)": t2 - t1, "run": t3 - t2,
+                "run per task": (t3 - t2) / n * 1e6}
+
+    st = measure(_loop_run(once), repeats=plan.s3_repeats, warmup=plan.s3_warmup)
+    for phase in ("build", "prepare (load..validate)", "run"):
+        rec.add("S3", "N=2000", phase, "s", st[phase],
+                "Engine() = load+compile+prepare+validate" if phase.startswith("prepare") else "")
+    rec.add("S3", "N=2000", "run per task", "µs", st["run per task"])
+
+
+# --------------------------------------------------------------------------- S4
+
+
+def s4(rec: Recorder, plan: Plan) -> None:
+    n = plan.s4_n
+    st = measure(_loop_run(lambda: s1_once(n)), repeats=plan.s4_repeats)
+    rec.add("S4", "in-memory", "per task", "µs", st["per_task_us"], f"S1 N={n}, same process")
+    for label in ("sqlite", "postgres"):
+        rec.missing("S4", label, "per task", "µs", "not yet implemented (issue 3)")
+
+
+# --------------------------------------------------------------------------- S5
+
+
+def s5(rec: Recorder, plan: Plan) -> None:
+    import zag_async as zag
+
+    n = plan.s5_n
+    step, boom = _cls("RevertibleStep"), _cls("Boom")
+
+    async def once() -> Phases:
+        reverted: list[str] = []
+        raised_at: list[float] = []
+        atoms = []
+        for i in range(1, n):
+            t = step(name=f"t{i}", rebind={"x": f"v{i - 1}"}, provides=f"v{i}")
+            t.reverted = reverted
+            atoms.append(t)
+        last = boom(name=f"t{n}", rebind={"x": f"v{n - 1}"}, provides=f"v{n}")
+        last.raised_at = raised_at
+        atoms.append(last)
+        flow = zag.linear("s5", *atoms)
+        t0 = clock()
+        engine = zag.Engine(flow, store={"v0": 0}, max_concurrency=1)
+        try:
+            await _run(engine)
+        except RuntimeError:
+            t2 = clock()
+        else:
+            raise AssertionError("S5: the engine did not re-raise")
+        check(engine.state == zag.FlowState.REVERTED, f"S5: flow ended {engine.state}")
+        expected = [f"t{i}" for i in range(n - 1, 0, -1)]
+        check(reverted == expected, f"S5: reverts out of order ({len(reverted)} happened)")
+        t1 = raised_at[0]
+        return {"total": t2 - t0, "forward": t1 - t0, "revert_phase": t2 - t1,
+                "revert per task": (t2 - t1) / (n - 1) * 1e6}
+
+    st = measure(_loop_run(once), repeats=plan.s5_repeats)
+    rec.add("S5", f"N={n}", "total", "ms", _ms(st["total"]))
+    rec.add("S5", f"N={n}", "forward", "ms", _ms(st["forward"]))
+    rec.add("S5", f"N={n}", "revert_phase", "ms", _ms(st["revert_phase"]))
+    rec.add("S5", f"N={n}", "revert per task", "µs", st["revert per task"])
+
+
+# --------------------------------------------------------------------------- S6
+
+
+def s6(rec: Recorder, plan: Plan) -> None:
+    import zag_async as zag
+
+    flaky = _cls("Flaky")
+
+    async def once(failures: int) -> Phases:
+        t = flaky(name="flaky")
+        t.calls, t.failures = [], failures
+        flow = zag.linear("s6", t, retry=zag.retry.Times(5))
+        t0 = clock()
+        engine = zag.Engine(flow, max_concurrency=1)
+        await _run(engine)
+        t1 = clock()
+        check(len(t.calls) == failures + 1, f"S6: task called {len(t.calls)} times")
+        check(engine.state == zag.FlowState.SUCCESS, f"S6: flow ended {engine.state}")
+        return {"total": t1 - t0}
+
+    st4 = measure(_loop_run(lambda: once(4)), repeats=plan.s6_repeats)
+    st0 = measure(_loop_run(lambda: once(0)), repeats=plan.s6_repeats)
+    rec.add("S6", "4 failures", "total", "ms", _ms(st4["total"]), "5 calls")
+    rec.add("S6", "0 failures", "total", "ms", _ms(st0["total"]))
+    per_retry = (st4["total"].median - st0["total"].median) / 4 * 1e6
+    rec.add("S6", "derived", "per retry", "µs", [per_retry], "(t4 - t0) / 4 of medians")
+
+
+SCENARIOS: dict[str, Callable[[Recorder, Plan], None]] = {
+    "S1": s1,
+    "S2": s2,
+    "S3": s3,
+    "S4": s4,
+    "S5": s5,
+    "S6": s6,
+}

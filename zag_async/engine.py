@@ -1,0 +1,906 @@
+"""The asyncio engine: runs a compiled flow, reverts on failure, retries by policy.
+
+The engine is a single event-loop scheduler. Atoms run as soon as their inputs
+exist, at most `max_concurrency` at a time; when there is exactly one thing
+to do it is awaited inline, so serial flows pay no task-creation cost. Every
+state change goes through `Storage` and is committed before the atoms it
+starts are launched, so a durable backend always knows what was running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any
+
+import anyio.to_thread
+
+from .atom import _WHOLE, Atom
+from .compiler import CompiledFlow, Node, compile_flow
+from .errors import (
+    AtomTimeout,
+    ExecutionError,
+    InvalidAtom,
+    MissingRequirements,
+    NotFound,
+    WrappedFailure,
+    ZagError,
+)
+from .events import Event, Listener, _current
+from .failure import Failure
+from .flow import Depth, Flow
+from .retry import Decision, History
+from .states import (
+    RETRY_TRANSITIONS,
+    TASK_TRANSITIONS,
+    AtomState,
+    FlowState,
+    Intention,
+    check_atom_transition,
+    check_flow_transition,
+)
+from .storage import AtomDetail, FlowDetail, Storage
+
+__all__ = ["Engine", "run"]
+
+logger = logging.getLogger("zag_async")
+
+S = AtomState
+_DONE = (S.SUCCESS, S.IGNORE)
+_BUSY = (S.RUNNING, S.REVERTING, S.RETRYING)
+_REVERTIBLE = (S.SUCCESS, S.FAILURE)
+
+#: A finished call: (kind, node index, ok, value or Failure, duration)
+_Outcome = tuple[str, int, bool, Any, float]
+
+# Resolutions of a failure: revert everything, revert one retry scope, retry one scope.
+_ALL = ("all", -1)
+
+
+class Engine:
+    """Runs one flow; create one per run (or resume with the same storage).
+
+    Constructing an engine compiles and validates the flow, so a flow that
+    cannot run raises `FlowDefinitionError` here, before anything runs.
+
+    Args:
+        flow: the flow (or a single atom) to run.
+        store: initial values atoms may require.
+        max_concurrency: how many atoms may run at once; None is unbounded,
+            1 is serial.
+        listeners: callables receiving every `Event` (sync or async).
+        defer_reverts: a REVERT decision with no enclosing retry controller
+            reverts the whole flow instead of only the guarded subflow.
+        target: run only this atom and what it needs.
+        storage: resume from (or persist to) this storage instead of a new
+            in-memory one.
+    """
+
+    def __init__(
+        self,
+        flow: Flow | Atom,
+        *,
+        store: Mapping[str, Any] | None = None,
+        max_concurrency: int | None = None,
+        listeners: Iterable[Listener] = (),
+        defer_reverts: bool = False,
+        target: str | Atom | None = None,
+        storage: Storage | None = None,
+    ) -> None:
+        if max_concurrency is not None and (
+            not isinstance(max_concurrency, int) or isinstance(max_concurrency, bool) or max_concurrency < 1
+        ):
+            raise InvalidAtom(f"max_concurrency must be None or a whole number >= 1, got {max_concurrency!r}")
+        self.flow = flow
+        self.compiled: CompiledFlow = compile_flow(flow)
+        self.max_concurrency = max_concurrency
+        self.defer_reverts = defer_reverts
+        self._listeners: list[Listener] = list(listeners)
+        if storage is None:
+            storage = Storage(FlowDetail(self.compiled.name), store=store)
+        elif store:
+            storage.store.update(store)
+        self.storage = storage
+        nodes = self.compiled.nodes
+        self._nodes = nodes
+        atoms = storage.flow.atoms
+        details: list[AtomDetail] = []
+        for node in nodes:
+            d = atoms.get(node.name)
+            if d is None:
+                d = AtomDetail(node.name, "retry" if node.is_retry else "task")
+                if node.is_retry:
+                    d.history = History()
+                atoms[node.name] = d
+                storage.touch(d)
+            details.append(d)
+        self._details = details
+        storage._providers = {
+            symbol: [(details[n], nodes[n].atom) for n in indices]
+            for symbol, indices in self.compiled.providers.items()
+        }
+        self._active: list[bool] | None = None
+        if target is not None:
+            self._active = self._needed_for(target)
+        self._validate()
+        self._suspend_requested = False
+        self._running_flag = False
+        self._done: list[_Outcome] = []
+        self._wakeup: asyncio.Future[None] | None = None
+        self._events: asyncio.Queue[Event | None] | None = None
+        self._loop_thread: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- public ------------------------------------------------------------------
+
+    @property
+    def state(self) -> FlowState:
+        return self.storage.flow.state
+
+    @property
+    def name(self) -> str:
+        return self.compiled.name
+
+    def add_listener(self, listener: Listener) -> Callable[[], None]:
+        """Attach a listener; returns a function that detaches it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def suspend(self) -> None:
+        """Let running atoms finish, start nothing new, end SUSPENDED.
+
+        Has no effect on a flow that is not running. `run()` again resumes.
+        """
+        if self._running_flag:
+            self._suspend_requested = True
+
+    def reset(self) -> None:
+        """Forget every atom's outcome so the flow can run again from the start."""
+        if self._running_flag:
+            raise ExecutionError(f"flow {self.name!r} is running; it cannot be reset now")
+        for d in self._details:
+            d.state, d.intention = S.PENDING, Intention.EXECUTE
+            d.result = d.failure = d.revert_result = d.revert_failure = None
+            if d.history is not None:
+                d.history = History()
+            self.storage.touch(d)
+        self.storage.flow.meta.pop("revert_all", None)
+        self.storage.set_flow_state(FlowState.PENDING)
+
+    async def run(self) -> Mapping[str, Any]:
+        """Run (or resume) the flow; returns every provided value by name.
+
+        On failure the flow is reverted and the original exception re-raised
+        (`WrappedFailure` when several atoms failed). Cancelling the caller
+        cancels running atoms, leaves the flow SUSPENDED and re-raises
+        `CancelledError`; a later `run()` resumes.
+        """
+        if self._running_flag:
+            raise ExecutionError(f"flow {self.name!r} is already running")
+        state = self.state
+        if state is FlowState.SUCCESS:
+            return self.storage.fetch_all()
+        if state in (FlowState.REVERTED, FlowState.FAILURE):
+            self._raise_outcome()
+        self._running_flag = True
+        self._suspend_requested = False
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        try:
+            if state in (FlowState.RUNNING, FlowState.SUSPENDING):
+                # Left mid-run by a crash: the recorded way back is through RESUMING.
+                self._set_flow(FlowState.RESUMING)
+                self._set_flow(FlowState.SUSPENDED)
+            self._set_flow(FlowState.RUNNING)
+            try:
+                await self._run_loop()
+            except asyncio.CancelledError:
+                await self._finish_cancelled()
+                raise
+            return await self._finish()
+        finally:
+            self._running_flag = False
+            self._wakeup = None
+
+    async def run_iter(self) -> AsyncIterator[Event]:
+        """Run the flow, yielding every event as it happens.
+
+        Raises what `run()` raises once the events are exhausted.
+        """
+        queue: asyncio.Queue[Event] = asyncio.Queue()
+        detach = self.add_listener(queue.put_nowait)
+        runner = asyncio.ensure_future(self.run())
+        try:
+            while True:
+                if queue.empty() and runner.done():
+                    break
+                getter = asyncio.ensure_future(queue.get())
+                await asyncio.wait({getter, runner}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield getter.result()
+                else:
+                    getter.cancel()
+            runner.result()
+        finally:
+            detach()
+            if not runner.done():
+                runner.cancel()
+                try:
+                    await runner
+                except (asyncio.CancelledError, Exception):
+                    pass
+
+    # -- setup -------------------------------------------------------------------
+
+    def _needed_for(self, target: str | Atom) -> list[bool]:
+        name = target.name if isinstance(target, Atom) else target
+        node = self.compiled.by_name.get(name)
+        if node is None:
+            raise NotFound(f"flow {self.name!r}: target {name!r} is not an atom of this flow")
+        active = [False] * len(self._nodes)
+        stack = [node.index]
+        while stack:
+            i = stack.pop()
+            if not active[i]:
+                active[i] = True
+                stack.extend(self._nodes[i].preds)
+        return active
+
+    def _validate(self) -> None:
+        store = self.storage.store
+        missing: dict[str, list[str]] = {}
+        active = self._active
+        for node in self._nodes:
+            if active is not None and not active[node.index]:
+                continue
+            for _param, symbol, cands, optional, _default in node.args:
+                if not cands and not optional and symbol not in store:
+                    missing.setdefault(node.name, []).append(symbol)
+            for _param, symbol, cands, optional, _default in node.revert_args:
+                if not cands and not optional and symbol not in store:
+                    names = missing.setdefault(node.name, [])
+                    if symbol not in names:
+                        names.append(f"{symbol} (for revert)")
+        if missing:
+            raise MissingRequirements(self.name, missing)
+
+    # -- state changes -----------------------------------------------------------
+
+    def _set_flow(self, new: FlowState) -> None:
+        check_flow_transition(self.name, self.storage.flow.state, new)
+        self.storage.set_flow_state(new)
+        if self._listeners:
+            self._emit(Event("flow", self.name, new))
+
+    def _set(self, i: int, new: AtomState, **fields: Any) -> None:
+        d = self._details[i]
+        node = self._nodes[i]
+        if (d.state, new) not in (RETRY_TRANSITIONS if node.is_retry else TASK_TRANSITIONS):
+            check_atom_transition(node.name, d.state, new, retry=node.is_retry)
+        d.state = new
+        for key, value in fields.items():
+            setattr(d, key, value)
+        self.storage._dirty[d.name] = d
+        if self._listeners:
+            self._emit(
+                Event(
+                    "atom",
+                    self.name,
+                    new,
+                    node.name,
+                    result=fields.get("result", fields.get("revert_result")),
+                    failure=fields.get("failure", fields.get("revert_failure")),
+                    duration=fields.get("duration"),
+                )
+            )
+
+    def _intend(self, i: int, intention: Intention) -> None:
+        d = self._details[i]
+        if d.intention is not intention:
+            d.intention = intention
+            self.storage._dirty[d.name] = d
+
+    # -- events ------------------------------------------------------------------
+
+    def _emit(self, event: Event) -> None:
+        """Deliver an event: sync listeners now, async ones through the dispatcher."""
+        if self._loop is not None and threading.get_ident() != self._loop_thread:
+            self._loop.call_soon_threadsafe(self._emit, event)
+            return
+        queued = False
+        for listener in list(self._listeners):
+            if _is_async_listener(listener):
+                if not queued and self._events is not None:
+                    self._events.put_nowait(event)
+                queued = True
+                continue
+            try:
+                listener(event)
+            except Exception:  # a broken listener must not break the flow
+                logger.exception("listener %r failed on %s", listener, event)
+
+    async def _dispatch(self, queue: asyncio.Queue[Event | None]) -> None:
+        """Await async listeners one event at a time, in order."""
+        while True:
+            event = await queue.get()
+            if event is None:
+                return
+            for listener in list(self._listeners):
+                if not _is_async_listener(listener):
+                    continue
+                try:
+                    res = listener(event)
+                    if inspect.isawaitable(res):
+                        await res
+                except Exception:
+                    logger.exception("listener %r failed on %s", listener, event)
+
+    # -- the loop ----------------------------------------------------------------
+
+    def _scan(self) -> None:
+        """Work out what to do from the recorded states (fresh run or resume)."""
+        nodes, details, active = self._nodes, self._details, self._active
+        n = len(nodes)
+        self._waiting = waiting = [0] * n
+        self._ready: deque[int] = deque()
+        self._revert_ready: deque[int] = deque()
+        self._running: set[int] = set()
+        self._retrying: set[int] = set()
+        self._revert_all = bool(self.storage.flow.meta.get("revert_all"))
+        self._revert_failed = any(d.state is S.REVERT_FAILURE for d in details)
+        for i, node in enumerate(nodes):
+            if active is not None and not active[i]:
+                continue
+            d = details[i]
+            count = 0
+            for p in node.preds:
+                if details[p].state not in _DONE:
+                    count += 1
+            waiting[i] = count
+            if d.intention is Intention.EXECUTE:
+                if d.state is S.PENDING and count == 0 or d.state in (S.RUNNING, S.RETRYING):
+                    self._ready.append(i)
+            elif d.intention is Intention.REVERT:
+                if d.state is S.REVERTING:
+                    self._revert_ready.append(i)
+                else:
+                    self._maybe_revert(i)
+            elif d.intention is Intention.RETRY:
+                self._retrying.add(i)
+
+    async def _run_loop(self) -> None:
+        self._scan()
+        self._done.clear()
+        async with asyncio.TaskGroup() as tg:
+            if any(_is_async_listener(listener) for listener in self._listeners):
+                self._events = asyncio.Queue()
+                tg.create_task(self._dispatch(self._events))
+            try:
+                await self._loop_body(tg)
+            finally:
+                if self._events is not None:
+                    self._events.put_nowait(None)
+                    self._events = None
+
+    async def _loop_body(self, tg: asyncio.TaskGroup) -> None:
+        done = self._done
+        running = self._running
+        storage = self.storage
+        while True:
+            if done:
+                self._process(done)
+            if self._retrying:
+                self._settle_retries()
+            launch = await self._pick()
+            if storage._dirty or storage._flow_dirty:
+                await storage.commit()
+            if launch:
+                if len(launch) == 1 and not running:
+                    kind, i, kwargs = launch[0]
+                    running.add(i)
+                    done.append(await self._call(kind, i, kwargs))
+                    continue
+                for kind, i, kwargs in launch:
+                    running.add(i)
+                    tg.create_task(self._spawned(kind, i, kwargs))
+                continue
+            if not running:
+                return
+            self._wakeup = asyncio.get_running_loop().create_future()
+            await self._wakeup
+            self._wakeup = None
+
+    async def _spawned(self, kind: str, i: int, kwargs: dict[str, Any]) -> None:
+        outcome = await self._call(kind, i, kwargs)
+        self._done.append(outcome)
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
+    async def _pick(self) -> list[tuple[str, int, dict[str, Any]]]:
+        if self._suspend_requested or self._revert_failed:
+            return []
+        limit = self.max_concurrency
+        room = (limit - len(self._running)) if limit is not None else len(self._nodes)
+        if room <= 0:
+            return []
+        details, nodes = self._details, self._nodes
+        launch: list[tuple[str, int, dict[str, Any]]] = []
+        revert_ready = self._revert_ready
+        while revert_ready and room > 0:
+            i = revert_ready.popleft()
+            d = details[i]
+            if i in self._running or d.intention is not Intention.REVERT:
+                continue
+            if d.state is not S.REVERTING:
+                if d.state not in _REVERTIBLE:
+                    continue
+                self._set(i, S.REVERTING)
+            try:
+                kwargs = self._revert_kwargs(i)
+            except ZagError as exc:
+                self._process([("revert", i, False, Failure.from_exception(exc), 0.0)])
+                continue
+            launch.append(("revert", i, kwargs))
+            room -= 1
+        ready = self._ready
+        while ready and room > 0:
+            i = ready.popleft()
+            d = details[i]
+            if d.intention is not Intention.EXECUTE or i in self._running:
+                continue
+            state = d.state
+            if state is S.PENDING:
+                node = nodes[i]
+                if node.deciders is not None and not await self._decide(i):
+                    continue
+                self._set(i, S.RUNNING)
+            elif state is S.RETRYING:
+                self._set(i, S.RUNNING)
+            elif state is not S.RUNNING:
+                continue
+            d.attempts += 1
+            try:
+                kwargs = self._kwargs(i, nodes[i].args)
+            except ZagError as exc:
+                self._process([("exec", i, False, Failure.from_exception(exc), 0.0)])
+                continue
+            launch.append(("exec", i, kwargs))
+            room -= 1
+        return launch
+
+    # -- calling atoms -------------------------------------------------------------
+
+    def _kwargs(self, i: int, args: tuple[tuple[str, str, tuple[int, ...], bool, Any], ...]) -> dict[str, Any]:
+        atom = self._nodes[i].atom
+        details, nodes = self._details, self._nodes
+        kwargs = dict(atom.injected) if atom.injected else {}
+        for param, symbol, cands, optional, default in args:
+            for c in cands:
+                dc = details[c]
+                if dc.state is S.SUCCESS:
+                    key = nodes[c].atom.provided[symbol]
+                    kwargs[param] = dc.result if key is _WHOLE else dc.result[key]
+                    break
+            else:
+                store = self.storage.store
+                if symbol in store:
+                    kwargs[param] = store[symbol]
+                elif optional:
+                    kwargs[param] = default
+                else:
+                    skipped = ", ".join(f"{nodes[c].name!r} ({details[c].state})" for c in cands)
+                    raise NotFound(
+                        f"atom {atom.name!r}: argument {param!r} needs {symbol!r}, which is not "
+                        f"available" + (f" (its providers: {skipped})" if skipped else "")
+                    )
+        return kwargs
+
+    def _revert_kwargs(self, i: int) -> dict[str, Any]:
+        node = self._nodes[i]
+        atom = node.atom
+        d = self._details[i]
+        if atom.revert_fn is None:
+            return {}
+        if atom.revert_var_kw:
+            kwargs = self._kwargs(i, _optional(node.args))
+        else:
+            kwargs = dict(atom.revert_injected)
+        kwargs.update(self._kwargs(i, node.revert_args))
+        if atom.revert_var_kw or "result" in atom.revert_keywords:
+            kwargs["result"] = d.failure if d.failure is not None else d.result
+        if atom.revert_var_kw or "flow_failures" in atom.revert_keywords:
+            kwargs["flow_failures"] = self.storage.failures
+        return kwargs
+
+    async def _call(self, kind: str, i: int, kwargs: dict[str, Any]) -> _Outcome:
+        node = self._nodes[i]
+        atom = node.atom
+        token = _current.set((self._emit, self.name, node.name))
+        started = time.perf_counter()
+        try:
+            if kind == "exec":
+                if node.is_retry:
+                    value = await self._call_retry(i, kwargs)
+                else:
+                    fn, is_async = atom.execute_fn, atom.execute_async
+                    timeout = atom.timeout_s
+                    if timeout is None:
+                        value = await fn(**kwargs) if is_async else await _in_thread(fn, kwargs)
+                    else:
+                        value = await _with_timeout(node.name, timeout, fn, is_async, kwargs)
+                    if atom.needs_check:
+                        atom.check_result(value)
+            else:
+                fn_r = atom.revert_fn
+                if fn_r is None:
+                    value = None
+                elif node.is_retry:
+                    history = self._details[i].history
+                    kwargs["history"] = history.copy() if history is not None else History()
+                    value = await fn_r(**kwargs) if atom.revert_async else await _in_thread(fn_r, kwargs)
+                else:
+                    value = await fn_r(**kwargs) if atom.revert_async else await _in_thread(fn_r, kwargs)
+            return kind, i, True, value, time.perf_counter() - started
+        except Exception as exc:
+            return kind, i, False, Failure.from_exception(exc), time.perf_counter() - started
+        finally:
+            _current.reset(token)
+
+    async def _call_retry(self, i: int, kwargs: dict[str, Any]) -> Any:
+        atom = self._nodes[i].atom
+        history = self._details[i].history or History()
+        if len(history):
+            delay = atom.delay_before(len(history))  # type: ignore[attr-defined]
+            if delay > 0:
+                await asyncio.sleep(delay)
+        fn = atom.execute_fn
+        kwargs["history"] = history.copy()
+        return await fn(**kwargs) if atom.execute_async else await _in_thread(fn, kwargs)
+
+    # -- completions ----------------------------------------------------------------
+
+    def _process(self, outcomes: list[_Outcome]) -> None:
+        items = list(outcomes)
+        outcomes.clear()
+        for kind, i, ok, value, duration in items:
+            self._running.discard(i)
+            if kind == "exec":
+                self._executed(i, ok, value, duration)
+            else:
+                self._reverted(i, ok, value, duration)
+
+    def _executed(self, i: int, ok: bool, value: Any, duration: float) -> None:
+        node = self._nodes[i]
+        d = self._details[i]
+        if ok:
+            if node.is_retry:
+                assert d.history is not None
+                d.history.add_attempt(value)
+            self._set(i, S.SUCCESS, result=value, failure=None, duration=duration)
+            if d.intention is Intention.EXECUTE:
+                waiting, details, ready, active = self._waiting, self._details, self._ready, self._active
+                for s in node.succs:
+                    waiting[s] -= 1
+                    if waiting[s] == 0 and details[s].state is S.PENDING and (active is None or active[s]):
+                        ready.append(s)
+            else:
+                self._maybe_revert(i)
+        else:
+            self._set(i, S.FAILURE, failure=value, duration=duration)
+            self._on_failure(i, value)
+        for p in node.preds:
+            if self._details[p].intention is Intention.REVERT:
+                self._maybe_revert(p)
+
+    def _reverted(self, i: int, ok: bool, value: Any, duration: float) -> None:
+        if ok:
+            self._set(i, S.REVERTED, revert_result=value, duration=duration)
+            for p in self._nodes[i].preds:
+                self._maybe_revert(p)
+        else:
+            self._set(i, S.REVERT_FAILURE, revert_failure=value, duration=duration)
+            self._revert_failed = True
+
+    def _maybe_revert(self, i: int) -> None:
+        d = self._details[i]
+        if d.intention is not Intention.REVERT or d.state not in _REVERTIBLE or i in self._running:
+            return
+        details = self._details
+        for s in self._nodes[i].succs:
+            ds = details[s]
+            if ds.state in _BUSY or (ds.intention is Intention.REVERT and ds.state in _REVERTIBLE):
+                return
+        self._revert_ready.append(i)
+
+    # -- failure handling -------------------------------------------------------------
+
+    def _on_failure(self, i: int, failure: Failure) -> None:
+        kind, r = self._resolve(self._nodes[i].retry, self._nodes[i].name, failure)
+        if self._revert_all:
+            self._intend(i, Intention.REVERT)
+            self._maybe_revert(i)
+            return
+        if kind == "all":
+            self._revert_all = True
+            self.storage.flow.meta["revert_all"] = True
+            self.storage._flow_dirty = True
+            targets: Iterable[int] = range(len(self._nodes))
+        else:
+            rd = self._details[r]
+            scope = self._nodes[r].scope or []
+            if kind == "retry" and rd.intention is Intention.REVERT:
+                targets = (i,)  # an enclosing revert already covers this scope
+            elif kind == "retry":
+                if rd.intention is not Intention.RETRY:
+                    self._intend(r, Intention.RETRY)
+                    self._retrying.add(r)
+                targets = scope
+            else:
+                targets = [r, *scope]
+                self._retrying.discard(r)
+        for n in targets:
+            self._intend(n, Intention.REVERT)
+        for n in targets:
+            self._maybe_revert(n)
+
+    def _resolve(self, r: int, failed: str, failure: Failure) -> tuple[str, int]:
+        """Ask the retry controllers, innermost first, what this failure means."""
+        if r < 0:
+            return _ALL
+        node = self._nodes[r]
+        d = self._details[r]
+        if d.history is None:
+            d.history = History()
+        d.history.add_failure(failed, failure)
+        self.storage._dirty[d.name] = d
+        ctl = node.atom
+        try:
+            extra: dict[str, Any] = {}
+            wanted = getattr(ctl, "on_failure_args", ())
+            if wanted:
+                args = self._kwargs(r, _optional(node.args))
+                extra = {k: v for k, v in args.items() if k in wanted}
+            decision = Decision(ctl.on_failure(d.history.copy(), **extra))  # type: ignore[attr-defined]
+        except Exception:
+            logger.exception("retry controller %r failed to decide", node.name)
+            return _ALL
+        if decision is Decision.RETRY:
+            return ("retry", r)
+        if decision is Decision.REVERT_ALL:
+            return _ALL
+        parent = self._resolve(node.retry, node.name, failure)
+        if self.defer_reverts:
+            return parent
+        if node.retry >= 0 and parent[0] != "scope":
+            return parent
+        return ("scope", r)
+
+    def _settle_retries(self) -> None:
+        """Restart each retry scope whose atoms have all been reverted."""
+        details = self._details
+        for r in list(self._retrying):
+            rd = details[r]
+            if rd.intention is not Intention.RETRY:
+                self._retrying.discard(r)
+                continue
+            scope = self._nodes[r].scope or []
+            if any(details[n].state not in (S.PENDING, S.REVERTED, S.IGNORE) for n in scope):
+                continue
+            if rd.state in _BUSY or r in self._running:
+                continue
+            self._retrying.discard(r)
+            for n in scope:
+                d = details[n]
+                if d.state is not S.PENDING:
+                    self._set(n, S.PENDING)
+                d.result = d.failure = d.revert_result = d.revert_failure = None
+                if d.history is not None:
+                    d.history = History()
+                self._intend(n, Intention.EXECUTE)
+                self.storage._dirty[d.name] = d
+            self._set(r, S.RETRYING)
+            self._intend(r, Intention.EXECUTE)
+            waiting = self._waiting
+            for n in scope:
+                waiting[n] = sum(1 for p in self._nodes[n].preds if details[p].state not in _DONE)
+            self._ready.append(r)
+
+    # -- deciders -------------------------------------------------------------------
+
+    async def _decide(self, i: int) -> bool:
+        """Run the deciders on the edges into node i; False if it was skipped."""
+        details, nodes = self._details, self._nodes
+        for spec in nodes[i].deciders or ():
+            history = {nodes[s].name: details[s].result for s in spec.sources if details[s].state is S.SUCCESS}
+            if not history:
+                continue
+            try:
+                verdict = spec.decider(history)
+                if inspect.isawaitable(verdict):
+                    verdict = await verdict
+            except Exception as exc:
+                self._set(i, S.RUNNING)
+                self._process([("exec", i, False, Failure.from_exception(exc), 0.0)])
+                return False
+            if not verdict:
+                self._ignore(spec.target, spec.depth, spec.scope)
+                return False
+        return True
+
+    def _ignore(self, targets: list[int], depth: Depth, scope: list[int]) -> None:
+        nodes, details = self._nodes, self._details
+        chosen: list[int] = list(targets)
+        seen = set(chosen)
+        if depth is Depth.NEIGHBORS:
+            for t in targets:
+                for s in nodes[t].succs:
+                    if s not in seen:
+                        seen.add(s)
+                        chosen.append(s)
+        elif depth in (Depth.ALL, Depth.FLOW):
+            allowed = set(scope) if depth is Depth.FLOW else None
+            stack = list(targets)
+            while stack:
+                t = stack.pop()
+                for s in nodes[t].succs:
+                    if s not in seen and (allowed is None or s in allowed):
+                        seen.add(s)
+                        chosen.append(s)
+                        stack.append(s)
+        ignored = [n for n in chosen if details[n].state is S.PENDING]
+        for n in ignored:
+            self._set(n, S.IGNORE)
+            self._intend(n, Intention.IGNORE)
+        waiting, ready = self._waiting, self._ready
+        for n in ignored:
+            for s in nodes[n].succs:
+                waiting[s] -= 1
+                if waiting[s] == 0 and details[s].state is S.PENDING:
+                    ready.append(s)
+
+    # -- finishing --------------------------------------------------------------------
+
+    def _work_left(self) -> bool:
+        """True when some atom could still make progress."""
+        active, waiting = self._active, self._waiting
+        if self._retrying:
+            return True
+        for i, d in enumerate(self._details):
+            if active is not None and not active[i]:
+                continue
+            if d.state in _BUSY:
+                return True
+            if d.intention is Intention.EXECUTE and d.state is S.PENDING and waiting[i] == 0:
+                return True
+            if d.intention in (Intention.REVERT, Intention.RETRY) and d.state in _REVERTIBLE:
+                return True
+        return False
+
+    async def _finish(self) -> Mapping[str, Any]:
+        suspended = self._suspend_requested and self._work_left()
+        self._suspend_requested = False
+        if suspended:
+            self._set_flow(FlowState.SUSPENDING)
+            self._set_flow(FlowState.SUSPENDED)
+            await self.storage.commit()
+            return self.storage.fetch_all()
+        failures = self.storage.failures
+        revert_failed = any(d.state is S.REVERT_FAILURE for d in self._details)
+        if revert_failed:
+            self._set_flow(FlowState.FAILURE)
+        elif failures:
+            self._set_flow(FlowState.REVERTED)
+        elif self._work_left():
+            self._set_flow(FlowState.FAILURE)
+            await self.storage.commit()
+            raise ExecutionError(f"flow {self.name!r} stopped with atoms left to run (engine bug)")
+        else:
+            self._set_flow(FlowState.SUCCESS)
+        await self.storage.commit()
+        if failures or revert_failed:
+            self._raise_outcome()
+        return self.storage.fetch_all()
+
+    def _raise_outcome(self) -> None:
+        failures = self.storage.failures
+        revert_failures = [d.revert_failure for d in self._details if d.revert_failure is not None]
+        if revert_failures:
+            error = revert_failures[0]
+            exc = error.exception if error.exception is not None else None
+            original = _as_exception(failures)
+            if exc is not None and original is not None and exc.__context__ is None:
+                exc.__context__ = original
+            error.reraise()
+        original = _as_exception(failures)
+        if original is not None:
+            raise original
+        raise ExecutionError(f"flow {self.name!r} ended {self.state} without a recorded failure")
+
+    async def _finish_cancelled(self) -> None:
+        for fut in (self._wakeup,):
+            if fut is not None and not fut.done():
+                fut.cancel()
+        state = self.storage.flow.state
+        if state is FlowState.RUNNING:
+            self._set_flow(FlowState.SUSPENDING)
+            self._set_flow(FlowState.SUSPENDED)
+        await _shielded_commit(self.storage)
+
+
+def _is_async_listener(listener: Listener) -> bool:
+    return inspect.iscoroutinefunction(listener) or inspect.iscoroutinefunction(
+        getattr(listener, "__call__", None)
+    )
+
+
+def _optional(
+    args: tuple[tuple[str, str, tuple[int, ...], bool, Any], ...],
+) -> tuple[tuple[str, str, tuple[int, ...], bool, Any], ...]:
+    return tuple((p, s, c, True, d) for p, s, c, _o, d in args)
+
+
+def _as_exception(failures: Mapping[str, Failure]) -> BaseException | None:
+    if not failures:
+        return None
+    if len(failures) == 1:
+        failure = next(iter(failures.values()))
+        if failure.exception is not None:
+            return failure.exception
+        from .errors import RemoteFailure
+
+        return RemoteFailure(failure)
+    return WrappedFailure(failures)
+
+
+async def _in_thread(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    ctx = contextvars.copy_context()
+    return await anyio.to_thread.run_sync(functools.partial(ctx.run, fn, **kwargs))
+
+
+async def _with_timeout(name: str, timeout: float, fn: Callable[..., Any], is_async: bool, kwargs: dict[str, Any]) -> Any:
+    try:
+        async with asyncio.timeout(timeout) as cm:
+            return await fn(**kwargs) if is_async else await _in_thread(fn, kwargs)
+    except TimeoutError as exc:
+        if cm.expired():
+            raise AtomTimeout(name, timeout) from exc
+        raise
+
+
+async def _shielded_commit(storage: Storage) -> None:
+    task = asyncio.ensure_future(storage.commit())
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
+
+
+async def run(
+    flow: Flow | Atom,
+    *,
+    store: Mapping[str, Any] | None = None,
+    max_concurrency: int | None = None,
+    listeners: Iterable[Listener] = (),
+    defer_reverts: bool = False,
+    target: str | Atom | None = None,
+) -> Mapping[str, Any]:
+    """Run a flow once on in-memory state; returns every provided value by name."""
+    engine = Engine(
+        flow,
+        store=store,
+        max_concurrency=max_concurrency,
+        listeners=listeners,
+        defer_reverts=defer_reverts,
+        target=target,
+    )
+    return await engine.run()
+

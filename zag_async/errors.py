@@ -1,0 +1,185 @@
+"""Every exception zag-async raises, in one tree.
+
+```
+ZagError
+├── FlowDefinitionError        the flow is wrong; raised before anything runs
+│   ├── InvalidAtom            bad decorator/constructor arguments, bad rebind/provides
+│   ├── DuplicateAtomName      two atoms share a name
+│   ├── MissingRequirements    inputs nobody provides (all of them, in one error)
+│   ├── AmbiguousProvider      several atoms of a graph provide one required name
+│   └── DependencyCycle        a graph flow links back onto itself
+├── ExecutionError             something went wrong while running
+│   ├── AtomTimeout            an atom ran past its `timeout=`
+│   ├── ResultMismatch         a result does not fit the atom's `provides`
+│   ├── RemoteFailure          a failure whose live exception is not in this process
+│   ├── WrappedFailure         several atoms failed at once; holds every Failure
+│   └── NotFound               a name, atom or record that does not exist
+├── InvalidTransition          a state change the state machine forbids (a bug)
+└── StorageError               flow state could not be read or written
+    └── ConcurrentUpdate       another writer advanced the same record first
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .failure import Failure
+
+__all__ = [
+    "AmbiguousProvider",
+    "AtomTimeout",
+    "ConcurrentUpdate",
+    "DependencyCycle",
+    "DuplicateAtomName",
+    "ExecutionError",
+    "FlowDefinitionError",
+    "InvalidAtom",
+    "InvalidTransition",
+    "MissingRequirements",
+    "NotFound",
+    "RemoteFailure",
+    "ResultMismatch",
+    "StorageError",
+    "WrappedFailure",
+    "ZagError",
+]
+
+
+class ZagError(Exception):
+    """Root of every error raised by zag-async."""
+
+
+class FlowDefinitionError(ZagError):
+    """The flow cannot run as declared; raised before any atom runs."""
+
+
+class InvalidAtom(FlowDefinitionError):
+    """An atom was declared with arguments that cannot work."""
+
+
+class DuplicateAtomName(FlowDefinitionError):
+    """Two atoms (or retry controllers) in one flow share a name."""
+
+    def __init__(self, flow: str, name: str) -> None:
+        super().__init__(
+            f"flow {flow!r}: atom name {name!r} is used more than once; "
+            f"give one of them another name with name=... or .bind(name=...)"
+        )
+        self.flow = flow
+        self.name = name
+
+
+class MissingRequirements(FlowDefinitionError):
+    """Inputs that no atom provides and the store does not hold.
+
+    `missing` maps each atom name to the symbols it lacks.
+    """
+
+    def __init__(self, flow: str, missing: Mapping[str, list[str]]) -> None:
+        parts = "; ".join(
+            f"atom {atom!r} requires {', '.join(repr(s) for s in names)}"
+            for atom, names in missing.items()
+        )
+        super().__init__(
+            f"flow {flow!r}: missing requirements: {parts} "
+            f"(no preceding atom provides them and the store does not hold them)"
+        )
+        self.flow = flow
+        self.missing = dict(missing)
+
+
+class AmbiguousProvider(FlowDefinitionError):
+    """Several atoms of one graph provide a symbol that another atom requires."""
+
+    def __init__(self, flow: str, symbol: str, consumer: str, providers: list[str]) -> None:
+        super().__init__(
+            f"graph flow {flow!r}: {consumer!r} requires {symbol!r}, which is provided by "
+            f"several of its nodes ({', '.join(repr(p) for p in providers)}); rename one "
+            f"output or use rebind="
+        )
+        self.flow = flow
+        self.symbol = symbol
+        self.consumer = consumer
+        self.providers = providers
+
+
+class DependencyCycle(FlowDefinitionError):
+    """A graph flow's edges (inferred or linked) form a cycle."""
+
+    def __init__(self, flow: str, cycle: list[str]) -> None:
+        super().__init__(f"graph flow {flow!r} has a dependency cycle: {' -> '.join(cycle)}")
+        self.flow = flow
+        self.cycle = cycle
+
+
+class ExecutionError(ZagError):
+    """Something went wrong while a flow was running."""
+
+
+class AtomTimeout(ExecutionError, TimeoutError):
+    """An atom ran longer than its `timeout=`."""
+
+    def __init__(self, atom: str, timeout: float) -> None:
+        super().__init__(f"atom {atom!r} timed out after {timeout:g}s")
+        self.atom = atom
+        self.timeout = timeout
+
+
+class ResultMismatch(ExecutionError):
+    """An atom's result cannot be unpacked into its `provides`."""
+
+
+class RemoteFailure(ExecutionError):
+    """Re-raised for a `Failure` whose original exception object is not available.
+
+    This happens for failures loaded from storage or received from a remote
+    worker; `failure` holds everything that was captured.
+    """
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(f"{failure.exception_type}: {failure.message}")
+        self.failure = failure
+
+
+class WrappedFailure(ExecutionError):
+    """Several atoms failed in the same run; `failures` holds each of them."""
+
+    def __init__(self, failures: Mapping[str, Failure]) -> None:
+        summary = "; ".join(f"{name}: {f.exception_type}: {f.message}" for name, f in failures.items())
+        super().__init__(f"{len(failures)} atoms failed: {summary}")
+        self.failures = dict(failures)
+
+    def __iter__(self) -> Iterator[Failure]:
+        return iter(self.failures.values())
+
+    def __len__(self) -> int:
+        return len(self.failures)
+
+    def check(self, *types: type[BaseException] | str) -> bool:
+        """True when any of the wrapped failures matches one of `types`."""
+        return any(f.check(*types) is not None for f in self.failures.values())
+
+
+class NotFound(ExecutionError, LookupError):
+    """A name, atom or stored record does not exist."""
+
+
+class InvalidTransition(ZagError):
+    """A state change the state machine does not allow; always a bug."""
+
+    def __init__(self, what: str, name: str, old: str, new: str) -> None:
+        super().__init__(f"{what} {name!r}: invalid state transition {old} -> {new}")
+        self.name = name
+        self.old = old
+        self.new = new
+
+
+class StorageError(ZagError):
+    """Flow state could not be read or written."""
+
+
+class ConcurrentUpdate(StorageError):
+    """Another writer changed the record first; this writer's view is stale."""

@@ -1,0 +1,249 @@
+"""Retry controllers: what to do when an atom in a (sub)flow fails.
+
+A controller guards a flow (`zag.linear("x", a, b, retry=zag.retry.Times(3))`)
+or a single atom (`@zag.task(retry=...)`). It runs before the atoms it guards;
+its result is provided to them (name it with `provides=`). When one of them
+fails, `on_failure(history)` picks a `Decision`:
+
+- `RETRY`: revert the guarded atoms, wait the delay, run the controller and
+  the guarded atoms again;
+- `REVERT`: revert the guarded atoms (and the controller), then let the
+  enclosing controller decide; with none, the rest of the flow is left as is
+  unless the engine runs with `defer_reverts=True`;
+- `REVERT_ALL`: revert the whole flow.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, overload
+
+from .atom import Atom, Provides, Rebind
+from .errors import ExecutionError, InvalidAtom
+from .failure import Failure
+
+__all__ = [
+    "AlwaysRevert",
+    "AlwaysRevertAll",
+    "Attempt",
+    "Decision",
+    "ForEach",
+    "History",
+    "ParameterizedForEach",
+    "Retry",
+    "Times",
+]
+
+
+class Decision(StrEnum):
+    RETRY = "RETRY"
+    REVERT = "REVERT"
+    REVERT_ALL = "REVERT_ALL"
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One run of the guarded atoms: what the controller provided and what failed."""
+
+    value: Any
+    failures: dict[str, Failure] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "failures": {k: f.to_dict() for k, f in self.failures.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Attempt:
+        return cls(data["value"], {k: Failure.from_dict(f) for k, f in data["failures"].items()})
+
+
+class History(Sequence[Attempt]):
+    """The attempts made so far under one controller, oldest first."""
+
+    __slots__ = ("_attempts",)
+
+    def __init__(self, attempts: Sequence[Attempt] = ()) -> None:
+        self._attempts = list(attempts)
+
+    @overload
+    def __getitem__(self, index: int) -> Attempt: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Attempt]: ...
+    def __getitem__(self, index: int | slice) -> Attempt | Sequence[Attempt]:
+        return self._attempts[index]
+
+    def __len__(self) -> int:
+        return len(self._attempts)
+
+    def __iter__(self) -> Iterator[Attempt]:
+        return iter(self._attempts)
+
+    @property
+    def failures(self) -> dict[str, Failure]:
+        """Failures of the latest attempt."""
+        return dict(self._attempts[-1].failures) if self._attempts else {}
+
+    @property
+    def values(self) -> list[Any]:
+        return [a.value for a in self._attempts]
+
+    def add_attempt(self, value: Any) -> None:
+        self._attempts.append(Attempt(value))
+
+    def add_failure(self, atom: str, failure: Failure) -> None:
+        if not self._attempts:
+            self._attempts.append(Attempt(None))
+        self._attempts[-1].failures[atom] = failure
+
+    def copy(self) -> History:
+        return History([Attempt(a.value, dict(a.failures)) for a in self._attempts])
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return [a.to_dict() for a in self._attempts]
+
+    @classmethod
+    def from_list(cls, data: Sequence[Mapping[str, Any]]) -> History:
+        return cls([Attempt.from_dict(d) for d in data])
+
+    def __repr__(self) -> str:
+        return f"History({self._attempts!r})"
+
+
+class Retry(Atom):
+    """Base of retry controllers; subclass and define `on_failure(history)`.
+
+    `execute(history)` returns the value provided to the guarded atoms for the
+    next attempt (by default the attempt number, starting at 1). `delay`,
+    `backoff`, `max_delay` and `jitter` (seconds of random extra delay) set
+    the wait before each new attempt.
+    """
+
+    is_retry = True
+
+    def __init__(
+        self,
+        *,
+        name: str | None = None,
+        provides: Provides = None,
+        rebind: Rebind = None,
+        inject: Mapping[str, Any] | None = None,
+        revert_all: bool = False,
+        delay: float = 0.0,
+        backoff: float = 1.0,
+        max_delay: float | None = None,
+        jitter: float = 0.0,
+    ) -> None:
+        self.explicit_name = name is not None
+        self.revert_all = revert_all
+        for what, value in (("delay", delay), ("jitter", jitter)):
+            if not isinstance(value, (int, float)) or value < 0:
+                raise InvalidAtom(f"retry controller {name or type(self).__name__!r}: {what} must be >= 0")
+        if not isinstance(backoff, (int, float)) or backoff < 1:
+            raise InvalidAtom(f"retry controller {name or type(self).__name__!r}: backoff must be >= 1")
+        self.delay = float(delay)
+        self.backoff = float(backoff)
+        self.max_delay = max_delay
+        self.jitter = float(jitter)
+        super().__init__(name=name, provides=provides, rebind=rebind, inject=inject)
+        params = inspect.signature(self.on_failure).parameters
+        self.on_failure_args = [p for p in params if p != "history"]
+
+    def _arg_skip(self) -> tuple[str, ...]:
+        return ("history",)
+
+    def _execute_callable(self) -> Any:
+        return self.execute
+
+    def _revert_callable(self) -> Any:
+        return self.revert if type(self).revert is not Retry.revert else None
+
+    def execute(self, history: History, **kwargs: Any) -> Any:
+        return len(history) + 1
+
+    def revert(self, history: History, **kwargs: Any) -> Any:
+        return None
+
+    def on_failure(self, history: History) -> Decision:
+        raise NotImplementedError
+
+    def exhausted(self) -> Decision:
+        """The decision once no attempts are left."""
+        return Decision.REVERT_ALL if self.revert_all else Decision.REVERT
+
+    def delay_before(self, failed_attempts: int) -> float:
+        """Seconds to wait before the attempt that follows `failed_attempts` failures."""
+        if self.delay == 0 and self.jitter == 0:
+            return 0.0
+        wait = self.delay * self.backoff ** max(failed_attempts - 1, 0)
+        if self.max_delay is not None:
+            wait = min(wait, self.max_delay)
+        return wait + (random.uniform(0, self.jitter) if self.jitter else 0.0)
+
+
+class Times(Retry):
+    """Allow `attempts` runs in total, then give up (REVERT, or REVERT_ALL)."""
+
+    def __init__(self, attempts: int = 1, **kwargs: Any) -> None:
+        if not isinstance(attempts, int) or attempts < 1:
+            raise InvalidAtom(f"Times needs a whole number of attempts >= 1, got {attempts!r}")
+        self.attempts = attempts
+        super().__init__(**kwargs)
+
+    def on_failure(self, history: History) -> Decision:
+        return Decision.RETRY if len(history) < self.attempts else self.exhausted()
+
+
+class ForEach(Retry):
+    """Try each value in turn (provided to the guarded atoms), then give up."""
+
+    def __init__(self, values: Sequence[Any], **kwargs: Any) -> None:
+        self.values = list(values)
+        super().__init__(**kwargs)
+
+    def execute(self, history: History, **kwargs: Any) -> Any:
+        return _next_value(self.name, self.values, history)
+
+    def on_failure(self, history: History) -> Decision:
+        return Decision.RETRY if len(history) < len(self.values) else self.exhausted()
+
+
+class ParameterizedForEach(Retry):
+    """Like ForEach, with the values read from the store (`rebind={"values": ...}`)."""
+
+    def execute(self, values: Sequence[Any], history: History) -> Any:
+        return _next_value(self.name, list(values), history)
+
+    def on_failure(self, history: History, values: Sequence[Any] = ()) -> Decision:
+        return Decision.RETRY if len(history) < len(values) else self.exhausted()
+
+
+class AlwaysRevert(Retry):
+    """Never retry: revert the guarded atoms and defer to the enclosing controller."""
+
+    def execute(self, history: History, **kwargs: Any) -> Any:
+        return None
+
+    def on_failure(self, history: History) -> Decision:
+        return Decision.REVERT
+
+
+class AlwaysRevertAll(Retry):
+    """Never retry: revert the whole flow."""
+
+    def execute(self, history: History, **kwargs: Any) -> Any:
+        return None
+
+    def on_failure(self, history: History) -> Decision:
+        return Decision.REVERT_ALL
+
+
+def _next_value(name: str, values: list[Any], history: History) -> Any:
+    if not values:
+        raise ExecutionError(f"retry controller {name!r} has no values to try (empty ForEach)")
+    index = len(history)
+    if index >= len(values):
+        raise ExecutionError(f"retry controller {name!r} has tried all {len(values)} values")
+    return values[index]

@@ -95,12 +95,16 @@ def _build_args(
         if p.kind is p.VAR_POSITIONAL or p.name in skipped:
             continue
         if p.kind is p.POSITIONAL_ONLY:
-            raise InvalidAtom(f"atom {atom!r}: positional-only parameter {p.name!r} is not supported")
+            raise InvalidAtom(
+                f"atom {atom!r}: positional-only parameter {p.name!r} is not supported"
+            )
         seen.add(p.name)
         if p.name in inject:
             continue
         optional = p.default is not p.empty
-        args.append(Arg(p.name, rebind.get(p.name, p.name), optional, p.default if optional else None))
+        args.append(
+            Arg(p.name, rebind.get(p.name, p.name), optional, p.default if optional else None)
+        )
     if var_kw:
         # Rebound names that are not parameters go through **kwargs.
         for param, symbol in rebind.items():
@@ -110,7 +114,8 @@ def _build_args(
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+    call = getattr(type(fn), "__call__", None)  # noqa: B004 (the method, not callability)
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
 
 
 def _fixed_tuple_len(fn: Callable[..., Any]) -> int | None:
@@ -210,7 +215,7 @@ class Atom:
         idempotent: bool,
     ) -> None:
         name = self.name
-        self._decl = {
+        self._decl: dict[str, Any] = {
             "provides": provides,
             "rebind": rebind,
             "inject": inject,
@@ -226,7 +231,9 @@ class Atom:
             from .retry import Retry
 
             if not isinstance(retry, Retry):
-                raise InvalidAtom(f"atom {name!r}: retry= takes a retry controller such as zag.retry.Times(3)")
+                raise InvalidAtom(
+                    f"atom {name!r}: retry= takes a retry controller such as zag.retry.Times(3)"
+                )
         self.retry_controller = retry
         self.provided = _normalize_provides(name, provides)
         self.injected = dict(inject or {})
@@ -287,8 +294,12 @@ class Atom:
                 else a
                 for a in revert_args
             )
-            self.revert_keywords = frozenset(k for k in REVERT_KEYWORDS if k in revert_sig.parameters)
-            self.revert_injected = {k: v for k, v in self.injected.items() if k in revert_sig.parameters}
+            self.revert_keywords = frozenset(
+                k for k in REVERT_KEYWORDS if k in revert_sig.parameters
+            )
+            self.revert_injected = {
+                k: v for k, v in self.injected.items() if k in revert_sig.parameters
+            }
         else:
             self.revert_args, self.revert_var_kw, self.revert_keywords = (), False, frozenset()
             self.revert_injected = {}
@@ -421,7 +432,7 @@ class FunctionTask(Task):
             raise InvalidAtom(f"@task needs a function, got {fn!r}")
         self._fn = fn
         self._revert_fn: Callable[..., Any] | None = None
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
         super().__init__(**kwargs)
 
     def _default_name(self) -> str:
@@ -433,7 +444,7 @@ class FunctionTask(Task):
     def _revert_callable(self) -> Callable[..., Any] | None:
         return self._revert_fn
 
-    def revert(self, fn: Callable[..., Any]) -> Callable[..., Any]:  # type: ignore[override]
+    def revert(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Decorator: register `fn` as this task's compensation; returns `fn`."""
         if not callable(fn):
             raise InvalidAtom(f"task {self.name!r}: @revert needs a function, got {fn!r}")

@@ -61,7 +61,17 @@ class CompiledFlow:
 class _Unit:
     """A compiled item during compilation: its nodes and its entry/exit nodes."""
 
-    __slots__ = ("children", "item", "nodes", "preds", "provided", "requires", "retry", "sinks", "sources")
+    __slots__ = (
+        "children",
+        "item",
+        "nodes",
+        "preds",
+        "provided",
+        "requires",
+        "retry",
+        "sinks",
+        "sources",
+    )
 
     def __init__(self, item: Item) -> None:
         self.item = item
@@ -129,8 +139,14 @@ class _Compiler:
                 return self.guarded(item, ctl, retry, lambda r: [self.build_atom(item, r)])
             return self.build_atom(item, retry)
         if item.retry is not None:
-            ctl = item.retry if item.retry.explicit_name else item.retry.bind(name=f"{item.name}.retry")
-            return self.guarded(item, ctl, retry, lambda r: [self.build(c, r) for c in item.items], True)
+            ctl = (
+                item.retry
+                if item.retry.explicit_name
+                else item.retry.bind(name=f"{item.name}.retry")
+            )
+            return self.guarded(
+                item, ctl, retry, lambda r: [self.build(c, r) for c in item.items], True
+            )
         unit = _Unit(item)
         unit.children = [self.build(c, retry) for c in item.items]
         self.combine(unit)
@@ -146,7 +162,9 @@ class _Compiler:
         unit.requires = set(atom.requires)
         return unit
 
-    def guarded(self, item: Item, ctl: Retry, retry: int, children: Any, combine: bool = False) -> _Unit:
+    def guarded(
+        self, item: Item, ctl: Retry, retry: int, children: Any, combine: bool = False
+    ) -> _Unit:
         r = self.new_node(ctl, retry)
         unit = _Unit(item)
         unit.retry = r
@@ -205,7 +223,9 @@ class _Compiler:
             for symbol in sorted(c.requires):
                 found = [i for i in providers.get(symbol, ()) if i != j]
                 if len(found) > 1:
-                    raise AmbiguousProvider(flow.name, symbol, c.item.name, [kids[i].item.name for i in found])
+                    raise AmbiguousProvider(
+                        flow.name, symbol, c.item.name, [kids[i].item.name for i in found]
+                    )
                 if found:
                     if found[0] not in preds[j]:
                         preds[j].append(found[0])
@@ -300,7 +320,9 @@ class _Compiler:
                 self.resolve(child, env)
 
     @staticmethod
-    def _bind(args: tuple[Arg, ...], env: _Env) -> tuple[tuple[str, str, tuple[int, ...], bool, Any], ...]:
+    def _bind(
+        args: tuple[Arg, ...], env: _Env
+    ) -> tuple[tuple[str, str, tuple[int, ...], bool, Any], ...]:
         return tuple((a.param, a.symbol, env.lookup(a.symbol), a.optional, a.default) for a in args)
 
     def resolve_node(self, node: Node, env: _Env) -> None:

@@ -10,6 +10,7 @@ starts are launched, so a durable backend always knows what was running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -23,7 +24,7 @@ from typing import Any
 import anyio.to_thread
 
 from .atom import _WHOLE, Atom
-from .compiler import CompiledFlow, Node, compile_flow
+from .compiler import CompiledFlow, compile_flow
 from .errors import (
     AtomTimeout,
     ExecutionError,
@@ -95,9 +96,13 @@ class Engine:
         storage: Storage | None = None,
     ) -> None:
         if max_concurrency is not None and (
-            not isinstance(max_concurrency, int) or isinstance(max_concurrency, bool) or max_concurrency < 1
+            not isinstance(max_concurrency, int)
+            or isinstance(max_concurrency, bool)
+            or max_concurrency < 1
         ):
-            raise InvalidAtom(f"max_concurrency must be None or a whole number >= 1, got {max_concurrency!r}")
+            raise InvalidAtom(
+                f"max_concurrency must be None or a whole number >= 1, got {max_concurrency!r}"
+            )
         self.flow = flow
         self.compiled: CompiledFlow = compile_flow(flow)
         self.max_concurrency = max_concurrency
@@ -232,10 +237,8 @@ class Engine:
             detach()
             if not runner.done():
                 runner.cancel()
-                try:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await runner
-                except (asyncio.CancelledError, Exception):
-                    pass
 
     # -- setup -------------------------------------------------------------------
 
@@ -478,7 +481,9 @@ class Engine:
 
     # -- calling atoms -------------------------------------------------------------
 
-    def _kwargs(self, i: int, args: tuple[tuple[str, str, tuple[int, ...], bool, Any], ...]) -> dict[str, Any]:
+    def _kwargs(
+        self, i: int, args: tuple[tuple[str, str, tuple[int, ...], bool, Any], ...]
+    ) -> dict[str, Any]:
         atom = self._nodes[i].atom
         details, nodes = self._details, self._nodes
         kwargs = dict(atom.injected) if atom.injected else {}
@@ -545,9 +550,17 @@ class Engine:
                 elif node.is_retry:
                     history = self._details[i].history
                     kwargs["history"] = history.copy() if history is not None else History()
-                    value = await fn_r(**kwargs) if atom.revert_async else await _in_thread(fn_r, kwargs)
+                    value = (
+                        await fn_r(**kwargs)
+                        if atom.revert_async
+                        else await _in_thread(fn_r, kwargs)
+                    )
                 else:
-                    value = await fn_r(**kwargs) if atom.revert_async else await _in_thread(fn_r, kwargs)
+                    value = (
+                        await fn_r(**kwargs)
+                        if atom.revert_async
+                        else await _in_thread(fn_r, kwargs)
+                    )
             return kind, i, True, value, time.perf_counter() - started
         except Exception as exc:
             return kind, i, False, Failure.from_exception(exc), time.perf_counter() - started
@@ -586,10 +599,19 @@ class Engine:
                 d.history.add_attempt(value)
             self._set(i, S.SUCCESS, result=value, failure=None, duration=duration)
             if d.intention is Intention.EXECUTE:
-                waiting, details, ready, active = self._waiting, self._details, self._ready, self._active
+                waiting, details, ready, active = (
+                    self._waiting,
+                    self._details,
+                    self._ready,
+                    self._active,
+                )
                 for s in node.succs:
                     waiting[s] -= 1
-                    if waiting[s] == 0 and details[s].state is S.PENDING and (active is None or active[s]):
+                    if (
+                        waiting[s] == 0
+                        and details[s].state is S.PENDING
+                        and (active is None or active[s])
+                    ):
                         ready.append(s)
             else:
                 self._maybe_revert(i)
@@ -719,7 +741,11 @@ class Engine:
         """Run the deciders on the edges into node i; False if it was skipped."""
         details, nodes = self._details, self._nodes
         for spec in nodes[i].deciders or ():
-            history = {nodes[s].name: details[s].result for s in spec.sources if details[s].state is S.SUCCESS}
+            history = {
+                nodes[s].name: details[s].result
+                for s in spec.sources
+                if details[s].state is S.SUCCESS
+            }
             if not history:
                 continue
             try:
@@ -836,9 +862,8 @@ class Engine:
 
 
 def _is_async_listener(listener: Listener) -> bool:
-    return inspect.iscoroutinefunction(listener) or inspect.iscoroutinefunction(
-        getattr(listener, "__call__", None)
-    )
+    call = getattr(type(listener), "__call__", None)  # noqa: B004
+    return inspect.iscoroutinefunction(listener) or inspect.iscoroutinefunction(call)
 
 
 def _optional(
@@ -865,13 +890,15 @@ async def _in_thread(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
     return await anyio.to_thread.run_sync(functools.partial(ctx.run, fn, **kwargs))
 
 
-async def _with_timeout(name: str, timeout: float, fn: Callable[..., Any], is_async: bool, kwargs: dict[str, Any]) -> Any:
+async def _with_timeout(
+    name: str, seconds: float, fn: Callable[..., Any], is_async: bool, kwargs: dict[str, Any]
+) -> Any:
     try:
-        async with asyncio.timeout(timeout) as cm:
+        async with asyncio.timeout(seconds) as cm:
             return await fn(**kwargs) if is_async else await _in_thread(fn, kwargs)
     except TimeoutError as exc:
         if cm.expired():
-            raise AtomTimeout(name, timeout) from exc
+            raise AtomTimeout(name, seconds) from exc
         raise
 
 
@@ -903,4 +930,3 @@ async def run(
         target=target,
     )
     return await engine.run()
-

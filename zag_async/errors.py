@@ -148,7 +148,9 @@ class WrappedFailure(ExecutionError):
     """Several atoms failed in the same run; `failures` holds each of them."""
 
     def __init__(self, failures: Mapping[str, Failure]) -> None:
-        summary = "; ".join(f"{name}: {f.exception_type}: {f.message}" for name, f in failures.items())
+        summary = "; ".join(
+            f"{name}: {f.exception_type}: {f.message}" for name, f in failures.items()
+        )
         super().__init__(f"{len(failures)} atoms failed: {summary}")
         self.failures = dict(failures)
 

@@ -39,8 +39,8 @@ class Event:
 Listener = Callable[[Event], None | Awaitable[None]]
 
 #: (emit function, atom name) of the atom running in the current context.
-_current: contextvars.ContextVar[tuple[Callable[[Event], None], str, str] | None] = contextvars.ContextVar(
-    "zag_current_atom", default=None
+_current: contextvars.ContextVar[tuple[Callable[[Event], None], str, str] | None] = (
+    contextvars.ContextVar("zag_current_atom", default=None)
 )
 
 
@@ -55,7 +55,9 @@ def progress(fraction: float, **details: Any) -> None:
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"progress must be between 0.0 and 1.0, got {fraction!r}")
     emit, flow, atom = current
-    emit(Event("progress", flow, "RUNNING", atom, progress=float(fraction), details=details or None))
+    emit(
+        Event("progress", flow, "RUNNING", atom, progress=float(fraction), details=details or None)
+    )
 
 
 class LoggingListener:
@@ -67,7 +69,9 @@ class LoggingListener:
 
     def __call__(self, event: Event) -> None:
         if event.kind == "progress":
-            self.logger.debug("%s.%s progress %.0f%%", event.flow, event.atom, (event.progress or 0) * 100)
+            self.logger.debug(
+                "%s.%s progress %.0f%%", event.flow, event.atom, (event.progress or 0) * 100
+            )
         elif event.kind == "flow":
             self.logger.log(self.level, "flow %s -> %s", event.flow, event.state)
         elif event.failure is not None:

@@ -62,7 +62,9 @@ class Failure:
             exception_types=tuple(_qualname(c) for c in type(exc).__mro__ if c is not object),
             message=str(exc),
             args=tuple(_json_safe(a) for a in exc.args),
-            traceback="".join(tb_module.format_exception(type(exc), exc, exc.__traceback__, chain=False)),
+            traceback="".join(
+                tb_module.format_exception(type(exc), exc, exc.__traceback__, chain=False)
+            ),
             cause=cause,
             exception=exc,
         )

@@ -134,7 +134,8 @@ class GraphFlow(Flow):
                 return item
         label = ref if isinstance(ref, str) else getattr(ref, "name", repr(ref))
         raise FlowDefinitionError(
-            f"graph flow {self.name!r}: link {role} {label!r} is not an item of this flow; add it first"
+            f"graph flow {self.name!r}: link {role} {label!r} is not an item of this flow; "
+            f"add it first"
         )
 
     def link(
@@ -153,14 +154,17 @@ class GraphFlow(Flow):
         src = self._member(source, "source")
         dst = self._member(target, "target")
         if src is dst:
-            raise FlowDefinitionError(f"graph flow {self.name!r}: cannot link {src.name!r} to itself")
+            raise FlowDefinitionError(
+                f"graph flow {self.name!r}: cannot link {src.name!r} to itself"
+            )
         if decider is not None and not callable(decider):
             raise FlowDefinitionError(f"graph flow {self.name!r}: decider must be callable")
         try:
             depth = Depth(depth)
         except ValueError:
             raise FlowDefinitionError(
-                f"graph flow {self.name!r}: depth must be one of {', '.join(d.value for d in Depth)}"
+                f"graph flow {self.name!r}: depth must be one of "
+                f"{', '.join(d.value for d in Depth)}"
             ) from None
         self.links.append(Link(src, dst, decider, depth))
         return self

@@ -140,9 +140,13 @@ class Retry(Atom):
         self.revert_all = revert_all
         for what, value in (("delay", delay), ("jitter", jitter)):
             if not isinstance(value, (int, float)) or value < 0:
-                raise InvalidAtom(f"retry controller {name or type(self).__name__!r}: {what} must be >= 0")
+                raise InvalidAtom(
+                    f"retry controller {name or type(self).__name__!r}: {what} must be >= 0"
+                )
         if not isinstance(backoff, (int, float)) or backoff < 1:
-            raise InvalidAtom(f"retry controller {name or type(self).__name__!r}: backoff must be >= 1")
+            raise InvalidAtom(
+                f"retry controller {name or type(self).__name__!r}: backoff must be >= 1"
+            )
         self.delay = float(delay)
         self.backoff = float(backoff)
         self.max_delay = max_delay
@@ -213,7 +217,7 @@ class ForEach(Retry):
 class ParameterizedForEach(Retry):
     """Like ForEach, with the values read from the store (`rebind={"values": ...}`)."""
 
-    def execute(self, values: Sequence[Any], history: History) -> Any:
+    def execute(self, values: Sequence[Any], history: History) -> Any:  # type: ignore[override]
         return _next_value(self.name, list(values), history)
 
     def on_failure(self, history: History, values: Sequence[Any] = ()) -> Decision:

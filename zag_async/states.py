@@ -96,6 +96,8 @@ def check_flow_transition(flow: str, old: FlowState, new: FlowState) -> None:
         raise InvalidTransition("flow", flow, old, new)
 
 
-def check_atom_transition(atom: str, old: AtomState, new: AtomState, *, retry: bool = False) -> None:
+def check_atom_transition(
+    atom: str, old: AtomState, new: AtomState, *, retry: bool = False
+) -> None:
     if (old, new) not in (RETRY_TRANSITIONS if retry else TASK_TRANSITIONS):
         raise InvalidTransition("retry controller" if retry else "atom", atom, old, new)

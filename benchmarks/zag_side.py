@@ -305,18 +305,20 @@ def s6(rec: Recorder, plan: Plan) -> None:
     async def once(failures: int) -> Phases:
         t = flaky(name="flaky")
         t.calls, t.failures = [], failures
-        flow = zag.linear("s6", t, retry=zag.retry.Times(5))
+        flow = zag.linear("s6", t, retry=zag.retry.Times(5, name="times", provides="attempt"))
         t0 = clock()
         engine = zag.Engine(flow, max_concurrency=1)
         await _run(engine)
         t1 = clock()
         check(len(t.calls) == failures + 1, f"S6: task called {len(t.calls)} times")
         check(engine.state == zag.FlowState.SUCCESS, f"S6: flow ended {engine.state}")
+        attempt = await _fetch(engine, "attempt")
+        check(attempt == failures + 1, f"S6: controller reports attempt {attempt}")
         return {"total": t1 - t0}
 
     st4 = measure(_loop_run(lambda: once(4)), repeats=plan.s6_repeats)
     st0 = measure(_loop_run(lambda: once(0)), repeats=plan.s6_repeats)
-    rec.add("S6", "4 failures", "total", "ms", _ms(st4["total"]), "5 calls")
+    rec.add("S6", "4 failures", "total", "ms", _ms(st4["total"]), "5 calls, attempt 5")
     rec.add("S6", "0 failures", "total", "ms", _ms(st0["total"]))
     per_retry = (st4["total"].median - st0["total"].median) / 4 * 1e6
     rec.add("S6", "derived", "per retry", "µs", [per_retry], "(t4 - t0) / 4 of medians")

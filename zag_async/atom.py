@@ -17,6 +17,7 @@ import inspect
 import typing
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
 from .errors import InvalidAtom, ResultMismatch
@@ -32,6 +33,8 @@ Rebind = Mapping[str, str] | Sequence[str] | None
 #: Names the engine passes to `revert` itself; they are never requirements.
 REVERT_KEYWORDS = ("result", "flow_failures")
 _WHOLE = object()
+_NO_VALUES: Mapping[str, Any] = MappingProxyType({})
+_NO_NAMES: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,14 +159,14 @@ class Atom:
     timeout_s: float | None
     is_idempotent: bool
     retry_controller: Retry | None
-    injected: dict[str, Any]
+    injected: Mapping[str, Any]
     execute_fn: Callable[..., Any]
     execute_async: bool
     revert_fn: Callable[..., Any] | None
     revert_async: bool
     revert_var_kw: bool
     revert_keywords: frozenset[str]
-    revert_injected: dict[str, Any]
+    revert_injected: Mapping[str, Any]
     needs_check: bool
 
     def __init__(
@@ -215,14 +218,8 @@ class Atom:
         idempotent: bool,
     ) -> None:
         name = self.name
-        self._decl: dict[str, Any] = {
-            "provides": provides,
-            "rebind": rebind,
-            "inject": inject,
-            "timeout": timeout,
-            "retry": retry,
-            "idempotent": idempotent,
-        }
+        # What was declared, kept compactly so bind() can re-declare a variant.
+        self._decl = (provides, rebind, inject, timeout, retry, idempotent)
         if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
             raise InvalidAtom(f"atom {name!r}: timeout must be a positive number of seconds")
         self.timeout_s = float(timeout) if timeout is not None else None
@@ -236,7 +233,7 @@ class Atom:
                 )
         self.retry_controller = retry
         self.provided = _normalize_provides(name, provides)
-        self.injected = dict(inject or {})
+        self.injected = dict(inject) if inject else _NO_VALUES
 
         fn = self._execute_callable()
         sig = _signature(name, fn)
@@ -299,10 +296,10 @@ class Atom:
             )
             self.revert_injected = {
                 k: v for k, v in self.injected.items() if k in revert_sig.parameters
-            }
+            } or _NO_VALUES
         else:
-            self.revert_args, self.revert_var_kw, self.revert_keywords = (), False, frozenset()
-            self.revert_injected = {}
+            self.revert_args, self.revert_var_kw, self.revert_keywords = (), False, _NO_NAMES
+            self.revert_injected = _NO_VALUES
         self.needs_check = any(key is not _WHOLE for key in self.provided.values())
 
         if isinstance(provides, (list, tuple)):
@@ -370,21 +367,23 @@ class Atom:
     ) -> _A:
         """A new atom like this one with some declarations replaced."""
         clone = copy.copy(self)
-        decl = dict(self._decl)
-        for key, value in (
-            ("provides", provides),
-            ("rebind", rebind),
-            ("inject", inject),
-            ("timeout", timeout),
-            ("retry", retry),
-            ("idempotent", idempotent),
-        ):
-            if value is not None:
-                decl[key] = value
+        new = (provides, rebind, inject, timeout, retry, idempotent)
+        decl = [old if value is None else value for old, value in zip(self._decl, new, strict=True)]
         if name is not None:
             clone.name = name
-        clone._declare(**decl)
+        clone._redeclare(tuple(decl))
         return clone
+
+    def _redeclare(self, decl: tuple[Any, ...]) -> None:
+        provides, rebind, inject, timeout, retry, idempotent = decl
+        self._declare(
+            provides=provides,
+            rebind=rebind,
+            inject=inject,
+            timeout=timeout,
+            retry=retry,
+            idempotent=idempotent,
+        )
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -449,7 +448,7 @@ class FunctionTask(Task):
         if not callable(fn):
             raise InvalidAtom(f"task {self.name!r}: @revert needs a function, got {fn!r}")
         self._revert_fn = fn
-        self._declare(**self._decl)
+        self._redeclare(self._decl)
         return fn
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

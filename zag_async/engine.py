@@ -23,8 +23,8 @@ from typing import Any
 
 import anyio.to_thread
 
-from .atom import _WHOLE, Atom
-from .compiler import CompiledFlow, compile_flow
+from .atom import _WHOLE, Arg, Atom
+from .compiler import CompiledFlow, compile_flow, gc_paused
 from .errors import (
     AtomTimeout,
     ExecutionError,
@@ -103,11 +103,29 @@ class Engine:
             raise InvalidAtom(
                 f"max_concurrency must be None or a whole number >= 1, got {max_concurrency!r}"
             )
-        self.flow = flow
-        self.compiled: CompiledFlow = compile_flow(flow)
         self.max_concurrency = max_concurrency
         self.defer_reverts = defer_reverts
         self._listeners: list[Listener] = list(listeners)
+        with gc_paused():
+            self._setup(flow, store, storage, target)
+        self._suspend_requested = False
+        self._running_flag = False
+        self._done: list[_Outcome] = []
+        self._wakeup: asyncio.Future[None] | None = None
+        self._events: asyncio.Queue[Event | None] | None = None
+        self._loop_thread: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _setup(
+        self,
+        flow: Flow | Atom,
+        store: Mapping[str, Any] | None,
+        storage: Storage | None,
+        target: str | Atom | None,
+    ) -> None:
+        """Compile, attach atom records and validate (with the collector paused)."""
+        self.flow = flow
+        self.compiled: CompiledFlow = compile_flow(flow)
         if storage is None:
             storage = Storage(FlowDetail(self.compiled.name), store=store)
         elif store:
@@ -127,21 +145,11 @@ class Engine:
                 storage.touch(d)
             details.append(d)
         self._details = details
-        storage._providers = {
-            symbol: [(details[n], nodes[n].atom) for n in indices]
-            for symbol, indices in self.compiled.providers.items()
-        }
+        storage.attach(self.compiled.providers, details, [n.atom for n in nodes])
         self._active: list[bool] | None = None
         if target is not None:
             self._active = self._needed_for(target)
         self._validate()
-        self._suspend_requested = False
-        self._running_flag = False
-        self._done: list[_Outcome] = []
-        self._wakeup: asyncio.Future[None] | None = None
-        self._events: asyncio.Queue[Event | None] | None = None
-        self._loop_thread: int | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- public ------------------------------------------------------------------
 
@@ -203,13 +211,14 @@ class Engine:
                 # Left mid-run by a crash: the recorded way back is through RESUMING.
                 self._set_flow(FlowState.RESUMING)
                 self._set_flow(FlowState.SUSPENDED)
-            self._set_flow(FlowState.RUNNING)
-            try:
-                await self._run_loop()
-            except asyncio.CancelledError:
-                await self._finish_cancelled()
-                raise
-            return await self._finish()
+            async with self._event_pump():
+                self._set_flow(FlowState.RUNNING)
+                try:
+                    await self._run_loop()
+                except asyncio.CancelledError:
+                    await self._finish_cancelled()
+                    raise
+                return await self._finish()
         finally:
             self._running_flag = False
             self._wakeup = None
@@ -244,7 +253,7 @@ class Engine:
 
     def _needed_for(self, target: str | Atom) -> list[bool]:
         name = target.name if isinstance(target, Atom) else target
-        node = self.compiled.by_name.get(name)
+        node = self.compiled.find(name)
         if node is None:
             raise NotFound(f"flow {self.name!r}: target {name!r} is not an atom of this flow")
         active = [False] * len(self._nodes)
@@ -259,20 +268,23 @@ class Engine:
     def _validate(self) -> None:
         store = self.storage.store
         missing: dict[str, list[str]] = {}
+        for_revert: dict[str, list[str]] = {}
         active = self._active
         for node in self._nodes:
             if active is not None and not active[node.index]:
                 continue
-            for _param, symbol, cands, optional, _default in node.args:
-                if not cands and not optional and symbol not in store:
-                    missing.setdefault(node.name, []).append(symbol)
-            for _param, symbol, cands, optional, _default in node.revert_args:
-                if not cands and not optional and symbol not in store:
+            for arg, cands in zip(node.atom.args, node.cands, strict=True):
+                if not cands and not arg.optional and arg.symbol not in store:
+                    missing.setdefault(node.name, []).append(arg.symbol)
+            for arg, cands in zip(node.atom.revert_args, node.revert_cands, strict=True):
+                symbol = arg.symbol
+                if not cands and not arg.optional and symbol not in store:
                     names = missing.setdefault(node.name, [])
                     if symbol not in names:
-                        names.append(f"{symbol} (for revert)")
+                        names.append(symbol)
+                        for_revert.setdefault(node.name, []).append(symbol)
         if missing:
-            raise MissingRequirements(self.name, missing)
+            raise MissingRequirements(self.name, missing, for_revert)
 
     # -- state changes -----------------------------------------------------------
 
@@ -329,6 +341,26 @@ class Engine:
             except Exception:  # a broken listener must not break the flow
                 logger.exception("listener %r failed on %s", listener, event)
 
+    @contextlib.asynccontextmanager
+    async def _event_pump(self) -> AsyncIterator[None]:
+        """Deliver events to async listeners for the whole run, flow events included."""
+        if not any(_is_async_listener(listener) for listener in self._listeners):
+            yield
+            return
+        queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._events = queue
+        pump = asyncio.ensure_future(self._dispatch(queue))
+        try:
+            yield
+        finally:
+            self._events = None
+            queue.put_nowait(None)
+            try:
+                await asyncio.shield(pump)
+            except asyncio.CancelledError:
+                pump.cancel()
+                raise
+
     async def _dispatch(self, queue: asyncio.Queue[Event | None]) -> None:
         """Await async listeners one event at a time, in order."""
         while True:
@@ -382,15 +414,7 @@ class Engine:
         self._scan()
         self._done.clear()
         async with asyncio.TaskGroup() as tg:
-            if any(_is_async_listener(listener) for listener in self._listeners):
-                self._events = asyncio.Queue()
-                tg.create_task(self._dispatch(self._events))
-            try:
-                await self._loop_body(tg)
-            finally:
-                if self._events is not None:
-                    self._events.put_nowait(None)
-                    self._events = None
+            await self._loop_body(tg)
 
     async def _loop_body(self, tg: asyncio.TaskGroup) -> None:
         done = self._done
@@ -415,6 +439,10 @@ class Engine:
                     tg.create_task(self._spawned(kind, i, kwargs))
                 continue
             if not running:
+                if (self._ready or self._revert_ready) and not (
+                    self._suspend_requested or self._revert_failed
+                ):
+                    continue  # a failure found while picking queued more work
                 return
             self._wakeup = asyncio.get_running_loop().create_future()
             await self._wakeup
@@ -471,7 +499,7 @@ class Engine:
                 continue
             d.attempts += 1
             try:
-                kwargs = self._kwargs(i, nodes[i].args)
+                kwargs = self._kwargs(i, nodes[i].atom.args, nodes[i].cands)
             except ZagError as exc:
                 self._process([("exec", i, False, Failure.from_exception(exc), 0.0)])
                 continue
@@ -482,29 +510,37 @@ class Engine:
     # -- calling atoms -------------------------------------------------------------
 
     def _kwargs(
-        self, i: int, args: tuple[tuple[str, str, tuple[int, ...], bool, Any], ...]
+        self,
+        i: int,
+        args: tuple[Arg, ...],
+        cands: tuple[tuple[int, ...], ...],
+        optional: bool = False,
     ) -> dict[str, Any]:
+        """Fetch an atom's arguments from its nearest providers, else the store."""
         atom = self._nodes[i].atom
         details, nodes = self._details, self._nodes
         kwargs = dict(atom.injected) if atom.injected else {}
-        for param, symbol, cands, optional, default in args:
-            for c in cands:
+        for arg, providers in zip(args, cands, strict=True):
+            symbol = arg.symbol
+            for c in providers:
                 dc = details[c]
                 if dc.state is S.SUCCESS:
                     key = nodes[c].atom.provided[symbol]
-                    kwargs[param] = dc.result if key is _WHOLE else dc.result[key]
+                    kwargs[arg.param] = dc.result if key is _WHOLE else dc.result[key]
                     break
             else:
                 store = self.storage.store
                 if symbol in store:
-                    kwargs[param] = store[symbol]
-                elif optional:
-                    kwargs[param] = default
-                else:
-                    skipped = ", ".join(f"{nodes[c].name!r} ({details[c].state})" for c in cands)
+                    kwargs[arg.param] = store[symbol]
+                elif arg.optional:
+                    kwargs[arg.param] = arg.default
+                elif not optional:
+                    skipped = ", ".join(
+                        f"{nodes[c].name!r} ({details[c].state})" for c in providers
+                    )
                     raise NotFound(
-                        f"atom {atom.name!r}: argument {param!r} needs {symbol!r}, which is not "
-                        f"available" + (f" (its providers: {skipped})" if skipped else "")
+                        f"atom {atom.name!r}: argument {arg.param!r} needs {symbol!r}, which is "
+                        f"not available" + (f" (its providers: {skipped})" if skipped else "")
                     )
         return kwargs
 
@@ -515,10 +551,10 @@ class Engine:
         if atom.revert_fn is None:
             return {}
         if atom.revert_var_kw:
-            kwargs = self._kwargs(i, _optional(node.args))
+            kwargs = self._kwargs(i, atom.args, node.cands, optional=True)
         else:
             kwargs = dict(atom.revert_injected)
-        kwargs.update(self._kwargs(i, node.revert_args))
+        kwargs.update(self._kwargs(i, atom.revert_args, node.revert_cands))
         if atom.revert_var_kw or "result" in atom.revert_keywords:
             kwargs["result"] = d.failure if d.failure is not None else d.result
         if atom.revert_var_kw or "flow_failures" in atom.revert_keywords:
@@ -618,28 +654,51 @@ class Engine:
         else:
             self._set(i, S.FAILURE, failure=value, duration=duration)
             self._on_failure(i, value)
-        for p in node.preds:
-            if self._details[p].intention is Intention.REVERT:
-                self._maybe_revert(p)
+        self._recheck_preds(i)
 
     def _reverted(self, i: int, ok: bool, value: Any, duration: float) -> None:
         if ok:
             self._set(i, S.REVERTED, revert_result=value, duration=duration)
-            for p in self._nodes[i].preds:
-                self._maybe_revert(p)
+            self._recheck_preds(i)
         else:
             self._set(i, S.REVERT_FAILURE, revert_failure=value, duration=duration)
             self._revert_failed = True
+
+    def _recheck_preds(self, i: int) -> None:
+        """Node i settled: its predecessors (seen through skipped atoms) may revert now."""
+        details, nodes = self._details, self._nodes
+        stack = list(nodes[i].preds)
+        seen: set[int] | None = None
+        while stack:
+            p = stack.pop()
+            dp = details[p]
+            if dp.state is S.IGNORE:
+                seen = seen if seen is not None else set()
+                for q in nodes[p].preds:
+                    if q not in seen:
+                        seen.add(q)
+                        stack.append(q)
+            elif dp.intention is Intention.REVERT:
+                self._maybe_revert(p)
 
     def _maybe_revert(self, i: int) -> None:
         d = self._details[i]
         if d.intention is not Intention.REVERT or d.state not in _REVERTIBLE or i in self._running:
             return
-        details = self._details
-        for s in self._nodes[i].succs:
+        details, nodes = self._details, self._nodes
+        stack = list(nodes[i].succs)
+        seen: set[int] | None = None
+        while stack:
+            s = stack.pop()
             ds = details[s]
             if ds.state in _BUSY or (ds.intention is Intention.REVERT and ds.state in _REVERTIBLE):
                 return
+            if ds.state is S.IGNORE:  # look through skipped atoms to what ran after them
+                seen = seen if seen is not None else set()
+                for t in nodes[s].succs:
+                    if t not in seen:
+                        seen.add(t)
+                        stack.append(t)
         self._revert_ready.append(i)
 
     # -- failure handling -------------------------------------------------------------
@@ -688,7 +747,7 @@ class Engine:
             extra: dict[str, Any] = {}
             wanted = getattr(ctl, "on_failure_args", ())
             if wanted:
-                args = self._kwargs(r, _optional(node.args))
+                args = self._kwargs(r, ctl.args, node.cands, optional=True)
                 extra = {k: v for k, v in args.items() if k in wanted}
             decision = Decision(ctl.on_failure(d.history.copy(), **extra))  # type: ignore[attr-defined]
         except Exception:
@@ -698,11 +757,10 @@ class Engine:
             return ("retry", r)
         if decision is Decision.REVERT_ALL:
             return _ALL
-        parent = self._resolve(node.retry, node.name, failure)
-        if self.defer_reverts:
-            return parent
-        if node.retry >= 0 and parent[0] != "scope":
-            return parent
+        # REVERT defers to the enclosing controller; with none, only this scope
+        # is reverted unless the engine was asked to defer reverts to the flow.
+        if node.retry >= 0 or self.defer_reverts:
+            return self._resolve(node.retry, node.name, failure)
         return ("scope", r)
 
     def _settle_retries(self) -> None:
@@ -864,12 +922,6 @@ class Engine:
 def _is_async_listener(listener: Listener) -> bool:
     call = getattr(type(listener), "__call__", None)  # noqa: B004
     return inspect.iscoroutinefunction(listener) or inspect.iscoroutinefunction(call)
-
-
-def _optional(
-    args: tuple[tuple[str, str, tuple[int, ...], bool, Any], ...],
-) -> tuple[tuple[str, str, tuple[int, ...], bool, Any], ...]:
-    return tuple((p, s, c, True, d) for p, s, c, _o, d in args)
 
 
 def _as_exception(failures: Mapping[str, Failure]) -> BaseException | None:

@@ -78,9 +78,19 @@ class MissingRequirements(FlowDefinitionError):
     `missing` maps each atom name to the symbols it lacks.
     """
 
-    def __init__(self, flow: str, missing: Mapping[str, list[str]]) -> None:
+    def __init__(
+        self,
+        flow: str,
+        missing: Mapping[str, list[str]],
+        for_revert: Mapping[str, list[str]] | None = None,
+    ) -> None:
+        revert = for_revert or {}
+
+        def describe(atom: str, symbol: str) -> str:
+            return f"{symbol!r} (for revert)" if symbol in revert.get(atom, ()) else repr(symbol)
+
         parts = "; ".join(
-            f"atom {atom!r} requires {', '.join(repr(s) for s in names)}"
+            f"atom {atom!r} requires {', '.join(describe(atom, s) for s in names)}"
             for atom, names in missing.items()
         )
         super().__init__(

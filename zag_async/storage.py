@@ -92,8 +92,26 @@ class Storage:
         self.store: dict[str, Any] = dict(store or {})
         self._dirty: dict[str, AtomDetail] = {}
         self._flow_dirty = True
-        # symbol -> [(atom detail, atom)] in flow order; set by the engine
-        self._providers: dict[str, list[tuple[AtomDetail, Any]]] = {}
+        #: False for the memory backend: records live in memory already.
+        self.durable = not isinstance(self.backend, MemoryBackend)
+        # Set by the engine: symbol -> provider indices, and the records/atoms by index.
+        self._providers: dict[str, list[int]] = {}
+        self._details: list[AtomDetail] = []
+        self._atoms: list[Any] = []
+
+    def attach(
+        self, providers: dict[str, list[int]], details: list[AtomDetail], atoms: list[Any]
+    ) -> None:
+        """Tell storage who provides what (the engine calls this after compiling)."""
+        self._providers, self._details, self._atoms = providers, details, atoms
+
+    def _value(self, symbol: str) -> tuple[bool, Any]:
+        for n in reversed(self._providers.get(symbol, ())):
+            detail = self._details[n]
+            if detail.state is AtomState.SUCCESS:
+                atom = self._atoms[n]
+                return True, atom.pick(symbol, atom.provided[symbol], detail.result)
+        return False, None
 
     # -- reads -------------------------------------------------------------------
 
@@ -108,9 +126,9 @@ class Storage:
 
     def fetch(self, symbol: str) -> Any:
         """The current value of `symbol`: the latest provider's output, else the store."""
-        for detail, atom in reversed(self._providers.get(symbol, ())):
-            if detail.state is AtomState.SUCCESS:
-                return atom.pick(symbol, atom.provided[symbol], detail.result)
+        found, value = self._value(symbol)
+        if found:
+            return value
         if symbol in self.store:
             return self.store[symbol]
         raise NotFound(f"flow {self.flow.name!r}: nothing provides {symbol!r} (yet)")
@@ -118,11 +136,10 @@ class Storage:
     def fetch_all(self) -> dict[str, Any]:
         """Every symbol available now: the store overlaid with atom outputs."""
         out = dict(self.store)
-        for symbol, entries in self._providers.items():
-            for detail, atom in reversed(entries):
-                if detail.state is AtomState.SUCCESS:
-                    out[symbol] = atom.pick(symbol, atom.provided[symbol], detail.result)
-                    break
+        for symbol in self._providers:
+            found, value = self._value(symbol)
+            if found:
+                out[symbol] = value
         return out
 
     @property
@@ -134,7 +151,8 @@ class Storage:
 
     def touch(self, detail: AtomDetail) -> None:
         """Mark an atom record changed (the engine mutates it in place)."""
-        self._dirty[detail.name] = detail
+        if self.durable:
+            self._dirty[detail.name] = detail
 
     def set_flow_state(self, state: FlowState) -> None:
         self.flow.state = state
@@ -152,4 +170,5 @@ class Storage:
         atoms = list(self._dirty.values())
         self._dirty.clear()
         self._flow_dirty = False
-        await self.backend.save(self.flow, atoms)
+        if self.durable:
+            await self.backend.save(self.flow, atoms)

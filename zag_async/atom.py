@@ -152,6 +152,27 @@ class Atom:
     #: Set on retry controllers; lets the engine tell the kinds apart cheaply.
     is_retry: ClassVar[bool] = False
 
+    # Flows may hold 100,000 atoms: keep the per-atom state in slots.
+    __slots__ = (
+        "args",
+        "execute_async",
+        "execute_fn",
+        "injected",
+        "is_idempotent",
+        "name",
+        "needs_check",
+        "provided",
+        "retry_controller",
+        "revert_args",
+        "revert_async",
+        "revert_fn",
+        "revert_injected",
+        "revert_keywords",
+        "revert_var_kw",
+        "timeout_s",
+        "__weakref__",
+    )
+
     name: str
     args: tuple[Arg, ...]
     revert_args: tuple[Arg, ...]
@@ -160,7 +181,7 @@ class Atom:
     is_idempotent: bool
     retry_controller: Retry | None
     injected: Mapping[str, Any]
-    execute_fn: Callable[..., Any]
+    execute_fn: Callable[..., Any] | None
     execute_async: bool
     revert_fn: Callable[..., Any] | None
     revert_async: bool
@@ -197,6 +218,10 @@ class Atom:
     def _default_name(self) -> str:
         return type(self).__name__
 
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        """Do the atom's work; subclasses define it."""
+        raise NotImplementedError(f"{type(self).__name__} must define execute()")
+
     def _execute_callable(self) -> Callable[..., Any]:
         raise NotImplementedError
 
@@ -218,8 +243,6 @@ class Atom:
         idempotent: bool,
     ) -> None:
         name = self.name
-        # What was declared, kept compactly so bind() can re-declare a variant.
-        self._decl = (provides, rebind, inject, timeout, retry, idempotent)
         if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
             raise InvalidAtom(f"atom {name!r}: timeout must be a positive number of seconds")
         self.timeout_s = float(timeout) if timeout is not None else None
@@ -274,7 +297,8 @@ class Atom:
                     f"execute ({', '.join(params) or 'none'})"
                 )
         self.args, _ = _build_args(name, sig, rebind_map, self.injected, self._arg_skip())
-        self.execute_fn = fn
+        # A method of this atom is looked up when called (saves a bound method per atom).
+        self.execute_fn = None if getattr(fn, "__self__", None) is self else fn
         self.execute_async = _is_async(fn)
         self.revert_fn = revert_fn
         self.revert_async = revert_fn is not None and _is_async(revert_fn)
@@ -368,11 +392,26 @@ class Atom:
         """A new atom like this one with some declarations replaced."""
         clone = copy.copy(self)
         new = (provides, rebind, inject, timeout, retry, idempotent)
-        decl = [old if value is None else value for old, value in zip(self._decl, new, strict=True)]
+        decl = [
+            old if value is None else value
+            for old, value in zip(self._declared(), new, strict=True)
+        ]
         if name is not None:
             clone.name = name
         clone._redeclare(tuple(decl))
         return clone
+
+    def _declared(self) -> tuple[Any, ...]:
+        """The declarations this atom was made with, rebuilt from what was kept."""
+        rebind = {a.param: a.symbol for a in (*self.args, *self.revert_args) if a.param != a.symbol}
+        return (
+            dict(self.provided) or None,
+            rebind or None,
+            dict(self.injected) or None,
+            self.timeout_s,
+            self.retry_controller,
+            self.is_idempotent,
+        )
 
     def _redeclare(self, decl: tuple[Any, ...]) -> None:
         provides, rebind, inject, timeout, retry, idempotent = decl
@@ -405,6 +444,8 @@ class Task(Atom):
     `flow_failures` (`{atom name: Failure}`), or receive them through
     `**kwargs`. Plain `def` methods run in a worker thread.
     """
+
+    __slots__ = ()
 
     def execute(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} must define execute()")
@@ -448,7 +489,7 @@ class FunctionTask(Task):
         if not callable(fn):
             raise InvalidAtom(f"task {self.name!r}: @revert needs a function, got {fn!r}")
         self._revert_fn = fn
-        self._redeclare(self._decl)
+        self._redeclare(self._declared())
         return fn
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

@@ -571,7 +571,7 @@ class Engine:
                 if node.is_retry:
                     value = await self._call_retry(i, kwargs)
                 else:
-                    fn, is_async = atom.execute_fn, atom.execute_async
+                    fn, is_async = atom.execute_fn or atom.execute, atom.execute_async
                     timeout = atom.timeout_s
                     if timeout is None:
                         value = await fn(**kwargs) if is_async else await _in_thread(fn, kwargs)
@@ -610,7 +610,7 @@ class Engine:
             delay = atom.delay_before(len(history))  # type: ignore[attr-defined]
             if delay > 0:
                 await asyncio.sleep(delay)
-        fn = atom.execute_fn
+        fn = atom.execute_fn or atom.execute
         kwargs["history"] = history.copy()
         return await fn(**kwargs) if atom.execute_async else await _in_thread(fn, kwargs)
 

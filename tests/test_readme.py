@@ -1,0 +1,51 @@
+"""The README's promises: its two opening commands and its quick start run as shown."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def test_readme_opens_with_exactly_the_two_commands() -> None:
+    first_block = re.search(r"```sh\n(.*?)```", README, re.S)
+    assert first_block is not None
+    commands = [line.split("#")[0].strip() for line in first_block.group(1).splitlines()]
+    assert commands == ["./dev demo", "./dev test"]
+    assert README.index("```sh") < README.index("## ")  # before any section
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    assert "./dev test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_quick_start_runs() -> None:
+    code = re.findall(r"```python\n(.*?)```", README, re.S)[0]
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert out.returncode == 0, out.stderr
+    assert "'tracking': 'TRK-1'" in out.stdout
+
+
+def test_demo_shows_success_revert_and_retry() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "zag_async", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert text.count("flow order: SUCCESS") == 2
+    assert "flow order: REVERTED" in text
+    # the card step failed, then it and the stock reservation were reverted, newest first
+    reverted = [line.split()[0] for line in text.splitlines() if line.strip().endswith("REVERTED")]
+    assert reverted[:2] == ["charge_card", "reserve_stock"]
+    assert "book_courier.retry     RETRYING" in text
+    assert "results: tracking='TRK-42'" in text

@@ -347,7 +347,7 @@ def test_one_controller_object_shared_by_two_flows_gets_two_names() -> None:
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True])
 def test_max_concurrency_must_be_a_whole_number_from_one(bad: Any) -> None:
-    with pytest.raises(zag.ZagError, match="max_concurrency"):
+    with pytest.raises(zag.errors.ConfigurationError, match="max_concurrency"):
         zag.Engine(zag.linear("f", _noop("a")), max_concurrency=bad)
 
 

@@ -61,6 +61,7 @@ ERROR_TREE = [
     (errors.RemoteFailure, errors.ExecutionError),
     (errors.WrappedFailure, errors.ExecutionError),
     (errors.NotFound, errors.ExecutionError),
+    (errors.ConfigurationError, errors.ZagError),
     (errors.InvalidTransition, errors.ZagError),
     (errors.StorageError, errors.ZagError),
     (errors.ConcurrentUpdate, errors.StorageError),

@@ -243,7 +243,9 @@ class Atom:
         idempotent: bool,
     ) -> None:
         name = self.name
-        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
+        if timeout is not None and (
+            not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0
+        ):
             raise InvalidAtom(f"atom {name!r}: timeout must be a positive number of seconds")
         self.timeout_s = float(timeout) if timeout is not None else None
         self.is_idempotent = bool(idempotent)

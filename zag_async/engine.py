@@ -27,8 +27,8 @@ from .atom import _WHOLE, Arg, Atom
 from .compiler import CompiledFlow, compile_flow, gc_paused
 from .errors import (
     AtomTimeout,
+    ConfigurationError,
     ExecutionError,
-    InvalidAtom,
     MissingRequirements,
     NotFound,
     WrappedFailure,
@@ -100,7 +100,7 @@ class Engine:
             or isinstance(max_concurrency, bool)
             or max_concurrency < 1
         ):
-            raise InvalidAtom(
+            raise ConfigurationError(
                 f"max_concurrency must be None or a whole number >= 1, got {max_concurrency!r}"
             )
         self.max_concurrency = max_concurrency

@@ -14,6 +14,7 @@ ZagError
 │   ├── RemoteFailure          a failure whose live exception is not in this process
 │   ├── WrappedFailure         several atoms failed at once; holds every Failure
 │   └── NotFound               a name, atom or record that does not exist
+├── ConfigurationError         a bad option for an engine or backend (max_concurrency=0, ...)
 ├── InvalidTransition          a state change the state machine forbids (a bug)
 └── StorageError               flow state could not be read or written
     └── ConcurrentUpdate       another writer advanced the same record first
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AmbiguousProvider",
     "AtomTimeout",
+    "ConfigurationError",
     "ConcurrentUpdate",
     "DependencyCycle",
     "DuplicateAtomName",
@@ -177,6 +179,10 @@ class WrappedFailure(ExecutionError):
 
 class NotFound(ExecutionError, LookupError):
     """A name, atom or stored record does not exist."""
+
+
+class ConfigurationError(ZagError, ValueError):
+    """An option given to an engine, backend or worker cannot work."""
 
 
 class InvalidTransition(ZagError):

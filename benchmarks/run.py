@@ -160,6 +160,7 @@ def build_rows(rows: list[Measurement], scenario: str) -> list[dict[str, Any]]:
         row = {"case": m.case, "metric": m.metric, "unit": m.unit, ZAG: m, PEER: None}
         index[(m.case, m.metric)] = row
         out.append(row)
+    last: dict[str, Any] | None = None
     for m in rows:
         if m.scenario != scenario or m.side != PEER:
             continue
@@ -175,9 +176,11 @@ def build_rows(rows: list[Measurement], scenario: str) -> list[dict[str, Any]]:
         elif (m.case, m.metric) in index and index[(m.case, m.metric)][PEER] is None:
             index[(m.case, m.metric)][PEER] = m
         else:
+            # A peer-only row goes right after the previous peer row, keeping its phases together.
             row = {"case": m.case, "metric": m.metric, "unit": m.unit, ZAG: None, PEER: m}
             index[(m.case, m.metric)] = row
-            out.append(row)
+            out.insert(out.index(last) + 1 if last is not None else len(out), row)
+        last = index.get((m.case, m.metric), last) if m.match_case is None else row
     return [r for r in out if not r.get("replaced")]
 
 
@@ -191,9 +194,11 @@ def print_table(rows: list[Measurement], scenarios: list[str]) -> None:
         lines = []
         for r in table:
             z, p = r[ZAG], r[PEER]
-            notes = "; ".join(
-                f"{who}: {m.note}" for who, m in (("zag", z), ("TF", p)) if m is not None and m.note
-            )
+            if z is not None and p is not None and z.note and z.note == p.note:
+                notes = z.note
+            else:
+                sides = (("zag", z), ("TF", p))
+                notes = "; ".join(f"{who}: {m.note}" for who, m in sides if m and m.note)
             lines.append((
                 r["case"], r["metric"], r["unit"],
                 fmt_stats(z.stats, z.note) if z else "-",

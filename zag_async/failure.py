@@ -6,6 +6,7 @@ import json
 import traceback as tb_module
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any, NoReturn
 
 from .errors import RemoteFailure
@@ -42,9 +43,11 @@ class Failure:
     exception_types: tuple[str, ...]
     message: str
     args: tuple[Any, ...] = ()
-    traceback: str = ""
+    traceback_text: str = field(default="", repr=False)
     cause: Failure | None = None
     exception: BaseException | None = field(default=None, repr=False, compare=False)
+    # The traceback as captured; formatted only when someone asks (it is slow).
+    _tb: TracebackType | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> Failure:
@@ -62,12 +65,19 @@ class Failure:
             exception_types=tuple(_qualname(c) for c in type(exc).__mro__ if c is not object),
             message=str(exc),
             args=tuple(_json_safe(a) for a in exc.args),
-            traceback="".join(
-                tb_module.format_exception(type(exc), exc, exc.__traceback__, chain=False)
-            ),
             cause=cause,
             exception=exc,
+            _tb=exc.__traceback__,
         )
+
+    @property
+    def traceback(self) -> str:
+        """The formatted traceback of the exception (without its cause chain)."""
+        exc = self.exception
+        if not self.traceback_text and exc is not None:
+            lines = tb_module.format_exception(type(exc), exc, self._tb, chain=False)
+            object.__setattr__(self, "traceback_text", "".join(lines))
+        return self.traceback_text
 
     @property
     def exception_type(self) -> str:
@@ -109,7 +119,7 @@ class Failure:
             exception_types=tuple(data["exception_types"]),
             message=data["message"],
             args=tuple(data.get("args", ())),
-            traceback=data.get("traceback", ""),
+            traceback_text=data.get("traceback", ""),
             cause=cls.from_dict(cause) if cause else None,
         )
 

@@ -164,10 +164,10 @@ class Retry(Atom):
     def _revert_callable(self) -> Any:
         return self.revert if type(self).revert is not Retry.revert else None
 
-    def execute(self, history: History, **kwargs: Any) -> Any:
+    async def execute(self, history: History, **kwargs: Any) -> Any:
         return len(history) + 1
 
-    def revert(self, history: History, **kwargs: Any) -> Any:
+    async def revert(self, history: History, **kwargs: Any) -> Any:
         return None
 
     def on_failure(self, history: History) -> Decision:
@@ -207,7 +207,7 @@ class ForEach(Retry):
         self.values = list(values)
         super().__init__(**kwargs)
 
-    def execute(self, history: History, **kwargs: Any) -> Any:
+    async def execute(self, history: History, **kwargs: Any) -> Any:
         return _next_value(self.name, self.values, history)
 
     def on_failure(self, history: History) -> Decision:
@@ -217,7 +217,7 @@ class ForEach(Retry):
 class ParameterizedForEach(Retry):
     """Like ForEach, with the values read from the store (`rebind={"values": ...}`)."""
 
-    def execute(self, values: Sequence[Any], history: History) -> Any:  # type: ignore[override]
+    async def execute(self, values: Sequence[Any], history: History) -> Any:  # type: ignore[override]
         return _next_value(self.name, list(values), history)
 
     def on_failure(self, history: History, values: Sequence[Any] = ()) -> Decision:
@@ -227,7 +227,7 @@ class ParameterizedForEach(Retry):
 class AlwaysRevert(Retry):
     """Never retry: revert the guarded atoms and defer to the enclosing controller."""
 
-    def execute(self, history: History, **kwargs: Any) -> Any:
+    async def execute(self, history: History, **kwargs: Any) -> Any:
         return None
 
     def on_failure(self, history: History) -> Decision:
@@ -237,7 +237,7 @@ class AlwaysRevert(Retry):
 class AlwaysRevertAll(Retry):
     """Never retry: revert the whole flow."""
 
-    def execute(self, history: History, **kwargs: Any) -> Any:
+    async def execute(self, history: History, **kwargs: Any) -> Any:
         return None
 
     def on_failure(self, history: History) -> Decision:

@@ -14,16 +14,19 @@ concurrently with revert on failure and retries by policy::
 
 from __future__ import annotations
 
-from . import errors, retry
+from . import errors, persistence, retry
 from .atom import Atom, FunctionTask, Task, task
-from .engine import Engine, run
+from .engine import Engine, resume, run
 from .errors import WrappedFailure, ZagError
 from .events import Event, LoggingListener, PrintingListener, TimingListener, progress
+from .factory import FactoryRef
 from .failure import Failure
 from .flow import Depth, Flow, GraphFlow, LinearFlow, UnorderedFlow, graph, linear, unordered
+from .models import AtomDetail, FlowDetail, FlowSummary, LogBook
+from .persistence import connect
 from .retry import Decision, History, Retry
 from .states import AtomState, FlowState, Intention
-from .storage import AtomDetail, FlowDetail, Storage
+from .storage import Storage, WritePolicy
 
 __version__ = "0.1.0"
 
@@ -35,15 +38,18 @@ __all__ = [
     "Depth",
     "Engine",
     "Event",
+    "FactoryRef",
     "Failure",
     "Flow",
     "FlowDetail",
+    "FlowSummary",
     "FlowState",
     "FunctionTask",
     "GraphFlow",
     "History",
     "Intention",
     "LinearFlow",
+    "LogBook",
     "LoggingListener",
     "PrintingListener",
     "Retry",
@@ -52,12 +58,16 @@ __all__ = [
     "TimingListener",
     "UnorderedFlow",
     "WrappedFailure",
+    "WritePolicy",
     "ZagError",
     "__version__",
+    "connect",
     "errors",
     "graph",
     "linear",
+    "persistence",
     "progress",
+    "resume",
     "retry",
     "run",
     "task",

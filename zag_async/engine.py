@@ -13,30 +13,37 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import hashlib
 import inspect
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
 from .atom import _WHOLE, Arg, Atom
-from .compiler import CompiledFlow, compile_flow, gc_paused
+from .compiler import CompiledFlow, Node, compile_flow, gc_paused
 from .errors import (
+    AtomInterrupted,
     AtomTimeout,
     ConfigurationError,
     ExecutionError,
+    FlowChanged,
     MissingRequirements,
     NotFound,
+    SerializationError,
+    StorageError,
     WrappedFailure,
     ZagError,
 )
 from .events import Event, Listener, _current
+from .factory import FactoryRef
 from .failure import Failure
 from .flow import Depth, Flow
+from .models import AtomDetail, FlowDetail
 from .retry import Decision, History
 from .states import (
     RETRY_TRANSITIONS,
@@ -47,9 +54,12 @@ from .states import (
     check_atom_transition,
     check_flow_transition,
 )
-from .storage import AtomDetail, FlowDetail, Storage
+from .storage import Storage
 
-__all__ = ["Engine", "run"]
+if TYPE_CHECKING:
+    from .persistence.base import Backend
+
+__all__ = ["Engine", "resume", "run"]
 
 logger = logging.getLogger("zag_async")
 
@@ -66,22 +76,26 @@ _ALL = ("all", -1)
 
 
 class Engine:
-    """Runs one flow; create one per run (or resume with the same storage).
+    """Runs one flow; create one per run, or load one to resume it.
 
     Constructing an engine compiles and validates the flow, so a flow that
     cannot run raises `FlowDefinitionError` here, before anything runs.
 
     Args:
         flow: the flow (or a single atom) to run.
-        store: initial values atoms may require.
+        store: initial values atoms may require (saved with the flow).
         max_concurrency: how many atoms may run at once; None is unbounded,
             1 is serial.
         listeners: callables receiving every `Event` (sync or async).
         defer_reverts: a REVERT decision with no enclosing retry controller
             reverts the whole flow instead of only the guarded subflow.
         target: run only this atom and what it needs.
-        storage: resume from (or persist to) this storage instead of a new
-            in-memory one.
+        backend: where to persist state (see `zag_async.persistence.connect`);
+            None keeps it in memory only.
+        logbook: uuid of the logbook the new flow record belongs to.
+        storage: an existing flow's storage (what `Engine.load` uses).
+        allow_changes: when resuming, match atoms by name even if the flow's
+            atoms or links changed since it was stored.
     """
 
     def __init__(
@@ -93,7 +107,11 @@ class Engine:
         listeners: Iterable[Listener] = (),
         defer_reverts: bool = False,
         target: str | Atom | None = None,
+        backend: Backend | None = None,
+        logbook: str | None = None,
         storage: Storage | None = None,
+        allow_changes: bool = False,
+        _factory: FactoryRef | None = None,
     ) -> None:
         if max_concurrency is not None and (
             not isinstance(max_concurrency, int)
@@ -103,11 +121,13 @@ class Engine:
             raise ConfigurationError(
                 f"max_concurrency must be None or a whole number >= 1, got {max_concurrency!r}"
             )
+        if storage is not None and (backend is not None or logbook is not None):
+            raise ConfigurationError("pass either storage= or backend=/logbook=, not both")
         self.max_concurrency = max_concurrency
         self.defer_reverts = defer_reverts
         self._listeners: list[Listener] = list(listeners)
         with gc_paused():
-            self._setup(flow, store, storage, target)
+            self._setup(flow, store, storage, backend, logbook, target, allow_changes, _factory)
         self._suspend_requested = False
         self._running_flag = False
         self._done: list[_Outcome] = []
@@ -115,25 +135,85 @@ class Engine:
         self._events: asyncio.Queue[Event | None] | None = None
         self._loop_thread: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._storage_error: StorageError | None = None
+
+    @classmethod
+    def from_factory(
+        cls,
+        factory: Callable[..., Flow | Atom] | str,
+        *,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Engine:
+        """An engine for the flow `factory(*args, **kwargs)` builds.
+
+        The factory (an importable module-level function, or its
+        `"module:function"` path) is saved with the flow, so `Engine.load`
+        can rebuild the flow in any process.
+        """
+        ref = FactoryRef.of(factory, args, kwargs)
+        return cls(ref.build(), _factory=ref, **options)
+
+    @classmethod
+    async def load(
+        cls,
+        flow_id: str,
+        *,
+        backend: Backend,
+        flow: Flow | Atom | None = None,
+        owner: str | None = None,
+        **options: Any,
+    ) -> Engine:
+        """An engine that resumes the stored flow `flow_id`.
+
+        The flow is rebuilt from its saved factory unless `flow` is given.
+        With `owner`, the flow is first claimed for that owner: any engine
+        still holding the old state can no longer write (`ConcurrentUpdate`).
+        """
+        detail = await backend.load_flow(flow_id)
+        if flow is None:
+            saved = detail.meta.get("factory")
+            if saved is None:
+                raise ConfigurationError(
+                    f"flow {detail.name!r} ({flow_id}) was not started from a factory; "
+                    f"pass flow= to resume it"
+                )
+            flow = FactoryRef.from_dict(saved).build()
+        if owner is not None:
+            await backend.claim_flow(detail, owner)
+        return cls(flow, storage=Storage(detail, backend=backend), **options)
 
     def _setup(
         self,
         flow: Flow | Atom,
         store: Mapping[str, Any] | None,
         storage: Storage | None,
+        backend: Backend | None,
+        logbook: str | None,
         target: str | Atom | None,
+        allow_changes: bool,
+        factory: FactoryRef | None,
     ) -> None:
         """Compile, attach atom records and validate (with the collector paused)."""
         self.flow = flow
         self.compiled: CompiledFlow = compile_flow(flow)
+        nodes = self.compiled.nodes
+        self._nodes = nodes
+        resumed = storage is not None
         if storage is None:
-            storage = Storage(FlowDetail(self.compiled.name), store=store)
+            detail = FlowDetail(self.compiled.name, logbook=logbook)
+            storage = Storage(detail, backend=backend, store=store)
+            if storage.durable:
+                detail.meta["fingerprint"] = _fingerprint(nodes)
+                if factory is not None:
+                    detail.meta["factory"] = factory.to_dict()
         elif store:
             storage.store.update(store)
         self.storage = storage
-        nodes = self.compiled.nodes
-        self._nodes = nodes
         atoms = storage.flow.atoms
+        if resumed and storage.durable:
+            self._check_unchanged(storage.flow, allow_changes)
         details: list[AtomDetail] = []
         for node in nodes:
             d = atoms.get(node.name)
@@ -150,6 +230,28 @@ class Engine:
         if target is not None:
             self._active = self._needed_for(target)
         self._validate()
+
+    def _check_unchanged(self, detail: FlowDetail, allow_changes: bool) -> None:
+        """Refuse to resume a stored flow whose shape no longer matches the code."""
+        stored = detail.meta.get("fingerprint")
+        if stored is None or stored == _fingerprint(self._nodes):
+            return
+        if allow_changes:
+            logger.warning(
+                "flow %r (%s) changed since it was stored; matching atoms by name",
+                detail.name,
+                detail.uuid,
+            )
+            return
+        names = {n.name for n in self._nodes}
+        added = sorted(names - detail.atoms.keys())
+        removed = sorted(detail.atoms.keys() - names)
+        raise FlowChanged(detail.name, added, removed)
+
+    @property
+    def flow_id(self) -> str:
+        """The uuid of this flow's record (what `Engine.load` takes)."""
+        return self.storage.flow.uuid
 
     # -- public ------------------------------------------------------------------
 
@@ -409,6 +511,18 @@ class Engine:
                     self._maybe_revert(i)
             elif d.intention is Intention.RETRY:
                 self._retrying.add(i)
+        interrupted = [
+            i
+            for i in self._ready
+            if details[i].state is S.RUNNING and not nodes[i].atom.is_idempotent
+        ]
+        if interrupted:
+            # Whether they finished is unknown: fail them (which reverts them) instead.
+            self._ready = deque(i for i in self._ready if i not in interrupted)
+            for i in interrupted:
+                failure = Failure.from_exception(AtomInterrupted(nodes[i].name))
+                self._set(i, S.FAILURE, failure=failure)
+                self._on_failure(i, failure)
 
     async def _run_loop(self) -> None:
         self._scan()
@@ -426,8 +540,13 @@ class Engine:
             if self._retrying:
                 self._settle_retries()
             launch = await self._pick()
-            if storage._dirty or storage._flow_dirty:
-                await storage.commit()
+            if (launch or running) and (storage._dirty or storage._flow_dirty):
+                try:
+                    await storage.commit()
+                except StorageError as exc:
+                    # Start nothing that is not recorded; let running atoms finish.
+                    self._storage_error = exc
+                    launch = []
             if launch:
                 if len(launch) == 1 and not running:
                     kind, i, kwargs = launch[0]
@@ -440,7 +559,7 @@ class Engine:
                 continue
             if not running:
                 if (self._ready or self._revert_ready) and not (
-                    self._suspend_requested or self._revert_failed
+                    self._suspend_requested or self._revert_failed or self._storage_error
                 ):
                     continue  # a failure found while picking queued more work
                 return
@@ -456,7 +575,7 @@ class Engine:
             wakeup.set_result(None)
 
     async def _pick(self) -> list[tuple[str, int, dict[str, Any]]]:
-        if self._suspend_requested or self._revert_failed:
+        if self._suspend_requested or self._revert_failed or self._storage_error:
             return []
         limit = self.max_concurrency
         room = (limit - len(self._running)) if limit is not None else len(self._nodes)
@@ -629,6 +748,8 @@ class Engine:
     def _executed(self, i: int, ok: bool, value: Any, duration: float) -> None:
         node = self._nodes[i]
         d = self._details[i]
+        if ok and self.storage.durable:
+            ok, value = self._storable(node.name, "result", value)
         if ok:
             if node.is_retry:
                 assert d.history is not None
@@ -656,7 +777,19 @@ class Engine:
             self._on_failure(i, value)
         self._recheck_preds(i)
 
+    def _storable(self, atom: str, what: str, value: Any) -> tuple[bool, Any]:
+        """Check a value can be saved; if not, the atom fails now (not on a later load)."""
+        try:
+            self.storage.check_value(value)
+        except SerializationError as exc:
+            error = SerializationError(f"atom {atom!r}: its {what} cannot be saved: {exc}")
+            error.__cause__ = exc
+            return False, Failure.from_exception(error)
+        return True, value
+
     def _reverted(self, i: int, ok: bool, value: Any, duration: float) -> None:
+        if ok and self.storage.durable:
+            ok, value = self._storable(self._nodes[i].name, "revert result", value)
         if ok:
             self._set(i, S.REVERTED, revert_result=value, duration=duration)
             self._recheck_preds(i)
@@ -869,6 +1002,12 @@ class Engine:
         return False
 
     async def _finish(self) -> Mapping[str, Any]:
+        if self._storage_error is not None:
+            error, self._storage_error = self._storage_error, None
+            self._suspend_requested = False
+            self._set_flow(FlowState.SUSPENDING)
+            self._set_flow(FlowState.SUSPENDED)
+            raise error
         suspended = self._suspend_requested and self._work_left()
         self._suspend_requested = False
         if suspended:
@@ -917,6 +1056,15 @@ class Engine:
             self._set_flow(FlowState.SUSPENDING)
             self._set_flow(FlowState.SUSPENDED)
         await _shielded_commit(self.storage)
+
+
+def _fingerprint(nodes: list[Node]) -> str:
+    """A digest of the flow's shape: atom names, kinds and edges."""
+    digest = hashlib.sha256()
+    for node in nodes:
+        preds = ",".join(sorted(nodes[p].name for p in node.preds))
+        digest.update(f"{node.name}|{int(node.is_retry)}|{preds}\n".encode())
+    return digest.hexdigest()
 
 
 def _is_async_listener(listener: Listener) -> bool:
@@ -971,8 +1119,12 @@ async def run(
     listeners: Iterable[Listener] = (),
     defer_reverts: bool = False,
     target: str | Atom | None = None,
+    backend: Backend | None = None,
 ) -> Mapping[str, Any]:
-    """Run a flow once on in-memory state; returns every provided value by name."""
+    """Run a flow once; returns every provided value by name.
+
+    State is kept in memory unless a `backend` is given.
+    """
     engine = Engine(
         flow,
         store=store,
@@ -980,5 +1132,12 @@ async def run(
         listeners=listeners,
         defer_reverts=defer_reverts,
         target=target,
+        backend=backend,
     )
+    return await engine.run()
+
+
+async def resume(flow_id: str, *, backend: Backend, **options: Any) -> Mapping[str, Any]:
+    """Load the stored flow `flow_id` (see `Engine.load`) and run it to the end."""
+    engine = await Engine.load(flow_id, backend=backend, **options)
     return await engine.run()

@@ -7,9 +7,11 @@ ZagError
 │   ├── DuplicateAtomName      two atoms share a name
 │   ├── MissingRequirements    inputs nobody provides (all of them, in one error)
 │   ├── AmbiguousProvider      several atoms of a graph provide one required name
-│   └── DependencyCycle        a graph flow links back onto itself
+│   ├── DependencyCycle        a graph flow links back onto itself
+│   └── FlowChanged            a stored flow no longer matches the code rebuilding it
 ├── ExecutionError             something went wrong while running
 │   ├── AtomTimeout            an atom ran past its `timeout=`
+│   ├── AtomInterrupted        a non-idempotent atom was running when its process died
 │   ├── ResultMismatch         a result does not fit the atom's `provides`
 │   ├── RemoteFailure          a failure whose live exception is not in this process
 │   ├── WrappedFailure         several atoms failed at once; holds every Failure
@@ -17,7 +19,9 @@ ZagError
 ├── ConfigurationError         a bad option for an engine or backend (max_concurrency=0, ...)
 ├── InvalidTransition          a state change the state machine forbids (a bug)
 └── StorageError               flow state could not be read or written
-    └── ConcurrentUpdate       another writer advanced the same record first
+    ├── StorageUnavailable     the database cannot be reached (retried, then raised)
+    ├── ConcurrentUpdate       another writer advanced the same record first
+    └── SerializationError     a value cannot be written with the codec
 ```
 """
 
@@ -31,12 +35,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AmbiguousProvider",
+    "AtomInterrupted",
     "AtomTimeout",
     "ConfigurationError",
     "ConcurrentUpdate",
     "DependencyCycle",
     "DuplicateAtomName",
     "ExecutionError",
+    "FlowChanged",
     "FlowDefinitionError",
     "InvalidAtom",
     "InvalidTransition",
@@ -44,7 +50,9 @@ __all__ = [
     "NotFound",
     "RemoteFailure",
     "ResultMismatch",
+    "SerializationError",
     "StorageError",
+    "StorageUnavailable",
     "WrappedFailure",
     "ZagError",
 ]
@@ -127,6 +135,25 @@ class DependencyCycle(FlowDefinitionError):
         self.cycle = cycle
 
 
+class FlowChanged(FlowDefinitionError):
+    """A stored flow's atoms differ from the flow rebuilt to resume it."""
+
+    def __init__(self, flow: str, added: list[str], removed: list[str]) -> None:
+        parts = []
+        if added:
+            parts.append(f"added {', '.join(repr(a) for a in added)}")
+        if removed:
+            parts.append(f"removed {', '.join(repr(a) for a in removed)}")
+        detail = "; ".join(parts) or "its links changed"
+        super().__init__(
+            f"flow {flow!r} changed since it was stored ({detail}); resume it with the code "
+            f"that started it, or pass allow_changes=True to match atoms by name"
+        )
+        self.flow = flow
+        self.added = added
+        self.removed = removed
+
+
 class ExecutionError(ZagError):
     """Something went wrong while a flow was running."""
 
@@ -138,6 +165,21 @@ class AtomTimeout(ExecutionError, TimeoutError):
         super().__init__(f"atom {atom!r} timed out after {timeout:g}s")
         self.atom = atom
         self.timeout = timeout
+
+
+class AtomInterrupted(ExecutionError):
+    """A non-idempotent atom was running when its process stopped.
+
+    The engine cannot know whether it finished, so instead of running it
+    again it fails it, which reverts it (and what the failure policy says).
+    """
+
+    def __init__(self, atom: str) -> None:
+        super().__init__(
+            f"atom {atom!r} was running when its process stopped and is marked "
+            f"idempotent=False, so it is reverted instead of run again"
+        )
+        self.atom = atom
 
 
 class ResultMismatch(ExecutionError):
@@ -199,5 +241,13 @@ class StorageError(ZagError):
     """Flow state could not be read or written."""
 
 
+class StorageUnavailable(StorageError):
+    """The storage backend cannot be reached; the write may be retried later."""
+
+
 class ConcurrentUpdate(StorageError):
     """Another writer changed the record first; this writer's view is stale."""
+
+
+class SerializationError(StorageError):
+    """A value (usually an atom's result) cannot be written with the codec."""

@@ -1,84 +1,48 @@
-"""Flow state: what the engine knows about a flow and each of its atoms.
+"""`Storage`: the engine's read/write view of one flow's state.
 
-The engine changes state only through `Storage`: every change marks the
-record dirty, and `commit()` hands all dirty records to the backend in one
-write. The in-memory backend keeps them as they are; durable backends (SQL)
-implement the same `Backend` protocol.
+The engine changes state only through here: changes mark records dirty and
+`commit()` writes them all in one backend call (one transaction), so a
+linear flow costs one commit per atom and concurrent atoms share commits.
+With no backend, state lives only in memory and commits cost nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from .errors import NotFound
+from .errors import ConcurrentUpdate, NotFound, StorageUnavailable
 from .failure import Failure
-from .retry import History
-from .states import AtomState, FlowState, Intention
+from .models import AtomDetail, FlowDetail
+from .states import AtomState, FlowState
 
-__all__ = ["AtomDetail", "Backend", "FlowDetail", "MemoryBackend", "Storage"]
+if TYPE_CHECKING:
+    from .persistence.base import Backend
 
-
-@dataclass(slots=True, eq=False)
-class AtomDetail:
-    """Everything recorded about one atom of one flow."""
-
-    name: str
-    kind: str = "task"  #: "task" or "retry"
-    state: AtomState = AtomState.PENDING
-    intention: Intention = Intention.EXECUTE
-    result: Any = None
-    failure: Failure | None = None
-    revert_result: Any = None
-    revert_failure: Failure | None = None
-    history: History | None = None  #: retry controllers: the attempts so far
-    duration: float | None = None  #: seconds the last execute took
-    attempts: int = 0  #: how many times execute was started
-    meta: dict[str, Any] | None = None
-    version: int = 0
+__all__ = ["Storage", "WritePolicy"]
 
 
-@dataclass(slots=True, eq=False)
-class FlowDetail:
-    """One run of a flow: its state and its atoms' details."""
+@dataclass(frozen=True, slots=True)
+class WritePolicy:
+    """How long a commit keeps trying while the database is unreachable.
 
-    name: str
-    uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
-    state: FlowState = FlowState.PENDING
-    atoms: dict[str, AtomDetail] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
-    created_at: float = field(default_factory=time.time)
-    updated_at: float = field(default_factory=time.time)
-    version: int = 0
+    With the defaults a commit gives up after about 3 seconds (5 attempts,
+    0.2 s doubling up to 1 s); the engine then suspends the flow and raises
+    `StorageUnavailable`. Nothing is retried forever.
+    """
 
-
-class Backend(Protocol):
-    """Where flow state goes when the engine commits."""
-
-    async def save(self, flow: FlowDetail, atoms: Sequence[AtomDetail]) -> None:
-        """Persist the flow record and the given (changed) atom records together."""
-        ...
-
-
-class MemoryBackend:
-    """Keeps flow details in this process (the default; nothing survives a restart)."""
-
-    def __init__(self) -> None:
-        self.flows: dict[str, FlowDetail] = {}
-
-    async def save(self, flow: FlowDetail, atoms: Sequence[AtomDetail]) -> None:
-        self.flows[flow.uuid] = flow
+    attempts: int = 5
+    delay: float = 0.2
+    backoff: float = 2.0
+    max_delay: float = 1.0
 
 
 class Storage:
-    """The engine's read/write view of one flow's state.
-
-    Reads (`fetch`, `fetch_all`, `get`) come from memory; writes are buffered
-    and made durable together by `commit()`.
-    """
+    """Reads (`fetch`, `fetch_all`, `get`) come from memory; writes are
+    buffered and made durable together by `commit()`."""
 
     def __init__(
         self,
@@ -86,18 +50,25 @@ class Storage:
         *,
         backend: Backend | None = None,
         store: Mapping[str, Any] | None = None,
+        policy: WritePolicy | None = None,
     ) -> None:
         self.flow = flow
-        self.backend: Backend = backend if backend is not None else MemoryBackend()
-        self.store: dict[str, Any] = dict(store or {})
+        self.backend = backend
+        self.durable = backend is not None
+        self.policy = policy if policy is not None else WritePolicy()
+        if store:
+            flow.store.update(store)
         self._dirty: dict[str, AtomDetail] = {}
         self._flow_dirty = True
-        #: False for the memory backend: records live in memory already.
-        self.durable = not isinstance(self.backend, MemoryBackend)
         # Set by the engine: symbol -> provider indices, and the records/atoms by index.
         self._providers: dict[str, list[int]] = {}
         self._details: list[AtomDetail] = []
         self._atoms: list[Any] = []
+
+    @property
+    def store(self) -> dict[str, Any]:
+        """The flow's initial values (saved with the flow)."""
+        return self.flow.store
 
     def attach(
         self, providers: dict[str, list[int]], details: list[AtomDetail], atoms: list[Any]
@@ -144,31 +115,76 @@ class Storage:
 
     @property
     def failures(self) -> dict[str, Failure]:
-        """Failures recorded on atoms (the flow's `flow_failures`)."""
-        return {name: d.failure for name, d in self.flow.atoms.items() if d.failure is not None}
+        """Failures recorded on the flow's atoms (what reverts get as `flow_failures`)."""
+        details = self._details or list(self.flow.atoms.values())
+        return {d.name: d.failure for d in details if d.failure is not None}
 
     # -- writes ------------------------------------------------------------------
 
     def touch(self, detail: AtomDetail) -> None:
-        """Mark an atom record changed (the engine mutates it in place)."""
+        """Mark an atom record changed (the engine mutates records in place)."""
         if self.durable:
             self._dirty[detail.name] = detail
 
     def set_flow_state(self, state: FlowState) -> None:
         self.flow.state = state
-        self.flow.updated_at = time.time()
         self._flow_dirty = True
 
-    @property
-    def pending(self) -> bool:
-        return bool(self._dirty) or self._flow_dirty
+    def check_value(self, value: Any) -> None:
+        """Raise SerializationError now if the backend could not store `value`."""
+        if self.backend is not None:
+            self.backend.codec.dumps(value)
 
     async def commit(self) -> None:
-        """Write every change made since the last commit, in one backend call."""
+        """Write every change made since the last commit, in one backend call.
+
+        While the backend is unreachable the write is retried per the
+        `WritePolicy`, then `StorageUnavailable` is raised. A retry that finds
+        its own earlier attempt already applied counts as success.
+        """
         if not self._dirty and not self._flow_dirty:
             return
+        backend = self.backend
+        if backend is None:
+            self._dirty.clear()
+            self._flow_dirty = False
+            return
         atoms = list(self._dirty.values())
+        flow = self.flow
+        flow.updated_at = time.time()  # also identifies this write if an attempt's ack is lost
+        policy = self.policy
+        delay = policy.delay
+        attempt = 1
+        while True:
+            try:
+                await backend.save(flow, atoms)
+                break
+            except ConcurrentUpdate:
+                if attempt > 1 and await self._landed(backend):
+                    break
+                raise
+            except StorageUnavailable as exc:
+                if attempt >= policy.attempts:
+                    raise StorageUnavailable(
+                        f"flow {flow.name!r} ({flow.uuid}): could not write its state after "
+                        f"{attempt} attempts: {exc}"
+                    ) from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * policy.backoff, policy.max_delay)
+                attempt += 1
         self._dirty.clear()
         self._flow_dirty = False
-        if self.durable:
-            await self.backend.save(self.flow, atoms)
+
+    async def _landed(self, backend: Backend) -> bool:
+        """Did an earlier attempt of this write commit before its connection died?"""
+        try:
+            stored = await backend.load_flow_row(self.flow.uuid)
+        except Exception:
+            return False
+        if (
+            stored["version"] == self.flow.version + 1
+            and stored["updated_at"] == self.flow.updated_at
+        ):
+            self.flow.version += 1
+            return True
+        return False

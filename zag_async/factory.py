@@ -1,0 +1,84 @@
+"""Flow factories: an importable function that builds a flow, saved by reference.
+
+A flow started from a factory can be rebuilt in any process (to resume it
+after a crash, or by a conductor that claimed its job): the flow record keeps
+`"module:function"` plus the arguments, never pickled code.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .atom import Atom
+from .errors import ConfigurationError, FlowDefinitionError
+from .flow import Flow
+
+__all__ = ["FactoryRef", "factory_path", "resolve_factory"]
+
+
+def factory_path(factory: Callable[..., Any] | str) -> str:
+    """`"module:qualname"` for a module-level function (or check a given path)."""
+    if isinstance(factory, str):
+        if ":" not in factory:
+            raise ConfigurationError(
+                f"factory {factory!r} must be written 'package.module:function'"
+            )
+        return factory
+    module = getattr(factory, "__module__", None)
+    qualname = getattr(factory, "__qualname__", None)
+    if not module or not qualname or "<" in qualname or module == "__main__":
+        raise ConfigurationError(
+            f"factory {factory!r} must be a function defined at module level in an importable "
+            f"module (not a lambda, a nested function or __main__), so another process can "
+            f"import it"
+        )
+    return f"{module}:{qualname}"
+
+
+def resolve_factory(path: str) -> Callable[..., Any]:
+    module_name, _, qualname = path.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(f"cannot import flow factory {path!r}: {exc}") from exc
+    if not callable(target):
+        raise ConfigurationError(f"flow factory {path!r} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True, slots=True)
+class FactoryRef:
+    """What to call to build a flow: `path(*args, **kwargs)`."""
+
+    path: str
+    args: Sequence[Any] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        factory: Callable[..., Any] | str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> FactoryRef:
+        return cls(factory_path(factory), tuple(args), dict(kwargs or {}))
+
+    def build(self) -> Flow | Atom:
+        made = resolve_factory(self.path)(*self.args, **self.kwargs)
+        if not isinstance(made, (Flow, Atom)):
+            raise FlowDefinitionError(
+                f"flow factory {self.path!r} returned {type(made).__name__}, not a flow or atom"
+            )
+        return made
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "args": list(self.args), "kwargs": dict(self.kwargs)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FactoryRef:
+        return cls(data["path"], tuple(data.get("args", ())), dict(data.get("kwargs", {})))

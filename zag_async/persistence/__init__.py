@@ -1,0 +1,66 @@
+"""Durable flow state: backends chosen by URL.
+
+    async with zag.persistence.connect("sqlite+aiosqlite:///flows.db") as backend:
+        engine = zag.Engine(flow, backend=backend)
+
+| URL | backend | needs |
+| --- | --- | --- |
+| `memory://` or `memory://NAME` | in this process | nothing |
+| `sqlite+aiosqlite:///path.db` | SQLite file (WAL) | `pip install 'zag-async[sqlite]'` |
+| `postgresql+asyncpg://user@host/db` | PostgreSQL | `pip install 'zag-async[postgres]'` |
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..codec import Codec
+from ..errors import ConfigurationError
+from .base import Backend
+from .memory import MemoryBackend
+
+__all__ = ["Backend", "MemoryBackend", "connect", "upgrade"]
+
+_EXTRAS = {"sqlite": "sqlite", "postgresql": "postgres"}
+
+
+def connect(url: str, *, codec: Codec | None = None, **options: Any) -> Backend:
+    """A backend for `url`; use it as `async with connect(url) as backend:`.
+
+    Options are passed to the backend (for SQL: `upgrade=`, `connect_timeout=`,
+    `pool_size=`).
+    """
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigurationError(
+            f"storage URL must look like 'memory://', 'sqlite+aiosqlite:///path.db' or "
+            f"'postgresql+asyncpg://user@host/db', got {url!r}"
+        )
+    scheme = url.split("://", 1)[0].lower()
+    if scheme == "memory":
+        if options:
+            raise ConfigurationError(f"memory:// takes no options, got {sorted(options)}")
+        return MemoryBackend(url, codec=codec)
+    base = scheme.split("+", 1)[0]
+    if base in ("sqlite", "postgresql"):
+        try:
+            from .sql import SqlBackend
+        except ImportError as exc:  # pragma: no cover - depends on installed extras
+            raise ConfigurationError(
+                f"{url.split('://')[0]}:// needs extra packages: "
+                f"pip install 'zag-async[{_EXTRAS[base]}]' ({exc})"
+            ) from exc
+        if base == "sqlite" and scheme != "sqlite+aiosqlite":
+            raise ConfigurationError(f"use 'sqlite+aiosqlite://' for SQLite, not {scheme!r}")
+        if base == "postgresql" and scheme != "postgresql+asyncpg":
+            raise ConfigurationError(f"use 'postgresql+asyncpg://' for PostgreSQL, not {scheme!r}")
+        return SqlBackend(url, codec=codec, **options)
+    raise ConfigurationError(
+        f"no storage backend for {scheme!r} URLs; use memory://, sqlite+aiosqlite:// or "
+        f"postgresql+asyncpg://"
+    )
+
+
+async def upgrade(url: str) -> int:
+    """Create or upgrade the schema at `url`; returns the schema version."""
+    async with connect(url) as backend:
+        return await backend.upgrade()

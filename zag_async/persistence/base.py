@@ -1,0 +1,253 @@
+"""The storage backend interface, and the row format every backend shares.
+
+A backend stores LogBooks, FlowDetails and AtomDetails. Every value a user
+supplies (results, store, retry history) goes through the backend's codec,
+so what cannot be stored fails when it is saved, never later on load.
+Writes are conditional: `save()` names the flow version it expects and a
+stale writer gets `ConcurrentUpdate` instead of overwriting newer state.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Self
+
+from ..codec import Codec, JsonCodec
+from ..errors import ConcurrentUpdate, StorageError
+from ..failure import Failure
+from ..models import AtomDetail, FlowDetail, FlowSummary, LogBook
+from ..retry import History
+from ..states import AtomState, FlowState, Intention
+
+__all__ = ["Backend", "Row"]
+
+Row = dict[str, Any]
+
+
+def _failure_text(failure: Failure | None) -> str | None:
+    return None if failure is None else json.dumps(failure.to_dict())
+
+
+def _failure(text: str | None) -> Failure | None:
+    return None if text is None else Failure.from_dict(json.loads(text))
+
+
+class Backend(abc.ABC):
+    """Where flow state lives. Use as `async with`; `aclose()` is idempotent."""
+
+    #: Subclasses for servers set False (nothing survives the process for memory://).
+    url: str
+
+    def __init__(self, url: str, *, codec: Codec | None = None) -> None:
+        self.url = url
+        self.codec: Codec = codec if codec is not None else JsonCodec()
+        self._closed = False
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError(f"storage backend {self.url!r} is closed")
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def open(self) -> None:  # noqa: B027 (optional hook)
+        """Connect (and, unless disabled, bring the schema up to date)."""
+
+    @abc.abstractmethod
+    async def upgrade(self) -> int:
+        """Create or upgrade the schema; returns the schema version now in place."""
+
+    async def aclose(self) -> None:
+        self._closed = True
+
+    # -- logbooks ----------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def save_logbook(self, book: LogBook) -> None:
+        """Create the logbook, or update its name and meta."""
+
+    @abc.abstractmethod
+    async def get_logbook(self, uuid: str) -> LogBook: ...
+
+    @abc.abstractmethod
+    async def list_logbooks(self) -> list[LogBook]: ...
+
+    @abc.abstractmethod
+    async def delete_logbook(self, uuid: str) -> None:
+        """Delete a logbook and every flow in it."""
+
+    # -- flows -------------------------------------------------------------------
+
+    async def save(self, flow: FlowDetail, atoms: Sequence[AtomDetail]) -> None:
+        """Write the flow record and the given atom records in one transaction.
+
+        The write succeeds only if the stored flow is still at `flow.version`
+        (or does not exist yet when that is 0); `flow.version` is then bumped.
+        """
+        self._check_open()
+        flow_row = self.flow_row(flow)
+        atom_rows = [self.atom_row(flow.uuid, a) for a in atoms]
+        await self._write(flow_row, atom_rows, flow.version)
+        flow.version += 1
+
+    async def load_flow(self, uuid: str) -> FlowDetail:
+        """The flow with all its atoms, as last committed."""
+        self._check_open()
+        flow_row, atom_rows = await self._read(uuid)
+        flow = self.flow_from_row(flow_row)
+        for row in atom_rows:
+            detail = self.atom_from_row(row)
+            flow.atoms[detail.name] = detail
+        return flow
+
+    async def load_flow_row(self, uuid: str) -> Row:
+        """The flow's own row (version, updated_at, ...) without its atoms."""
+        self._check_open()
+        flow_row, _ = await self._read(uuid)
+        return flow_row
+
+    async def claim_flow(self, flow: FlowDetail, owner: str) -> None:
+        """Take the flow over for `owner`, fencing off any earlier writer.
+
+        Bumps the stored version, so whoever still holds the old version can
+        no longer write. Raises ConcurrentUpdate if `flow` is already stale.
+        """
+        self._check_open()
+        await self._claim(flow.uuid, owner, flow.version)
+        flow.owner = owner
+        flow.version += 1
+
+    @abc.abstractmethod
+    async def _write(self, flow_row: Row, atom_rows: list[Row], expected: int) -> None: ...
+
+    @abc.abstractmethod
+    async def _read(self, uuid: str) -> tuple[Row, list[Row]]: ...
+
+    @abc.abstractmethod
+    async def _claim(self, uuid: str, owner: str, expected: int) -> None: ...
+
+    @abc.abstractmethod
+    async def list_flows(
+        self, *, logbook: str | None = None, states: Sequence[FlowState] | None = None
+    ) -> list[FlowSummary]:
+        """Flows (optionally of one logbook, in some states), oldest first."""
+
+    @abc.abstractmethod
+    async def delete_flow(self, uuid: str) -> None: ...
+
+    # -- rows --------------------------------------------------------------------
+
+    def flow_row(self, flow: FlowDetail) -> Row:
+        return {
+            "uuid": flow.uuid,
+            "name": flow.name,
+            "state": str(flow.state),
+            "logbook": flow.logbook,
+            "owner": flow.owner,
+            "store": self.codec.dumps(flow.store),
+            "meta": self.codec.dumps(flow.meta),
+            "created_at": flow.created_at,
+            "updated_at": flow.updated_at,
+            "version": flow.version + 1,
+        }
+
+    def flow_from_row(self, row: Row) -> FlowDetail:
+        return FlowDetail(
+            name=row["name"],
+            uuid=row["uuid"],
+            state=FlowState(row["state"]),
+            store=self.codec.loads(row["store"]) if row["store"] else {},
+            meta=self.codec.loads(row["meta"]) if row["meta"] else {},
+            logbook=row["logbook"],
+            owner=row["owner"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            version=row["version"],
+        )
+
+    def summary_from_row(self, row: Row) -> FlowSummary:
+        return FlowSummary(
+            uuid=row["uuid"],
+            name=row["name"],
+            state=FlowState(row["state"]),
+            logbook=row["logbook"],
+            owner=row["owner"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            version=row["version"],
+        )
+
+    def atom_row(self, flow_uuid: str, atom: AtomDetail) -> Row:
+        dumps = self.codec.dumps
+        try:
+            return {
+                "flow_uuid": flow_uuid,
+                "name": atom.name,
+                "kind": atom.kind,
+                "state": str(atom.state),
+                "intention": str(atom.intention),
+                "result": dumps(atom.result),
+                "failure": _failure_text(atom.failure),
+                "revert_result": dumps(atom.revert_result),
+                "revert_failure": _failure_text(atom.revert_failure),
+                "history": None if atom.history is None else dumps(atom.history.to_list()),
+                "duration": atom.duration,
+                "attempts": atom.attempts,
+                "meta": None if atom.meta is None else dumps(atom.meta),
+            }
+        except StorageError as exc:
+            raise type(exc)(f"atom {atom.name!r}: {exc}") from exc
+
+    def atom_from_row(self, row: Row) -> AtomDetail:
+        loads = self.codec.loads
+        return AtomDetail(
+            name=row["name"],
+            kind=row["kind"],
+            state=AtomState(row["state"]),
+            intention=Intention(row["intention"]),
+            result=loads(row["result"]) if row["result"] is not None else None,
+            failure=_failure(row["failure"]),
+            revert_result=loads(row["revert_result"]) if row["revert_result"] is not None else None,
+            revert_failure=_failure(row["revert_failure"]),
+            history=None if row["history"] is None else History.from_list(loads(row["history"])),
+            duration=row["duration"],
+            attempts=row["attempts"] or 0,
+            meta=loads(row["meta"]) if row["meta"] is not None else None,
+        )
+
+    def logbook_row(self, book: LogBook) -> Row:
+        return {
+            "uuid": book.uuid,
+            "name": book.name,
+            "meta": self.codec.dumps(book.meta),
+            "created_at": book.created_at,
+        }
+
+    def logbook_from_row(self, row: Row) -> LogBook:
+        return LogBook(
+            name=row["name"],
+            uuid=row["uuid"],
+            meta=self.codec.loads(row["meta"]) if row["meta"] else {},
+            created_at=row["created_at"],
+        )
+
+    @staticmethod
+    def stale(uuid: str, expected: int) -> ConcurrentUpdate:
+        return ConcurrentUpdate(
+            f"flow {uuid}: stored state moved past version {expected}; another engine or "
+            f"conductor owns this flow now"
+        )

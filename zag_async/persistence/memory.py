@@ -1,0 +1,104 @@
+"""`memory://`: flow state kept in this process, stored as the same rows a
+database would hold (so the conformance suite means something here too).
+
+`memory://` alone gives a private store; `memory://NAME` shares one store
+per name within the process, which lets a second engine resume a flow.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+from ..codec import Codec
+from ..errors import NotFound
+from ..models import FlowSummary, LogBook
+from ..states import FlowState
+from .base import Backend, Row
+
+__all__ = ["MemoryBackend"]
+
+
+class _Tables:
+    def __init__(self) -> None:
+        self.logbooks: dict[str, Row] = {}
+        self.flows: dict[str, Row] = {}
+        self.atoms: dict[str, dict[str, Row]] = {}
+
+
+_SHARED: dict[str, _Tables] = {}
+
+
+class MemoryBackend(Backend):
+    def __init__(self, url: str = "memory://", *, codec: Codec | None = None) -> None:
+        super().__init__(url, codec=codec)
+        name = url.partition("://")[2].strip("/")
+        self._t = _SHARED.setdefault(name, _Tables()) if name else _Tables()
+
+    async def upgrade(self) -> int:
+        return 1
+
+    async def save_logbook(self, book: LogBook) -> None:
+        self._check_open()
+        self._t.logbooks[book.uuid] = self.logbook_row(book)
+
+    async def get_logbook(self, uuid: str) -> LogBook:
+        self._check_open()
+        try:
+            return self.logbook_from_row(self._t.logbooks[uuid])
+        except KeyError:
+            raise NotFound(f"no logbook {uuid!r} in {self.url}") from None
+
+    async def list_logbooks(self) -> list[LogBook]:
+        self._check_open()
+        rows = sorted(self._t.logbooks.values(), key=lambda r: r["created_at"])
+        return [self.logbook_from_row(r) for r in rows]
+
+    async def delete_logbook(self, uuid: str) -> None:
+        self._check_open()
+        self._t.logbooks.pop(uuid, None)
+        for flow_uuid in [u for u, r in self._t.flows.items() if r["logbook"] == uuid]:
+            await self.delete_flow(flow_uuid)
+
+    async def _write(self, flow_row: Row, atom_rows: list[Row], expected: int) -> None:
+        current = self._t.flows.get(flow_row["uuid"])
+        if (current["version"] if current is not None else 0) != expected:
+            raise self.stale(flow_row["uuid"], expected)
+        self._t.flows[flow_row["uuid"]] = dict(flow_row)
+        table = self._t.atoms.setdefault(flow_row["uuid"], {})
+        for row in atom_rows:
+            table[row["name"]] = dict(row)
+
+    async def _read(self, uuid: str) -> tuple[Row, list[Row]]:
+        row = self._t.flows.get(uuid)
+        if row is None:
+            raise NotFound(f"no flow {uuid!r} in {self.url}")
+        return copy.copy(row), [copy.copy(r) for r in self._t.atoms.get(uuid, {}).values()]
+
+    async def _claim(self, uuid: str, owner: str, expected: int) -> None:
+        row = self._t.flows.get(uuid)
+        if row is None:
+            raise NotFound(f"no flow {uuid!r} in {self.url}")
+        if row["version"] != expected:
+            raise self.stale(uuid, expected)
+        row["owner"] = owner
+        row["version"] = expected + 1
+
+    async def list_flows(
+        self, *, logbook: str | None = None, states: Sequence[FlowState] | None = None
+    ) -> list[FlowSummary]:
+        self._check_open()
+        wanted = {str(s) for s in states} if states is not None else None
+        rows = [
+            r
+            for r in self._t.flows.values()
+            if (logbook is None or r["logbook"] == logbook)
+            and (wanted is None or r["state"] in wanted)
+        ]
+        rows.sort(key=lambda r: r["created_at"])
+        return [self.summary_from_row(r) for r in rows]
+
+    async def delete_flow(self, uuid: str) -> None:
+        self._check_open()
+        self._t.flows.pop(uuid, None)
+        self._t.atoms.pop(uuid, None)

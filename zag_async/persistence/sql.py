@@ -1,0 +1,268 @@
+"""SQL backends through SQLAlchemy asyncio Core: SQLite (aiosqlite) and PostgreSQL (asyncpg).
+
+`sqlite+aiosqlite:///path.db` is the embedded durable default (WAL journal,
+synchronous=NORMAL: a commit survives a process crash, and costs tens of
+microseconds); `postgresql+asyncpg://user@host/db` is the server one. Each
+write is one transaction: a conditional UPDATE of the flow row (its version)
+and one multi-row upsert of the changed atoms.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from sqlalchemy import delete, event, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from ..codec import Codec
+from ..errors import ConcurrentUpdate, NotFound, StorageError, StorageUnavailable
+from ..models import FlowSummary, LogBook
+from ..states import FlowState
+from . import schema
+from .base import Backend, Row
+from .schema import atoms, flows, logbooks
+
+__all__ = ["SqlBackend"]
+
+_ATOM_COLUMNS = [c.name for c in atoms.columns if c.name not in ("flow_uuid", "name")]
+_SUMMARY_COLUMNS = [flows.c[n] for n in ("uuid", "name", "state", "logbook", "owner")] + [
+    flows.c[n] for n in ("created_at", "updated_at", "version")
+]
+
+
+class SqlBackend(Backend):
+    """Flow state in SQLite or PostgreSQL.
+
+    Args:
+        url: a SQLAlchemy async URL (`sqlite+aiosqlite:///...` or `postgresql+asyncpg://...`).
+        upgrade: bring the schema up to date on open (default); with False,
+            open fails unless `zag-async db upgrade URL` has been run.
+        connect_timeout: seconds to wait for a connection before the write
+            counts as failed (then retried by the engine, with backoff).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        codec: Codec | None = None,
+        upgrade: bool = True,
+        connect_timeout: float = 5.0,
+        pool_size: int = 5,
+    ) -> None:
+        super().__init__(url, codec=codec)
+        parsed = make_url(url)
+        self.dialect = parsed.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise StorageError(f"unsupported database {self.dialect!r} in {url!r}")
+        self._display = parsed.render_as_string(hide_password=True)
+        self._auto_upgrade = upgrade
+        self._connect_timeout = connect_timeout
+        self._pool_size = pool_size
+        self._engine: AsyncEngine | None = None
+        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        upsert = dialect_insert(atoms)
+        self._upsert_atoms = upsert.on_conflict_do_update(
+            index_elements=[atoms.c.flow_uuid, atoms.c.name],
+            set_={name: upsert.excluded[name] for name in _ATOM_COLUMNS},
+        )
+        self._insert_flow = dialect_insert(flows).on_conflict_do_nothing(
+            index_elements=[flows.c.uuid]
+        )
+        book = dialect_insert(logbooks)
+        self._upsert_logbook = book.on_conflict_do_update(
+            index_elements=[logbooks.c.uuid],
+            set_={"name": book.excluded.name, "meta": book.excluded.meta},
+        )
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def open(self) -> None:
+        self._check_open()
+        if self._engine is not None:
+            return
+        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        if self.dialect == "postgresql":
+            kwargs["connect_args"] = {"timeout": self._connect_timeout}
+            kwargs["pool_size"] = self._pool_size
+            kwargs["pool_timeout"] = self._connect_timeout
+        else:
+            kwargs["connect_args"] = {"timeout": self._connect_timeout}
+        engine = create_async_engine(self.url, **kwargs)
+        if self.dialect == "sqlite":
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        self._engine = engine
+        if self._auto_upgrade:
+            await self.upgrade()
+        else:
+            async with self._connect() as conn:
+                version = await conn.run_sync(schema.current_version)
+            if version != schema.SCHEMA_VERSION:
+                raise StorageError(
+                    f"{self._display}: schema is at version {version}, this zag-async needs "
+                    f"{schema.SCHEMA_VERSION}; run: zag-async db upgrade URL"
+                )
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
+
+    async def upgrade(self) -> int:
+        async with self._begin() as conn:
+            if self.dialect == "postgresql":
+                # Two processes upgrading at once take turns.
+                from sqlalchemy import text
+
+                await conn.execute(text("SELECT pg_advisory_xact_lock(7263540192)"))
+            try:
+                return int(await conn.run_sync(schema.migrate))
+            except RuntimeError as exc:
+                raise StorageError(f"{self._display}: {exc}") from exc
+
+    # -- plumbing ----------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _mapped(self) -> AsyncIterator[None]:
+        """Turn driver errors into zag errors (connection trouble -> StorageUnavailable)."""
+        try:
+            yield
+        except (ConcurrentUpdate, NotFound, StorageError):
+            raise
+        except (OperationalError, InterfaceError, DisconnectionError, PoolTimeout) as exc:
+            raise StorageUnavailable(f"{self._display}: {_short(exc)}") from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise StorageUnavailable(f"{self._display}: {_short(exc)}") from exc
+            raise StorageError(f"{self._display}: {_short(exc)}") from exc
+        except (OSError, TimeoutError) as exc:
+            raise StorageUnavailable(f"{self._display}: {exc!r}") from exc
+        except Exception as exc:
+            if type(exc).__module__.startswith(("asyncpg", "aiosqlite", "sqlite3")):
+                raise StorageUnavailable(f"{self._display}: {exc!r}") from exc
+            raise
+
+    def _engine_or_fail(self) -> AsyncEngine:
+        self._check_open()
+        if self._engine is None:
+            raise StorageError(f"{self._display} is not open; use 'async with' or await open()")
+        return self._engine
+
+    @contextlib.asynccontextmanager
+    async def _begin(self) -> AsyncIterator[AsyncConnection]:
+        engine = self._engine_or_fail()
+        async with self._mapped(), engine.begin() as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def _connect(self) -> AsyncIterator[AsyncConnection]:
+        engine = self._engine_or_fail()
+        async with self._mapped(), engine.connect() as conn:
+            yield conn
+
+    # -- logbooks ----------------------------------------------------------------
+
+    async def save_logbook(self, book: LogBook) -> None:
+        async with self._begin() as conn:
+            await conn.execute(self._upsert_logbook, [self.logbook_row(book)])
+
+    async def get_logbook(self, uuid: str) -> LogBook:
+        async with self._connect() as conn:
+            row = (await conn.execute(select(logbooks).where(logbooks.c.uuid == uuid))).first()
+        if row is None:
+            raise NotFound(f"no logbook {uuid!r} in {self._display}")
+        return self.logbook_from_row(dict(row._mapping))
+
+    async def list_logbooks(self) -> list[LogBook]:
+        async with self._connect() as conn:
+            rows = (await conn.execute(select(logbooks).order_by(logbooks.c.created_at))).all()
+        return [self.logbook_from_row(dict(r._mapping)) for r in rows]
+
+    async def delete_logbook(self, uuid: str) -> None:
+        async with self._begin() as conn:
+            ids = select(flows.c.uuid).where(flows.c.logbook == uuid)
+            await conn.execute(delete(atoms).where(atoms.c.flow_uuid.in_(ids)))
+            await conn.execute(delete(flows).where(flows.c.logbook == uuid))
+            await conn.execute(delete(logbooks).where(logbooks.c.uuid == uuid))
+
+    # -- flows -------------------------------------------------------------------
+
+    async def _write(self, flow_row: Row, atom_rows: list[Row], expected: int) -> None:
+        uuid = flow_row["uuid"]
+        async with self._begin() as conn:
+            if expected == 0:
+                result = await conn.execute(self._insert_flow, [flow_row])
+            else:
+                values = {k: v for k, v in flow_row.items() if k != "uuid"}
+                result = await conn.execute(
+                    update(flows)
+                    .where(flows.c.uuid == uuid, flows.c.version == expected)
+                    .values(**values)
+                )
+            if result.rowcount != 1:
+                raise self.stale(uuid, expected)
+            if atom_rows:
+                await conn.execute(self._upsert_atoms, atom_rows)
+
+    async def _read(self, uuid: str) -> tuple[Row, list[Row]]:
+        async with self._connect() as conn:
+            row = (await conn.execute(select(flows).where(flows.c.uuid == uuid))).first()
+            if row is None:
+                raise NotFound(f"no flow {uuid!r} in {self._display}")
+            rows = (await conn.execute(select(atoms).where(atoms.c.flow_uuid == uuid))).all()
+        return dict(row._mapping), [dict(r._mapping) for r in rows]
+
+    async def _claim(self, uuid: str, owner: str, expected: int) -> None:
+        async with self._begin() as conn:
+            result = await conn.execute(
+                update(flows)
+                .where(flows.c.uuid == uuid, flows.c.version == expected)
+                .values(owner=owner, version=expected + 1)
+            )
+            if result.rowcount == 1:
+                return
+            exists = (await conn.execute(select(flows.c.uuid).where(flows.c.uuid == uuid))).first()
+        if exists is None:
+            raise NotFound(f"no flow {uuid!r} in {self._display}")
+        raise self.stale(uuid, expected)
+
+    async def list_flows(
+        self, *, logbook: str | None = None, states: Sequence[FlowState] | None = None
+    ) -> list[FlowSummary]:
+        query = select(*_SUMMARY_COLUMNS).order_by(flows.c.created_at)
+        if logbook is not None:
+            query = query.where(flows.c.logbook == logbook)
+        if states is not None:
+            query = query.where(flows.c.state.in_([str(s) for s in states]))
+        async with self._connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [self.summary_from_row(dict(r._mapping)) for r in rows]
+
+    async def delete_flow(self, uuid: str) -> None:
+        async with self._begin() as conn:
+            await conn.execute(delete(atoms).where(atoms.c.flow_uuid == uuid))
+            await conn.execute(delete(flows).where(flows.c.uuid == uuid))
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _short(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

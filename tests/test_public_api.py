@@ -44,6 +44,7 @@ EXPECTED_ALL = [
     "connect",
     "errors",
     "graph",
+    "inspection",
     "linear",
     "persistence",
     "progress",

@@ -14,7 +14,7 @@ concurrently with revert on failure and retries by policy::
 
 from __future__ import annotations
 
-from . import errors, persistence, retry
+from . import errors, inspection, persistence, retry
 from .atom import Atom, FunctionTask, Task, task
 from .engine import Engine, resume, run
 from .errors import WrappedFailure, ZagError
@@ -64,6 +64,7 @@ __all__ = [
     "connect",
     "errors",
     "graph",
+    "inspection",
     "linear",
     "persistence",
     "progress",

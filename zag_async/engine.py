@@ -54,7 +54,7 @@ from .states import (
     check_atom_transition,
     check_flow_transition,
 )
-from .storage import Storage
+from .storage import Storage, WritePolicy
 
 if TYPE_CHECKING:
     from .persistence.base import Backend
@@ -96,6 +96,7 @@ class Engine:
         storage: an existing flow's storage (what `Engine.load` uses).
         allow_changes: when resuming, match atoms by name even if the flow's
             atoms or links changed since it was stored.
+        write_policy: how long commits retry while the backend is unreachable.
     """
 
     def __init__(
@@ -111,6 +112,7 @@ class Engine:
         logbook: str | None = None,
         storage: Storage | None = None,
         allow_changes: bool = False,
+        write_policy: WritePolicy | None = None,
         _factory: FactoryRef | None = None,
     ) -> None:
         if max_concurrency is not None and (
@@ -128,6 +130,8 @@ class Engine:
         self._listeners: list[Listener] = list(listeners)
         with gc_paused():
             self._setup(flow, store, storage, backend, logbook, target, allow_changes, _factory)
+        if write_policy is not None:
+            self.storage.policy = write_policy
         self._suspend_requested = False
         self._running_flag = False
         self._done: list[_Outcome] = []
@@ -222,6 +226,9 @@ class Engine:
                 if node.is_retry:
                     d.history = History()
                 atoms[node.name] = d
+                storage.touch(d)
+            if d.position != node.index:
+                d.position = node.index
                 storage.touch(d)
             details.append(d)
         self._details = details

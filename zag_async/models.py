@@ -38,6 +38,7 @@ class AtomDetail:
     duration: float | None = None  #: seconds the last execute (or revert) took
     attempts: int = 0  #: how many times execute was started
     meta: dict[str, Any] | None = None
+    position: int = 0  #: the atom's place in the flow (listings keep flow order)
 
 
 @dataclass(slots=True, eq=False)

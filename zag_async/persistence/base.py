@@ -109,7 +109,7 @@ class Backend(abc.ABC):
         self._check_open()
         flow_row, atom_rows = await self._read(uuid)
         flow = self.flow_from_row(flow_row)
-        for row in atom_rows:
+        for row in sorted(atom_rows, key=lambda r: r["position"] or 0):
             detail = self.atom_from_row(row)
             flow.atoms[detail.name] = detail
         return flow
@@ -208,6 +208,7 @@ class Backend(abc.ABC):
                 "duration": atom.duration,
                 "attempts": atom.attempts,
                 "meta": None if atom.meta is None else dumps(atom.meta),
+                "position": atom.position,
             }
         except StorageError as exc:
             raise type(exc)(f"atom {atom.name!r}: {exc}") from exc
@@ -227,6 +228,7 @@ class Backend(abc.ABC):
             duration=row["duration"],
             attempts=row["attempts"] or 0,
             meta=loads(row["meta"]) if row["meta"] is not None else None,
+            position=row["position"] or 0,
         )
 
     def logbook_row(self, book: LogBook) -> Row:

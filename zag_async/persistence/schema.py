@@ -76,6 +76,7 @@ atoms = Table(
     Column("duration", Float),
     Column("attempts", Integer, nullable=False, default=0),
     Column("meta", Text),
+    Column("position", Integer, nullable=False, default=0),
 )
 
 schema_version = Table(

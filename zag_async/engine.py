@@ -1062,7 +1062,12 @@ class Engine:
         if state is FlowState.RUNNING:
             self._set_flow(FlowState.SUSPENDING)
             self._set_flow(FlowState.SUSPENDED)
-        await _shielded_commit(self.storage)
+        try:
+            await _shielded_commit(self.storage)
+        except StorageError as exc:
+            # The canceller must still see CancelledError; the stored state stays
+            # at its last commit, from which a later run() resumes.
+            logger.warning("flow %r: could not record the suspension: %s", self.name, exc)
 
 
 def _fingerprint(nodes: list[Node]) -> str:

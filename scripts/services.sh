@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# Make sure the external services the test suite needs are up:
+#
+#   scripts/services.sh [postgres|zookeeper|rabbitmq]...   (no argument: all of them)
+#
+# Idempotent and quiet when everything already runs; it says one line for each
+# thing it had to do (install, create, start, configure) and exits non-zero
+# with one error line when it cannot bring a service up. `./dev test` (and so
+# `.ci/run`) calls it before the tests. Works without systemd (CI containers).
+#
+# PostgreSQL: a server answering on 127.0.0.1:5432 (ZAG_PG_PORT) to user
+# `postgres` without a password, with a database `test`. When missing, Debian's
+# `postgresql` package is installed and its cluster started; a cluster that
+# asks 127.0.0.1 for a password gets a trust line for user postgres.
+set -euo pipefail
+
+PG_HOST=127.0.0.1
+PG_PORT="${ZAG_PG_PORT:-5432}"
+PG_USER=postgres
+PG_DB=test
+HBA_MARK="# zag-async scripts/services.sh: test user without password"
+
+note() { echo "services: $*" >&2; }
+die() {
+    echo "services: error: $*" >&2
+    exit 1
+}
+
+# Run a command as root: directly, or through passwordless sudo.
+as_root() {
+    if [[ "$(id -u)" -eq 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+        sudo -n "$@"
+    else
+        return 1
+    fi
+}
+
+can_be_root() {
+    [[ "$(id -u)" -eq 0 ]] || { command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; }
+}
+
+# ---------------------------------------------------------------------------
+# PostgreSQL
+# ---------------------------------------------------------------------------
+
+# psql over TCP as the test user; prints the single value of a query.
+pg_query() {
+    local db="$1" sql="$2"
+    PGCONNECT_TIMEOUT=5 psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d "$db" \
+        -w -X -A -t -q -c "$sql" 2>&1
+}
+
+pg_bin() {
+    # The newest installed server's bin directory (Debian layout), or nothing.
+    local dir
+    dir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
+    if [[ -n "$dir" && -x "$dir/postgres" ]]; then
+        echo "$dir"
+    fi
+}
+
+pg_ready() {
+    # 0 when the server accepts connections (pg_isready: 0 ok, 1 starting, 2 down).
+    local isready
+    isready="$(command -v pg_isready || true)"
+    [[ -n "$isready" ]] || isready="$(pg_bin)/pg_isready"
+    # (an empty pg_bin leaves "/pg_isready", which the next test rejects)
+    [[ -x "$isready" ]] || return 2
+    "$isready" -h "$PG_HOST" -p "$PG_PORT" -t 2 -q
+}
+
+pg_wait_ready() {
+    local i
+    for ((i = 0; i < 60; i++)); do
+        pg_ready && return 0
+        sleep 0.5
+    done
+    return 1
+}
+
+pg_install() {
+    can_be_root || die "PostgreSQL is not installed and installing it needs root: run 'sudo $0 postgres' (or: sudo apt-get install postgresql)"
+    command -v apt-get >/dev/null 2>&1 || die "PostgreSQL is not installed and there is no apt-get here: install PostgreSQL and make it listen on $PG_HOST:$PG_PORT"
+    note "installing PostgreSQL (apt-get install postgresql)"
+    local log
+    log="$(mktemp)"
+    if ! { as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; } >"$log" 2>&1; then
+        tail -n 20 "$log" >&2
+        rm -f "$log"
+        die "apt-get install postgresql failed (output above)"
+    fi
+    rm -f "$log"
+}
+
+# "VERSION NAME STATUS" of the Debian cluster configured for $PG_PORT, if any.
+pg_cluster_for_port() {
+    command -v pg_lsclusters >/dev/null 2>&1 || return 0
+    pg_lsclusters -h 2>/dev/null | awk -v port="$PG_PORT" '$3 == port { print $1, $2, $4; exit }'
+}
+
+pg_start_cluster() {
+    command -v pg_ctlcluster >/dev/null 2>&1 || die "PostgreSQL does not answer on $PG_HOST:$PG_PORT and pg_ctlcluster (Debian's postgresql-common) is missing: start your server by hand"
+    local found version name status
+    found="$(pg_cluster_for_port)"
+    if [[ -z "$found" ]]; then
+        local bin
+        bin="$(pg_bin)"
+        [[ -n "$bin" ]] || die "no PostgreSQL server binaries under /usr/lib/postgresql"
+        version="$(basename "$(dirname "$bin")")"
+        if [[ -d "/etc/postgresql/$version/main" ]]; then
+            die "PostgreSQL $version cluster 'main' exists but is not configured for port $PG_PORT (see pg_lsclusters)"
+        fi
+        can_be_root || die "no PostgreSQL cluster for port $PG_PORT and creating one needs root: run 'sudo $0 postgres'"
+        note "creating PostgreSQL $version cluster 'main' on port $PG_PORT"
+        as_root pg_createcluster -p "$PG_PORT" "$version" main >/dev/null ||
+            die "pg_createcluster $version main failed"
+        found="$(pg_cluster_for_port)"
+    fi
+    read -r version name status <<<"$found"
+    if [[ "$status" != online* ]]; then
+        can_be_root || die "PostgreSQL $version/$name is down and starting it needs root: run 'sudo $0 postgres'"
+        note "starting PostgreSQL $version/$name"
+        as_root pg_ctlcluster --skip-systemctl-redirect "$version" "$name" start ||
+            die "could not start PostgreSQL $version/$name (see /var/log/postgresql/)"
+    fi
+    pg_wait_ready || die "PostgreSQL $version/$name started but does not answer on $PG_HOST:$PG_PORT"
+}
+
+# Let the test user in from 127.0.0.1 without a password (dev and CI machines only).
+pg_trust_localhost() {
+    local found version name hba
+    found="$(pg_cluster_for_port)"
+    [[ -n "$found" ]] || return 1
+    read -r version name _ <<<"$found"
+    hba="/etc/postgresql/$version/$name/pg_hba.conf"
+    [[ -f "$hba" ]] && can_be_root || return 1
+    if ! grep -qF "$HBA_MARK" "$hba"; then
+        note "allowing user $PG_USER from $PG_HOST without a password ($hba)"
+        # First matching line wins, so put ours on top.
+        as_root sed -i "1i $HBA_MARK\nhost all $PG_USER $PG_HOST/32 trust" "$hba" || return 1
+    fi
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" "$name" reload >/dev/null
+}
+
+ensure_postgres() {
+    if ! pg_ready; then
+        [[ -n "$(pg_bin)" ]] || pg_install
+        pg_start_cluster
+    fi
+    command -v psql >/dev/null 2>&1 || die "psql is missing (apt-get install postgresql-client)"
+    local out
+    if ! out="$(pg_query postgres "SELECT 1")"; then
+        if [[ "$out" == *password* || "$out" == *authentication* ]] && pg_trust_localhost &&
+            out="$(pg_query postgres "SELECT 1")"; then
+            :
+        else
+            die "PostgreSQL on $PG_HOST:$PG_PORT refuses user $PG_USER: ${out%%$'\n'*}"
+        fi
+    fi
+    if [[ -z "$(pg_query postgres "SELECT 1 FROM pg_database WHERE datname = '$PG_DB'")" ]]; then
+        out="$(pg_query postgres "CREATE DATABASE $PG_DB")" ||
+            [[ "$out" == *"already exists"* ]] || # another process won the race
+            die "could not create database '$PG_DB': ${out%%$'\n'*}"
+    fi
+}
+
+# ---------------------------------------------------------------------------
+# Later issues
+# ---------------------------------------------------------------------------
+
+ensure_zookeeper() {
+    # TODO(job board issue): install Debian's `zookeeper`, run ZooKeeperServerMain on
+    # 127.0.0.1:2181 with our own zoo.cfg, wait for `ruok` -> `imok` (see SERVICES.md).
+    return 0
+}
+
+ensure_rabbitmq() {
+    # TODO(worker/AMQP issue): `rabbitmq-server -detached` + `rabbitmqctl await_startup`
+    # when 127.0.0.1:5672 does not answer (see SERVICES.md).
+    return 0
+}
+
+# ---------------------------------------------------------------------------
+
+ALL_SERVICES=(postgres zookeeper rabbitmq)
+
+main() {
+    local services=("$@")
+    [[ ${#services[@]} -gt 0 ]] || services=("${ALL_SERVICES[@]}")
+    local s
+    for s in "${services[@]}"; do
+        case "$s" in
+            postgres | zookeeper | rabbitmq) ;;
+            -h | --help)
+                echo "usage: $0 [${ALL_SERVICES[*]// /|}]..."
+                exit 0
+                ;;
+            *)
+                echo "usage: $0 [postgres|zookeeper|rabbitmq]..." >&2
+                exit 2
+                ;;
+        esac
+    done
+    for s in "${services[@]}"; do
+        "ensure_$s"
+    done
+}
+
+main "$@"

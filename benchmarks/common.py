@@ -174,7 +174,8 @@ class Plan:
     s3_repeats: int = 3
     s3_warmup: int = 1
     s4_n: int = 200
-    s4_repeats: int = 3
+    s4_repeats: int = 3  # TaskFlow: ~6 s per persisted run
+    s4_repeats_zag: int = 7  # zag: ~0.3 s per persisted run
     s5_n: int = 200
     s5_repeats: int = 7
     s6_repeats: int = 21  # one run is ~1 ms: more repeats steady the derived per-retry figure
@@ -192,6 +193,7 @@ class Plan:
             s3_warmup=0,
             s4_n=50,
             s4_repeats=1,
+            s4_repeats_zag=1,
             s5_repeats=3,
             s6_repeats=3,
             s7_peer=(200,),

@@ -13,7 +13,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from common import Phases, Plan, Recorder, check, clock, measure
 
@@ -261,47 +260,83 @@ def s3(rec: Recorder, plan: Plan) -> None:
 
 # --------------------------------------------------------------------------- S4
 
-
-def _pg_database_ready(url: str) -> None:
-    """Create the benchmark's own database so TaskFlow's tables meet no one else's."""
-    import psycopg2
-
-    parts = urlsplit(url)
-    parts = parts._replace(scheme=parts.scheme.split("+")[0])
-    dbname = parts.path.lstrip("/")
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    conn = psycopg2.connect(admin)
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,))
-            if cur.fetchone() is None:
-                cur.execute(f'CREATE DATABASE "{dbname}"')
-    finally:
-        conn.close()
+S4_WIDE_N = 200
 
 
 @contextlib.contextmanager
 def _sql_backend(url: str) -> Iterator[tuple[Any, float]]:
+    """Schema set-up, timed: fetch the backend and run TaskFlow's (alembic) upgrade."""
     from taskflow.persistence import backends
 
     t0 = clock()
     backend = backends.fetch({"connection": url})
     with contextlib.closing(backend.get_connection()) as conn:
         conn.upgrade()
-        conn.clear_all()
     schema_s = clock() - t0
     try:
         yield backend, schema_s
     finally:
-        with contextlib.closing(backend.get_connection()) as conn:
-            conn.clear_all()
         backend.close()
 
 
+def _window(url: str, counters: Any, body: Callable[[Any], dict[str, float]]) -> dict[str, float]:
+    """Fetch a backend, run `body(backend)`, close it; count the commits in between.
+
+    A new backend per run, like each run's own engine; its first connection is made
+    (and validated) before the timed part starts. Each session's own start-up
+    transaction is subtracted (`Counters.net_commits`).
+    """
+    from accounting import CommitCounter
+    from taskflow.persistence import backends
+
+    before = counters.snapshot() if counters is not None else None
+    sa0 = CommitCounter.get(url)
+    backend = backends.fetch({"connection": url})
+    try:
+        with contextlib.closing(backend.get_connection()):
+            pass
+        phases = body(backend)
+    finally:
+        backend.close()
+    phases["sa_commits"] = CommitCounter.get(url) - sa0
+    if counters is not None:
+        delta = counters.snapshot() - before
+        phases.update(pg_commits=delta.net_commits, pg_rollbacks=delta.rollbacks,
+                      pg_sessions=delta.sessions)
+    return phases
+
+
+def _verify(url: str, book: Any, n: int) -> None:
+    """The stored logbook, read back through a new backend, says the flow finished."""
+    from taskflow import states
+    from taskflow.persistence import backends
+
+    backend = backends.fetch({"connection": url})
+    try:
+        with contextlib.closing(backend.get_connection()) as conn:
+            stored = conn.get_logbook(book.uuid)
+    finally:
+        backend.close()
+    (fd,) = list(stored)
+    check(fd.state == states.SUCCESS, f"S4: stored flow is {fd.state}")
+    # TaskFlow also stores the engine's store as a '_TaskFlow_INJECTOR' atom.
+    done = {ad.name for ad in fd if ad.state == states.SUCCESS}
+    missing = {f"t{i}" for i in range(1, n + 1)} - done
+    check(not missing, f"S4: {len(missing)} of {n} stored tasks are not SUCCESS")
+
+
+def _per(stats: Any, n: int, minus: float = 0.0) -> Any:
+    from common import Stats
+
+    return Stats((stats.median - minus) / n, (stats.min - minus) / n, (stats.max - minus) / n,
+                 stats.n)
+
+
 def s4(rec: Recorder, plan: Plan) -> None:
+    from accounting import CommitCounter, PgCounters
     from taskflow.persistence import models
 
+    CommitCounter.install()
     pg_url = S4_PG_URL
     if pg_url.startswith("postgresql://"):
         pg_url = "postgresql+psycopg2://" + pg_url.removeprefix("postgresql://")
@@ -309,33 +344,81 @@ def s4(rec: Recorder, plan: Plan) -> None:
     n = plan.s4_n
     mem = measure(lambda: s1_once(n), repeats=plan.s4_repeats)
     rec.add("S4", "in-memory", "per task", "µs", mem["per_task_us"], f"S1 N={n}, same process")
+    runs = iter(range(10**6))
+
+    def linear_once(url: str, counters: Any) -> Phases:
+        book = models.LogBook(f"s4-{next(runs)}")
+        phases = _window(url, counters, lambda b: dict(s1_once(n, backend=b, book=book)))
+        _verify(url, book, n)
+        return phases
 
     with tempfile.TemporaryDirectory(prefix="zag-bench-") as tmp:
         db = os.path.join(tmp, "s4.db")
-        targets: list[tuple[str, str, Callable[[], None] | None]] = [
-            ("sqlite", f"sqlite:///{db}", None),
-            ("postgres", pg_url, lambda: _pg_database_ready(pg_url)),
-        ]
-        for label, url, setup in targets:
+        targets: list[tuple[str, str]] = [("sqlite", f"sqlite:///{db}"), ("postgres", pg_url)]
+        for label, url in targets:
+            counters = None
             try:
-                if setup is not None:
-                    setup()
-                with _sql_backend(url) as (backend, schema_s):
-                    runs = iter(range(10**6))
-
-                    def once(b: Any = backend, runs: Iterator[int] = runs) -> Phases:
-                        book = models.LogBook(f"s4-{next(runs)}")
-                        return s1_once(n, backend=b, book=book)
-
-                    st = measure(once, repeats=plan.s4_repeats)
+                if label == "postgres":
+                    counters = PgCounters(url)
+                    counters.recreate()
+                with _sql_backend(url) as (_, schema_s):
+                    pass
+                st = measure(lambda u=url, c=counters: linear_once(u, c),
+                             repeats=plan.s4_repeats)
+                _report(rec, label, st, n, mem["per_task_us"].median, plan.s4_repeats)
+                rec.add("S4", label, "schema_setup", "ms", [schema_s * 1e3],
+                        "fetch + upgrade() (alembic) on a new database")
+                if counters is not None:
+                    _wide(rec, url, counters, plan)
             except Exception as exc:  # report, don't abort the whole bench
                 rec.missing("S4", label, "per task", "µs", f"skipped: {type(exc).__name__}: {exc}")
-                continue
-            ratio = st["per_task_us"].median / mem["per_task_us"].median
-            rec.add("S4", label, "per task", "µs", st["per_task_us"],
-                    f"R={plan.s4_repeats}, {ratio:.1f}x in-memory")
-            rec.add("S4", label, "total", "s", st["total"])
-            rec.add("S4", label, "schema_setup", "ms", [schema_s * 1e3])
+            finally:
+                if counters is not None:
+                    counters.close()
+
+
+def _report(rec: Recorder, case: str, st: dict[str, Any], n: int, mem_us: float,
+            repeats: int) -> None:
+    ratio = st["per_task_us"].median / mem_us
+    rec.add("S4", case, "per task", "µs", st["per_task_us"], f"R={repeats}, {ratio:.1f}x in-memory")
+    rec.add("S4", case, "run per task", "µs", st["run_per_task_us"])
+    rec.add("S4", case, "total", "s", st["total"])
+    if "pg_commits" in st:
+        rec.add("S4", case, "commits per atom (pg_stat)", "xact", _per(st["pg_commits"], n),
+                f"xact_commit delta minus one start-up transaction per session "
+                f"({st['pg_sessions'].median:.0f} per run), / {n}")
+        rec.add("S4", case, "commits per run (pg_stat)", "xact", st["pg_commits"])
+        rec.add("S4", case, "rollbacks per atom (pg_stat)", "xact", _per(st["pg_rollbacks"], n))
+    rec.add("S4", case, "SQLAlchemy COMMITs per atom", "xact", _per(st["sa_commits"], n),
+            "counted by a SQLAlchemy commit event; includes read-only transactions")
+
+
+def _wide(rec: Recorder, url: str, counters: Any, plan: Plan) -> None:
+    """200 no-op tasks in one unordered flow, parallel engine (default pool), persisted."""
+    from taskflow.patterns import unordered_flow
+    from taskflow.persistence import models
+
+    root = _cls("Root")
+    n = S4_WIDE_N
+
+    def body(backend: Any) -> dict[str, float]:
+        flow = unordered_flow.Flow("s4w")
+        flow.add(*(root(name=f"w{i}") for i in range(n)))
+        t0 = clock()
+        engine = _prepare(flow, engine="parallel", backend=backend,
+                          book=models.LogBook("s4-wide"))
+        engine.run()
+        t1 = clock()
+        check(engine.storage.get_flow_state() == "SUCCESS", "S4 wide: flow did not succeed")
+        return {"total": t1 - t0}
+
+    repeats = max(1, plan.s4_repeats - 1)
+    wide = measure(lambda: _window(url, counters, body), repeats=repeats, warmup=0)
+    case = f"postgres {n}-wide"
+    rec.add("S4", case, "total", "ms", _scaled(wide["total"], 1e3),
+            f"parallel engine, default pool; R={repeats}, no warm-up")
+    rec.add("S4", case, "commits (pg_stat)", "xact", wide["pg_commits"])
+    rec.add("S4", case, "SQLAlchemy COMMITs", "xact", wide["sa_commits"])
 
 
 # --------------------------------------------------------------------------- S5

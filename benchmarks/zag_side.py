@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -242,13 +243,274 @@ def s3(rec: Recorder, plan: Plan) -> None:
 
 # --------------------------------------------------------------------------- S4
 
+# A database of its own, dropped and created at the start of S4, so TaskFlow's tables
+# (in taskflow_bench) and ours never meet and schema_setup starts from nothing.
+S4_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/zag_bench"
+S4_WIDE_N = 200
+
+
+def _s4_linear(n: int) -> Any:
+    import zag_async as zag
+
+    step = _cls("Step")
+    return zag.linear(
+        "s4", *(step(name=f"t{i}", rebind={"x": f"v{i - 1}"}, provides=f"v{i}")
+                for i in range(1, n + 1))
+    )
+
+
+async def _s4_verify(url: str, flow_id: str, n: int, version: int) -> None:
+    """The stored record, read back through a new connection, says what the run did."""
+    import zag_async as zag
+
+    async with zag.connect(url, upgrade=False) as backend:
+        detail = await backend.load_flow(flow_id)
+    check(detail.state == zag.FlowState.SUCCESS, f"S4: stored flow is {detail.state}")
+    check(len(detail.atoms) == n, f"S4: {len(detail.atoms)} atoms stored, expected {n}")
+    bad = [a.name for a in detail.atoms.values() if a.state != zag.AtomState.SUCCESS]
+    check(not bad, f"S4: stored atoms not SUCCESS: {bad[:3]}")
+    check(detail.version == version, f"S4: stored version {detail.version} != {version}")
+
+
+async def _s4_window(
+    url: str,
+    counters: Any,
+    body: Callable[[Any], Coroutine[Any, Any, dict[str, float]]],
+) -> dict[str, float]:
+    """Open a backend, run `body(backend)`, close it; count the commits in between.
+
+    The backend opens with upgrade=False (the schema is in place), so opening costs
+    no write of ours; each session's own start-up transaction is subtracted
+    (`Counters.net_commits`).
+    """
+    from accounting import CommitCounter
+
+    import zag_async as zag
+
+    before = counters.snapshot() if counters is not None else None
+    sa0 = CommitCounter.get(url)
+    async with zag.connect(url, upgrade=False) as backend:
+        phases = await body(backend)
+    phases["sa_commits"] = CommitCounter.get(url) - sa0
+    if counters is not None:
+        delta = counters.snapshot() - before
+        phases.update(pg_commits=delta.net_commits, pg_rollbacks=delta.rollbacks,
+                      pg_sessions=delta.sessions)
+    return phases
+
+
+async def _s4_linear_once(url: str, n: int, counters: Any) -> Phases:
+    import zag_async as zag
+
+    flow_ids: list[tuple[str, int]] = []
+
+    async def body(backend: Any) -> dict[str, float]:
+        t0 = clock()
+        flow = _s4_linear(n)
+        t1 = clock()
+        engine = zag.Engine(flow, backend=backend, store={"v0": 0}, max_concurrency=1)
+        t2 = clock()
+        await _run(engine)
+        t3 = clock()
+        check(await _fetch(engine, f"v{n}") == n, f"S4: v{n} != {n}")
+        version = engine.storage.flow.version
+        flow_ids.append((engine.flow_id, version))
+        total = t3 - t1
+        return {"build": t1 - t0, "prepare": t2 - t1, "run": t3 - t2, "total": total,
+                "per_task_us": total / n * 1e6, "run_per_task_us": (t3 - t2) / n * 1e6,
+                "flow_writes": version}
+
+    phases = await _s4_window(url, counters, body)
+    flow_id, version = flow_ids[0]
+    await _s4_verify(url, flow_id, n, version)
+    return phases
+
+
+async def _s4_wide_once(url: str, n: int, counters: Any) -> Phases:
+    import zag_async as zag
+
+    root = _cls("Root")
+
+    async def body(backend: Any) -> dict[str, float]:
+        flow = zag.unordered("s4w", *(root(name=f"w{i}") for i in range(n)))
+        t0 = clock()
+        engine = zag.Engine(flow, backend=backend)  # unbounded concurrency
+        await _run(engine)
+        t1 = clock()
+        check(engine.state == zag.FlowState.SUCCESS, f"S4 wide: flow ended {engine.state}")
+        return {"total": t1 - t0, "flow_writes": engine.storage.flow.version}
+
+    return await _s4_window(url, counters, body)
+
+
+async def _floor_asyncpg(url: str, n: int, mode: str, counters: Any) -> Phases:
+    """n single-row transactions straight through asyncpg: the physical floor."""
+    import asyncpg
+    from accounting import admin_dsn, database_of
+
+    dsn = admin_dsn(url).rsplit("/", 1)[0] + "/" + database_of(url)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("CREATE TABLE IF NOT EXISTS bench_floor (id bigserial PRIMARY KEY, "
+                           "v integer NOT NULL)")
+    finally:
+        await conn.close()
+    before = counters.snapshot()
+    conn = await asyncpg.connect(dsn)
+    try:
+        insert = "INSERT INTO bench_floor (v) VALUES ($1)"
+        t0 = clock()
+        if mode == "tx":
+            for i in range(n):
+                async with conn.transaction():  # BEGIN; INSERT; COMMIT
+                    await conn.execute(insert, i)
+        else:
+            for i in range(n):
+                await conn.execute(insert, i)  # one implicit transaction per statement
+        t1 = clock()
+    finally:
+        await conn.close()
+    delta = counters.snapshot() - before
+    return {"per_commit_ms": (t1 - t0) / n * 1e3, "commits": delta.net_commits}
+
+
+async def _floor_sqlite(path: str, n: int, wal: bool) -> Phases:
+    """n insert+commit pairs through aiosqlite (zag's pragmas, or SQLite's defaults)."""
+    import aiosqlite
+
+    async with aiosqlite.connect(path) as db:
+        if wal:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=NORMAL")
+        await db.execute("CREATE TABLE IF NOT EXISTS bench_floor (id INTEGER PRIMARY KEY, v INT)")
+        await db.commit()
+        t0 = clock()
+        for i in range(n):
+            await db.execute("INSERT INTO bench_floor (v) VALUES (?)", (i,))
+            await db.commit()
+        t1 = clock()
+    return {"per_commit_ms": (t1 - t0) / n * 1e3}
+
+
+def _per(stats: Stats, n: int, minus: float = 0.0) -> Stats:
+    return Stats((stats.median - minus) / n, (stats.min - minus) / n, (stats.max - minus) / n,
+                 stats.n)
+
+
+def _s4_report(rec: Recorder, case: str, st: dict[str, Stats], n: int, mem_us: float,
+               repeats: int) -> None:
+    ratio = st["per_task_us"].median / mem_us
+    rec.add("S4", case, "per task", "µs", st["per_task_us"],
+            f"R={repeats}, {ratio:.1f}x in-memory")
+    rec.add("S4", case, "run per task", "µs", st["run_per_task_us"])
+    rec.add("S4", case, "total", "s", st["total"])
+    if "pg_commits" in st:
+        rec.add("S4", case, "commits per atom (pg_stat)", "xact", _per(st["pg_commits"], n),
+                f"xact_commit delta minus one start-up transaction per session "
+                f"({st['pg_sessions'].median:.0f} per run), / {n}")
+        rec.add("S4", case, "commits per run (pg_stat)", "xact", st["pg_commits"])
+        rec.add("S4", case, "rollbacks per atom (pg_stat)", "xact", _per(st["pg_rollbacks"], n),
+                "pool_pre_ping: BEGIN; SELECT; ROLLBACK before each commit")
+    rec.add("S4", case, "SQLAlchemy COMMITs per atom", "xact", _per(st["sa_commits"], n),
+            "counted by a SQLAlchemy commit event; includes read-only transactions")
+    rec.add("S4", case, "flow writes per atom", "xact", _per(st["flow_writes"], n),
+            "FlowDetail.version / N (N+1 = one commit per atom plus the first)")
+
 
 def s4(rec: Recorder, plan: Plan) -> None:
+    import os
+    import tempfile
+
+    from accounting import CommitCounter, PgCounters
+
+    import zag_async as zag
+
+    CommitCounter.install()
     n = plan.s4_n
-    st = measure(_loop_run(lambda: s1_once(n)), repeats=plan.s4_repeats)
-    rec.add("S4", "in-memory", "per task", "µs", st["per_task_us"], f"S1 N={n}, same process")
-    for label in ("sqlite", "postgres"):
-        rec.missing("S4", label, "per task", "µs", "not yet implemented (issue 3)")
+    repeats = plan.s4_repeats_zag
+    runner = _loop_run  # one event loop for the whole scenario
+    mem = measure(runner(lambda: s1_once(n)), repeats=repeats)
+    mem_us = mem["per_task_us"].median
+    rec.add("S4", "in-memory", "per task", "µs", mem["per_task_us"], f"S1 N={n}, same process")
+
+    async def timed_upgrade(url: str) -> Phases:
+        t0 = clock()
+        await zag.persistence.upgrade(url)
+        return {"schema_setup": clock() - t0}
+
+    # (a) SQLite file, deleted before the scenario.
+    with tempfile.TemporaryDirectory(prefix="zag-bench-") as tmp:
+        path = os.path.join(tmp, "s4.db")
+        url = f"sqlite+aiosqlite:///{path}"
+        try:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path + suffix)
+            schema = runner(lambda: timed_upgrade(url))()
+            st = measure(runner(lambda: _s4_linear_once(url, n, None)), repeats=repeats)
+            _s4_report(rec, "sqlite", st, n, mem_us, repeats)
+            rec.add("S4", "sqlite", "schema_setup", "ms", [schema["schema_setup"] * 1e3],
+                    "upgrade() on a new file")
+            floor_path = os.path.join(tmp, "floor.db")
+            floors = {}
+            for wal, label in ((True, "WAL+NORMAL (zag's pragmas)"), (False, "default journal")):
+                fl = measure(runner(lambda w=wal: _floor_sqlite(floor_path, n, w)),
+                             repeats=repeats)
+                floors[wal] = fl["per_commit_ms"].median
+                rec.add("S4", "sqlite", f"raw commit, {label}", "ms", fl["per_commit_ms"],
+                        f"aiosqlite: {n} x INSERT one row + COMMIT; per commit")
+            per_atom_ms = st["per_task_us"].median / 1e3
+            rec.add("S4", "sqlite", "per task / raw commit", "x", [per_atom_ms / floors[True]],
+                    f"{per_atom_ms:.3f} ms per atom vs {floors[True]:.3f} ms per WAL commit")
+        except Exception as exc:  # report, don't abort the whole bench
+            rec.missing("S4", "sqlite", "per task", "µs", f"failed: {type(exc).__name__}: {exc}")
+
+    # (b) PostgreSQL, a dedicated database recreated for the session.
+    url = S4_PG_URL
+    try:
+        counters = PgCounters(url)
+    except Exception as exc:
+        rec.missing("S4", "postgres", "per task", "µs",
+                    f"skipped: {type(exc).__name__}: {str(exc).strip()}")
+        return
+    try:
+        counters.recreate()
+        schema = runner(lambda: timed_upgrade(url))()
+        st = measure(runner(lambda: _s4_linear_once(url, n, counters)), repeats=repeats)
+        _s4_report(rec, "postgres", st, n, mem_us, repeats)
+        rec.add("S4", "postgres", "schema_setup", "ms", [schema["schema_setup"] * 1e3],
+                "upgrade() in a new database")
+        floors = {}
+        for mode, label in (("tx", "BEGIN/INSERT/COMMIT"), ("auto", "autocommit INSERT")):
+            fl = measure(runner(lambda m=mode: _floor_asyncpg(url, n, m, counters)),
+                         repeats=repeats)
+            floors[mode] = fl
+            rec.add("S4", "postgres", f"raw commit, {label}", "ms", fl["per_commit_ms"],
+                    f"asyncpg: {n} x one row per transaction; pg_stat counted "
+                    f"{fl['commits'].median / n:.2f} commits per insert")
+        per_atom_ms = st["per_task_us"].median / 1e3
+        rec.add("S4", "postgres", "per task / raw commit", "x",
+                [per_atom_ms / floors["tx"]["per_commit_ms"].median],
+                f"{per_atom_ms:.3f} ms per atom vs "
+                f"{floors['tx']['per_commit_ms'].median:.3f} ms per BEGIN/INSERT/COMMIT")
+
+        wide = measure(runner(lambda: _s4_wide_once(url, S4_WIDE_N, counters)),
+                       repeats=repeats)
+        case = f"postgres {S4_WIDE_N}-wide"
+        rec.add("S4", case, "total", "ms", _ms(wide["total"]),
+                f"unordered flow of {S4_WIDE_N} no-op atoms, unbounded concurrency")
+        rec.add("S4", case, "commits (pg_stat)", "xact", wide["pg_commits"],
+                "xact_commit delta minus session start-ups; target <= 20")
+        rec.add("S4", case, "SQLAlchemy COMMITs", "xact", wide["sa_commits"])
+        rec.add("S4", case, "flow writes", "xact", wide["flow_writes"])
+        if counters.stray_waits:
+            rec.add("S4", "postgres", "note", "", None,
+                    f"{counters.stray_waits} windows timed out waiting for other sessions "
+                    f"on {counters.dbname}: their commits may be counted")
+    except Exception as exc:
+        rec.missing("S4", "postgres", "per task", "µs", f"failed: {type(exc).__name__}: {exc}")
+    finally:
+        counters.close()
 
 
 # --------------------------------------------------------------------------- S5

@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from sqlalchemy import delete, event, select, update
+from sqlalchemy import bindparam, delete, event, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
@@ -30,6 +30,7 @@ from .schema import atoms, flows, logbooks
 
 __all__ = ["SqlBackend"]
 
+_FLOW_COLUMNS = [c.name for c in flows.columns if c.name != "uuid"]
 _ATOM_COLUMNS = [c.name for c in atoms.columns if c.name not in ("flow_uuid", "name")]
 _SUMMARY_COLUMNS = [flows.c[n] for n in ("uuid", "name", "state", "logbook", "owner")] + [
     flows.c[n] for n in ("created_at", "updated_at", "version")
@@ -75,6 +76,11 @@ class SqlBackend(Backend):
         self._insert_flow = dialect_insert(flows).on_conflict_do_nothing(
             index_elements=[flows.c.uuid]
         )
+        self._update_flow = (
+            update(flows)
+            .where(flows.c.uuid == bindparam("w_uuid"), flows.c.version == bindparam("w_expected"))
+            .values({name: bindparam(f"w_{name}") for name in _FLOW_COLUMNS})
+        )
         book = dialect_insert(logbooks)
         self._upsert_logbook = book.on_conflict_do_update(
             index_elements=[logbooks.c.uuid],
@@ -87,7 +93,10 @@ class SqlBackend(Backend):
         self._check_open()
         if self._engine is not None:
             return
-        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        # No pre-ping: it costs three round trips per commit, and a dead pooled
+        # connection already surfaces as StorageUnavailable, which the engine
+        # retries on a fresh connection.
+        kwargs: dict[str, Any] = {}
         if self.dialect == "postgresql":
             kwargs["connect_args"] = {"timeout": self._connect_timeout}
             kwargs["pool_size"] = self._pool_size
@@ -98,16 +107,21 @@ class SqlBackend(Backend):
         if self.dialect == "sqlite":
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         self._engine = engine
-        if self._auto_upgrade:
-            await self.upgrade()
-        else:
-            async with self._connect() as conn:
-                version = await conn.run_sync(schema.current_version)
-            if version != schema.SCHEMA_VERSION:
-                raise StorageError(
-                    f"{self._display}: schema is at version {version}, this zag-async needs "
-                    f"{schema.SCHEMA_VERSION}; run: zag-async db upgrade URL"
-                )
+        try:
+            if self._auto_upgrade:
+                await self.upgrade()
+            else:
+                async with self._connect() as conn:
+                    version = await conn.run_sync(schema.current_version)
+                if version != schema.SCHEMA_VERSION:
+                    raise StorageError(
+                        f"{self._display}: schema is at version {version}, this zag-async "
+                        f"needs {schema.SCHEMA_VERSION}; run: zag-async db upgrade URL"
+                    )
+        except BaseException:
+            self._engine = None
+            await engine.dispose()
+            raise
 
     async def aclose(self) -> None:
         if self._closed:
@@ -202,12 +216,9 @@ class SqlBackend(Backend):
             if expected == 0:
                 result = await conn.execute(self._insert_flow, [flow_row])
             else:
-                values = {k: v for k, v in flow_row.items() if k != "uuid"}
-                result = await conn.execute(
-                    update(flows)
-                    .where(flows.c.uuid == uuid, flows.c.version == expected)
-                    .values(**values)
-                )
+                params = {f"w_{k}": v for k, v in flow_row.items()}
+                params["w_expected"] = expected
+                result = await conn.execute(self._update_flow, params)
             if result.rowcount != 1:
                 raise self.stale(uuid, expected)
             if atom_rows:

@@ -1024,17 +1024,26 @@ class Engine:
             return self.storage.fetch_all()
         failures = self.storage.failures
         revert_failed = any(d.state is S.REVERT_FAILURE for d in self._details)
-        if revert_failed:
-            self._set_flow(FlowState.FAILURE)
+        stuck = not (failures or revert_failed) and self._work_left()
+        if revert_failed or stuck:
+            final = FlowState.FAILURE
         elif failures:
-            self._set_flow(FlowState.REVERTED)
-        elif self._work_left():
-            self._set_flow(FlowState.FAILURE)
-            await self.storage.commit()
-            raise ExecutionError(f"flow {self.name!r} stopped with atoms left to run (engine bug)")
+            final = FlowState.REVERTED
         else:
-            self._set_flow(FlowState.SUCCESS)
-        await self.storage.commit()
+            final = FlowState.SUCCESS
+        previous = self.storage.flow.state
+        self._set_flow(final)
+        try:
+            await self.storage.commit()
+        except StorageError:
+            # Claim nothing that was not written: undo the unrecorded end state
+            # and stay SUSPENDED; the next run() writes what this one holds.
+            self.storage.flow.state = previous
+            self._set_flow(FlowState.SUSPENDING)
+            self._set_flow(FlowState.SUSPENDED)
+            raise
+        if stuck:
+            raise ExecutionError(f"flow {self.name!r} stopped with atoms left to run (engine bug)")
         if failures or revert_failed:
             self._raise_outcome()
         return self.storage.fetch_all()

@@ -155,7 +155,7 @@ class SqlBackend(Backend):
         except (OperationalError, InterfaceError, DisconnectionError, PoolTimeout) as exc:
             raise StorageUnavailable(f"{self._display}: {_short(exc)}") from exc
         except DBAPIError as exc:
-            if exc.connection_invalidated:
+            if exc.connection_invalidated or _transient(exc):
                 raise StorageUnavailable(f"{self._display}: {_short(exc)}") from exc
             raise StorageError(f"{self._display}: {_short(exc)}") from exc
         except (OSError, TimeoutError) as exc:
@@ -271,6 +271,25 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+#: SQLSTATE classes/codes worth retrying: connection exceptions, the server
+#: shutting down, starting up or recovering, resource exhaustion.
+_TRANSIENT_STATES = ("08", "53", "57P01", "57P02", "57P03", "40001", "40P01")
+
+
+def _transient(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            break
+        state = getattr(seen, "sqlstate", None) or getattr(seen, "pgcode", None)
+        if isinstance(state, str) and state.startswith(_TRANSIENT_STATES):
+            return True
+        if type(seen).__name__ in ("CannotConnectNowError", "ConnectionDoesNotExistError"):
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
 
 
 def _short(exc: BaseException) -> str:

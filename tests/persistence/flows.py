@@ -106,6 +106,13 @@ def linear_steps(n: int, prefix: str = "s") -> zag.Flow:
     return zag.linear("steps", *(Step(name) for name in names))
 
 
+def parallel_then_fail() -> zag.Flow:
+    """p0, p1, p2 side by side, then `boom` (make it fail with FAILS["boom"])."""
+    return zag.linear(
+        "compensate", zag.unordered("par", Step("p0"), Step("p1"), Step("p2")), Step("boom")
+    )
+
+
 def store_user() -> zag.Flow:
     """A step that needs the store's `items` and `when`, then a second step."""
 

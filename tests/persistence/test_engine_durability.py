@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -47,6 +48,15 @@ async def interrupt(engine: zag.Engine, key: str) -> None:
         await task
 
 
+async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 5) -> None:
+    """Poll `check` until it holds (or fail after `seconds`)."""
+    async with asyncio.timeout(seconds):
+        while True:
+            if await check():
+                return
+            await asyncio.sleep(0.01)  # state lands in the database: nothing to wait on
+
+
 def states(detail: zag.FlowDetail) -> dict[str, zag.AtomState]:
     return {name: atom.state for name, atom in detail.atoms.items()}
 
@@ -73,7 +83,7 @@ async def test_linear_flow_is_persisted_end_to_end(backend: Backend) -> None:
         assert atom.duration is not None
         assert atom.duration >= 0
     assert stored.meta["factory"] == {
-        "path": "persistence.flows:linear_steps",
+        "path": f"{flows.__name__}:linear_steps",
         "args": [3],
         "kwargs": {},
     }
@@ -305,6 +315,79 @@ async def test_half_finished_revert_resumes_where_it_stopped(backend: Backend) -
     assert [flows.count(f"reverted s{i}") for i in range(4)] == [1, 1, 1, 1]
     assert flows.count("revert s1") == 2
     assert [flows.count(f"s{i}") for i in range(4)] == [1, 1, 1, 1]
+
+
+async def test_concurrent_reverts_resume_where_they_stopped(backend: Backend) -> None:
+    flows.FAILS["boom"] = 1
+    flows.HOLD_REVERT.add("p1")
+    engine = zag.Engine.from_factory(flows.parallel_then_fail, backend=backend)
+    run = asyncio.ensure_future(engine.run())
+    await asyncio.wait_for(flows.started("revert p1").wait(), 20)
+
+    async def siblings_reverted() -> bool:
+        stored = await backend.load_flow(engine.flow_id)
+        return stored.atoms["p0"].state is stored.atoms["p2"].state is S.REVERTED
+
+    await eventually(siblings_reverted)  # committed while p1's revert is still going
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    flows.HOLD_REVERT.clear()
+    assert states(await backend.load_flow(engine.flow_id))["p1"] is S.REVERTING
+
+    resumed = await zag.Engine.load(engine.flow_id, backend=backend)
+    with pytest.raises(zag.errors.RemoteFailure):
+        await resumed.run()
+
+    stored = await backend.load_flow(engine.flow_id)
+    assert stored.state is F.REVERTED
+    assert set(states(stored).values()) == {S.REVERTED}
+    assert [flows.count(f"reverted {n}") for n in ("p0", "p1", "p2", "boom")] == [1, 1, 1, 1]
+
+
+async def test_suspend_is_persisted_and_a_fresh_engine_finishes(backend: Backend) -> None:
+    engine = zag.Engine.from_factory(flows.linear_steps, args=(3,), backend=backend)
+    flows.HOLD_EXEC.add("s1")
+    run = asyncio.ensure_future(engine.run())
+    await asyncio.wait_for(flows.started("s1").wait(), 20)
+
+    engine.suspend()
+    flows.release("s1")  # the running atom finishes; nothing new starts
+    await run
+
+    stored = await backend.load_flow(engine.flow_id)
+    assert stored.state is F.SUSPENDED
+    assert states(stored) == {"s0": S.SUCCESS, "s1": S.SUCCESS, "s2": S.PENDING}
+    flows.HOLD_EXEC.clear()
+    await (await zag.Engine.load(engine.flow_id, backend=backend)).run()
+    assert [flows.count(f"s{i}") for i in range(3)] == [1, 1, 1]
+    assert (await backend.load_flow(engine.flow_id)).state is F.SUCCESS
+
+
+async def test_flows_are_filed_under_their_logbook(backend: Backend) -> None:
+    book = zag.LogBook("orders")
+    await backend.save_logbook(book)
+    filed = zag.Engine(flows.linear_steps(1), backend=backend, logbook=book.uuid)
+    loose = zag.Engine(flows.linear_steps(1), backend=backend)
+    await filed.run()
+    await loose.run()
+
+    assert [s.uuid for s in await backend.list_flows(logbook=book.uuid)] == [filed.flow_id]
+    assert (await backend.load_flow(filed.flow_id)).logbook == book.uuid
+    assert {s.uuid for s in await backend.list_flows(states=[F.SUCCESS])} == {
+        filed.flow_id,
+        loose.flow_id,
+    }
+
+
+async def test_zag_run_with_a_backend_persists(backend: Backend) -> None:
+    results = await zag.run(flows.linear_steps(2), backend=backend)
+
+    assert results == {"s0": "s0-out", "s1": "s1-out"}
+    [summary] = await backend.list_flows()
+    assert summary.state is F.SUCCESS
+    stored = await backend.load_flow(summary.uuid)
+    assert {n: a.result for n, a in stored.atoms.items()} == {"s0": "s0-out", "s1": "s1-out"}
 
 
 async def test_retry_history_survives_a_resume(backend: Backend) -> None:

@@ -241,7 +241,11 @@ class Engine:
     def _check_unchanged(self, detail: FlowDetail, allow_changes: bool) -> None:
         """Refuse to resume a stored flow whose shape no longer matches the code."""
         stored = detail.meta.get("fingerprint")
-        if stored is None or stored == _fingerprint(self._nodes):
+        if stored is None:  # a record made without the flow (a posted job): record it now
+            detail.meta["fingerprint"] = _fingerprint(self._nodes)
+            self.storage._flow_dirty = True
+            return
+        if stored == _fingerprint(self._nodes):
             return
         if allow_changes:
             logger.warning(
@@ -570,6 +574,8 @@ class Engine:
                 ):
                     continue  # a failure found while picking queued more work
                 return
+            if done:
+                continue  # atoms finished while we were committing
             self._wakeup = asyncio.get_running_loop().create_future()
             await self._wakeup
             self._wakeup = None

@@ -14,6 +14,8 @@ EXPECTED_ALL = [
     "Atom",
     "AtomDetail",
     "AtomState",
+    "Conductor",
+    "ConductorEvent",
     "Decision",
     "Depth",
     "Engine",
@@ -45,6 +47,7 @@ EXPECTED_ALL = [
     "errors",
     "graph",
     "inspection",
+    "jobs",
     "linear",
     "persistence",
     "progress",
@@ -77,6 +80,14 @@ ERROR_TREE = [
     (errors.SerializationError, errors.StorageError),
     (errors.FlowChanged, errors.FlowDefinitionError),
     (errors.AtomInterrupted, errors.ExecutionError),
+    (errors.JobError, errors.ZagError),
+    (errors.JobNotFound, errors.JobError),
+    (errors.NotClaimable, errors.JobError),
+    (errors.AlreadyClaimed, errors.NotClaimable),
+    (errors.NotYetDue, errors.NotClaimable),
+    (errors.ClaimLost, errors.JobError),
+    (errors.LockLost, errors.JobError),
+    (errors.BoardUnavailable, errors.JobError),
 ]
 
 

@@ -14,8 +14,9 @@ concurrently with revert on failure and retries by policy::
 
 from __future__ import annotations
 
-from . import errors, inspection, persistence, retry
+from . import errors, inspection, jobs, persistence, retry
 from .atom import Atom, FunctionTask, Task, task
+from .conductor import Conductor, ConductorEvent
 from .engine import Engine, resume, run
 from .errors import WrappedFailure, ZagError
 from .events import Event, LoggingListener, PrintingListener, TimingListener, progress
@@ -34,6 +35,8 @@ __all__ = [
     "Atom",
     "AtomDetail",
     "AtomState",
+    "Conductor",
+    "ConductorEvent",
     "Decision",
     "Depth",
     "Engine",
@@ -65,6 +68,7 @@ __all__ = [
     "errors",
     "graph",
     "inspection",
+    "jobs",
     "linear",
     "persistence",
     "progress",

@@ -17,6 +17,14 @@ ZagError
 │   ├── WrappedFailure         several atoms failed at once; holds every Failure
 │   └── NotFound               a name, atom or record that does not exist
 ├── ConfigurationError         a bad option for an engine or backend (max_concurrency=0, ...)
+├── JobError                   job boards, claims and locks
+│   ├── JobNotFound            no such job (or it is already complete)
+│   ├── NotClaimable           the job cannot be claimed now
+│   │   ├── AlreadyClaimed     another owner holds it
+│   │   └── NotYetDue          a delayed job whose time has not come (by the board's clock)
+│   ├── ClaimLost              the claim vanished (session expired, job gone): stop writing
+│   ├── LockLost               a distributed lock was lost while held
+│   └── BoardUnavailable       the board's server cannot be reached (retried, then raised)
 ├── InvalidTransition          a state change the state machine forbids (a bug)
 └── StorageError               flow state could not be read or written
     ├── StorageUnavailable     the database cannot be reached (retried, then raised)
@@ -37,7 +45,15 @@ __all__ = [
     "AmbiguousProvider",
     "AtomInterrupted",
     "AtomTimeout",
+    "AlreadyClaimed",
+    "BoardUnavailable",
+    "ClaimLost",
     "ConfigurationError",
+    "JobError",
+    "JobNotFound",
+    "LockLost",
+    "NotClaimable",
+    "NotYetDue",
     "ConcurrentUpdate",
     "DependencyCycle",
     "DuplicateAtomName",
@@ -225,6 +241,43 @@ class NotFound(ExecutionError, LookupError):
 
 class ConfigurationError(ZagError, ValueError):
     """An option given to an engine, backend or worker cannot work."""
+
+
+class JobError(ZagError):
+    """Something about a job board, a claim or a distributed lock."""
+
+
+class JobNotFound(JobError, LookupError):
+    """No such job on the board (it may have been consumed or trashed)."""
+
+
+class NotClaimable(JobError):
+    """The job cannot be claimed right now."""
+
+
+class AlreadyClaimed(NotClaimable):
+    """Another owner holds the job."""
+
+
+class NotYetDue(NotClaimable):
+    """A delayed job whose time has not come, by the board's own clock."""
+
+    def __init__(self, job: str, due_in: float) -> None:
+        super().__init__(f"job {job!r} is due in {due_in:.3f}s (by the board's clock)")
+        self.job = job
+        self.due_in = due_in
+
+
+class ClaimLost(JobError):
+    """A claim is gone (its session expired or the job was removed): stop working on it."""
+
+
+class LockLost(JobError):
+    """A distributed lock was lost while its holder was still inside it."""
+
+
+class BoardUnavailable(JobError):
+    """The job board's server cannot be reached within the call's deadline."""
 
 
 class InvalidTransition(ZagError):

@@ -1,0 +1,376 @@
+"""Conductor: claims jobs from a board and runs their flows to the end.
+
+    async with zag.Conductor(board, persistence=backend, name="c1", max_jobs=4) as conductor:
+        await conductor.run()          # until conductor.stop()
+
+For each claimed job the conductor rebuilds the flow from the job's flow
+record, claims that record with the claim's fencing token (so an owner that
+lost its claim can no longer write), runs the engine and then:
+
+- consumes the job when the flow ends SUCCESS or cleanly REVERTED;
+- abandons it (another conductor resumes it) on storage or board trouble and
+  on `stop()`;
+- trashes it when its flow ends FAILURE (a revert failed: needs a person), or
+  when building its flow failed `build_attempts` times, counted on the job
+  itself so every conductor sees the same count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal, Self
+
+from .engine import Engine
+from .errors import (
+    BoardUnavailable,
+    ClaimLost,
+    ConcurrentUpdate,
+    ConfigurationError,
+    FlowDefinitionError,
+    JobError,
+    JobNotFound,
+    NotClaimable,
+    StorageError,
+    ZagError,
+)
+from .events import Listener
+from .jobs.base import Claim, Job, JobBoard, JobOutcome, JobState
+from .persistence.base import Backend
+from .states import FlowState
+
+__all__ = ["Conductor", "ConductorEvent"]
+
+logger = logging.getLogger("zag_async.conductor")
+
+EventKind = Literal["claimed", "started", "consumed", "abandoned", "trashed", "lost"]
+
+
+@dataclass(frozen=True)
+class ConductorEvent:
+    """Something the conductor did with a job."""
+
+    kind: EventKind
+    conductor: str
+    job: Job
+    detail: str | None = None
+    outcome: JobOutcome | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+ConductorListener = Callable[[ConductorEvent], None]
+
+
+class Conductor:
+    """Claims jobs in priority order and runs them, at most `max_jobs` at a time.
+
+    Args:
+        board: the job board to take jobs from.
+        persistence: the flow-state backend the jobs' flow records live in.
+        name: this conductor's name (owner of its claims); defaults to host:pid.
+        max_jobs: how many jobs to run at once.
+        build_attempts: trash a job after this many failed attempts to build
+            its flow (across all conductors).
+        listeners: callables receiving every `ConductorEvent`.
+        engine_listeners: a function of the job returning listeners for its
+            engine's events (per-job listener factory).
+        engine_options: extra keyword arguments for each job's `Engine`.
+    """
+
+    def __init__(
+        self,
+        board: JobBoard,
+        *,
+        persistence: Backend,
+        name: str | None = None,
+        max_jobs: int = 1,
+        build_attempts: int = 3,
+        listeners: Iterable[ConductorListener] = (),
+        engine_listeners: Callable[[Job], Iterable[Listener]] | None = None,
+        engine_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(max_jobs, int) or max_jobs < 1:
+            raise ConfigurationError(f"max_jobs must be a whole number >= 1, got {max_jobs!r}")
+        if not isinstance(build_attempts, int) or build_attempts < 1:
+            raise ConfigurationError(f"build_attempts must be >= 1, got {build_attempts!r}")
+        self.board = board
+        self.persistence = persistence
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.max_jobs = max_jobs
+        self.build_attempts = build_attempts
+        self._listeners = list(listeners)
+        self._engine_listeners = engine_listeners
+        self._engine_options = dict(engine_options or {})
+        self._active: dict[str, tuple[Claim, asyncio.Task[None], Engine | None]] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._stopped = asyncio.Event()
+        self._running = False
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+        await self.wait_stopped()
+
+    # -- control -------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop claiming; running flows reach a safe point and their jobs are abandoned."""
+        self._stopping = True
+        for _claim, _task, engine in list(self._active.values()):
+            if engine is not None:
+                engine.suspend()
+        self._wake.set()
+
+    async def wait_stopped(self) -> None:
+        if self._running:
+            await self._stopped.wait()
+
+    @property
+    def running_jobs(self) -> list[Job]:
+        return [claim.job for claim, _task, _engine in self._active.values()]
+
+    def _emit(self, kind: EventKind, job: Job, detail: str | None = None, **kw: Any) -> None:
+        event = ConductorEvent(kind, self.name, job, detail, **kw)
+        log = logger.warning if kind in ("trashed", "lost") else logger.info
+        log(
+            "conductor %s: %s job %s (%s)%s",
+            self.name,
+            kind,
+            job.name,
+            job.uuid,
+            f": {detail}" if detail else "",
+        )
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                logger.exception("conductor listener %r failed", listener)
+
+    # -- the loop ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Claim and run jobs until `stop()`; returns when every job has been handed back."""
+        if self._running:
+            raise ConfigurationError(f"conductor {self.name!r} is already running")
+        self._running = True
+        self._stopped.clear()
+        unsubscribe = self.board.subscribe(self._wake.set)
+        unsubscribe_lost = self.board.on_claims_lost(self._drop_lost_claims)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                while not self._stopping:
+                    self._wake.clear()
+                    delay = await self._claim_some(tg)
+                    if self._stopping:
+                        break
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(delay):
+                            await self._wake.wait()
+                # Leaving the task group waits for running jobs to hand their work back.
+        finally:
+            unsubscribe()
+            unsubscribe_lost()
+            self._running = False
+            self._stopped.set()
+
+    async def _claim_some(self, tg: asyncio.TaskGroup) -> float | None:
+        """Claim jobs into free slots; returns seconds until a delayed job is due."""
+        free = self.max_jobs - len(self._active)
+        if free <= 0:
+            return None
+        try:
+            jobs = await self.board.jobs(state=JobState.UNCLAIMED)
+        except BoardUnavailable as exc:
+            logger.warning("conductor %s: board unavailable: %s", self.name, exc)
+            return 1.0
+        now = _board_now(self.board)
+        next_due: float | None = None
+        for job in jobs:
+            if free <= 0 or self._stopping:
+                break
+            if job.uuid in self._active:
+                continue
+            if job.due_at > now:
+                wait = job.due_at - now
+                next_due = wait if next_due is None else min(next_due, wait)
+                continue
+            try:
+                claim = await self.board.claim(job, self.name)
+            except NotClaimable as exc:
+                due_in = getattr(exc, "due_in", None)
+                if due_in is not None:
+                    next_due = due_in if next_due is None else min(next_due, due_in)
+                continue
+            except (JobNotFound, BoardUnavailable):
+                continue
+            self._emit("claimed", claim.job, extra={"token": claim.token})
+            task = tg.create_task(self._work(claim), name=f"zag-job-{job.uuid}")
+            self._active[job.uuid] = (claim, task, None)
+            free -= 1
+        return next_due
+
+    def _drop_lost_claims(self) -> None:
+        """The board lost its session: stop every job whose claim is gone."""
+        for job_id, (claim, task, _engine) in list(self._active.items()):
+            if not self.board.holds(claim):
+                self._emit("lost", claim.job, "claim lost with the board session; stopping")
+                task.cancel()
+            del job_id
+
+    # -- one job -------------------------------------------------------------------
+
+    async def _work(self, claim: Claim) -> None:
+        job = claim.job
+        try:
+            await self._run_job(claim)
+        except asyncio.CancelledError:
+            if self.board.holds(claim):
+                with contextlib.suppress(JobError):
+                    await self.board.abandon(claim)
+            if not self._stopping:
+                return  # cancelled because the claim was lost: nothing more to do
+            raise
+        except Exception:
+            logger.exception("conductor %s: job %s failed unexpectedly", self.name, job.uuid)
+            with contextlib.suppress(JobError):
+                await self.board.abandon(claim)
+            self._emit("abandoned", job, "unexpected error; see the log")
+        finally:
+            self._active.pop(job.uuid, None)
+            self._wake.set()
+
+    async def _run_job(self, claim: Claim) -> None:
+        job = claim.job
+        listeners = list(self._engine_listeners(job)) if self._engine_listeners else []
+        try:
+            engine = await Engine.load(
+                job.flow_id,
+                backend=self.persistence,
+                owner=claim.fence,
+                listeners=listeners,
+                **self._engine_options,
+            )
+        except (ConfigurationError, FlowDefinitionError, ImportError, TypeError) as exc:
+            await self._build_failed(claim, exc)
+            return
+        except (StorageError, ConcurrentUpdate) as exc:
+            await self._give_back(claim, f"could not load its flow: {exc}")
+            return
+        self._active[job.uuid] = (claim, self._active[job.uuid][1], engine)
+        if self._stopping:
+            engine.suspend()
+        self._emit("started", job, extra={"flow_id": job.flow_id})
+        error: BaseException | None = None
+        results: Mapping[str, Any] | None = None
+        try:
+            results = await engine.run()
+        except StorageError as exc:
+            await self._give_back(claim, f"storage trouble: {exc}")
+            return
+        except ZagError as exc:
+            error = exc
+        except Exception as exc:  # the flow's own failure, re-raised after reverting
+            error = exc
+        state = engine.state
+        if state is FlowState.SUSPENDED:
+            await self._give_back(claim, "suspended")
+            return
+        if state is FlowState.SUCCESS:
+            outcome = JobOutcome(job.uuid, job.flow_id, "SUCCESS", _plain(results))
+        else:
+            outcome = JobOutcome(job.uuid, job.flow_id, str(state), error=_describe(error))
+        if state is FlowState.FAILURE:
+            await self._finish(claim, "trashed", outcome, f"flow ended FAILURE: {_describe(error)}")
+        else:
+            await self._finish(claim, "consumed", outcome, None)
+
+    async def _finish(
+        self,
+        claim: Claim,
+        kind: Literal["consumed", "trashed"],
+        outcome: JobOutcome,
+        reason: str | None,
+    ) -> None:
+        job = claim.job
+        try:
+            if kind == "trashed":
+                await self.board.trash(claim, reason or outcome.state)
+            else:
+                next_job = await self.board.next_scheduled(job, after=_board_now(self.board))
+                await self.board.consume(claim, outcome, next_job=next_job)
+        except ClaimLost as exc:
+            self._emit("lost", job, f"claim lost before the job could be finished: {exc}")
+            return
+        except (JobError, StorageError) as exc:
+            await self._give_back(claim, f"could not finish: {exc}")
+            return
+        self._emit(kind, job, reason, outcome=outcome)
+
+    async def _build_failed(self, claim: Claim, exc: BaseException) -> None:
+        job = claim.job
+        reason = f"{type(exc).__name__}: {exc}"
+        try:
+            count = await self.board.record_build_failure(claim, reason)
+        except JobError as board_exc:
+            await self._give_back(claim, f"could not record a build failure: {board_exc}")
+            return
+        if count >= self.build_attempts:
+            try:
+                await self.board.trash(claim, f"flow could not be built {count} times: {reason}")
+            except JobError:
+                await self._give_back(claim, "could not trash")
+                return
+            self._emit("trashed", job, f"flow could not be built ({count} attempts): {reason}")
+        else:
+            await self._give_back(claim, f"flow could not be built (attempt {count}): {reason}")
+
+    async def _give_back(self, claim: Claim, why: str) -> None:
+        try:
+            await self.board.abandon(claim)
+        except JobError as exc:
+            self._emit("lost", claim.job, f"{why}; and the claim could not be released: {exc}")
+            return
+        self._emit("abandoned", claim.job, why)
+
+
+def _board_now(board: JobBoard) -> float:
+    estimate = getattr(board, "estimate_now", None)
+    if estimate is not None:
+        return float(estimate())
+    import time
+
+    return time.time()
+
+
+def _describe(error: BaseException | None) -> str | None:
+    return None if error is None else f"{type(error).__name__}: {error}"
+
+
+def _plain(results: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Results that fit in a JSON outcome record (others are summarised with repr)."""
+    if results is None:
+        return None
+    import json
+
+    out: dict[str, Any] = {}
+    for key, value in results.items():
+        try:
+            json.dumps(value)
+            out[key] = value
+        except (TypeError, ValueError):
+            out[key] = repr(value)
+    return out

@@ -1,0 +1,54 @@
+"""Job boards by URL: `memory://` (in this process) and `zookeeper://host:port[,host:port]/path`.
+
+async with zag.jobs.connect("zookeeper://127.0.0.1:2181/zag", persistence=backend) as board:
+    job = await board.post("provision", "myapp.flows:provision", "web-1", store={...})
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigurationError
+from .base import Claim, Job, JobBoard, JobOutcome, JobState, Schedule
+from .memory import MemoryBoard
+
+if TYPE_CHECKING:
+    from ..persistence.base import Backend
+
+__all__ = [
+    "Claim",
+    "Job",
+    "JobBoard",
+    "JobOutcome",
+    "JobState",
+    "MemoryBoard",
+    "Schedule",
+    "connect",
+]
+
+
+def connect(url: str, *, persistence: Backend, **options: Any) -> JobBoard:
+    """A job board for `url`; use it as `async with connect(url, persistence=...) as board:`.
+
+    `persistence` is where the flow records of posted jobs are created (the
+    same backend the conductors use). Options go to the board (ZooKeeper:
+    `session_timeout=`, `call_timeout=`).
+    """
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigurationError(
+            f"job board URL must look like 'memory://' or 'zookeeper://host:2181/path', got {url!r}"
+        )
+    scheme = url.split("://", 1)[0].lower()
+    if scheme == "memory":
+        if options:
+            raise ConfigurationError(f"memory:// job boards take no options, got {sorted(options)}")
+        return MemoryBoard(url, persistence=persistence)
+    if scheme == "zookeeper":
+        try:
+            from .zookeeper import ZooKeeperBoard
+        except ImportError as exc:  # pragma: no cover - depends on installed extras
+            raise ConfigurationError(
+                f"zookeeper:// needs extra packages: pip install 'zag-async[zookeeper]' ({exc})"
+            ) from exc
+        return ZooKeeperBoard(url, persistence=persistence, **options)
+    raise ConfigurationError(f"no job board for {scheme!r} URLs; use memory:// or zookeeper://")

@@ -1,0 +1,524 @@
+"""Job boards: hand whole flows between processes, one owner at a time.
+
+A job names a flow factory and the flow record made for it when it was
+posted. A conductor claims a job, rebuilds the flow from the record, runs it,
+and consumes the job. A claim carries a fencing token (increasing across the
+board) that the conductor hands to the flow's storage, so an owner that lost
+its claim but still runs can no longer write.
+
+Every time on a board is the board's own clock (ZooKeeper's, for
+`zookeeper://`): a delayed job is due when the board says so, whatever the
+poster's or the conductor's clock think.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+from uuid import NAMESPACE_URL, uuid4, uuid5
+
+from ..errors import ConcurrentUpdate, ConfigurationError, JobNotFound
+from ..factory import FactoryRef
+from ..models import FlowDetail
+
+if TYPE_CHECKING:
+    from contextlib import AbstractAsyncContextManager
+
+    from ..persistence.base import Backend
+
+__all__ = ["Claim", "Job", "JobBoard", "JobOutcome", "JobState", "Schedule", "next_fire"]
+
+
+class JobState(StrEnum):
+    UNCLAIMED = "UNCLAIMED"
+    CLAIMED = "CLAIMED"
+    COMPLETE = "COMPLETE"
+    TRASHED = "TRASHED"
+
+
+@dataclass(eq=False)
+class Job:
+    """A posted job, as last read from its board."""
+
+    uuid: str
+    name: str
+    flow_id: str
+    factory: FactoryRef
+    priority: int = 0
+    due_at: float = 0.0  #: board-clock seconds; 0 means at once
+    posted_at: float = 0.0  #: board-clock seconds
+    idempotency_key: str | None = None
+    schedule: str | None = None
+    build_failures: int = 0
+    order: int = 0  #: the board's posting order (ties between equal priorities)
+    state: JobState = JobState.UNCLAIMED
+    version: int = 0  #: the stored record's version (for conditional updates)
+    board: JobBoard | None = field(default=None, repr=False)
+
+    async def wait(self) -> JobOutcome:
+        """Wait until the job is consumed or trashed; returns its outcome.
+
+        Bound the wait with `asyncio.timeout(...)` around it if needed.
+        """
+        if self.board is None:
+            raise ConfigurationError(f"job {self.uuid} is not attached to a board")
+        return await self.board.wait(self.uuid)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "uuid": self.uuid,
+            "name": self.name,
+            "flow_id": self.flow_id,
+            "factory": self.factory.to_dict(),
+            "priority": self.priority,
+            "due_at": self.due_at,
+            "posted_at": self.posted_at,
+            "idempotency_key": self.idempotency_key,
+            "schedule": self.schedule,
+            "build_failures": self.build_failures,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], **extra: Any) -> Job:
+        return cls(
+            uuid=data["uuid"],
+            name=data["name"],
+            flow_id=data["flow_id"],
+            factory=FactoryRef.from_dict(data["factory"]),
+            priority=data.get("priority", 0),
+            due_at=data.get("due_at", 0.0),
+            posted_at=data.get("posted_at", 0.0),
+            idempotency_key=data.get("idempotency_key"),
+            schedule=data.get("schedule"),
+            build_failures=data.get("build_failures", 0),
+            **extra,
+        )
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Proof of ownership of a job; `token` is the fencing token."""
+
+    job: Job
+    owner: str
+    token: int
+
+    @property
+    def fence(self) -> str:
+        """The owner string storage records (owner and token together)."""
+        return f"{self.owner}#{self.token}"
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """How a job ended: the flow's final state (or TRASHED) and its results."""
+
+    job_id: str
+    flow_id: str
+    state: str  #: "SUCCESS", "REVERTED", "FAILURE" or "TRASHED"
+    results: dict[str, Any] | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "SUCCESS"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "flow_id": self.flow_id,
+            "state": self.state,
+            "results": self.results,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> JobOutcome:
+        return cls(
+            data["job_id"], data["flow_id"], data["state"], data.get("results"), data.get("error")
+        )
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A job re-posted on a cron schedule; every run starts from the same store."""
+
+    name: str
+    cron: str
+    factory: FactoryRef
+    store: Mapping[str, Any] = field(default_factory=dict)
+    priority: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "cron": self.cron,
+            "factory": self.factory.to_dict(),
+            "store": dict(self.store),
+            "priority": self.priority,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Schedule:
+        return cls(
+            data["name"],
+            data["cron"],
+            FactoryRef.from_dict(data["factory"]),
+            dict(data.get("store", {})),
+            data.get("priority", 0),
+        )
+
+
+def next_fire(cron: str, after: float) -> float:
+    """The first time strictly after `after` (epoch seconds, UTC) that `cron` fires."""
+    try:
+        from croniter import croniter
+    except ImportError as exc:  # pragma: no cover - depends on installed extras
+        raise ConfigurationError("cron schedules need: pip install 'zag-async[cron]'") from exc
+    try:
+        return float(croniter(cron, after).get_next(float))
+    except (ValueError, KeyError) as exc:
+        raise ConfigurationError(f"bad cron expression {cron!r}: {exc}") from exc
+
+
+def _check_cron(cron: str) -> None:
+    next_fire(cron, time.time())
+
+
+ChangeCallback = Callable[[], None]
+
+
+class JobBoard(abc.ABC):
+    """Where jobs are posted and claimed. Use as `async with`.
+
+    Subclasses store jobs (in memory, in ZooKeeper); this base holds what
+    every board shares: creating the flow record at post, idempotency,
+    schedules, waiting for outcomes and change notification.
+    """
+
+    url: str
+
+    def __init__(self, url: str, *, persistence: Backend) -> None:
+        self.url = url
+        self.persistence = persistence
+        self._subscribers: set[ChangeCallback] = set()
+        self._lost_subscribers: set[ChangeCallback] = set()
+        self._closed = False
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def open(self) -> None:  # noqa: B027 (optional hook)
+        """Connect to the board's server."""
+
+    async def aclose(self) -> None:
+        self._closed = True
+
+    # -- change notification -----------------------------------------------------
+
+    def subscribe(self, callback: ChangeCallback) -> Callable[[], None]:
+        """Call `callback()` whenever jobs or claims change; returns an unsubscribe."""
+        self._subscribers.add(callback)
+        return lambda: self._subscribers.discard(callback)
+
+    def _notify(self) -> None:
+        for callback in list(self._subscribers):
+            callback()
+
+    def on_claims_lost(self, callback: ChangeCallback) -> Callable[[], None]:
+        """Call `callback()` when claims taken through this board may have been lost
+        (its session expired); check each with `holds(claim)`. Returns an unsubscribe."""
+        self._lost_subscribers.add(callback)
+        return lambda: self._lost_subscribers.discard(callback)
+
+    def _claims_lost(self) -> None:
+        for callback in list(self._lost_subscribers):
+            callback()
+
+    @abc.abstractmethod
+    def holds(self, claim: Claim) -> bool:
+        """True while this board still holds `claim` (as far as it knows)."""
+
+    async def watch(self) -> AsyncIterator[Job]:
+        """Yield each unclaimed job once: those already there, then new ones as posted.
+
+        Driven by the board's own notifications (ZooKeeper watches), not polling.
+        """
+        seen: set[str] = set()
+        changed = asyncio.Event()
+        unsubscribe = self.subscribe(changed.set)
+        try:
+            while True:
+                changed.clear()
+                for job in await self.jobs(state=JobState.UNCLAIMED):
+                    if job.uuid not in seen:
+                        seen.add(job.uuid)
+                        yield job
+                await changed.wait()
+        finally:
+            unsubscribe()
+
+    # -- posting -----------------------------------------------------------------
+
+    async def post(
+        self,
+        name: str,
+        factory: Callable[..., Any] | str,
+        *args: Any,
+        kwargs: Mapping[str, Any] | None = None,
+        store: Mapping[str, Any] | None = None,
+        priority: int = 0,
+        delay: float = 0.0,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """Post a job that runs `factory(*args, **kwargs)` with `store`.
+
+        The flow record is created now (so the poster knows its id). `delay`
+        seconds are counted on the board's clock. Posting again with the same
+        `idempotency_key` returns the job already posted.
+        """
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"a job needs a non-empty string name, got {name!r}")
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise ConfigurationError(f"job {name!r}: priority must be an int, got {priority!r}")
+        if not isinstance(delay, (int, float)) or delay < 0:
+            raise ConfigurationError(f"job {name!r}: delay must be >= 0 seconds, got {delay!r}")
+        ref = FactoryRef.of(factory, args, kwargs)
+        if idempotency_key is not None:
+            existing = await self.find_key(idempotency_key)
+            if existing is not None:
+                return existing
+            # Same key -> same ids, so a retried post cannot make a second flow record.
+            job_id = str(uuid5(NAMESPACE_URL, f"zag-job:{idempotency_key}"))
+        else:
+            job_id = str(uuid4())
+        flow_id = str(uuid5(NAMESPACE_URL, f"zag-flow:{job_id}"))
+        await self._create_flow_record(flow_id, name, ref, store, job_id)
+        job = Job(
+            uuid=job_id,
+            name=name,
+            flow_id=flow_id,
+            factory=ref,
+            priority=priority,
+            idempotency_key=idempotency_key,
+        )
+        return await self._post(job, delay)
+
+    async def post_scheduled(
+        self,
+        cron: str,
+        name: str,
+        factory: Callable[..., Any] | str,
+        *args: Any,
+        kwargs: Mapping[str, Any] | None = None,
+        store: Mapping[str, Any] | None = None,
+        priority: int = 0,
+    ) -> Job:
+        """Post `name` to run at each time `cron` fires.
+
+        Each run is a fresh flow with the same `store`; when a run completes
+        the conductor posts the next one (never two, never none).
+        """
+        schedule = Schedule(
+            name, cron, FactoryRef.of(factory, args, kwargs), dict(store or {}), priority
+        )
+        _check_cron(cron)
+        await self._save_schedules({name: schedule}, replace=False)
+        return await self._post_next(schedule, after=await self.now())
+
+    async def reset_schedule(self, schedules: Mapping[str, Schedule]) -> None:
+        """Replace the whole set of schedules with `schedules` in one step.
+
+        New schedules get their first job; removed ones lose their pending
+        (unclaimed) job; unchanged ones keep theirs.
+        """
+        for key, schedule in schedules.items():
+            if key != schedule.name:
+                raise ConfigurationError(f"schedule {schedule.name!r} is filed under {key!r}")
+            _check_cron(schedule.cron)
+        added = await self._save_schedules(dict(schedules), replace=True)
+        now = await self.now()
+        for name in added:
+            await self._post_next(schedules[name], after=now)
+
+    async def schedules(self) -> dict[str, Schedule]:
+        """The schedules on this board, by name."""
+        return await self._load_schedules()
+
+    async def _post_next(self, schedule: Schedule, *, after: float) -> Job:
+        """Post the run of `schedule` that follows `after` (idempotent per fire time)."""
+        due = next_fire(schedule.cron, after)
+        key = f"schedule:{schedule.name}:{due:.3f}"
+        existing = await self.find_key(key)
+        if existing is not None:
+            return existing
+        job_id = str(uuid5(NAMESPACE_URL, f"zag-job:{key}"))
+        flow_id = str(uuid5(NAMESPACE_URL, f"zag-flow:{job_id}"))
+        await self._create_flow_record(
+            flow_id, schedule.name, schedule.factory, schedule.store, job_id
+        )
+        job = Job(
+            uuid=job_id,
+            name=schedule.name,
+            flow_id=flow_id,
+            factory=schedule.factory,
+            priority=schedule.priority,
+            idempotency_key=key,
+            schedule=schedule.name,
+            due_at=due,
+        )
+        return await self._post(job, None)
+
+    async def next_scheduled(self, job: Job, *, after: float) -> Job | None:
+        """The job that follows `job` on its schedule (None if it has none any more)."""
+        if job.schedule is None:
+            return None
+        schedule = (await self._load_schedules()).get(job.schedule)
+        if schedule is None:
+            return None
+        due = next_fire(schedule.cron, max(after, job.due_at))
+        key = f"schedule:{schedule.name}:{due:.3f}"
+        job_id = str(uuid5(NAMESPACE_URL, f"zag-job:{key}"))
+        flow_id = str(uuid5(NAMESPACE_URL, f"zag-flow:{job_id}"))
+        await self._create_flow_record(
+            flow_id, schedule.name, schedule.factory, schedule.store, job_id
+        )
+        return Job(
+            uuid=job_id,
+            name=schedule.name,
+            flow_id=flow_id,
+            factory=schedule.factory,
+            priority=schedule.priority,
+            idempotency_key=key,
+            schedule=schedule.name,
+            due_at=due,
+        )
+
+    async def _create_flow_record(
+        self,
+        flow_id: str,
+        name: str,
+        ref: FactoryRef,
+        store: Mapping[str, Any] | None,
+        job_id: str,
+    ) -> None:
+        detail = FlowDetail(
+            name=name,
+            uuid=flow_id,
+            store=dict(store or {}),
+            meta={"factory": ref.to_dict(), "job": job_id},
+        )
+        # ConcurrentUpdate: an earlier attempt of this same post made it (ids are derived).
+        with contextlib.suppress(ConcurrentUpdate):
+            await self.persistence.save(detail, [])
+
+    # -- what subclasses implement -----------------------------------------------
+
+    @abc.abstractmethod
+    async def now(self) -> float:
+        """The board's clock, in epoch seconds."""
+
+    @abc.abstractmethod
+    async def _post(self, job: Job, delay: float | None) -> Job:
+        """Store a new job (with its idempotency key, if any) and return it as stored.
+
+        If the key is already taken (a concurrent post), return that job instead.
+
+        With `delay` (seconds on the board's clock) the job's due time is set
+        from the board's clock at the moment of storing; with None, `job.due_at`
+        is kept as given.
+        """
+
+    @abc.abstractmethod
+    async def find_key(self, key: str) -> Job | None:
+        """The job posted under an idempotency key, if any (complete jobs included)."""
+
+    @abc.abstractmethod
+    async def _save_schedules(self, schedules: dict[str, Schedule], *, replace: bool) -> list[str]:
+        """Store schedules (all of them, with replace); returns the names that are new."""
+
+    @abc.abstractmethod
+    async def _load_schedules(self) -> dict[str, Schedule]: ...
+
+    @abc.abstractmethod
+    async def jobs(
+        self, *, state: JobState | None = None, include_delayed: bool = True
+    ) -> list[Job]:
+        """Jobs on the board in claim order (priority, then posting order)."""
+
+    @abc.abstractmethod
+    async def get(self, job_id: str) -> Job: ...
+
+    @abc.abstractmethod
+    async def claim(self, job: Job | str, owner: str) -> Claim:
+        """Claim a job for `owner`; raises AlreadyClaimed, NotYetDue or JobNotFound."""
+
+    @abc.abstractmethod
+    async def abandon(self, claim: Claim) -> None:
+        """Give the job back so another owner can claim it."""
+
+    @abc.abstractmethod
+    async def consume(
+        self, claim: Claim, outcome: JobOutcome, *, next_job: Job | None = None
+    ) -> None:
+        """Remove the finished job, record its outcome and, for schedules, post the next run."""
+
+    @abc.abstractmethod
+    async def trash(self, claim: Claim, reason: str) -> None:
+        """Move a job that cannot run to the trash, recording why."""
+
+    @abc.abstractmethod
+    async def record_build_failure(self, claim: Claim, error: str) -> int:
+        """Count a failed attempt to build the job's flow; returns the count so far."""
+
+    @abc.abstractmethod
+    async def find_owner(self, job: Job | str) -> str | None: ...
+
+    @abc.abstractmethod
+    async def outcome(self, job_id: str) -> JobOutcome | None:
+        """How the job ended, or None while it has not."""
+
+    @abc.abstractmethod
+    async def _wait_outcome(self, job_id: str) -> JobOutcome: ...
+
+    @abc.abstractmethod
+    def lock(self, name: str) -> AbstractAsyncContextManager[None]:
+        """A lock held across processes: `async with board.lock("volume-42"):`.
+
+        Released on exit; if the board loses its session while the lock is
+        held, the body is cancelled and `LockLost` raised.
+        """
+
+    # -- shared helpers --------------------------------------------------------------
+
+    async def wait(self, job_id: str) -> JobOutcome:
+        """Wait until the job is consumed or trashed; returns its outcome."""
+        return await self._wait_outcome(job_id)
+
+    @staticmethod
+    def claim_order(jobs: Sequence[Job]) -> list[Job]:
+        """Higher priority first, then first posted first."""
+        return sorted(jobs, key=lambda j: (-j.priority, j.order))
+
+    @staticmethod
+    def _id(job: Job | str) -> str:
+        return job if isinstance(job, str) else job.uuid
+
+    def _missing(self, job_id: str) -> JobNotFound:
+        return JobNotFound(f"no job {job_id!r} on {self.url} (consumed, trashed or never posted)")

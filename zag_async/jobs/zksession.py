@@ -1,0 +1,218 @@
+"""A ZooKeeper session we can trust, on top of aiozk.
+
+aiozk (0.32, against ZooKeeper 3.8) blocks every call without error while the
+server is down, fails calls in flight on a dying connection even when the
+session survives, opens a new session silently when the old one expired, and
+does not re-register delete-only watches after a reconnect. So here:
+
+- every call has a deadline and a bounded number of attempts, then raises
+  `BoardUnavailable`;
+- a monitor follows the connection: after `session_timeout` without a
+  connection, or on reconnecting with a different session id, the session is
+  declared *lost* and every `on_lost` callback runs (claims and locks taken
+  under it are gone: their holders must stop);
+- every reconnect bumps `generation` and wakes `reconnected()` waiters, so
+  watch loops re-read (and so re-arm) their watches themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import aiozk
+from aiozk import exc as zk_exc
+from aiozk.states import States
+
+from ..errors import BoardUnavailable
+
+__all__ = ["ZkSession"]
+
+logger = logging.getLogger("zag_async.jobs")
+
+T = TypeVar("T")
+
+#: Errors that say something about the data, not the connection: never retried.
+SEMANTIC = (zk_exc.NoNode, zk_exc.NodeExists, zk_exc.NotEmpty, zk_exc.BadVersion)
+#: Errors that mean "could not talk to the server (this time)".
+TRANSIENT = (
+    TimeoutError,
+    zk_exc.TimeoutError,
+    zk_exc.ConnectError,
+    zk_exc.SessionLost,
+    zk_exc.FailedRetry,
+    zk_exc.ConnectionLoss,
+    zk_exc.SessionExpired,
+    zk_exc.OperationTimeout,
+    zk_exc.UnfinishedRead,
+    zk_exc.NoServersError,
+    ConnectionError,
+    OSError,
+)
+
+
+class ZkSession:
+    """One aiozk client with deadlines, bounded retries and loss detection."""
+
+    def __init__(
+        self,
+        servers: str,
+        chroot: str,
+        *,
+        session_timeout: float = 10.0,
+        call_timeout: float = 5.0,
+        attempts: int = 3,
+    ) -> None:
+        self.servers = servers
+        self.chroot = chroot
+        self.session_timeout = session_timeout
+        self.call_timeout = call_timeout
+        self.attempts = attempts
+        self.client: Any = None
+        self.generation = 0  #: bumped at every (re)connection
+        self.lost_count = 0  #: bumped every time the session is declared lost
+        self.on_lost: list[Callable[[], None]] = []
+        self._session_id: int | None = None
+        self._reconnected = asyncio.Event()
+        self._monitor: asyncio.Task[None] | None = None
+        self._lost_timer: asyncio.TimerHandle | None = None
+        self._declared_lost = False
+        self._closed = False
+
+    async def start(self) -> None:
+        self.client = aiozk.ZKClient(
+            self.servers,
+            chroot=self.chroot or None,
+            session_timeout=self.session_timeout,
+            retry_policy=aiozk.RetryPolicy.forever(),
+        )
+        try:
+            async with asyncio.timeout(self.call_timeout + self.session_timeout):
+                await self.client.start()
+        except BaseException as exc:
+            await self._close_client()
+            if isinstance(exc, (TimeoutError, *TRANSIENT)):
+                raise BoardUnavailable(
+                    f"cannot reach ZooKeeper at {self.servers}: {exc!r}"
+                ) from exc
+            raise
+        self._session_id = self.client.session.session_id
+        self._monitor = asyncio.create_task(self._follow(), name="zag-zk-monitor")
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._lost_timer is not None:
+            self._lost_timer.cancel()
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
+        await self._close_client()
+
+    async def _close_client(self) -> None:
+        if self.client is None:
+            return
+        client, self.client = self.client, None
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            async with asyncio.timeout(self.call_timeout):
+                await client.close()
+
+    @property
+    def session_id(self) -> int | None:
+        return self._session_id
+
+    @property
+    def connected(self) -> bool:
+        return self.client is not None and self.client.session.state == States.CONNECTED
+
+    # -- calls -------------------------------------------------------------------
+
+    async def call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        """Run one aiozk call with a deadline; retry connection trouble a few times."""
+        if self._closed or self.client is None:
+            raise BoardUnavailable("ZooKeeper session is closed")
+        last: BaseException | None = None
+        for attempt in range(self.attempts):
+            try:
+                async with asyncio.timeout(self.call_timeout):
+                    return await fn(*args, **kwargs)
+            except SEMANTIC:
+                raise
+            except TRANSIENT as exc:
+                last = exc
+                if attempt + 1 < self.attempts:
+                    await asyncio.sleep(min(0.1 * 2**attempt, 1.0))
+        name = getattr(fn, "__name__", "call")
+        raise BoardUnavailable(
+            f"ZooKeeper at {self.servers}: {name} failed {self.attempts} times "
+            f"within {self.call_timeout:g}s each: {last!r}"
+        ) from last
+
+    async def reconnected(self, generation: int) -> None:
+        """Return once the connection was re-established after `generation`."""
+        while self.generation == generation and not self._closed:
+            self._reconnected.clear()
+            await self._reconnected.wait()
+
+    def watch(
+        self, event_types: list[int], path: str, callback: Callable[[Any], None]
+    ) -> Callable[[], None]:
+        """Call `callback` on the given watch events for `path`; returns a remover.
+
+        The callback stays registered (aiozk re-sends it on reconnect); the
+        caller re-reads with `watch=True` after each event or reconnect.
+        """
+        full = self.client.normalize_path(path)
+        session = self.client.session
+        for event_type in event_types:
+            session.add_watch_callback(event_type, full, callback)
+
+        def remove() -> None:
+            for event_type in event_types:
+                with contextlib.suppress(KeyError):
+                    session.remove_watch_callback(event_type, full, callback)
+
+        return remove
+
+    # -- following the connection ----------------------------------------------------
+
+    async def _follow(self) -> None:
+        state = self.client.session.state
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            await state.wait_for(States.SUSPENDED, States.LOST)
+            logger.warning("ZooKeeper connection to %s interrupted", self.servers)
+            if self._lost_timer is None and not self._declared_lost:
+                self._lost_timer = loop.call_later(self.session_timeout, self._lose, "timed out")
+            await state.wait_for(States.CONNECTED, States.READ_ONLY)
+            if self._lost_timer is not None:
+                self._lost_timer.cancel()
+                self._lost_timer = None
+            new_id = self.client.session.session_id
+            if new_id != self._session_id:
+                self._lose("expired")
+                self._session_id = new_id
+            self._declared_lost = False
+            self.generation += 1
+            self._reconnected.set()
+            logger.warning("ZooKeeper connection to %s re-established", self.servers)
+
+    def _lose(self, why: str) -> None:
+        self._lost_timer = None
+        if self._declared_lost:
+            return
+        self._declared_lost = True
+        self.lost_count += 1
+        logger.error(
+            "ZooKeeper session to %s %s: claims and locks held are lost", self.servers, why
+        )
+        for callback in list(self.on_lost):
+            try:
+                callback()
+            except Exception:
+                logger.exception("session-lost callback %r failed", callback)

@@ -1,0 +1,659 @@
+"""`zookeeper://host:port[,host:port]/path`: a job board in ZooKeeper.
+
+Layout under the path:
+
+    jobs/<uuid>        a posted job (JSON); its creation time is the post time
+    claims/<uuid>      ephemeral: who holds the job; its czxid is the fencing token
+    keys/<key>         idempotency key -> job uuid (kept after the job completes)
+    results/<uuid>     how a finished job ended (what `job.wait()` returns)
+    trash/<uuid>       jobs that could not run, with the reason
+    schedules/<name>   cron schedules
+    locks/<name>/      distributed lock queues
+    clock              touched to read ZooKeeper's clock
+
+A claim is an ephemeral node, so it vanishes with its owner's session. Delays
+and schedules are measured on ZooKeeper's clock (node creation times), never
+on the poster's or the conductor's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from aiozk import exc as zk_exc
+from aiozk import protocol
+from aiozk.transaction import Transaction
+
+from ..errors import (
+    AlreadyClaimed,
+    BoardUnavailable,
+    ClaimLost,
+    ConfigurationError,
+    LockLost,
+    NotYetDue,
+)
+from .base import Claim, Job, JobBoard, JobOutcome, JobState, Schedule
+from .zksession import ZkSession
+
+if TYPE_CHECKING:
+    from ..persistence.base import Backend
+
+__all__ = ["ZooKeeperBoard"]
+
+logger = logging.getLogger("zag_async.jobs")
+
+DIRS = ("jobs", "claims", "keys", "results", "trash", "schedules", "locks")
+EV = protocol.WatchEvent
+
+
+def _dumps(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def _loads(raw: bytes | None) -> Any:
+    return json.loads(raw) if raw else None
+
+
+class _ScheduleOps:
+    """The operations of one schedule replacement, as one multi."""
+
+    def __init__(
+        self,
+        removed: list[str],
+        pending: list[str],
+        changed: dict[str, Schedule],
+        existing: set[str],
+    ) -> None:
+        self.removed, self.pending, self.changed, self.existing = (
+            removed,
+            pending,
+            changed,
+            existing,
+        )
+
+    def build(self, tx: Transaction) -> None:
+        for name in self.removed:
+            tx.delete(f"/schedules/{name}", -1)
+        for job_id in self.pending:
+            tx.delete(f"/jobs/{job_id}", -1)
+        for name, schedule in self.changed.items():
+            if name in self.existing:
+                tx.set_data(f"/schedules/{name}", _dumps(schedule.to_dict()), -1)
+            else:
+                tx.create(f"/schedules/{name}", _dumps(schedule.to_dict()))
+
+
+def _key_node(key: str) -> str:
+    # Keys may hold '/' (schedule keys do not, user keys might): keep one path segment.
+    return "keys/" + key.replace("%", "%25").replace("/", "%2F")
+
+
+class ZooKeeperBoard(JobBoard):
+    """Jobs, claims, schedules and locks in ZooKeeper.
+
+    Args:
+        url: `zookeeper://host:port[,host:port]/path` (path defaults to /zag).
+        persistence: where posted jobs' flow records are created.
+        session_timeout: seconds before a silent owner's claims expire.
+        call_timeout: deadline of each ZooKeeper call (then retried, then
+            `BoardUnavailable`).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        persistence: Backend,
+        session_timeout: float = 10.0,
+        call_timeout: float = 5.0,
+    ) -> None:
+        super().__init__(url, persistence=persistence)
+        parts = urlsplit(url)
+        if not parts.netloc:
+            raise ConfigurationError(f"zookeeper URL needs host:port, got {url!r}")
+        self.servers = parts.netloc
+        self.root = parts.path.rstrip("/") or "/zag"
+        self.zk = ZkSession(
+            self.servers, self.root, session_timeout=session_timeout, call_timeout=call_timeout
+        )
+        self._cache: dict[str, Job] = {}
+        self._claimed: set[str] = set()
+        self._refresh_lock = asyncio.Lock()
+        self._held: dict[str, Claim] = {}  # claims taken through this board object
+        self._held_lost: list[Claim] = []  # claims to clean up once reconnected
+        self._watchers: list[asyncio.Task[None]] = []
+        self._offset = 0.0  # ZooKeeper clock - local clock, from the latest write we saw
+        self._opened = False
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._opened:
+            return
+        self._opened = True
+        await self.zk.start()
+        self.zk.on_lost.append(self._session_lost)
+        for name in DIRS:
+            await self.zk.call(self.zk.client.ensure_path, "/" + name)
+        await self._refresh()
+        for path in ("/jobs", "/claims"):
+            self._watchers.append(
+                asyncio.create_task(self._watch_children(path), name=f"zag-zk-watch{path}")
+            )
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        await super().aclose()
+        for task in self._watchers:
+            task.cancel()
+        for task in self._watchers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.zk.aclose()
+
+    def _session_lost(self) -> None:
+        self._held_lost.extend(self._held.values())
+        self._held.clear()
+        self._claims_lost()
+        self._notify()
+
+    def holds(self, claim: Claim) -> bool:
+        held = self._held.get(claim.job.uuid)
+        return held is not None and held.token == claim.token
+
+    # -- watching ----------------------------------------------------------------
+
+    async def _watch_children(self, path: str) -> None:
+        """Keep a children watch on `path` armed, re-arming after every reconnect."""
+        changed = asyncio.Event()
+        remove = self.zk.watch([EV.CHILDREN_CHANGED], path, lambda _p: changed.set())
+        try:
+            while True:
+                generation = self.zk.generation
+                changed.clear()
+                try:
+                    await self.zk.call(self.zk.client.get_children, path, watch=True)
+                    await self._refresh()
+                    await self._clean_lost_claims()
+                except BoardUnavailable as exc:
+                    logger.warning("board %s: watch on %s not armed: %s", self.url, path, exc)
+                self._notify()
+                waiters = [
+                    asyncio.ensure_future(changed.wait()),
+                    asyncio.ensure_future(self.zk.reconnected(generation)),
+                ]
+                try:
+                    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiter in waiters:
+                        waiter.cancel()
+        finally:
+            remove()
+
+    async def _refresh(self) -> None:
+        """Bring the job cache up to date: new jobs read, gone jobs dropped."""
+        async with self._refresh_lock:
+            names = await self.zk.call(self.zk.client.get_children, "/jobs")
+            claimed = await self.zk.call(self.zk.client.get_children, "/claims")
+            present = set(names)
+            for gone in [u for u in self._cache if u not in present]:
+                del self._cache[gone]
+            new = [n for n in names if n not in self._cache]
+            if new:
+                read = await asyncio.gather(*(self._read_job(n) for n in new))
+                for job in read:
+                    if job is not None:
+                        self._cache[job.uuid] = job
+            self._claimed = set(claimed)
+
+    async def _read_job(self, job_id: str) -> Job | None:
+        try:
+            raw, stat = await self.zk.call(self.zk.client.get, f"/jobs/{job_id}")
+        except zk_exc.NoNode:
+            return None
+        return self._job_from(raw, stat)
+
+    def _job_from(self, raw: bytes, stat: Any) -> Job:
+        data = _loads(raw)
+        job = Job.from_dict(data, order=stat.created_zxid, version=stat.version)
+        job.posted_at = stat.created / 1000.0
+        if "delay" in data:
+            job.due_at = job.posted_at + float(data["delay"]) if data["delay"] > 0 else 0.0
+        job.board = self
+        return job
+
+    def _with_state(self, job: Job) -> Job:
+        copy = Job.from_dict(job.to_dict(), order=job.order, version=job.version)
+        copy.board = self
+        copy.state = JobState.CLAIMED if job.uuid in self._claimed else JobState.UNCLAIMED
+        return copy
+
+    # -- clock -------------------------------------------------------------------
+
+    async def now(self) -> float:
+        """ZooKeeper's clock: the modification time of a node we touch now."""
+        try:
+            stat = await self.zk.call(self.zk.client.set, "/clock", b"", -1)
+        except zk_exc.NoNode:
+            with contextlib.suppress(zk_exc.NodeExists):
+                await self.zk.call(self.zk.client.create, "/clock", b"")
+            stat = await self.zk.call(self.zk.client.set, "/clock", b"", -1)
+        server = float(stat.modified) / 1000.0
+        self._offset = server - time.time()
+        return server
+
+    def estimate_now(self) -> float:
+        """ZooKeeper's clock estimated without a round trip (from the last one seen)."""
+        return time.time() + self._offset
+
+    # -- jobs --------------------------------------------------------------------
+
+    async def _multi(self, build: Callable[[Transaction], None]) -> list[Any]:
+        tx = Transaction(self.zk.client)
+        build(tx)
+        response = await self.zk.call(self.zk.client.send, tx.request)
+        return list(response.responses)
+
+    @staticmethod
+    def _failed(responses: list[Any]) -> bool:
+        """A multi that failed answers with error objects instead of results."""
+        return any(
+            isinstance(r, zk_exc.ZKError) or (isinstance(r, type) and issubclass(r, zk_exc.ZKError))
+            for r in responses
+        )
+
+    async def _post(self, job: Job, delay: float | None) -> Job:
+        data = job.to_dict()
+        if delay is not None:
+            data["delay"] = delay
+            data.pop("due_at", None)
+        key = job.idempotency_key
+
+        def build(tx: Transaction) -> None:
+            tx.create(f"/jobs/{job.uuid}", _dumps(data))
+            if key is not None:
+                tx.create("/" + _key_node(key), job.uuid.encode())
+
+        if self._failed(await self._multi(build)):
+            if key is not None:
+                found = await self.find_key(key)
+                if found is not None:
+                    return found
+            found_job = await self._read_job(job.uuid)
+            if found_job is not None:  # our own earlier attempt landed
+                return self._with_state(found_job)
+            raise BoardUnavailable(f"board {self.url}: could not post job {job.name!r}")
+        stored = await self._read_job(job.uuid)
+        if stored is None:
+            raise self._missing(job.uuid)
+        self._cache[stored.uuid] = stored
+        return self._with_state(stored)
+
+    async def find_key(self, key: str) -> Job | None:
+        try:
+            raw, _ = await self.zk.call(self.zk.client.get, "/" + _key_node(key))
+        except zk_exc.NoNode:
+            return None
+        job_id = raw.decode()
+        job = await self._read_job(job_id)
+        if job is not None:
+            claimed = await self.zk.call(self.zk.client.exists, f"/claims/{job_id}")
+            job.state = JobState.CLAIMED if claimed else JobState.UNCLAIMED
+            return job
+        result = await self._read_result(job_id)
+        if result is None or "job" not in result:
+            return None
+        done = Job.from_dict(result["job"])
+        done.board = self
+        done.state = (
+            JobState.TRASHED if result["outcome"]["state"] == "TRASHED" else JobState.COMPLETE
+        )
+        return done
+
+    async def jobs(
+        self, *, state: JobState | None = None, include_delayed: bool = True
+    ) -> list[Job]:
+        await self._refresh()
+        now = self.estimate_now()
+        out = []
+        for job in self._cache.values():
+            copy = self._with_state(job)
+            if state is not None and copy.state is not state:
+                continue
+            if not include_delayed and copy.due_at > now:
+                continue
+            out.append(copy)
+        return self.claim_order(out)
+
+    async def get(self, job_id: str) -> Job:
+        job = await self._read_job(job_id)
+        if job is None:
+            raise self._missing(job_id)
+        claimed = await self.zk.call(self.zk.client.exists, f"/claims/{job_id}")
+        job.state = JobState.CLAIMED if claimed else JobState.UNCLAIMED
+        return job
+
+    # -- claims ------------------------------------------------------------------
+
+    async def claim(self, job: Job | str, owner: str) -> Claim:
+        job_id = self._id(job)
+        known = job if isinstance(job, Job) else self._cache.get(job_id)
+        if known is None:
+            known = await self._read_job(job_id)
+            if known is None:
+                raise self._missing(job_id)
+        marker = uuid.uuid4().hex
+        request = protocol.Create2Request(
+            path=self.zk.client.normalize_path(f"/claims/{job_id}"),
+            data=_dumps({"owner": owner, "marker": marker}),
+            acl=self.zk.client.default_acl,
+        )
+        request.set_flags(True, False, False)
+        try:
+            response = await self.zk.call(self.zk.client.send, request)
+            stat = response.stat
+        except zk_exc.NodeExists:
+            stat = await self._own_claim(job_id, marker)
+            if stat is None:
+                raise AlreadyClaimed(f"job {job_id!r} is already claimed") from None
+        claimed_at = stat.created / 1000.0
+        self._offset = claimed_at - time.time()
+        if known.due_at > claimed_at:
+            await self._delete_claim(job_id, stat.created_zxid)
+            raise NotYetDue(job_id, known.due_at - claimed_at)
+        if not await self.zk.call(self.zk.client.exists, f"/jobs/{job_id}"):
+            await self._delete_claim(job_id, stat.created_zxid)
+            raise self._missing(job_id)
+        copy = self._with_state(known)
+        copy.state = JobState.CLAIMED
+        claim = Claim(copy, owner, stat.created_zxid)
+        self._held[job_id] = claim
+        return claim
+
+    async def _own_claim(self, job_id: str, marker: str) -> Any:
+        """After NodeExists: was it our own create, retried after a lost reply?"""
+        try:
+            raw, stat = await self.zk.call(self.zk.client.get, f"/claims/{job_id}")
+        except zk_exc.NoNode:
+            return None
+        data = _loads(raw) or {}
+        return stat if data.get("marker") == marker else None
+
+    async def _delete_claim(self, job_id: str, token: int) -> None:
+        """Delete the claim node if it is still the one with this token."""
+        try:
+            _, stat = await self.zk.call(self.zk.client.get, f"/claims/{job_id}")
+        except zk_exc.NoNode:
+            return
+        if stat.created_zxid != token:
+            return
+        with contextlib.suppress(zk_exc.NoNode, zk_exc.BadVersion):
+            await self.zk.call(
+                self.zk.client.send,
+                protocol.DeleteRequest(
+                    path=self.zk.client.normalize_path(f"/claims/{job_id}"), version=stat.version
+                ),
+            )
+
+    def _check(self, claim: Claim) -> None:
+        held = self._held.get(claim.job.uuid)
+        if held is None or held.token != claim.token:
+            raise ClaimLost(
+                f"job {claim.job.uuid!r}: claim {claim.fence!r} is no longer held "
+                f"(session lost, or already released)"
+            )
+
+    async def _claim_stat(self, claim: Claim) -> Any:
+        try:
+            _, stat = await self.zk.call(self.zk.client.get, f"/claims/{claim.job.uuid}")
+        except zk_exc.NoNode:
+            stat = None
+        if stat is None or stat.created_zxid != claim.token:
+            self._held.pop(claim.job.uuid, None)
+            raise ClaimLost(f"job {claim.job.uuid!r}: claim {claim.fence!r} is gone")
+        return stat
+
+    async def _clean_lost_claims(self) -> None:
+        """After a reconnect: drop claims we gave up on while disconnected."""
+        lost, self._held_lost = self._held_lost, []
+        for claim in lost:
+            with contextlib.suppress(BoardUnavailable):
+                await self._delete_claim(claim.job.uuid, claim.token)
+
+    async def abandon(self, claim: Claim) -> None:
+        self._check(claim)
+        await self._delete_claim(claim.job.uuid, claim.token)
+        self._held.pop(claim.job.uuid, None)
+
+    async def consume(
+        self, claim: Claim, outcome: JobOutcome, *, next_job: Job | None = None
+    ) -> None:
+        await self._finish(claim, outcome, None, next_job)
+
+    async def trash(self, claim: Claim, reason: str) -> None:
+        job = claim.job
+        outcome = JobOutcome(job.uuid, job.flow_id, "TRASHED", error=reason)
+        await self._finish(claim, outcome, reason, None)
+
+    async def _finish(
+        self, claim: Claim, outcome: JobOutcome, trash: str | None, next_job: Job | None
+    ) -> None:
+        """Remove the job and its claim, record the outcome (and post the next run), atomically."""
+        self._check(claim)
+        job_id = claim.job.uuid
+        stat = await self._claim_stat(claim)
+        record = {"outcome": outcome.to_dict(), "job": claim.job.to_dict()}
+
+        def build(tx: Transaction, with_next: bool) -> None:
+            tx.delete(f"/claims/{job_id}", stat.version)
+            tx.delete(f"/jobs/{job_id}", -1)
+            tx.create(f"/results/{job_id}", _dumps(record))
+            if trash is not None:
+                tx.create(f"/trash/{job_id}", _dumps({"job": claim.job.to_dict(), "reason": trash}))
+            if with_next and next_job is not None:
+                tx.create(f"/jobs/{next_job.uuid}", _dumps(next_job.to_dict()))
+                if next_job.idempotency_key is not None:
+                    tx.create("/" + _key_node(next_job.idempotency_key), next_job.uuid.encode())
+
+        for with_next in (True, False):
+            responses = await self._multi(lambda tx, w=with_next: build(tx, w))  # type: ignore[misc]
+            if not self._failed(responses):
+                self._held.pop(job_id, None)
+                self._cache.pop(job_id, None)
+                return
+            if await self._read_result(job_id) is not None:  # an earlier attempt landed
+                self._held.pop(job_id, None)
+                return
+            await self._claim_stat(claim)  # raises ClaimLost if that is why
+            if next_job is None:
+                break
+            # The next run exists already (posted by an earlier attempt): finish without it.
+        raise BoardUnavailable(f"board {self.url}: could not finish job {job_id!r}")
+
+    async def record_build_failure(self, claim: Claim, error: str) -> int:
+        self._check(claim)
+        job_id = claim.job.uuid
+        for _ in range(10):
+            try:
+                raw, stat = await self.zk.call(self.zk.client.get, f"/jobs/{job_id}")
+            except zk_exc.NoNode:
+                raise self._missing(job_id) from None
+            data = _loads(raw)
+            data["build_failures"] = data.get("build_failures", 0) + 1
+            data["last_build_error"] = error[:2000]
+            try:
+                await self.zk.call(
+                    self.zk.client.set, f"/jobs/{job_id}", _dumps(data), stat.version
+                )
+            except zk_exc.BadVersion:
+                continue
+            self._cache.pop(job_id, None)
+            return int(data["build_failures"])
+        raise BoardUnavailable(f"board {self.url}: job {job_id!r} kept changing under us")
+
+    async def find_owner(self, job: Job | str) -> str | None:
+        try:
+            raw, _ = await self.zk.call(self.zk.client.get, f"/claims/{self._id(job)}")
+        except zk_exc.NoNode:
+            return None
+        owner = (_loads(raw) or {}).get("owner")
+        return None if owner is None else str(owner)
+
+    # -- outcomes ----------------------------------------------------------------
+
+    async def _read_result(self, job_id: str) -> dict[str, Any] | None:
+        try:
+            raw, _ = await self.zk.call(self.zk.client.get, f"/results/{job_id}")
+        except zk_exc.NoNode:
+            return None
+        data = _loads(raw)
+        return data if isinstance(data, dict) else None
+
+    async def outcome(self, job_id: str) -> JobOutcome | None:
+        found = await self._read_result(job_id)
+        return None if found is None else JobOutcome.from_dict(found["outcome"])
+
+    async def _wait_outcome(self, job_id: str) -> JobOutcome:
+        created = asyncio.Event()
+        path = f"/results/{job_id}"
+        remove = self.zk.watch([EV.CREATED], path, lambda _p: created.set())
+        try:
+            while True:
+                generation = self.zk.generation
+                created.clear()
+                try:
+                    if await self.zk.call(self.zk.client.exists, path, watch=True):
+                        found = await self.outcome(job_id)
+                        if found is not None:
+                            return found
+                except BoardUnavailable as exc:
+                    logger.warning("board %s: waiting for job %s: %s", self.url, job_id, exc)
+                waiters = [
+                    asyncio.ensure_future(created.wait()),
+                    asyncio.ensure_future(self.zk.reconnected(generation)),
+                ]
+                try:
+                    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiter in waiters:
+                        waiter.cancel()
+        finally:
+            remove()
+
+    # -- schedules ---------------------------------------------------------------
+
+    async def _load_schedules(self) -> dict[str, Schedule]:
+        names = await self.zk.call(self.zk.client.get_children, "/schedules")
+        out = {}
+        for name in names:
+            try:
+                raw, _ = await self.zk.call(self.zk.client.get, f"/schedules/{name}")
+            except zk_exc.NoNode:
+                continue
+            schedule = Schedule.from_dict(_loads(raw))
+            out[schedule.name] = schedule
+        return out
+
+    async def _save_schedules(self, schedules: dict[str, Schedule], *, replace: bool) -> list[str]:
+        for _ in range(10):
+            current = await self._load_schedules()
+            added = [n for n in schedules if current.get(n) != schedules[n]]
+            removed = [n for n in current if n not in schedules] if replace else []
+            pending = []
+            if removed:
+                await self._refresh()
+                pending = [
+                    j.uuid
+                    for j in self._cache.values()
+                    if j.schedule in removed and j.uuid not in self._claimed
+                ]
+
+            if not (added or removed):
+                return []
+            ops = _ScheduleOps(removed, pending, {n: schedules[n] for n in added}, set(current))
+            if not self._failed(await self._multi(ops.build)):
+                return added
+            # Someone changed schedules or jobs at the same time: look again.
+        raise BoardUnavailable(f"board {self.url}: schedules kept changing under us")
+
+    # -- locks -------------------------------------------------------------------
+
+    def lock(self, name: str) -> contextlib.AbstractAsyncContextManager[None]:
+        if not name or "/" in name:
+            raise ConfigurationError(f"lock names are one path segment, got {name!r}")
+        return self._lock(name)
+
+    @contextlib.asynccontextmanager
+    async def _lock(self, name: str) -> AsyncIterator[None]:
+        base = f"/locks/{name}"
+        await self.zk.call(self.zk.client.ensure_path, base)
+        me = await self.zk.call(
+            self.zk.client.create, f"{base}/lock-", b"", ephemeral=True, sequential=True
+        )
+        mine = me.rsplit("/", 1)[1]
+        lost_at_start = self.zk.lost_count
+        try:
+            await self._acquire(base, mine, lost_at_start)
+            task = asyncio.current_task()
+            lost = False
+
+            def on_lost() -> None:
+                nonlocal lost
+                lost = True
+                if task is not None:
+                    task.cancel()
+
+            self.zk.on_lost.append(on_lost)
+            try:
+                yield
+            except asyncio.CancelledError:
+                if lost and task is not None and task.uncancel() == 0:
+                    raise LockLost(f"lock {name!r} was lost with the ZooKeeper session") from None
+                raise
+            finally:
+                self.zk.on_lost.remove(on_lost)
+            if lost:
+                raise LockLost(f"lock {name!r} was lost with the ZooKeeper session")
+        finally:
+            with contextlib.suppress(zk_exc.NoNode, BoardUnavailable):
+                await self.zk.call(self.zk.client.delete, f"{base}/{mine}", True)
+
+    async def _acquire(self, base: str, mine: str, lost_at_start: int) -> None:
+        """Wait until our node is first in line, re-checking after every reconnect."""
+        gone = asyncio.Event()
+        while True:
+            if self.zk.lost_count != lost_at_start:
+                raise LockLost(f"lock {base} lost its session while waiting")
+            generation = self.zk.generation
+            children = sorted(await self.zk.call(self.zk.client.get_children, base))
+            if mine not in children:
+                raise LockLost(f"lock {base}: our place in line vanished (session expired)")
+            index = children.index(mine)
+            if index == 0:
+                return
+            before = f"{base}/{children[index - 1]}"
+            gone.clear()
+            remove = self.zk.watch([EV.DELETED], before, lambda _p: gone.set())
+            try:
+                if not await self.zk.call(self.zk.client.exists, before, watch=True):
+                    continue
+                waiters = [
+                    asyncio.ensure_future(gone.wait()),
+                    asyncio.ensure_future(self.zk.reconnected(generation)),
+                ]
+                try:
+                    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiter in waiters:
+                        waiter.cancel()
+            finally:
+                remove()

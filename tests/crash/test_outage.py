@@ -31,6 +31,7 @@ import zag_async as zag
 from .conftest import PrivatePostgres, eventually
 
 NAMES = [f"s{i}" for i in range(6)]
+GIVE_UP_FAST = zag.WritePolicy(attempts=2, delay=0.05)
 
 
 class Gate:
@@ -153,8 +154,7 @@ async def test_long_outage_suspends_then_a_fresh_engine_finishes(server: Private
 async def test_same_engine_runs_on_after_an_outage(server: PrivatePostgres) -> None:
     gate = Gate()
     async with zag.connect(server.url) as backend:
-        engine = zag.Engine(build(gate), backend=backend)
-        engine.storage.policy = zag.WritePolicy(attempts=2, delay=0.05)
+        engine = zag.Engine(build(gate), backend=backend, write_policy=GIVE_UP_FAST)
         await run_into_outage(engine, gate, server)
         assert engine.state is zag.FlowState.SUSPENDED
         await server.start()
@@ -170,8 +170,7 @@ async def test_same_engine_runs_on_after_an_outage(server: PrivatePostgres) -> N
 async def test_outage_at_the_final_commit(server: PrivatePostgres) -> None:
     gate = Gate(at="s5")
     async with zag.connect(server.url) as backend:
-        engine = zag.Engine(build(gate), backend=backend)
-        engine.storage.policy = zag.WritePolicy(attempts=2, delay=0.05)
+        engine = zag.Engine(build(gate), backend=backend, write_policy=GIVE_UP_FAST)
         await run_into_outage(engine, gate, server)
         await server.start()
         stored = await stored_states(backend, engine.flow_id)
@@ -188,10 +187,9 @@ async def test_outage_at_the_final_commit(server: PrivatePostgres) -> None:
 async def test_short_outage_is_ridden_out(server: PrivatePostgres) -> None:
     gate = Gate()
     async with zag.connect(server.url) as backend:
-        engine = zag.Engine(build(gate), backend=backend)
-        # No public way to give the engine a WritePolicy (see the report); a window
-        # of ~14 s so that the restart below always lands inside it.
-        engine.storage.policy = zag.WritePolicy(attempts=30, delay=0.1, backoff=2, max_delay=0.5)
+        # A window of ~14 s, so that the restart below always lands inside it.
+        policy = zag.WritePolicy(attempts=30, delay=0.1, backoff=2, max_delay=0.5)
+        engine = zag.Engine(build(gate), backend=backend, write_policy=policy)
         saves = Saves(backend)
         runner = asyncio.ensure_future(engine.run())
         try:
@@ -261,8 +259,9 @@ async def test_outage_with_atoms_finishing_in_parallel(server: PrivatePostgres) 
         )
 
     async with zag.connect(server.url) as backend:
-        engine = zag.Engine(wide(), backend=backend)
-        engine.storage.policy = zag.WritePolicy(attempts=3, delay=0.2)
+        engine = zag.Engine(
+            wide(), backend=backend, write_policy=zag.WritePolicy(attempts=3, delay=0.2)
+        )
         saves = Saves(backend)
         runner = asyncio.ensure_future(engine.run())
         try:

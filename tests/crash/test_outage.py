@@ -1,8 +1,9 @@
 """Database outages mid-flow, against a private PostgreSQL the test stops and restarts.
 
 The flow is six ~100 ms atoms; one (the fourth unless said otherwise) waits
-at a gate while the test kills the server (`pg_ctl -m immediate stop`), so the outage always starts
-while an atom is running and the next commit is the first to fail.
+at a gate while the test kills the server (`pg_ctl -m immediate stop`), so
+the outage always starts while an atom runs and the next commit is the first
+to fail.
 
 - Long outage: the engine retries the commit per zag.WritePolicy, then run()
   raises StorageUnavailable within a bounded time and the flow is SUSPENDED in

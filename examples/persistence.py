@@ -44,7 +44,8 @@ async def main() -> None:
             print(f"stored flow {stored.name!r}: {stored.state}, store={stored.store}")
             for atom in zag.inspection.describe_flow(stored):
                 result = stored.atoms[atom.name].result
-                print(f"  {atom.name:<12} {atom.state:<8} attempts={atom.attempts} result={result!r}")
+                line = f"{atom.name:<12} {atom.state:<8} attempts={atom.attempts}"
+                print(f"  {line} result={result!r}")
             # The tuple result is still a tuple after the round trip through JSON.
             print(f"expose result type: {type(stored.atoms['expose'].result).__name__}")
             print(f"commits: {stored.version} for {len(stored.atoms)} atoms")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -49,3 +50,29 @@ def test_demo_shows_success_revert_and_retry() -> None:
     assert reverted[:2] == ["charge_card", "reserve_stock"]
     assert "book_courier.retry     RETRYING" in text
     assert "results: tracking='TRK-42'" in text
+
+
+def test_jobs_snippet_runs(tmp_path: Path) -> None:
+    snippet = next(
+        block
+        for block in re.findall(r"```python\n(.*?)```", README, re.S)
+        if "zag.Conductor" in block
+    )
+    assert len(snippet.strip().splitlines()) <= 15  # issue 4: producer + conductor in 15 lines
+    package = tmp_path / "myapp"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "flows.py").write_text(
+        "import zag_async as zag\n\n"
+        "@zag.task(provides='done')\n"
+        "async def grow(vm: str, size: int) -> str:\n"
+        "    return f'{vm}:{size}'\n\n"
+        "def resize(vm: str) -> zag.Flow:\n"
+        "    return zag.linear('resize', grow.bind(inject={'vm': vm}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    out = subprocess.run(
+        [sys.executable, "-c", snippet], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    assert "state='SUCCESS'" in out.stdout and "'done': 'web-1:32'" in out.stdout

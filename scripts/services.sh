@@ -12,6 +12,10 @@
 # `postgres` without a password, with a database `test`. When missing, Debian's
 # `postgresql` package is installed and its cluster started; a cluster that
 # asks 127.0.0.1 for a password gets a trust line for user postgres.
+#
+# ZooKeeper: a server answering `ruok` on 127.0.0.1:2181 (ZAG_ZK_PORT); when
+# missing, Debian's `zookeeper` package is installed and the server started
+# in the background with our own zoo.cfg (see ensure_zookeeper).
 set -euo pipefail
 
 PG_HOST=127.0.0.1
@@ -168,14 +172,120 @@ ensure_postgres() {
 }
 
 # ---------------------------------------------------------------------------
-# Later issues
+# ZooKeeper
 # ---------------------------------------------------------------------------
 
-ensure_zookeeper() {
-    # TODO(job board issue): install Debian's `zookeeper`, run ZooKeeperServerMain on
-    # 127.0.0.1:2181 with our own zoo.cfg, wait for `ruok` -> `imok` (see SERVICES.md).
-    return 0
+# ZooKeeper: a server answering `ruok` with `imok` on 127.0.0.1:2181 (ZAG_ZK_PORT).
+# When nothing answers, Debian's `zookeeper` package is installed if its jar is
+# missing, and ZooKeeperServerMain is started in the background (no init system)
+# with our own zoo.cfg in a state directory: /var/lib/zag-zookeeper[-PORT] as root,
+# else under ${TMPDIR:-/tmp} (ZAG_ZK_DIR overrides). tickTime=200 ms lets tests use
+# short session timeouts; the accepted range is set explicitly to 0.4..20 s
+# (by default ZooKeeper would allow only 2..20 ticks, 0.4..4 s).
+ZK_HOST=127.0.0.1
+ZK_PORT="${ZAG_ZK_PORT:-2181}"
+ZK_JAVA_DIR=/usr/share/java
+
+# 0 when the server on $ZK_PORT answers ruok with imok.
+zk_ready() {
+    local reply
+    reply="$(timeout 2 bash -c "exec 3<>/dev/tcp/$ZK_HOST/$ZK_PORT && printf ruok >&3 && cat <&3" 2>/dev/null || true)"
+    [[ "$reply" == imok* ]]
 }
+
+zk_state_dir() {
+    if [[ -n "${ZAG_ZK_DIR:-}" ]]; then
+        echo "$ZAG_ZK_DIR"
+        return
+    fi
+    local suffix=""
+    [[ "$ZK_PORT" == 2181 ]] || suffix="-$ZK_PORT"
+    if [[ "$(id -u)" -eq 0 ]]; then
+        echo "/var/lib/zag-zookeeper$suffix"
+    else
+        echo "${TMPDIR:-/tmp}/zag-zookeeper-$(id -u)$suffix"
+    fi
+}
+
+zk_install() {
+    can_be_root || die "ZooKeeper is not installed and installing it needs root: run 'sudo $0 zookeeper' (or: sudo apt-get install zookeeper)"
+    command -v apt-get >/dev/null 2>&1 || die "ZooKeeper is not installed and there is no apt-get here: start a ZooKeeper 3.5+ on $ZK_HOST:$ZK_PORT yourself"
+    note "installing ZooKeeper (apt-get install zookeeper)"
+    local log
+    log="$(mktemp)"
+    if ! { as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zookeeper; } >"$log" 2>&1; then
+        tail -n 20 "$log" >&2
+        rm -f "$log"
+        die "apt-get install zookeeper failed (output above)"
+    fi
+    rm -f "$log"
+    [[ -f "$ZK_JAVA_DIR/zookeeper.jar" ]] || die "apt-get installed zookeeper but $ZK_JAVA_DIR/zookeeper.jar is missing"
+}
+
+# The server's class path: Debian's config dir (log4j.properties) and the jars that exist.
+zk_classpath() {
+    local cp="" jar
+    [[ -d /etc/zookeeper/conf ]] && cp=/etc/zookeeper/conf
+    for jar in zookeeper zookeeper-jute slf4j-api slf4j-log4j12 log4j-1.2 netty-all; do
+        if [[ -f "$ZK_JAVA_DIR/$jar.jar" ]]; then
+            cp="${cp:+$cp:}$ZK_JAVA_DIR/$jar.jar"
+        fi
+    done
+    echo "$cp"
+}
+
+zk_start() {
+    command -v java >/dev/null 2>&1 || die "ZooKeeper needs java, which is missing (apt-get install default-jre-headless)"
+    local dir
+    dir="$(zk_state_dir)"
+    mkdir -p "$dir/data" || die "cannot create ZooKeeper state directory $dir"
+    cat >"$dir/zoo.cfg" <<CFG
+# Written by zag-async scripts/services.sh (rewritten at every start).
+tickTime=200
+minSessionTimeout=400
+maxSessionTimeout=20000
+initLimit=10
+syncLimit=5
+dataDir=$dir/data
+clientPort=$ZK_PORT
+clientPortAddress=$ZK_HOST
+maxClientCnxns=0
+admin.enableServer=false
+4lw.commands.whitelist=ruok,srvr,stat,mntr
+autopurge.snapRetainCount=3
+autopurge.purgeInterval=1
+CFG
+    note "starting ZooKeeper on $ZK_HOST:$ZK_PORT (state in $dir, log $dir/zookeeper.log)"
+    setsid java -Xmx256m \
+        -Dzookeeper.root.logger=INFO,CONSOLE -Dzookeeper.log.dir="$dir" \
+        -cp "$(zk_classpath)" org.apache.zookeeper.server.ZooKeeperServerMain "$dir/zoo.cfg" \
+        </dev/null >"$dir/zookeeper.log" 2>&1 &
+    local pid=$!
+    echo "$pid" >"$dir/zookeeper.pid"
+    local i
+    for ((i = 0; i < 75; i++)); do
+        zk_ready && return 0
+        if ! kill -0 "$pid" 2>/dev/null; then
+            local why
+            why="$(grep -m1 -E '^[a-zA-Z.]+(Exception|Error):' "$dir/zookeeper.log" ||
+                grep -m1 ERROR "$dir/zookeeper.log" || tail -n 1 "$dir/zookeeper.log")"
+            die "ZooKeeper exited at start on $ZK_HOST:$ZK_PORT: $why (log: $dir/zookeeper.log)"
+        fi
+        sleep 0.2
+    done
+    die "ZooKeeper (pid $pid) does not answer ruok on $ZK_HOST:$ZK_PORT after 15 s (log: $dir/zookeeper.log)"
+}
+
+ensure_zookeeper() {
+    zk_ready && return 0
+    [[ -f "$ZK_JAVA_DIR/zookeeper.jar" ]] || zk_install
+    zk_start
+}
+
+# ---------------------------------------------------------------------------
+# Later issues
+# ---------------------------------------------------------------------------
 
 ensure_rabbitmq() {
     # TODO(worker/AMQP issue): `rabbitmq-server -detached` + `rabbitmqctl await_startup`

@@ -225,11 +225,10 @@ class Conductor:
 
     def _drop_lost_claims(self) -> None:
         """The board lost its session: stop every job whose claim is gone."""
-        for job_id, (claim, task, _engine) in list(self._active.items()):
+        for claim, task, _engine in list(self._active.values()):
             if not self.board.holds(claim):
                 self._emit("lost", claim.job, "claim lost with the board session; stopping")
                 task.cancel()
-            del job_id
 
     # -- one job -------------------------------------------------------------------
 

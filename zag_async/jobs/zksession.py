@@ -137,6 +137,10 @@ class ZkSession:
         if self._closed or self.client is None:
             raise BoardUnavailable("ZooKeeper session is closed")
         last: BaseException | None = None
+        cache = self.client.stat_cache
+        if len(cache) > 10_000:
+            # aiozk remembers the stat of every path ever touched; we never use it.
+            cache.clear()
         for attempt in range(self.attempts):
             try:
                 async with asyncio.timeout(self.call_timeout):

@@ -302,17 +302,6 @@ async def test_record_build_failure_counts_on_the_job(board: JobBoard) -> None:
 async def test_claim_carries_the_stored_job(
     board: JobBoard, board_kind: str, request: pytest.FixtureRequest
 ) -> None:
-    if board_kind == "zookeeper":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                raises=AssertionError,
-                reason="zookeeper board bug: claim(job) with a Job object builds claim.job "
-                "from the caller's copy instead of the stored job (stale build_failures; "
-                "the stale copy is also what the result record keeps); memory:// returns "
-                "the stored job",
-            )
-        )
     job = await board.post("j", flows.steps, "j")
     claim = await board.claim(job, "alice")
     await board.record_build_failure(claim, "ImportError: nope")
@@ -389,12 +378,6 @@ async def test_post_scheduled_first_run_due_at_next_fire(
     assert [j.uuid for j in await board.jobs()] == [job.uuid]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="board bug: post_scheduled() of an existing, unchanged schedule always posts the "
-    "run after now: once the pending run is due, a second pending run appears",
-)
 async def test_post_scheduled_again_does_not_double_the_schedule(board: JobBoard) -> None:
     """A program that declares its schedule at every start must not add runs."""
     job = await board.post_scheduled(YEARLY, "nightly", flows.steps, "n")
@@ -460,12 +443,6 @@ async def test_reset_schedule_adds_removes_and_keeps(board: JobBoard) -> None:
     assert await board.jobs() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="board bug: reset_schedule() with a changed schedule posts its new next run but "
-    "leaves the old pending run (JobBoard.reset_schedule / _save_schedules): two runs",
-)
 async def test_reset_schedule_with_a_changed_cron_keeps_one_pending_run(
     board: JobBoard,
 ) -> None:

@@ -193,15 +193,6 @@ async def test_holder_of_a_closed_board_leaves_the_lock_cleanly(
     board: JobBoard, open_board: BoardOpener, board_kind: str, request: pytest.FixtureRequest
 ) -> None:
     zookeeper_only(board_kind)
-    request.applymarker(
-        pytest.mark.xfail(
-            strict=True,
-            raises=AttributeError,
-            reason="zookeeper board bug: after aclose() every call evaluates "
-            "self.zk.client.<method> on a None client before ZkSession.call can raise "
-            "BoardUnavailable; here the lock's cleanup raises AttributeError out of the body",
-        )
-    )
     doomed = await open_board()
     entered = asyncio.Event()
 

@@ -340,6 +340,9 @@ class JobBoard(abc.ABC):
         )
         _check_cron(cron)
         await self._save_schedules({name: schedule}, replace=False)
+        pending = await self._pending_run(name)
+        if pending is not None:  # declared before (and unchanged): keep its pending run
+            return pending
         return await self._post_next(schedule, after=await self.now())
 
     async def reset_schedule(self, schedules: Mapping[str, Schedule]) -> None:
@@ -355,7 +358,15 @@ class JobBoard(abc.ABC):
         added = await self._save_schedules(dict(schedules), replace=True)
         now = await self.now()
         for name in added:
-            await self._post_next(schedules[name], after=now)
+            if await self._pending_run(name) is None:
+                await self._post_next(schedules[name], after=now)
+
+    async def _pending_run(self, schedule: str, *, besides: str | None = None) -> Job | None:
+        """A job of `schedule` still on the board (claimed or not), if any."""
+        for job in await self.jobs():
+            if job.schedule == schedule and job.uuid != besides:
+                return job
+        return None
 
     async def schedules(self) -> dict[str, Schedule]:
         """The schedules on this board, by name."""
@@ -390,8 +401,8 @@ class JobBoard(abc.ABC):
         if job.schedule is None:
             return None
         schedule = (await self._load_schedules()).get(job.schedule)
-        if schedule is None:
-            return None
+        if schedule is None or await self._pending_run(job.schedule, besides=job.uuid) is not None:
+            return None  # schedule removed, or a run is already pending (e.g. re-declared)
         due = next_fire(schedule.cron, max(after, job.due_at))
         key = f"schedule:{schedule.name}:{due:.3f}"
         job_id = str(uuid5(NAMESPACE_URL, f"zag-job:{key}"))
@@ -451,7 +462,11 @@ class JobBoard(abc.ABC):
 
     @abc.abstractmethod
     async def _save_schedules(self, schedules: dict[str, Schedule], *, replace: bool) -> list[str]:
-        """Store schedules (all of them, with replace); returns the names that are new."""
+        """Store schedules (all of them, with replace); returns the names new or changed.
+
+        Unclaimed pending runs of removed and of changed schedules are deleted
+        in the same step (a changed schedule gets a fresh first run).
+        """
 
     @abc.abstractmethod
     async def _load_schedules(self) -> dict[str, Schedule]: ...

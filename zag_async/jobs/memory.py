@@ -97,15 +97,16 @@ class MemoryBoard(JobBoard):
     async def _save_schedules(self, schedules: dict[str, Schedule], *, replace: bool) -> list[str]:
         s = self._s
         added = [n for n in schedules if n not in s.schedules or s.schedules[n] != schedules[n]]
-        if replace:
-            for name in list(s.schedules):
-                if name not in schedules:
-                    del s.schedules[name]
-                    for job_id, job in list(s.jobs.items()):
-                        if job.schedule == name and job_id not in s.claims:
-                            del s.jobs[job_id]
-            self._changed()
+        removed = [n for n in s.schedules if n not in schedules] if replace else []
+        stale = set(removed) | {n for n in added if n in s.schedules}
+        for name in removed:
+            del s.schedules[name]
+        for job_id, job in list(s.jobs.items()):
+            if job.schedule in stale and job_id not in s.claims:
+                del s.jobs[job_id]
         s.schedules.update(schedules)
+        if stale:
+            self._changed()
         return added
 
     async def _load_schedules(self) -> dict[str, Schedule]:

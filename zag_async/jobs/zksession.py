@@ -123,6 +123,13 @@ class ZkSession:
                 await client.close()
 
     @property
+    def c(self) -> Any:
+        """The aiozk client; BoardUnavailable once the session is closed."""
+        if self._closed or self.client is None:
+            raise BoardUnavailable(f"ZooKeeper session to {self.servers} is closed")
+        return self.client
+
+    @property
     def session_id(self) -> int | None:
         return self._session_id
 

@@ -142,7 +142,7 @@ class ZooKeeperBoard(JobBoard):
         await self.zk.start()
         self.zk.on_lost.append(self._session_lost)
         for name in DIRS:
-            await self.zk.call(self.zk.client.ensure_path, "/" + name)
+            await self.zk.call(self.zk.c.ensure_path, "/" + name)
         await self._refresh()
         for path in ("/jobs", "/claims"):
             self._watchers.append(
@@ -181,7 +181,7 @@ class ZooKeeperBoard(JobBoard):
                 generation = self.zk.generation
                 changed.clear()
                 try:
-                    await self.zk.call(self.zk.client.get_children, path, watch=True)
+                    await self.zk.call(self.zk.c.get_children, path, watch=True)
                     await self._refresh()
                     await self._clean_lost_claims()
                 except BoardUnavailable as exc:
@@ -202,8 +202,8 @@ class ZooKeeperBoard(JobBoard):
     async def _refresh(self) -> None:
         """Bring the job cache up to date: new jobs read, gone jobs dropped."""
         async with self._refresh_lock:
-            names = await self.zk.call(self.zk.client.get_children, "/jobs")
-            claimed = await self.zk.call(self.zk.client.get_children, "/claims")
+            names = await self.zk.call(self.zk.c.get_children, "/jobs")
+            claimed = await self.zk.call(self.zk.c.get_children, "/claims")
             present = set(names)
             for gone in [u for u in self._cache if u not in present]:
                 del self._cache[gone]
@@ -217,7 +217,7 @@ class ZooKeeperBoard(JobBoard):
 
     async def _read_job(self, job_id: str) -> Job | None:
         try:
-            raw, stat = await self.zk.call(self.zk.client.get, f"/jobs/{job_id}")
+            raw, stat = await self.zk.call(self.zk.c.get, f"/jobs/{job_id}")
         except zk_exc.NoNode:
             return None
         return self._job_from(raw, stat)
@@ -242,11 +242,11 @@ class ZooKeeperBoard(JobBoard):
     async def now(self) -> float:
         """ZooKeeper's clock: the modification time of a node we touch now."""
         try:
-            stat = await self.zk.call(self.zk.client.set, "/clock", b"", -1)
+            stat = await self.zk.call(self.zk.c.set, "/clock", b"", -1)
         except zk_exc.NoNode:
             with contextlib.suppress(zk_exc.NodeExists):
-                await self.zk.call(self.zk.client.create, "/clock", b"")
-            stat = await self.zk.call(self.zk.client.set, "/clock", b"", -1)
+                await self.zk.call(self.zk.c.create, "/clock", b"")
+            stat = await self.zk.call(self.zk.c.set, "/clock", b"", -1)
         server = float(stat.modified) / 1000.0
         self._offset = server - time.time()
         return server
@@ -260,7 +260,7 @@ class ZooKeeperBoard(JobBoard):
     async def _multi(self, build: Callable[[Transaction], None]) -> list[Any]:
         tx = Transaction(self.zk.client)
         build(tx)
-        response = await self.zk.call(self.zk.client.send, tx.request)
+        response = await self.zk.call(self.zk.c.send, tx.request)
         return list(response.responses)
 
     @staticmethod
@@ -300,13 +300,13 @@ class ZooKeeperBoard(JobBoard):
 
     async def find_key(self, key: str) -> Job | None:
         try:
-            raw, _ = await self.zk.call(self.zk.client.get, "/" + _key_node(key))
+            raw, _ = await self.zk.call(self.zk.c.get, "/" + _key_node(key))
         except zk_exc.NoNode:
             return None
         job_id = raw.decode()
         job = await self._read_job(job_id)
         if job is not None:
-            claimed = await self.zk.call(self.zk.client.exists, f"/claims/{job_id}")
+            claimed = await self.zk.call(self.zk.c.exists, f"/claims/{job_id}")
             job.state = JobState.CLAIMED if claimed else JobState.UNCLAIMED
             return job
         result = await self._read_result(job_id)
@@ -338,7 +338,7 @@ class ZooKeeperBoard(JobBoard):
         job = await self._read_job(job_id)
         if job is None:
             raise self._missing(job_id)
-        claimed = await self.zk.call(self.zk.client.exists, f"/claims/{job_id}")
+        claimed = await self.zk.call(self.zk.c.exists, f"/claims/{job_id}")
         job.state = JobState.CLAIMED if claimed else JobState.UNCLAIMED
         return job
 
@@ -346,20 +346,15 @@ class ZooKeeperBoard(JobBoard):
 
     async def claim(self, job: Job | str, owner: str) -> Claim:
         job_id = self._id(job)
-        known = job if isinstance(job, Job) else self._cache.get(job_id)
-        if known is None:
-            known = await self._read_job(job_id)
-            if known is None:
-                raise self._missing(job_id)
         marker = uuid.uuid4().hex
         request = protocol.Create2Request(
-            path=self.zk.client.normalize_path(f"/claims/{job_id}"),
+            path=self.zk.c.normalize_path(f"/claims/{job_id}"),
             data=_dumps({"owner": owner, "marker": marker}),
-            acl=self.zk.client.default_acl,
+            acl=self.zk.c.default_acl,
         )
         request.set_flags(True, False, False)
         try:
-            response = await self.zk.call(self.zk.client.send, request)
+            response = await self.zk.call(self.zk.c.send, request)
             stat = response.stat
         except zk_exc.NodeExists:
             stat = await self._own_claim(job_id, marker)
@@ -367,12 +362,16 @@ class ZooKeeperBoard(JobBoard):
                 raise AlreadyClaimed(f"job {job_id!r} is already claimed") from None
         claimed_at = stat.created / 1000.0
         self._offset = claimed_at - time.time()
+        # Read the job as stored now (not the caller's copy): it must still exist,
+        # and its due time is compared with the claim's creation time.
+        known = await self._read_job(job_id)
+        if known is None:
+            await self._delete_claim(job_id, stat.created_zxid)
+            raise self._missing(job_id)
+        self._cache[job_id] = known
         if known.due_at > claimed_at:
             await self._delete_claim(job_id, stat.created_zxid)
             raise NotYetDue(job_id, known.due_at - claimed_at)
-        if not await self.zk.call(self.zk.client.exists, f"/jobs/{job_id}"):
-            await self._delete_claim(job_id, stat.created_zxid)
-            raise self._missing(job_id)
         copy = self._with_state(known)
         copy.state = JobState.CLAIMED
         claim = Claim(copy, owner, stat.created_zxid)
@@ -382,7 +381,7 @@ class ZooKeeperBoard(JobBoard):
     async def _own_claim(self, job_id: str, marker: str) -> Any:
         """After NodeExists: was it our own create, retried after a lost reply?"""
         try:
-            raw, stat = await self.zk.call(self.zk.client.get, f"/claims/{job_id}")
+            raw, stat = await self.zk.call(self.zk.c.get, f"/claims/{job_id}")
         except zk_exc.NoNode:
             return None
         data = _loads(raw) or {}
@@ -391,16 +390,16 @@ class ZooKeeperBoard(JobBoard):
     async def _delete_claim(self, job_id: str, token: int) -> None:
         """Delete the claim node if it is still the one with this token."""
         try:
-            _, stat = await self.zk.call(self.zk.client.get, f"/claims/{job_id}")
+            _, stat = await self.zk.call(self.zk.c.get, f"/claims/{job_id}")
         except zk_exc.NoNode:
             return
         if stat.created_zxid != token:
             return
         with contextlib.suppress(zk_exc.NoNode, zk_exc.BadVersion):
             await self.zk.call(
-                self.zk.client.send,
+                self.zk.c.send,
                 protocol.DeleteRequest(
-                    path=self.zk.client.normalize_path(f"/claims/{job_id}"), version=stat.version
+                    path=self.zk.c.normalize_path(f"/claims/{job_id}"), version=stat.version
                 ),
             )
 
@@ -414,7 +413,7 @@ class ZooKeeperBoard(JobBoard):
 
     async def _claim_stat(self, claim: Claim) -> Any:
         try:
-            _, stat = await self.zk.call(self.zk.client.get, f"/claims/{claim.job.uuid}")
+            _, stat = await self.zk.call(self.zk.c.get, f"/claims/{claim.job.uuid}")
         except zk_exc.NoNode:
             stat = None
         if stat is None or stat.created_zxid != claim.token:
@@ -484,16 +483,14 @@ class ZooKeeperBoard(JobBoard):
         job_id = claim.job.uuid
         for _ in range(10):
             try:
-                raw, stat = await self.zk.call(self.zk.client.get, f"/jobs/{job_id}")
+                raw, stat = await self.zk.call(self.zk.c.get, f"/jobs/{job_id}")
             except zk_exc.NoNode:
                 raise self._missing(job_id) from None
             data = _loads(raw)
             data["build_failures"] = data.get("build_failures", 0) + 1
             data["last_build_error"] = error[:2000]
             try:
-                await self.zk.call(
-                    self.zk.client.set, f"/jobs/{job_id}", _dumps(data), stat.version
-                )
+                await self.zk.call(self.zk.c.set, f"/jobs/{job_id}", _dumps(data), stat.version)
             except zk_exc.BadVersion:
                 continue
             self._cache.pop(job_id, None)
@@ -502,7 +499,7 @@ class ZooKeeperBoard(JobBoard):
 
     async def find_owner(self, job: Job | str) -> str | None:
         try:
-            raw, _ = await self.zk.call(self.zk.client.get, f"/claims/{self._id(job)}")
+            raw, _ = await self.zk.call(self.zk.c.get, f"/claims/{self._id(job)}")
         except zk_exc.NoNode:
             return None
         owner = (_loads(raw) or {}).get("owner")
@@ -512,7 +509,7 @@ class ZooKeeperBoard(JobBoard):
 
     async def _read_result(self, job_id: str) -> dict[str, Any] | None:
         try:
-            raw, _ = await self.zk.call(self.zk.client.get, f"/results/{job_id}")
+            raw, _ = await self.zk.call(self.zk.c.get, f"/results/{job_id}")
         except zk_exc.NoNode:
             return None
         data = _loads(raw)
@@ -531,7 +528,7 @@ class ZooKeeperBoard(JobBoard):
                 generation = self.zk.generation
                 created.clear()
                 try:
-                    if await self.zk.call(self.zk.client.exists, path, watch=True):
+                    if await self.zk.call(self.zk.c.exists, path, watch=True):
                         found = await self.outcome(job_id)
                         if found is not None:
                             return found
@@ -552,11 +549,11 @@ class ZooKeeperBoard(JobBoard):
     # -- schedules ---------------------------------------------------------------
 
     async def _load_schedules(self) -> dict[str, Schedule]:
-        names = await self.zk.call(self.zk.client.get_children, "/schedules")
+        names = await self.zk.call(self.zk.c.get_children, "/schedules")
         out = {}
         for name in names:
             try:
-                raw, _ = await self.zk.call(self.zk.client.get, f"/schedules/{name}")
+                raw, _ = await self.zk.call(self.zk.c.get, f"/schedules/{name}")
             except zk_exc.NoNode:
                 continue
             schedule = Schedule.from_dict(_loads(raw))
@@ -568,13 +565,14 @@ class ZooKeeperBoard(JobBoard):
             current = await self._load_schedules()
             added = [n for n in schedules if current.get(n) != schedules[n]]
             removed = [n for n in current if n not in schedules] if replace else []
+            stale = set(removed) | {n for n in added if n in current}
             pending = []
-            if removed:
+            if stale:
                 await self._refresh()
                 pending = [
                     j.uuid
                     for j in self._cache.values()
-                    if j.schedule in removed and j.uuid not in self._claimed
+                    if j.schedule in stale and j.uuid not in self._claimed
                 ]
 
             if not (added or removed):
@@ -595,9 +593,9 @@ class ZooKeeperBoard(JobBoard):
     @contextlib.asynccontextmanager
     async def _lock(self, name: str) -> AsyncIterator[None]:
         base = f"/locks/{name}"
-        await self.zk.call(self.zk.client.ensure_path, base)
+        await self.zk.call(self.zk.c.ensure_path, base)
         me = await self.zk.call(
-            self.zk.client.create, f"{base}/lock-", b"", ephemeral=True, sequential=True
+            self.zk.c.create, f"{base}/lock-", b"", ephemeral=True, sequential=True
         )
         mine = me.rsplit("/", 1)[1]
         lost_at_start = self.zk.lost_count
@@ -625,7 +623,7 @@ class ZooKeeperBoard(JobBoard):
                 raise LockLost(f"lock {name!r} was lost with the ZooKeeper session")
         finally:
             with contextlib.suppress(zk_exc.NoNode, BoardUnavailable):
-                await self.zk.call(self.zk.client.delete, f"{base}/{mine}", True)
+                await self.zk.call(self.zk.c.delete, f"{base}/{mine}", True)
 
     async def _acquire(self, base: str, mine: str, lost_at_start: int) -> None:
         """Wait until our node is first in line, re-checking after every reconnect."""
@@ -634,7 +632,7 @@ class ZooKeeperBoard(JobBoard):
             if self.zk.lost_count != lost_at_start:
                 raise LockLost(f"lock {base} lost its session while waiting")
             generation = self.zk.generation
-            children = sorted(await self.zk.call(self.zk.client.get_children, base))
+            children = sorted(await self.zk.call(self.zk.c.get_children, base))
             if mine not in children:
                 raise LockLost(f"lock {base}: our place in line vanished (session expired)")
             index = children.index(mine)
@@ -644,7 +642,7 @@ class ZooKeeperBoard(JobBoard):
             gone.clear()
             remove = self.zk.watch([EV.DELETED], before, lambda _p: gone.set())
             try:
-                if not await self.zk.call(self.zk.client.exists, before, watch=True):
+                if not await self.zk.call(self.zk.c.exists, before, watch=True):
                     continue
                 waiters = [
                     asyncio.ensure_future(gone.wait()),

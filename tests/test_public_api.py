@@ -34,11 +34,13 @@ EXPECTED_ALL = [
     "LogBook",
     "LoggingListener",
     "PrintingListener",
+    "RemoteExecutor",
     "Retry",
     "Storage",
     "Task",
     "TimingListener",
     "UnorderedFlow",
+    "Worker",
     "WrappedFailure",
     "WritePolicy",
     "ZagError",
@@ -56,6 +58,7 @@ EXPECTED_ALL = [
     "run",
     "task",
     "unordered",
+    "workers",
 ]
 
 # (class, its direct parent in the tree drawn in the brief and in errors.py)
@@ -88,6 +91,8 @@ ERROR_TREE = [
     (errors.ClaimLost, errors.JobError),
     (errors.LockLost, errors.JobError),
     (errors.BoardUnavailable, errors.JobError),
+    (errors.NoWorkers, errors.ExecutionError),
+    (errors.WorkerLost, errors.ExecutionError),
 ]
 
 

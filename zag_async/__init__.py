@@ -14,7 +14,7 @@ concurrently with revert on failure and retries by policy::
 
 from __future__ import annotations
 
-from . import errors, inspection, jobs, persistence, retry
+from . import errors, inspection, jobs, persistence, retry, workers
 from .atom import Atom, FunctionTask, Task, task
 from .conductor import Conductor, ConductorEvent
 from .engine import Engine, resume, run
@@ -30,6 +30,16 @@ from .states import AtomState, FlowState, Intention
 from .storage import Storage, WritePolicy
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # Remote workers need aio-pika (the amqp extra): import them on first use.
+    if name in ("Worker", "RemoteExecutor"):
+        from . import workers
+
+        return getattr(workers, name)
+    raise AttributeError(f"module 'zag_async' has no attribute {name!r}")
+
 
 __all__ = [
     "Atom",
@@ -55,11 +65,13 @@ __all__ = [
     "LogBook",
     "LoggingListener",
     "PrintingListener",
+    "RemoteExecutor",
     "Retry",
     "Storage",
     "Task",
     "TimingListener",
     "UnorderedFlow",
+    "Worker",
     "WrappedFailure",
     "WritePolicy",
     "ZagError",
@@ -77,4 +89,5 @@ __all__ = [
     "run",
     "task",
     "unordered",
+    "workers",
 ]

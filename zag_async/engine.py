@@ -20,7 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio.to_thread
 
@@ -59,7 +59,28 @@ from .storage import Storage, WritePolicy
 if TYPE_CHECKING:
     from .persistence.base import Backend
 
-__all__ = ["Engine", "resume", "run"]
+
+class Executor(Protocol):
+    """Where an engine's tasks run (the default is in-process, without one)."""
+
+    #: True when the executor delays requests itself (the engine keeps no timer).
+    remote_delays: bool
+
+    async def execute(
+        self,
+        atom: Atom,
+        name: str,
+        flow: str,
+        kwargs: dict[str, Any],
+        *,
+        time_limit: float | None,
+        delay: float,
+    ) -> Any: ...
+
+    async def revert(self, atom: Atom, name: str, flow: str, kwargs: dict[str, Any]) -> Any: ...
+
+
+__all__ = ["Engine", "Executor", "resume", "run"]
 
 logger = logging.getLogger("zag_async")
 
@@ -97,6 +118,9 @@ class Engine:
         allow_changes: when resuming, match atoms by name even if the flow's
             atoms or links changed since it was stored.
         write_policy: how long commits retry while the backend is unreachable.
+        executor: run tasks elsewhere (e.g. `zag.RemoteExecutor` on remote
+            workers); None runs them in this process. Retry controllers and
+            deciders always run here.
     """
 
     def __init__(
@@ -113,6 +137,7 @@ class Engine:
         storage: Storage | None = None,
         allow_changes: bool = False,
         write_policy: WritePolicy | None = None,
+        executor: Executor | None = None,
         _factory: FactoryRef | None = None,
     ) -> None:
         if max_concurrency is not None and (
@@ -127,6 +152,8 @@ class Engine:
             raise ConfigurationError("pass either storage= or backend=/logbook=, not both")
         self.max_concurrency = max_concurrency
         self.defer_reverts = defer_reverts
+        self._executor = executor
+        self._delays: dict[int, float] = {}  # retry node -> monotonic time its delay ends
         self._listeners: list[Listener] = list(listeners)
         with gc_paused():
             self._setup(flow, store, storage, backend, logbook, target, allow_changes, _factory)
@@ -702,6 +729,17 @@ class Engine:
             if kind == "exec":
                 if node.is_retry:
                     value = await self._call_retry(i, kwargs)
+                elif self._executor is not None:
+                    value = await self._executor.execute(
+                        atom,
+                        node.name,
+                        self.name,
+                        kwargs,
+                        time_limit=atom.timeout_s,
+                        delay=self._retry_delay(i),
+                    )
+                    if atom.needs_check:
+                        atom.check_result(value)
                 else:
                     fn, is_async = atom.execute_fn or atom.execute, atom.execute_async
                     timeout = atom.timeout_s
@@ -723,6 +761,8 @@ class Engine:
                         if atom.revert_async
                         else await _in_thread(fn_r, kwargs)
                     )
+                elif self._executor is not None:
+                    value = await self._executor.revert(atom, node.name, self.name, kwargs)
                 else:
                     value = (
                         await fn_r(**kwargs)
@@ -738,13 +778,31 @@ class Engine:
     async def _call_retry(self, i: int, kwargs: dict[str, Any]) -> Any:
         atom = self._nodes[i].atom
         history = self._details[i].history or History()
+        self._delays.pop(i, None)
         if len(history):
             delay = atom.delay_before(len(history))  # type: ignore[attr-defined]
             if delay > 0:
-                await asyncio.sleep(delay)
+                if self._executor is not None and self._executor.remote_delays:
+                    # No timer here: the guarded atoms' requests carry the delay
+                    # and the broker holds them back (delay queues).
+                    self._delays[i] = time.monotonic() + delay
+                else:
+                    await asyncio.sleep(delay)
         fn = atom.execute_fn or atom.execute
         kwargs["history"] = history.copy()
         return await fn(**kwargs) if atom.execute_async else await _in_thread(fn, kwargs)
+
+    def _retry_delay(self, i: int) -> float:
+        """Seconds a remote request of node i must still wait for its retry's delay."""
+        if not self._delays:
+            return 0.0
+        r = self._nodes[i].retry
+        while r >= 0:
+            deadline = self._delays.get(r)
+            if deadline is not None:
+                return max(deadline - time.monotonic(), 0.0)
+            r = self._nodes[r].retry
+        return 0.0
 
     # -- completions ----------------------------------------------------------------
 

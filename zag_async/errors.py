@@ -15,6 +15,8 @@ ZagError
 │   ├── ResultMismatch         a result does not fit the atom's `provides`
 │   ├── RemoteFailure          a failure whose live exception is not in this process
 │   ├── WrappedFailure         several atoms failed at once; holds every Failure
+│   ├── NoWorkers              no live remote worker serves a task
+│   ├── WorkerLost             a remote worker went silent while running a request
 │   └── NotFound               a name, atom or record that does not exist
 ├── ConfigurationError         a bad option for an engine or backend (max_concurrency=0, ...)
 ├── JobError                   job boards, claims and locks
@@ -54,6 +56,7 @@ __all__ = [
     "LockLost",
     "NotClaimable",
     "NotYetDue",
+    "NoWorkers",
     "ConcurrentUpdate",
     "DependencyCycle",
     "DuplicateAtomName",
@@ -69,6 +72,7 @@ __all__ = [
     "SerializationError",
     "StorageError",
     "StorageUnavailable",
+    "WorkerLost",
     "WrappedFailure",
     "ZagError",
 ]
@@ -233,6 +237,14 @@ class WrappedFailure(ExecutionError):
     def check(self, *types: type[BaseException] | str) -> bool:
         """True when any of the wrapped failures matches one of `types`."""
         return any(f.check(*types) is not None for f in self.failures.values())
+
+
+class NoWorkers(ExecutionError):
+    """No live remote worker serves a task the flow needs (fails fast, never hangs)."""
+
+
+class WorkerLost(ExecutionError):
+    """The remote worker running a request went silent past the stall timeout."""
 
 
 class NotFound(ExecutionError, LookupError):

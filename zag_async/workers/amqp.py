@@ -1,0 +1,719 @@
+"""Remote workers over RabbitMQ (aio-pika): `Worker` serves tasks, `RemoteExecutor` sends them.
+
+Topology (all declared idempotently by both sides):
+
+    zag.work        direct exchange; routing key = topic
+    zag.q.<topic>   quorum queue per topic, shared by that topic's workers;
+                    x-delivery-limit dead-letters a message that keeps
+                    killing its workers to zag.dead
+    zag.delay       headers exchange in front of the delay tiers
+    zag.delay.<ms>  one queue per tier with x-message-ttl=<ms>; expired
+                    messages dead-letter back to zag.work under their topic
+    zag.dead        fanout exchange + queue: rejected and poison requests,
+                    with the reason in the x-zag-reason header
+    zag.discovery   fanout exchange: workers announce their topics and tasks
+    reply queues    one exclusive queue per RemoteExecutor
+
+Delivery is at-least-once: a worker acks a request only after publishing its
+outcome, so a worker killed mid-task has its request redelivered. While a
+request runs the worker sends heartbeats; the engine fails a request whose
+worker went silent for `stall_timeout` (WorkerLost), and ignores a second
+outcome for a request it already finished.
+
+Delayed retries use the tiers instead of timers: a request whose retry
+controller asked for `delay` seconds goes to the smallest tier >= delay.
+With the tiers below a delay is served within [delay, 1.5 x delay] (plus a
+few ms), and never early; delays above the largest tier (1 hour) wait
+one hour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+
+from ..atom import Atom
+from ..codec import Codec, JsonCodec
+from ..errors import (
+    AtomTimeout,
+    ConfigurationError,
+    ExecutionError,
+    NoWorkers,
+    RemoteFailure,
+    WorkerLost,
+)
+from ..events import Event, _current
+from ..failure import Failure
+from .protocol import MessageError, Request, Response, task_key
+
+__all__ = ["DELAY_TIERS_MS", "RemoteExecutor", "Worker"]
+
+logger = logging.getLogger("zag_async.workers")
+
+WORK = "zag.work"
+DELAY = "zag.delay"
+DEAD = "zag.dead"
+DISCOVERY = "zag.discovery"
+
+#: Delay tiers in milliseconds, each at most 1.5x the previous: a delay is
+#: served by the smallest tier that is not shorter than it.
+DELAY_TIERS_MS = (
+    50,
+    75,
+    100,
+    150,
+    200,
+    300,
+    450,
+    600,
+    900,
+    1_000,
+    1_500,
+    2_000,
+    3_000,
+    4_500,
+    6_000,
+    9_000,
+    12_000,
+    18_000,
+    27_000,
+    40_000,
+    60_000,
+    90_000,
+    135_000,
+    200_000,
+    300_000,
+    450_000,
+    600_000,
+    900_000,
+    1_350_000,
+    2_000_000,
+    3_000_000,
+    3_600_000,
+)
+
+
+def delay_tier(seconds: float) -> int:
+    """The tier (ms) that serves a delay: the smallest not shorter than it."""
+    wanted = seconds * 1000.0
+    for tier in DELAY_TIERS_MS:
+        if tier >= wanted:
+            return tier
+    return DELAY_TIERS_MS[-1]
+
+
+async def declare_topology(
+    channel: AbstractChannel, topics: Iterable[str], delivery_limit: int
+) -> AbstractExchange:
+    """Declare exchanges, the topics' queues, delay tiers and the dead-letter queue."""
+    work = await channel.declare_exchange(WORK, aio_pika.ExchangeType.DIRECT, durable=True)
+    dead = await channel.declare_exchange(DEAD, aio_pika.ExchangeType.FANOUT, durable=True)
+    dead_queue = await channel.declare_queue(DEAD, durable=True)
+    await dead_queue.bind(dead)
+    delay = await channel.declare_exchange(DELAY, aio_pika.ExchangeType.HEADERS, durable=True)
+    for tier in DELAY_TIERS_MS:
+        queue = await channel.declare_queue(
+            f"{DELAY}.{tier}",
+            durable=True,
+            arguments={"x-message-ttl": tier, "x-dead-letter-exchange": WORK},
+        )
+        await queue.bind(delay, arguments={"x-match": "all", "zag-delay": str(tier)})
+    await channel.declare_exchange(DISCOVERY, aio_pika.ExchangeType.FANOUT, durable=False)
+    for topic in topics:
+        queue = await channel.declare_queue(
+            f"zag.q.{topic}",
+            durable=True,
+            arguments={
+                "x-queue-type": "quorum",
+                "x-delivery-limit": delivery_limit,
+                "x-dead-letter-exchange": DEAD,
+            },
+        )
+        await queue.bind(work, routing_key=topic)
+    return work
+
+
+def _check_topic(topic: str) -> str:
+    if not isinstance(topic, str) or not topic or any(c in topic for c in " #*"):
+        raise ConfigurationError(
+            f"a topic is a non-empty word without spaces, '#' or '*': {topic!r}"
+        )
+    return topic
+
+
+# ---------------------------------------------------------------------------------------
+# Worker
+# ---------------------------------------------------------------------------------------
+
+
+class Worker:
+    """Serves tasks of one topic from RabbitMQ.
+
+        async with zag.Worker("amqp://guest:guest@127.0.0.1/", topic="compute",
+                              tasks=[resize, Encode()]) as worker:
+            await worker.serve()          # until worker.stop()
+
+    Args:
+        url: the broker.
+        topic: the queue this worker takes requests from.
+        tasks: atoms (decorated functions or Task instances) it can run.
+        concurrency: requests run at once (the channel's prefetch).
+        heartbeat: seconds between "still running" messages for a request.
+        delivery_limit: deliveries of one request before it counts as poison.
+        announce_every: seconds between discovery announcements.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        topic: str,
+        tasks: Iterable[Atom],
+        concurrency: int = 8,
+        heartbeat: float = 1.0,
+        delivery_limit: int = 5,
+        announce_every: float = 2.0,
+        name: str | None = None,
+        codec: Codec | None = None,
+    ) -> None:
+        self.url = url
+        self.topic = _check_topic(topic)
+        self.tasks: dict[str, Atom] = {}
+        for atom in tasks:
+            if not isinstance(atom, Atom):
+                raise ConfigurationError(
+                    f"worker tasks must be atoms (@zag.task or zag.Task), got {atom!r}"
+                )
+            self.tasks[task_key(atom)] = atom
+        if not self.tasks:
+            raise ConfigurationError("a worker needs at least one task")
+        if concurrency < 1:
+            raise ConfigurationError(f"concurrency must be >= 1, got {concurrency!r}")
+        self.concurrency = concurrency
+        self.heartbeat = heartbeat
+        self.delivery_limit = delivery_limit
+        self.announce_every = announce_every
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.codec = codec or JsonCodec()
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._stop = asyncio.Event()
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self.served = 0
+
+    async def __aenter__(self) -> Self:
+        self._connection = await aio_pika.connect_robust(self.url)
+        self._channel = await self._connection.channel()
+        await self._channel.set_qos(prefetch_count=self.concurrency)
+        await declare_topology(self._channel, [self.topic], self.delivery_limit)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+    def stop(self) -> None:
+        """Stop taking requests; `serve()` returns once running ones are answered."""
+        self._stop.set()
+
+    async def serve(self) -> None:
+        """Take and run requests until `stop()` (graceful: in-flight requests finish)."""
+        channel = self._channel
+        if channel is None:
+            raise ConfigurationError("use the worker as 'async with Worker(...) as worker:'")
+        queue = await channel.get_queue(f"zag.q.{self.topic}", ensure=False)
+        discovery = await channel.get_exchange(DISCOVERY, ensure=False)
+        pings = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await pings.bind(discovery)
+        tag = await queue.consume(self._on_request)
+        ping_tag = await pings.consume(self._on_ping, no_ack=True)
+        announcer = asyncio.create_task(self._announce_loop(discovery))
+        try:
+            await self._announce(discovery)
+            await self._stop.wait()
+        finally:
+            with contextlib.suppress(Exception):
+                await queue.cancel(tag)
+                await pings.cancel(ping_tag)
+            announcer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await announcer
+            # Graceful: let in-flight requests finish and be acked.
+            if self._running:
+                await asyncio.gather(*self._running.values(), return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await self._announce(discovery, leaving=True)
+
+    async def _announce_loop(self, discovery: AbstractExchange) -> None:
+        while True:
+            await asyncio.sleep(self.announce_every)
+            with contextlib.suppress(Exception):
+                await self._announce(discovery)
+
+    async def _announce(self, discovery: AbstractExchange, leaving: bool = False) -> None:
+        body = {
+            "v": 1,
+            "kind": "leaving" if leaving else "worker",
+            "worker": self.name,
+            "topic": self.topic,
+            "tasks": sorted(self.tasks),
+            "ttl": self.announce_every * 3,
+        }
+        import json
+
+        await discovery.publish(aio_pika.Message(json.dumps(body).encode()), routing_key="")
+
+    async def _on_ping(self, message: AbstractIncomingMessage) -> None:
+        import json
+
+        with contextlib.suppress(ValueError):
+            if json.loads(message.body).get("kind") == "ping" and self._channel is not None:
+                discovery = await self._channel.get_exchange(DISCOVERY, ensure=False)
+                await self._announce(discovery)
+
+    async def _on_request(self, message: AbstractIncomingMessage) -> None:
+        if self._stop.is_set():
+            await message.nack(requeue=True)  # hand it back: another worker takes it
+            return
+        key = message.correlation_id or uuid.uuid4().hex
+        task = asyncio.create_task(self._handle(message))
+        self._running[key] = task
+        task.add_done_callback(lambda _t: self._running.pop(key, None))
+
+    async def _reply(self, message: AbstractIncomingMessage, response: Response) -> None:
+        if not message.reply_to or self._channel is None:
+            return
+        await self._channel.default_exchange.publish(
+            aio_pika.Message(
+                response.dumps(self.codec),
+                correlation_id=response.id,
+                content_type="application/json",
+            ),
+            routing_key=message.reply_to,
+        )
+
+    async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
+        """Park a bad request in zag.dead with its reason, then drop it from the queue."""
+        logger.error("worker %s: dead-lettering a request: %s", self.name, reason)
+        if self._channel is not None:
+            dead = await self._channel.get_exchange(DEAD, ensure=False)
+            headers = dict(message.headers or {})
+            headers["x-zag-reason"] = reason[:1000]
+            headers["x-zag-worker"] = self.name
+            await dead.publish(
+                aio_pika.Message(
+                    message.body, headers=headers, correlation_id=message.correlation_id
+                ),
+                routing_key="",
+            )
+        await message.ack()
+
+    async def _handle(self, message: AbstractIncomingMessage) -> None:
+        try:
+            request = Request.loads(message.body, self.codec)
+        except MessageError as exc:
+            rid = message.correlation_id or ""
+            if rid:
+                await self._reply(
+                    message,
+                    Response(rid, "rejected", self.name, reason=f"malformed request: {exc}"),
+                )
+            await self._dead_letter(message, f"malformed request: {exc}")
+            return
+        atom = self.tasks.get(request.task)
+        if atom is None:
+            reason = f"worker {self.name} on topic {self.topic!r} has no task {request.task!r}"
+            await self._reply(message, Response(request.id, "rejected", self.name, reason=reason))
+            await self._dead_letter(message, reason)
+            return
+        count = (message.headers or {}).get("x-delivery-count", 0)
+        deliveries = int(count) if isinstance(count, (int, str)) else 0
+        if deliveries >= self.delivery_limit - 1:
+            reason = (
+                f"request for {request.task!r} (atom {request.atom!r}) was delivered "
+                f"{deliveries + 1} times: its workers keep dying on it (poison message)"
+            )
+            failure = Failure.from_exception(ExecutionError(reason))
+            await self._reply(message, Response(request.id, "failure", self.name, failure=failure))
+            await self._dead_letter(message, reason)
+            return
+        await self._reply(message, Response(request.id, "started", self.name))
+        beat = asyncio.create_task(self._heartbeats(message, request.id))
+        try:
+            response = await self._run(atom, request, message)
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+        await self._reply(message, response)
+        await message.ack()  # only now: a worker that dies before this gets redelivered
+        self.served += 1
+
+    async def _heartbeats(self, message: AbstractIncomingMessage, rid: str) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat)
+            with contextlib.suppress(Exception):
+                await self._reply(message, Response(rid, "heartbeat", self.name))
+
+    async def _run(
+        self, atom: Atom, request: Request, message: AbstractIncomingMessage
+    ) -> Response:
+        from ..engine import _in_thread
+
+        def emit(event: Event) -> None:
+            if event.kind == "progress" and event.progress is not None:
+                response = Response(request.id, "progress", self.name, progress=event.progress)
+                asyncio.ensure_future(self._reply(message, response))
+
+        token = _current.set((emit, request.flow, request.atom))
+        try:
+            if request.action == "execute":
+                fn = atom.execute_fn or atom.execute
+                is_async = atom.execute_async
+            else:
+                fn_r = atom.revert_fn
+                if fn_r is None:
+                    return Response(request.id, "result", self.name, result=None)
+                fn, is_async = fn_r, atom.revert_async
+            call: Callable[[], Awaitable[Any]] = (
+                (lambda: fn(**request.args)) if is_async else (lambda: _in_thread(fn, request.args))
+            )
+            if request.timeout:
+                async with asyncio.timeout(request.timeout):
+                    value = await call()
+            else:
+                value = await call()
+            self.codec.dumps(value)  # fail here, as a task failure, if it cannot travel
+            return Response(request.id, "result", self.name, result=value)
+        except TimeoutError as exc:
+            error = AtomTimeout(request.atom or request.task, request.timeout or 0.0)
+            error.__cause__ = exc
+            return Response(request.id, "failure", self.name, failure=Failure.from_exception(error))
+        except Exception as exc:
+            return Response(request.id, "failure", self.name, failure=Failure.from_exception(exc))
+        finally:
+            _current.reset(token)
+
+
+# ---------------------------------------------------------------------------------------
+# Engine side
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Pending:
+    future: asyncio.Future[Response]
+    emit: Callable[[Event], None] | None
+    flow: str
+    atom: str
+    last_seen: float | None = None  #: monotonic time of the last word from a worker
+    worker: str = ""
+
+
+class RemoteExecutor:
+    """Runs a flow's tasks on remote workers: `zag.Engine(flow, executor=RemoteExecutor(...))`.
+
+        async with zag.RemoteExecutor("amqp://guest:guest@127.0.0.1/", topics=["compute"]) as ex:
+            await zag.Engine(flow, executor=ex).run()
+
+    Args:
+        url: the broker.
+        topics: topics whose workers may run this engine's tasks; each task
+            goes to the first topic whose live workers advertise it.
+        stall_timeout: fail a running request whose worker sent nothing for
+            this long (WorkerLost).
+        discovery_timeout: how long to wait for a worker that serves a task
+            before failing with NoWorkers.
+        publish_timeout: how long a publish may wait for the broker to come back.
+    """
+
+    remote_delays = True
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        topics: Iterable[str],
+        stall_timeout: float = 10.0,
+        discovery_timeout: float = 3.0,
+        publish_timeout: float = 30.0,
+        delivery_limit: int = 5,
+        codec: Codec | None = None,
+    ) -> None:
+        self.url = url
+        self.topics = [_check_topic(t) for t in topics]
+        if not self.topics:
+            raise ConfigurationError("RemoteExecutor needs at least one topic")
+        self.stall_timeout = stall_timeout
+        self.discovery_timeout = discovery_timeout
+        self.publish_timeout = publish_timeout
+        self.delivery_limit = delivery_limit
+        self.codec = codec or JsonCodec()
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._work: AbstractExchange | None = None
+        self._delay: AbstractExchange | None = None
+        self._reply_queue: AbstractQueue | None = None
+        self._pending: dict[str, _Pending] = {}
+        self._workers: dict[
+            str, tuple[str, frozenset[str], float]
+        ] = {}  # name -> topic, tasks, expiry
+        self._workers_changed = asyncio.Event()
+        self._watchdog: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def __aenter__(self) -> Self:
+        self._connection = await aio_pika.connect_robust(self.url)
+        self._channel = await self._connection.channel()
+        self._work = await declare_topology(self._channel, self.topics, self.delivery_limit)
+        self._delay = await self._channel.get_exchange(DELAY, ensure=False)
+        self._reply_queue = await self._channel.declare_queue(exclusive=True, auto_delete=True)
+        await self._reply_queue.consume(self._on_response, no_ack=True)
+        discovery = await self._channel.get_exchange(DISCOVERY, ensure=False)
+        hello = await self._channel.declare_queue(exclusive=True, auto_delete=True)
+        await hello.bind(discovery)
+        await hello.consume(self._on_announcement, no_ack=True)
+        await discovery.publish(aio_pika.Message(b'{"v": 1, "kind": "ping"}'), routing_key="")
+        self._watchdog = asyncio.create_task(self._watch())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close; every request still outstanding resolves with a clear error."""
+        if self._closed:
+            return
+        self._closed = True
+        for rid, pending in list(self._pending.items()):
+            if not pending.future.done():
+                pending.future.set_exception(
+                    ExecutionError(
+                        f"atom {pending.atom!r}: the remote executor was closed while "
+                        f"request {rid} was outstanding"
+                    )
+                )
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+    # -- discovery -------------------------------------------------------------------
+
+    async def _on_announcement(self, message: AbstractIncomingMessage) -> None:
+        import json
+
+        try:
+            data = json.loads(message.body)
+        except ValueError:
+            return
+        kind = data.get("kind")
+        name = data.get("worker")
+        if not isinstance(name, str):
+            return
+        if kind == "leaving":
+            self._workers.pop(name, None)
+        elif kind == "worker":
+            ttl = float(data.get("ttl", 6.0))
+            self._workers[name] = (
+                str(data.get("topic")),
+                frozenset(data.get("tasks", ())),
+                time.monotonic() + ttl,
+            )
+            self._workers_changed.set()
+
+    def workers(self) -> dict[str, tuple[str, frozenset[str]]]:
+        """Live workers seen through discovery: name -> (topic, task keys)."""
+        now = time.monotonic()
+        return {
+            n: (t, k) for n, (t, k, exp) in self._workers.items() if exp > now and t in self.topics
+        }
+
+    async def _topic_for(self, key: str, atom: str) -> str:
+        deadline = time.monotonic() + self.discovery_timeout
+        while True:
+            for topic in self.topics:
+                if any(t == topic and key in tasks for t, tasks in self.workers().values()):
+                    return topic
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise NoWorkers(
+                    f"atom {atom!r}: no live worker on topics {self.topics} serves task {key!r} "
+                    f"(start one with: python -m zag_async worker --topic TOPIC module:tasks)"
+                )
+            self._workers_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._workers_changed.wait()
+
+    # -- requests --------------------------------------------------------------------
+
+    async def execute(
+        self,
+        atom: Atom,
+        name: str,
+        flow: str,
+        kwargs: dict[str, Any],
+        *,
+        time_limit: float | None,
+        delay: float,
+    ) -> Any:
+        return await self._request(atom, name, flow, "execute", kwargs, time_limit, delay)
+
+    async def revert(self, atom: Atom, name: str, flow: str, kwargs: dict[str, Any]) -> Any:
+        return await self._request(atom, name, flow, "revert", kwargs, None, 0.0)
+
+    async def _request(
+        self,
+        atom: Atom,
+        name: str,
+        flow: str,
+        action: str,
+        kwargs: dict[str, Any],
+        time_limit: float | None,
+        delay: float,
+    ) -> Any:
+        if self._closed or self._channel is None:
+            raise ExecutionError(
+                "the remote executor is not open; use 'async with RemoteExecutor(...)'"
+            )
+        key = task_key(atom)
+        topic = await self._topic_for(key, name)
+        rid = uuid.uuid4().hex
+        request = Request(rid, key, action, dict(kwargs), atom=name, flow=flow, timeout=time_limit)
+        body = request.dumps(self.codec)
+        current = _current.get()
+        loop = asyncio.get_running_loop()
+        pending = _Pending(loop.create_future(), current[0] if current else None, flow, name)
+        self._pending[rid] = pending
+        try:
+            await self._publish(body, rid, topic, delay)
+            wait = None if time_limit is None else time_limit + delay + self.stall_timeout
+            try:
+                async with asyncio.timeout(wait):
+                    response = await pending.future
+            except TimeoutError:
+                raise AtomTimeout(name, time_limit or 0.0) from None
+        finally:
+            self._pending.pop(rid, None)
+        if response.kind == "result":
+            return response.result
+        if response.kind == "rejected":
+            raise ExecutionError(
+                f"atom {name!r}: worker {response.worker} rejected the request: {response.reason}"
+            )
+        failure = response.failure
+        assert failure is not None
+        raise RemoteFailure(failure)
+
+    async def _publish(self, body: bytes, rid: str, topic: str, delay: float) -> None:
+        """Publish, retrying while the broker is away (never silently dropped)."""
+        assert self._reply_queue is not None
+        headers: dict[str, Any] = {}
+        exchange = self._work
+        if delay > 0:
+            headers["zag-delay"] = str(delay_tier(delay))
+            exchange = self._delay
+        assert exchange is not None
+        message = aio_pika.Message(
+            body,
+            correlation_id=rid,
+            reply_to=self._reply_queue.name,
+            headers=headers,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        deadline = time.monotonic() + self.publish_timeout
+        pause = 0.1
+        while True:
+            try:
+                await exchange.publish(message, routing_key=topic)
+                return
+            except Exception as exc:  # connection trouble: wait for the robust reconnect
+                if time.monotonic() + pause > deadline:
+                    raise ExecutionError(
+                        f"could not publish request {rid} to RabbitMQ: {exc!r}"
+                    ) from exc
+                logger.warning("publish of request %s failed (%r); retrying", rid, exc)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
+
+    async def _on_response(self, message: AbstractIncomingMessage) -> None:
+        try:
+            response = Response.loads(message.body, self.codec)
+        except MessageError as exc:
+            logger.error("ignoring a malformed response: %s", exc)
+            return
+        pending = self._pending.get(response.id)
+        if pending is None or pending.future.done():
+            return  # a duplicate, or the answer to a request we gave up on
+        pending.last_seen = time.monotonic()
+        pending.worker = response.worker or pending.worker
+        if response.kind in ("result", "failure", "rejected"):
+            pending.future.set_result(response)
+        elif (
+            response.kind == "progress"
+            and pending.emit is not None
+            and response.progress is not None
+        ):
+            pending.emit(
+                Event("progress", pending.flow, "RUNNING", pending.atom, progress=response.progress)
+            )
+
+    async def _watch(self) -> None:
+        """Fail requests whose worker went silent (it died and nobody took the request over)."""
+        period = max(self.stall_timeout / 4, 0.05)
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for rid, pending in list(self._pending.items()):
+                seen = pending.last_seen
+                if (
+                    seen is not None
+                    and now - seen > self.stall_timeout
+                    and not pending.future.done()
+                ):
+                    pending.future.set_exception(
+                        WorkerLost(
+                            f"atom {pending.atom!r}: worker {pending.worker or '?'} went silent "
+                            f"for {now - seen:.1f}s while running request {rid}"
+                        )
+                    )
+
+    # -- what the engine uses --------------------------------------------------------
+
+    def __repr__(self) -> str:
+        return f"<RemoteExecutor {self.topics} {len(self._pending)} pending>"

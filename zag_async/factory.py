@@ -38,14 +38,22 @@ def factory_path(factory: Callable[..., Any] | str) -> str:
     return f"{module}:{qualname}"
 
 
-def resolve_factory(path: str) -> Callable[..., Any]:
-    module_name, _, qualname = path.partition(":")
+def import_object(path: str, what: str = "object") -> Any:
+    """The object at `"package.module:name"` (ConfigurationError if it cannot be imported)."""
+    module_name, sep, qualname = path.partition(":")
+    if not sep or not module_name or not qualname:
+        raise ConfigurationError(f"{what} {path!r} must be written 'package.module:name'")
     try:
         target: Any = importlib.import_module(module_name)
         for part in qualname.split("."):
             target = getattr(target, part)
     except (ImportError, AttributeError) as exc:
-        raise ConfigurationError(f"cannot import flow factory {path!r}: {exc}") from exc
+        raise ConfigurationError(f"cannot import {what} {path!r}: {exc}") from exc
+    return target
+
+
+def resolve_factory(path: str) -> Callable[..., Any]:
+    target = import_object(path, "flow factory")
     if not callable(target):
         raise ConfigurationError(f"flow factory {path!r} is not callable")
     return target  # type: ignore[no-any-return]

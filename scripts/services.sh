@@ -16,6 +16,10 @@
 # ZooKeeper: a server answering `ruok` on 127.0.0.1:2181 (ZAG_ZK_PORT); when
 # missing, Debian's `zookeeper` package is installed and the server started
 # in the background with our own zoo.cfg (see ensure_zookeeper).
+#
+# RabbitMQ: a broker answering AMQP on 127.0.0.1:5672 (ZAG_RMQ_PORT) for user
+# guest/guest; when missing, Debian's `rabbitmq-server` package is installed
+# and the node started with `rabbitmq-server -detached` (see ensure_rabbitmq).
 set -euo pipefail
 
 PG_HOST=127.0.0.1
@@ -284,13 +288,106 @@ ensure_zookeeper() {
 }
 
 # ---------------------------------------------------------------------------
-# Later issues
+# RabbitMQ
 # ---------------------------------------------------------------------------
 
+# RabbitMQ: a broker answering AMQP 0-9-1 on 127.0.0.1:5672 (ZAG_RMQ_PORT) with the
+# default guest/guest user (allowed from loopback only, which is all the tests need).
+# When nothing answers, Debian's `rabbitmq-server` package is installed if missing
+# and the node started with `rabbitmq-server -detached` (no init system needed),
+# then awaited with `rabbitmqctl await_startup`. A node that already runs is never
+# stopped or restarted. The RABBITMQ_* environment (node name, dirs, port) is passed
+# through, so the same function can bring up a non-default node.
+RMQ_HOST=127.0.0.1
+RMQ_PORT="${ZAG_RMQ_PORT:-5672}"
+RMQ_START_TIMEOUT=60
+
+# 0 when the port answers the AMQP 0-9-1 protocol header with a Connection.Start
+# frame (type 1, channel 0, then class 10 / method 10 after the 4-byte size).
+rmq_ready() {
+    local reply
+    reply="$(timeout 3 bash -c "exec 3<>/dev/tcp/$RMQ_HOST/$RMQ_PORT && printf 'AMQP\\x00\\x00\\x09\\x01' >&3 && head -c 11 <&3" 2>/dev/null |
+        od -An -tx1 | tr -d ' \n' || true)"
+    [[ "$reply" == 010000????????000a000a ]]
+}
+
+rmq_install() {
+    can_be_root || die "RabbitMQ is not installed and installing it needs root: run 'sudo $0 rabbitmq' (or: sudo apt-get install rabbitmq-server)"
+    command -v apt-get >/dev/null 2>&1 || die "RabbitMQ is not installed and there is no apt-get here: start a RabbitMQ 3.8+ on $RMQ_HOST:$RMQ_PORT (guest/guest) yourself"
+    note "installing RabbitMQ (apt-get install rabbitmq-server)"
+    local log
+    log="$(mktemp)"
+    # The package's own start attempt may fail without an init system; we start it below.
+    if ! { as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server; } >"$log" 2>&1; then
+        tail -n 20 "$log" >&2
+        rm -f "$log"
+        die "apt-get install rabbitmq-server failed (output above)"
+    fi
+    rm -f "$log"
+    command -v rabbitmq-server >/dev/null 2>&1 || [[ -x /usr/sbin/rabbitmq-server ]] ||
+        die "apt-get installed rabbitmq-server but the rabbitmq-server command is missing"
+}
+
+rmq_cmd() {
+    # Debian puts the wrappers (which switch to the rabbitmq user) in /usr/sbin,
+    # which a non-login PATH may lack.
+    local name="$1"
+    shift
+    if command -v "$name" >/dev/null 2>&1; then
+        as_root "$name" "$@"
+    else
+        as_root "/usr/sbin/$name" "$@"
+    fi
+}
+
+rmq_start() {
+    can_be_root || die "RabbitMQ does not answer on $RMQ_HOST:$RMQ_PORT and starting it needs root: run 'sudo $0 rabbitmq'"
+    note "starting RabbitMQ (rabbitmq-server -detached; log in /var/log/rabbitmq/)"
+    local log
+    log="$(mktemp)"
+    if [[ "$RMQ_PORT" != 5672 ]]; then
+        export RABBITMQ_NODE_PORT="$RMQ_PORT"
+    fi
+    if ! rmq_cmd rabbitmq-server -detached >"$log" 2>&1; then
+        tail -n 5 "$log" >&2
+        rm -f "$log"
+        die "rabbitmq-server -detached failed (output above; logs in /var/log/rabbitmq/)"
+    fi
+    # await_startup fails at once while the node has not yet registered with epmd,
+    # so retry it until the deadline; then the port itself must answer.
+    local deadline=$((SECONDS + RMQ_START_TIMEOUT))
+    while ((SECONDS < deadline)); do
+        if rmq_cmd rabbitmqctl -q await_startup --timeout "$((deadline - SECONDS))" >"$log" 2>&1 && rmq_ready; then
+            rm -f "$log"
+            return 0
+        fi
+        sleep 1
+    done
+    local why
+    why="$(grep -m1 -iE 'error|fail' "$log" || tail -n 1 "$log" || true)"
+    rm -f "$log"
+    die "RabbitMQ does not answer AMQP on $RMQ_HOST:$RMQ_PORT ${RMQ_START_TIMEOUT}s after start: ${why:-no output} (logs in /var/log/rabbitmq/)"
+}
+
+# The tests log in as guest/guest: check it when rabbitmqctl can reach the node
+# (it needs root for the node's cookie; without it the tests themselves will tell).
+rmq_check_guest() {
+    can_be_root || return 0
+    local out
+    out="$(rmq_cmd rabbitmqctl -q authenticate_user guest guest 2>&1)" && return 0
+    if [[ "$out" == *"unable to"* || "$out" == *nodedown* || "$out" == *"could not"* ]]; then
+        return 0 # a node rabbitmqctl does not control (other cookie or name): not our call
+    fi
+    die "RabbitMQ on $RMQ_HOST:$RMQ_PORT refuses guest/guest: ${out%%$'\n'*} (restore it: rabbitmqctl add_user guest guest; rabbitmqctl set_permissions guest '.*' '.*' '.*')"
+}
+
 ensure_rabbitmq() {
-    # TODO(worker/AMQP issue): `rabbitmq-server -detached` + `rabbitmqctl await_startup`
-    # when 127.0.0.1:5672 does not answer (see SERVICES.md).
-    return 0
+    if ! rmq_ready; then
+        command -v rabbitmq-server >/dev/null 2>&1 || [[ -x /usr/sbin/rabbitmq-server ]] || rmq_install
+        rmq_start
+    fi
+    rmq_check_guest
 }
 
 # ---------------------------------------------------------------------------

@@ -182,6 +182,10 @@ class Plan:
     s7_peer: tuple[int, ...] = (1000,)
     s7_zag: tuple[int, ...] = (1000, 10_000, 100_000)
     import_runs: int = 10
+    jobs_n: int = 1000  # JOBS: no-op jobs per case
+    jobs_raw_n: int = 1000  # JOBS: raw create+delete pairs per loop run
+    jobs_raw_repeats: int = 3
+    jobs_max_jobs: tuple[int, ...] = (1, 8, 32)
 
     @classmethod
     def quick(cls) -> Plan:
@@ -199,4 +203,8 @@ class Plan:
             s7_peer=(200,),
             s7_zag=(1000, 10_000),
             import_runs=3,
+            jobs_n=200,
+            jobs_raw_n=400,
+            jobs_raw_repeats=1,
+            jobs_max_jobs=(1, 8),
         )

@@ -6,6 +6,7 @@ Run through nox so TaskFlow is installed beside zag-async::
     ./dev bench --quick              # smoke run
     ./dev bench --only S1,S7 --json out.json
     ./dev bench --only-peer          # TaskFlow side only
+    ./dev bench -- --only JOBS       # job boards on ZooKeeper (127.0.0.1:2181) + conductors
 
 Both libraries run in this one process (S7 and import cost use fresh
 subprocesses per library). Results are printed side by side with the
@@ -26,10 +27,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from common import PEER, ZAG, Measurement, Plan, Recorder, Stats, environment
+from common import PEER, ZAG, Measurement, Plan, Recorder, Stats, dist_version, environment
 
 HERE = Path(__file__).resolve().parent
-ALL_SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "IMPORT")
+ALL_SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "JOBS", "IMPORT")
 TITLES = {
     "S1": "S1 linear-noop (serial)",
     "S2": "S2 wide-io (200 x 10 ms sleeps)",
@@ -38,6 +39,7 @@ TITLES = {
     "S5": "S5 revert",
     "S6": "S6 retry Times(5)",
     "S7": "S7 memory (fresh process per library)",
+    "JOBS": "JOBS job board on ZooKeeper + conductors (no-op jobs; raw create+delete floor)",
     "IMPORT": "Import cost (fresh interpreters, minus `python -c pass`)",
 }
 
@@ -279,15 +281,20 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     zag_rec, peer_rec = Recorder(ZAG), Recorder(PEER)
 
+    import jobs
+
     if run_peer:
         import taskflow_side
 
+        taskflow_side.SCENARIOS.setdefault("JOBS", jobs.peer_scenario)
         if args.pg_url:
             taskflow_side.S4_PG_URL = args.pg_url
     if run_zag:
         import zag_side
 
+        zag_side.SCENARIOS.setdefault("JOBS", jobs.zag_scenario)
         if args.zag_pg_url:
+            jobs.PG_URL = args.zag_pg_url
             zag_side.S4_PG_URL = args.zag_pg_url
 
     # Interleave per scenario so both sides see similar machine load. S4 goes last:
@@ -328,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {key:<11} {env_before[key]}")
     print(f"  {'loadavg':<11} {env_before['loadavg']} (start), {env_after['loadavg']} (end)")
     print(f"  {'elapsed':<11} {elapsed:.0f} s")
+    if "JOBS" in wanted:
+        print(f"  {'aiozk':<11} {dist_version('aiozk')}, kazoo {dist_version('kazoo')}, "
+              f"ZooKeeper {jobs.ZK_SERVERS}")
     if zag_missing:
         print(f"  zag-async side not run: {zag_missing}")
     print("  ratio = zag median / TaskFlow median (below 1: zag is faster or smaller)")

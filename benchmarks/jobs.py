@@ -204,10 +204,11 @@ async def raw_pairs(n: int, loops: int, *, wrapped: bool = False) -> dict[str, f
                 await call(zk.create, path, b"x")
                 await call(zk.delete, path, True)
 
-        t0 = clock()
+        t0, c0 = clock(), time.process_time()
         await asyncio.gather(*(loop(k) for k in range(loops)))
         total = clock() - t0
-        return {"total": total, "pairs": per_loop * loops}
+        cpu = time.process_time() - c0
+        return {"total": total, "pairs": per_loop * loops, "cpu": cpu}
     finally:
         if session is not None:
             await session.aclose()
@@ -279,10 +280,11 @@ async def zag_inprocess(
                 s1 = ZkCounter.snapshot()
                 if profiler is not None:
                     profiler.enable()  # the conductors' phase only
-                t0 = clock()
+                t0, c0 = clock(), time.process_time()
                 start()
                 await _wait_done(done, list(tasks), n)
                 out["run_s"] = last_consumed[0] - t0
+                out["cpu_s"] = time.process_time() - c0
                 if profiler is not None:
                     profiler.disable()
                 s2 = ZkCounter.snapshot()
@@ -292,10 +294,11 @@ async def zag_inprocess(
                 start()
                 await asyncio.sleep(0.3)  # let them arm their watches (outside the clock)
                 s0 = ZkCounter.snapshot()
-                t0 = clock()
+                t0, c0 = clock(), time.process_time()
                 out["post_s"] = await post_all()
                 await _wait_done(done, list(tasks), n)
                 out["run_s"] = last_consumed[0] - t0
+                out["cpu_s"] = time.process_time() - c0
                 out["zk"] = _per_job(s0, ZkCounter.snapshot(), n)
             for c in cons:
                 c.stop()
@@ -359,10 +362,12 @@ async def conductor_main(args: argparse.Namespace) -> None:
             return
         if profiler is not None:
             profiler.enable()
+        c0 = time.process_time()
         task = asyncio.create_task(conductor.run())
         await reader.readline()  # "stop" or EOF
         conductor.stop()
         await task
+        kinds["cpu_ms"] = round((time.process_time() - c0) * 1e3)
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(args.profile)
@@ -457,6 +462,8 @@ async def zag_subprocess(
                 kinds.update(s)
             out["kinds"] = dict(kinds)
             out["per_conductor"] = [s.get("consumed", 0) for s in summaries]
+            out["cpu_s"] = sum(s.get("cpu_ms", 0) for s in summaries) / 1e3
+            out["cpu_where"] = "conductor processes, from go to stop"
             async with zag.jobs.connect(url, persistence=backend) as board:
                 out["remaining"] = len(await board.jobs())
     finally:
@@ -672,6 +679,10 @@ def _rate_rows(rec: Recorder, case: str, n: int, r: dict[str, Any], raw_ms: floa
     rec.add(SCENARIO, case, "completed", "jobs/s", [n / run_s],
             f"{what}; {note}" if note else what)
     rec.add(SCENARIO, case, "per job", "ms", [ms_job])
+    if "cpu_s" in r:
+        where = r.get("cpu_where", "this process (conductors" + (
+            ")" if mode == "pre" else " + poster)") + " during the run")
+        rec.add(SCENARIO, case, "CPU per job", "ms", [r["cpu_s"] * 1e3 / n], where)
     if ratio and raw_ms > 0:
         rec.add(SCENARIO, case, "rate / raw pair rate", "%", [raw_ms / ms_job * 100],
                 f"{raw_ms:.3f} ms per raw create+delete pair; target >= 50%")
@@ -717,6 +728,8 @@ def zag_scenario(rec: Recorder, plan: Plan) -> None:
     rec.add(SCENARIO, "raw create+delete, 1 loop", "per pair", "ms", raw_ms,
             f"aiozk: {plan.jobs_raw_n} x create+delete, sequential; the floor")
     rec.add(SCENARIO, "raw create+delete, 1 loop", "pairs/s", "1/s", [1e3 / x for x in raw_ms])
+    rec.add(SCENARIO, "raw create+delete, 1 loop", "CPU per pair", "ms",
+            [r["cpu"] * 1e3 / r["pairs"] for r in raw], "this process (aiozk + asyncio)")
     raw8 = [asyncio.run(raw_pairs(plan.jobs_raw_n, 8)) for _ in range(plan.jobs_raw_repeats)]
     rec.add(SCENARIO, "raw create+delete, 8 loops", "pairs/s", "1/s",
             [r["pairs"] / r["total"] for r in raw8],

@@ -523,6 +523,20 @@ def _tf_board(root: str, persistence: Any = None) -> Any:
     return board
 
 
+def _tf_cleanup(root: str) -> None:
+    """Delete the root and the siblings TaskFlow's board makes beside it (.trash, .entities)."""
+    from kazoo.client import KazooClient
+
+    client = KazooClient(hosts=ZK_SERVERS)
+    client.start(timeout=15)
+    try:
+        for path in (root, f"{BENCH_ROOT}/.trash", f"{BENCH_ROOT}/.entities"):
+            client.delete(path, recursive=True)
+    finally:
+        client.stop()
+        client.close()
+
+
 def tf_raw_pairs(n: int) -> float:
     """The same sequential create+delete loop through kazoo (TaskFlow's client)."""
     from kazoo.client import KazooClient
@@ -546,7 +560,6 @@ def tf_raw_pairs(n: int) -> float:
 
 def tf_board_loop(n: int) -> dict[str, float]:
     """TaskFlow: post n jobs, then claim + consume each one (no flow run)."""
-    from kazoo.client import KazooClient
 
     root = _new_root()
     board = _tf_board(root)
@@ -571,18 +584,13 @@ def tf_board_loop(n: int) -> dict[str, float]:
         return {"post_s": post_s, "run_s": run_s}
     finally:
         board.close()
-        client = KazooClient(hosts=ZK_SERVERS)
-        client.start(timeout=15)
-        client.delete(root, recursive=True)
-        client.stop()
-        client.close()
+        _tf_cleanup(root)
 
 
 def tf_conductor(n: int, mode: str) -> dict[str, float]:
     """TaskFlow: a BlockingConductor (serial engine) over n posted no-op flows."""
     import threading
 
-    from kazoo.client import KazooClient
     from taskflow import engines
     from taskflow.conductors import backends as conductor_backends
     from taskflow.persistence import backends as persistence_backends
@@ -644,11 +652,7 @@ def tf_conductor(n: int, mode: str) -> dict[str, float]:
         thread.join(30)
         board.close()
         poster.close()
-        client = KazooClient(hosts=ZK_SERVERS)
-        client.start(timeout=15)
-        client.delete(root, recursive=True)
-        client.stop()
-        client.close()
+        _tf_cleanup(root)
     return out
 
 

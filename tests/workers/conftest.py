@@ -130,8 +130,10 @@ async def queue_depth(url: str, name: str) -> int:
         return 0
 
 
-async def take_dead(url: str, correlation_id: str, *, within: float = 10.0) -> Any:
-    """Find (and remove) the message with this correlation id in queue zag.dead.
+async def take_dead(
+    url: str, match: Callable[[Any], bool], *, within: float = 10.0, what: str = "message"
+) -> Any:
+    """Find (and remove) the first message in queue zag.dead for which `match(message)`.
 
     Other messages are left where they are: they are fetched without ack and
     go back when the channel closes. Returns the message (body and headers).
@@ -144,11 +146,11 @@ async def take_dead(url: str, correlation_id: str, *, within: float = 10.0) -> A
                 message = await queue.get(no_ack=False, fail=False, timeout=5)
                 if message is None:
                     return None
-                if message.correlation_id == correlation_id:
+                if match(message):
                     await message.ack()
                     return message
 
-    return await eventually(scan, within=within, what=f"message {correlation_id} in zag.dead")
+    return await eventually(scan, within=within, what=f"{what} in zag.dead")
 
 
 @pytest.fixture
@@ -168,7 +170,8 @@ StartWorkers = Callable[..., Awaitable[list[zag.Worker]]]
 async def start_workers(amqp_url: str, topic: str) -> AsyncIterator[StartWorkers]:
     """`await start_workers(n=1, worker_class=zag.Worker, **kwargs)`: n serving Workers.
 
-    They take requests for the test's topic unless `topic=` says otherwise.
+    They take requests for the test's topic from the main broker unless `topic=`
+    or `url=` say otherwise.
 
     They serve in background tasks until the test ends; then they are stopped
     (gracefully, bounded) and closed.
@@ -183,8 +186,9 @@ async def start_workers(amqp_url: str, topic: str) -> AsyncIterator[StartWorkers
         kwargs.setdefault("announce_every", 0.5)
         kwargs.setdefault("topic", topic)
         started = []
+        url = kwargs.pop("url", amqp_url)
         for _ in range(n):
-            worker = await stack.enter_async_context(worker_class(amqp_url, **kwargs))
+            worker = await stack.enter_async_context(worker_class(url, **kwargs))
             serving.append((worker, asyncio.create_task(worker.serve())))
             started.append(worker)
         return started
@@ -349,7 +353,7 @@ def failure_types(error: BaseException) -> tuple[str, ...]:
     """The exception types an engine error carries: RemoteFailure's failure, or its own MRO."""
     if isinstance(error, zag.errors.RemoteFailure):
         return error.failure.exception_types
-    return tuple(f"{c.__module__}.{c.__qualname__}" for c in type(error).__mro__)
+    return zag.Failure.from_exception(error).exception_types
 
 
 def as_json(value: Any) -> str:

@@ -112,10 +112,10 @@ async def test_remote_reverts_run_in_reverse_order_with_results_and_failures(
     await start_workers()
     executor = await remote()
     engine = zag.Engine(revert_flow(), executor=executor)
-    with pytest.raises(zag.errors.RemoteFailure) as caught:
+    with pytest.raises(Exception) as caught:  # noqa: B017 - RemoteFailure or a rebuilt Kaboom
         await engine.run()
     assert engine.state is zag.FlowState.REVERTED
-    assert caught.value.failure.exception_types[0] == KABOOM
+    assert failure_types(caught.value)[0] == KABOOM
     expected = ["execute a", "execute b", "execute c", "revert c", "revert b", "revert a"]
     assert local_log == expected
     assert expected == tasks.LOG
@@ -162,9 +162,9 @@ async def test_retry_times_3_exhausted_reverts(start_workers: StartWorkers, remo
     executor = await remote()
     flow = zag.linear("retrying", tasks.flaky, retry=zag.retry.Times(3))
     engine = zag.Engine(flow, store={"key": "r2", "fails": 5}, executor=executor)
-    with pytest.raises(zag.errors.RemoteFailure) as caught:
+    with pytest.raises(Exception) as caught:  # noqa: B017 - RemoteFailure or a rebuilt Kaboom
         await engine.run()
-    assert caught.value.failure.exception_types[0] == KABOOM
+    assert failure_types(caught.value)[0] == KABOOM
     assert engine.state is zag.FlowState.REVERTED
     assert len(tasks.ATTEMPTS["r2"]) == 3
 
@@ -297,26 +297,28 @@ async def test_no_worker_serving_this_task_fails_fast(
     assert f"{tasks.__name__}:double" in str(caught.value)
 
 
-async def test_raising_task_gives_remote_failure_with_original_type(
+async def test_raising_task_keeps_the_original_type(
     start_workers: StartWorkers, remote: Remote
 ) -> None:
+    """The caller gets RemoteFailure (or an exception rebuilt as the original type); either
+    way the type name, message and remote traceback survive, and `check()` works."""
     await start_workers()
     executor = await remote()
     engine = zag.Engine(
         zag.linear("raising", tasks.explode), store={"message": "it blew"}, executor=executor
     )
-    with pytest.raises(zag.errors.RemoteFailure) as caught:
+    with pytest.raises(Exception) as caught:  # noqa: B017 - see the docstring
         await engine.run()
-    failure = caught.value.failure
+    assert failure_types(caught.value)[0] == KABOOM
+    assert "it blew" in str(caught.value)
+    assert engine.state is zag.FlowState.REVERTED
+    failure = engine.storage.get("explode").failure
+    assert failure is not None
     assert failure.exception_types[0] == KABOOM
     assert "ValueError" in failure.exception_types
     assert failure.check(KABOOM) and failure.check(ValueError)
     assert failure.message == "it blew"
     assert "raise Kaboom(message)" in failure.traceback
-    assert KABOOM in str(caught.value)
-    assert engine.state is zag.FlowState.REVERTED
-    stored = engine.storage.get("explode").failure
-    assert stored is not None and KABOOM in failure_types_of(stored)
 
 
 async def test_unsendable_result_fails_the_atom(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -152,13 +153,26 @@ def test_reraise_raises_the_original_object() -> None:
     assert info.value is exc
 
 
-def test_reraise_after_round_trip_raises_remote_failure() -> None:
+def test_reraise_after_round_trip_rebuilds_an_imported_type() -> None:
     back = zag.Failure.from_json(capture(charge_card, 7).to_json())
+    with pytest.raises(CardDeclined) as info:
+        back.reraise()
+    # The rebuilt exception carries the stored failure as a RemoteFailure cause.
+    cause = info.value.__cause__
+    assert isinstance(cause, RemoteFailure)
+    assert cause.failure == back
+    assert QUALNAME in str(cause)
+    assert "card declined" in str(cause)
+
+
+def test_reraise_of_an_unknown_type_raises_remote_failure() -> None:
+    data = capture(charge_card, 7).to_dict()
+    data["exception_types"] = ["not_imported_anywhere.Boom", "Exception", "BaseException"]
+    back = zag.Failure.from_dict(data)
     with pytest.raises(RemoteFailure) as info:
         back.reraise()
     assert info.value.failure == back
-    assert QUALNAME in str(info.value)
-    assert "card declined" in str(info.value)
+    assert "not_imported_anywhere" not in sys.modules  # nothing imported on its behalf
 
 
 def test_non_json_args_become_repr_strings() -> None:

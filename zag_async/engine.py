@@ -1161,12 +1161,7 @@ def _as_exception(failures: Mapping[str, Failure]) -> BaseException | None:
     if not failures:
         return None
     if len(failures) == 1:
-        failure = next(iter(failures.values()))
-        if failure.exception is not None:
-            return failure.exception
-        from .errors import RemoteFailure
-
-        return RemoteFailure(failure)
+        return next(iter(failures.values())).to_exception()
     return WrappedFailure(failures)
 
 

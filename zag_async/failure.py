@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import traceback as tb_module
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,27 @@ def _json_safe(value: Any) -> Any:
     return repr(value)
 
 
+def _rebuild(failure: Failure) -> BaseException | None:
+    """An exception of the failure's own type, if that class is already imported.
+
+    Nothing is imported on behalf of a failure (its type names may come from
+    another process): only classes in modules loaded here are used.
+    """
+    module, _, qualname = failure.exception_type.rpartition(".")
+    namespace = sys.modules.get(module or "builtins")
+    target: Any = namespace
+    for part in qualname.split("."):
+        target = getattr(target, part, None)
+    if not (isinstance(target, type) and issubclass(target, Exception)):
+        return None
+    try:
+        exc = target.__new__(target)
+        exc.args = tuple(failure.args)
+    except Exception:
+        return None
+    return exc
+
+
 @dataclass(frozen=True, eq=False)
 class Failure:
     """What is known about an exception, in a form that survives JSON.
@@ -51,7 +73,13 @@ class Failure:
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> Failure:
-        """Capture `exc`, its traceback and its cause chain."""
+        """Capture `exc`, its traceback and its cause chain.
+
+        A `RemoteFailure` (a failure from elsewhere, re-raised here) gives back
+        the failure it carries, so the original exception types are kept.
+        """
+        if isinstance(exc, RemoteFailure):
+            return exc.failure
         return cls._capture(exc, set())
 
     @classmethod
@@ -97,10 +125,25 @@ class Failure:
         return None
 
     def reraise(self) -> NoReturn:
-        """Raise the original exception, or `RemoteFailure` when it is not at hand."""
+        """Raise the original exception, or the best stand-in when it is not at hand.
+
+        Without the live exception (the failure was loaded from storage or came
+        from a remote worker) an exception of the original type is rebuilt when
+        that type is already imported here (builtins, zag errors, your own
+        modules), with `RemoteFailure` as its cause; otherwise `RemoteFailure`.
+        """
+        raise self.to_exception()
+
+    def to_exception(self) -> BaseException:
+        """The exception `reraise()` raises."""
         if self.exception is not None:
-            raise self.exception
-        raise RemoteFailure(self)
+            return self.exception
+        remote = RemoteFailure(self)
+        rebuilt = _rebuild(self)
+        if rebuilt is None:
+            return remote
+        rebuilt.__cause__ = remote
+        return rebuilt
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; `from_dict` reverses it (without the live exception)."""

@@ -93,7 +93,7 @@ class Crash:
 
 S, R, P = "SUCCESS", "RUNNING", "PENDING"
 # A failure loaded from storage has no live exception: run() raises RemoteFailure naming it.
-BOOM = "RemoteFailure(crash.flows.Boom)"
+BOOM = "stored Boom"
 ALL_REVERTED = dict.fromkeys(("flow", "a", "b", "c", "boom"), "REVERTED")
 
 CRASHES = [

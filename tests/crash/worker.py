@@ -6,8 +6,8 @@
 `start` writes the new flow's id to SIGNAL_DIR/flow_id before running it, so
 the test knows what to resume after killing this process. Both print one JSON
 line when the run ends: {"flow_id", "state", "error"}, error being null, the
-exception's type name, or `RemoteFailure(<original type>)` for a failure that
-was loaded from storage. A ZAG_CRASH_HANG checkpoint (see flows.py) freezes the
+exception's type name, or `stored <type>` for a failure that was loaded from
+storage (re-raised as its original type, with RemoteFailure as its cause). A ZAG_CRASH_HANG checkpoint (see flows.py) freezes the
 process for the test to kill; `flow:finished` freezes it after run() returned.
 """
 
@@ -27,9 +27,9 @@ from crash import flows  # noqa: E402
 async def _run(engine: zag.Engine) -> str | None:
     try:
         await engine.run()
-    except zag.errors.RemoteFailure as exc:  # a failure loaded from storage
-        return f"RemoteFailure({exc.failure.exception_type})"
     except Exception as exc:
+        if isinstance(exc.__cause__, zag.errors.RemoteFailure):  # loaded from storage
+            return f"stored {type(exc).__name__}"
         return type(exc).__name__
     return None
 

@@ -208,9 +208,12 @@ async def test_failures_round_trip(backend: zag.persistence.Backend) -> None:
     assert got.cause is not None
     assert got.cause.exception_type == "KeyError"
     assert got.cause.message == "'disk'"
-    with pytest.raises(zag.errors.RemoteFailure) as raised:
+    # Without the live exception, reraise() rebuilds the original (already imported) type,
+    # with the stored failure attached as a RemoteFailure cause.
+    with pytest.raises(QuotaExceeded) as raised:
         got.reraise()
-    assert raised.value.failure == failure
+    assert isinstance(raised.value.__cause__, zag.errors.RemoteFailure)
+    assert raised.value.__cause__.failure == failure
     assert loaded.revert_failure == revert_failure
     assert loaded.revert_failure is not None
     assert loaded.revert_failure.message == "revert broke"

@@ -302,11 +302,13 @@ async def test_half_finished_revert_resumes_where_it_stopped(backend: Backend) -
     }
 
     resumed = await zag.Engine.load(engine.flow_id, backend=backend)
-    with pytest.raises(zag.errors.RemoteFailure) as raised:
+    with pytest.raises(flows.Boom) as raised:
         await resumed.run()
 
-    # The stored failure is re-raised; its live exception stayed with the first engine.
-    assert raised.value.failure.check(flows.Boom)
+    # The stored failure is re-raised as its own type; the live exception stayed with the
+    # first engine, so the stored Failure rides along as a RemoteFailure cause.
+    assert isinstance(raised.value.__cause__, zag.errors.RemoteFailure)
+    assert raised.value.__cause__.failure.check(flows.Boom)
     assert resumed.state is F.REVERTED
     stored = await backend.load_flow(engine.flow_id)
     assert stored.state is F.REVERTED
@@ -336,7 +338,7 @@ async def test_concurrent_reverts_resume_where_they_stopped(backend: Backend) ->
     assert states(await backend.load_flow(engine.flow_id))["p1"] is S.REVERTING
 
     resumed = await zag.Engine.load(engine.flow_id, backend=backend)
-    with pytest.raises(zag.errors.RemoteFailure):
+    with pytest.raises(flows.Boom):
         await resumed.run()
 
     stored = await backend.load_flow(engine.flow_id)

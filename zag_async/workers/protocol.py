@@ -186,13 +186,20 @@ class Response:
         failure = data.get("failure")
         if kind == "failure" and not isinstance(failure, dict):
             raise MessageError("a failure response needs a 'failure' object")
+        if isinstance(failure, dict):
+            try:
+                parsed: Failure | None = Failure.from_dict(failure)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise MessageError(f"malformed failure: {exc!r}") from exc
+        else:
+            parsed = None
         progress = data.get("progress")
         return cls(
             id=_require(data, "id", str),
             kind=kind,
             worker=str(data.get("worker", "")),
             result=result,
-            failure=Failure.from_dict(failure) if isinstance(failure, dict) else None,
+            failure=parsed,
             progress=float(progress) if isinstance(progress, (int, float)) else None,
             reason=data.get("reason") if isinstance(data.get("reason"), str) else None,
             details=dict(data["details"]) if isinstance(data.get("details"), dict) else {},

@@ -54,6 +54,7 @@ class PrivateNode:
     name: str
     port: int
     env: dict[str, str]
+    os_pid: int | None = None  #: the node's process, known once it is up
 
     @property
     def url(self) -> str:
@@ -93,6 +94,7 @@ class PrivateNode:
             timeout=60,
         )
         self.wait(up=True)
+        self.os_pid = self.pid()
 
     def pid(self) -> int:
         return int(self.ctl("eval", "os:getpid().").strip().strip('"'))
@@ -102,12 +104,13 @@ class PrivateNode:
         self.wait(up=False, within=10)
 
     def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            pid = self.pid()
-            try:
-                self.ctl("stop")
-            except Exception:
-                os.kill(pid, signal.SIGKILL)
+        """Stop the node; kill it when rabbitmqctl cannot (never leave one behind)."""
+        try:
+            self.ctl("stop")
+        except Exception:
+            if self.os_pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.os_pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")

@@ -55,5 +55,5 @@ def demo(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmark zag-async against TaskFlow in one process (``-- --quick``, ``-- --only S1``)."""
-    session.install(".[postgres]", *PEER_REQUIREMENTS)
+    session.install(".[postgres,amqp]", *PEER_REQUIREMENTS)
     session.run("python", "benchmarks/run.py", *session.posargs)

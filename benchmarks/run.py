@@ -6,6 +6,7 @@ Run through nox so TaskFlow is installed beside zag-async::
     ./dev bench --quick              # smoke run
     ./dev bench --only S1,S7 --json out.json
     ./dev bench --only-peer          # TaskFlow side only
+    ./dev bench -- --only REMOTE     # remote workers on RabbitMQ (127.0.0.1:5672) vs raw aio-pika
     ./dev bench -- --only JOBS       # job boards on ZooKeeper (127.0.0.1:2181) + conductors
 
 Both libraries run in this one process (S7 and import cost use fresh
@@ -30,7 +31,7 @@ from typing import Any
 from common import PEER, ZAG, Measurement, Plan, Recorder, Stats, dist_version, environment
 
 HERE = Path(__file__).resolve().parent
-ALL_SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "JOBS", "IMPORT")
+ALL_SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "JOBS", "REMOTE", "IMPORT")
 TITLES = {
     "S1": "S1 linear-noop (serial)",
     "S2": "S2 wide-io (200 x 10 ms sleeps)",
@@ -40,6 +41,7 @@ TITLES = {
     "S6": "S6 retry Times(5)",
     "S7": "S7 memory (fresh process per library)",
     "JOBS": "JOBS job board on ZooKeeper + conductors (no-op jobs; raw create+delete floor)",
+    "REMOTE": "REMOTE workers on RabbitMQ: zag.RemoteExecutor + worker processes vs raw aio-pika",
     "IMPORT": "Import cost (fresh interpreters, minus `python -c pass`)",
 }
 
@@ -290,8 +292,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.pg_url:
             taskflow_side.S4_PG_URL = args.pg_url
     if run_zag:
+        import remote
         import zag_side
 
+        zag_side.SCENARIOS.setdefault("REMOTE", remote.zag_scenario)
         zag_side.SCENARIOS.setdefault("JOBS", jobs.zag_scenario)
         if args.zag_pg_url:
             jobs.PG_URL = args.zag_pg_url
@@ -338,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     if "JOBS" in wanted:
         print(f"  {'aiozk':<11} {dist_version('aiozk')}, kazoo {dist_version('kazoo')}, "
               f"ZooKeeper {jobs.ZK_SERVERS}")
+    if "REMOTE" in wanted:
+        print(f"  {'aio-pika':<11} {dist_version('aio-pika')}, RabbitMQ at 127.0.0.1:5672")
     if zag_missing:
         print(f"  zag-async side not run: {zag_missing}")
     print("  ratio = zag median / TaskFlow median (below 1: zag is faster or smaller)")

@@ -193,7 +193,8 @@ class Conductor:
         if free <= 0:
             return None
         try:
-            jobs = await self.board.jobs(state=JobState.UNCLAIMED)
+            # A few more than the free slots: some will be taken by others or not due.
+            jobs = await self.board.jobs(state=JobState.UNCLAIMED, limit=4 * free + 16)
         except BoardUnavailable as exc:
             logger.warning("conductor %s: board unavailable: %s", self.name, exc)
             return 1.0

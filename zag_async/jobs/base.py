@@ -473,9 +473,13 @@ class JobBoard(abc.ABC):
 
     @abc.abstractmethod
     async def jobs(
-        self, *, state: JobState | None = None, include_delayed: bool = True
+        self,
+        *,
+        state: JobState | None = None,
+        include_delayed: bool = True,
+        limit: int | None = None,
     ) -> list[Job]:
-        """Jobs on the board in claim order (priority, then posting order)."""
+        """Jobs on the board in claim order (priority, then posting order); at most `limit`."""
 
     @abc.abstractmethod
     async def get(self, job_id: str) -> Job: ...

@@ -113,7 +113,11 @@ class MemoryBoard(JobBoard):
         return dict(self._s.schedules)
 
     async def jobs(
-        self, *, state: JobState | None = None, include_delayed: bool = True
+        self,
+        *,
+        state: JobState | None = None,
+        include_delayed: bool = True,
+        limit: int | None = None,
     ) -> list[Job]:
         now = time.time()
         out = []
@@ -124,7 +128,8 @@ class MemoryBoard(JobBoard):
             if not include_delayed and job.due_at > now:
                 continue
             out.append(self._copy(job, job_state))
-        return self.claim_order(out)
+        ordered = self.claim_order(out)
+        return ordered if limit is None else ordered[:limit]
 
     async def get(self, job_id: str) -> Job:
         job = self._s.jobs.get(job_id)

@@ -24,7 +24,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -128,8 +128,10 @@ class ZooKeeperBoard(JobBoard):
         self._claimed: set[str] = set()
         self._refresh_lock = asyncio.Lock()
         self._held: dict[str, Claim] = {}  # claims taken through this board object
+        self._versions: dict[str, int] = {}  # held job -> the job node's version we wrote
         self._held_lost: list[Claim] = []  # claims to clean up once reconnected
         self._watchers: list[asyncio.Task[None]] = []
+        self._armed: dict[str, int] = {}  # watched path -> connection generation it is armed for
         self._offset = 0.0  # ZooKeeper clock - local clock, from the latest write we saw
         self._opened = False
 
@@ -143,11 +145,6 @@ class ZooKeeperBoard(JobBoard):
         self.zk.on_lost.append(self._session_lost)
         for name in DIRS:
             await self.zk.call(self.zk.c.ensure_path, "/" + name)
-        await self._refresh()
-        for path in ("/jobs", "/claims"):
-            self._watchers.append(
-                asyncio.create_task(self._watch_children(path), name=f"zag-zk-watch{path}")
-            )
 
     async def aclose(self) -> None:
         if self._closed:
@@ -163,6 +160,7 @@ class ZooKeeperBoard(JobBoard):
     def _session_lost(self) -> None:
         self._held_lost.extend(self._held.values())
         self._held.clear()
+        self._versions.clear()
         self._claims_lost()
         self._notify()
 
@@ -172,8 +170,30 @@ class ZooKeeperBoard(JobBoard):
 
     # -- watching ----------------------------------------------------------------
 
-    async def _watch_children(self, path: str) -> None:
-        """Keep a children watch on `path` armed, re-arming after every reconnect."""
+    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
+        self._start_watching()
+        return super().subscribe(callback)
+
+    def _start_watching(self) -> None:
+        """Keep the job cache current through watches (only boards that read jobs do)."""
+        if self._watchers or self._closed or not self._opened:
+            return
+        for path, apply in (("/jobs", self._apply_jobs), ("/claims", self._apply_claims)):
+            self._watchers.append(
+                asyncio.create_task(self._watch_children(path, apply), name=f"zag-zk-watch{path}")
+            )
+
+    def _watching(self) -> bool:
+        generation = self.zk.generation
+        return all(self._armed.get(p) == generation for p in ("/jobs", "/claims"))
+
+    async def _watch_children(
+        self, path: str, apply: Callable[[list[str]], Awaitable[None]]
+    ) -> None:
+        """Keep a children watch on `path` armed, re-arming after every reconnect.
+
+        Each event costs one listing, which also re-arms the watch.
+        """
         changed = asyncio.Event()
         remove = self.zk.watch([EV.CHILDREN_CHANGED], path, lambda _p: changed.set())
         try:
@@ -181,10 +201,13 @@ class ZooKeeperBoard(JobBoard):
                 generation = self.zk.generation
                 changed.clear()
                 try:
-                    await self.zk.call(self.zk.c.get_children, path, watch=True)
-                    await self._refresh()
-                    await self._clean_lost_claims()
+                    names = await self.zk.call(self.zk.c.get_children, path, watch=True)
+                    await apply(names)
+                    self._armed[path] = generation
+                    if path == "/claims":
+                        await self._clean_lost_claims()
                 except BoardUnavailable as exc:
+                    self._armed.pop(path, None)
                     logger.warning("board %s: watch on %s not armed: %s", self.url, path, exc)
                 self._notify()
                 waiters = [
@@ -199,11 +222,9 @@ class ZooKeeperBoard(JobBoard):
         finally:
             remove()
 
-    async def _refresh(self) -> None:
-        """Bring the job cache up to date: new jobs read, gone jobs dropped."""
+    async def _apply_jobs(self, names: list[str]) -> None:
+        """Bring the job cache in line with a listing: new jobs read, gone jobs dropped."""
         async with self._refresh_lock:
-            names = await self.zk.call(self.zk.c.get_children, "/jobs")
-            claimed = await self.zk.call(self.zk.c.get_children, "/claims")
             present = set(names)
             for gone in [u for u in self._cache if u not in present]:
                 del self._cache[gone]
@@ -211,9 +232,18 @@ class ZooKeeperBoard(JobBoard):
             if new:
                 read = await asyncio.gather(*(self._read_job(n) for n in new))
                 for job in read:
-                    if job is not None:
-                        self._cache[job.uuid] = job
-            self._claimed = set(claimed)
+                    if job is not None and job.uuid in present:
+                        self._cache.setdefault(job.uuid, job)
+
+    async def _apply_claims(self, names: list[str]) -> None:
+        self._claimed = set(names)
+
+    async def _refresh(self) -> None:
+        """Re-read both listings (when the watches are not armed)."""
+        names = await self.zk.call(self.zk.c.get_children, "/jobs")
+        claimed = await self.zk.call(self.zk.c.get_children, "/claims")
+        await self._apply_jobs(names)
+        await self._apply_claims(claimed)
 
     async def _read_job(self, job_id: str) -> Job | None:
         try:
@@ -233,6 +263,7 @@ class ZooKeeperBoard(JobBoard):
 
     def _with_state(self, job: Job) -> Job:
         copy = Job.from_dict(job.to_dict(), order=job.order, version=job.version)
+        copy.posted_at, copy.due_at = job.posted_at, job.due_at
         copy.board = self
         copy.state = JobState.CLAIMED if job.uuid in self._claimed else JobState.UNCLAIMED
         return copy
@@ -258,7 +289,7 @@ class ZooKeeperBoard(JobBoard):
     # -- jobs --------------------------------------------------------------------
 
     async def _multi(self, build: Callable[[Transaction], None]) -> list[Any]:
-        tx = Transaction(self.zk.client)
+        tx = Transaction(self.zk.c)
         build(tx)
         response = await self.zk.call(self.zk.c.send, tx.request)
         return list(response.responses)
@@ -277,26 +308,42 @@ class ZooKeeperBoard(JobBoard):
             data["delay"] = delay
             data.pop("due_at", None)
         key = job.idempotency_key
+        if key is None:
+            # One round trip: create with stat (the post time is the node's ctime).
+            request = protocol.Create2Request(
+                path=self.zk.c.normalize_path(f"/jobs/{job.uuid}"),
+                data=_dumps(data),
+                acl=self.zk.c.default_acl,
+            )
+            request.set_flags(False, False, False)
+            try:
+                response = await self.zk.call(self.zk.c.send, request)
+            except zk_exc.NodeExists:  # our own earlier attempt landed
+                found = await self._read_job(job.uuid)
+                if found is None:
+                    raise self._missing(job.uuid) from None
+                return self._with_state(found)
+            stored = self._job_from(_dumps(data), response.stat)
+            self._cache.setdefault(stored.uuid, stored)
+            return self._with_state(stored)
 
         def build(tx: Transaction) -> None:
             tx.create(f"/jobs/{job.uuid}", _dumps(data))
-            if key is not None:
-                tx.create("/" + _key_node(key), job.uuid.encode())
+            tx.create("/" + _key_node(key), job.uuid.encode())
 
         if self._failed(await self._multi(build)):
-            if key is not None:
-                found = await self.find_key(key)
-                if found is not None:
-                    return found
+            found = await self.find_key(key)
+            if found is not None:
+                return found
             found_job = await self._read_job(job.uuid)
             if found_job is not None:  # our own earlier attempt landed
                 return self._with_state(found_job)
             raise BoardUnavailable(f"board {self.url}: could not post job {job.name!r}")
-        stored = await self._read_job(job.uuid)
-        if stored is None:
+        stored_job = await self._read_job(job.uuid)
+        if stored_job is None:
             raise self._missing(job.uuid)
-        self._cache[stored.uuid] = stored
-        return self._with_state(stored)
+        self._cache.setdefault(stored_job.uuid, stored_job)
+        return self._with_state(stored_job)
 
     async def find_key(self, key: str) -> Job | None:
         try:
@@ -320,19 +367,28 @@ class ZooKeeperBoard(JobBoard):
         return done
 
     async def jobs(
-        self, *, state: JobState | None = None, include_delayed: bool = True
+        self,
+        *,
+        state: JobState | None = None,
+        include_delayed: bool = True,
+        limit: int | None = None,
     ) -> list[Job]:
-        await self._refresh()
+        self._start_watching()
+        if not self._watching():
+            await self._refresh()
         now = self.estimate_now()
-        out = []
+        claimed = self._claimed
+        picked = []
         for job in self._cache.values():
-            copy = self._with_state(job)
-            if state is not None and copy.state is not state:
+            if state is not None and (job.uuid in claimed) != (state is JobState.CLAIMED):
                 continue
-            if not include_delayed and copy.due_at > now:
+            if not include_delayed and job.due_at > now:
                 continue
-            out.append(copy)
-        return self.claim_order(out)
+            picked.append(job)
+        ordered = self.claim_order(picked)
+        if limit is not None:
+            ordered = ordered[:limit]
+        return [self._with_state(job) for job in ordered]
 
     async def get(self, job_id: str) -> Job:
         job = await self._read_job(job_id)
@@ -343,39 +399,85 @@ class ZooKeeperBoard(JobBoard):
         return job
 
     # -- claims ------------------------------------------------------------------
+    #
+    # A claim is one multi: create the ephemeral claim node and rewrite the job
+    # node at the version we know. The job node's new modification zxid is the
+    # fencing token (it only grows), its modification time is ZooKeeper's clock
+    # at the claim, and every later step of the claim (consume, trash, abandon,
+    # counting a failed build) checks the job node's version, so an owner whose
+    # claim was lost and retaken cannot touch the job any more.
 
     async def claim(self, job: Job | str, owner: str) -> Claim:
         job_id = self._id(job)
-        marker = uuid.uuid4().hex
-        request = protocol.Create2Request(
-            path=self.zk.c.normalize_path(f"/claims/{job_id}"),
-            data=_dumps({"owner": owner, "marker": marker}),
-            acl=self.zk.c.default_acl,
-        )
-        request.set_flags(True, False, False)
-        try:
-            response = await self.zk.call(self.zk.c.send, request)
-            stat = response.stat
-        except zk_exc.NodeExists:
-            stat = await self._own_claim(job_id, marker)
-            if stat is None:
-                raise AlreadyClaimed(f"job {job_id!r} is already claimed") from None
-        claimed_at = stat.created / 1000.0
-        self._offset = claimed_at - time.time()
-        # Read the job as stored now (not the caller's copy): it must still exist,
-        # and its due time is compared with the claim's creation time.
-        known = await self._read_job(job_id)
+        known = self._cache.get(job_id)
         if known is None:
-            await self._delete_claim(job_id, stat.created_zxid)
-            raise self._missing(job_id)
-        self._cache[job_id] = known
+            known = await self._read_job(job_id)
+            if known is None:
+                raise self._missing(job_id)
+        for _ in range(3):
+            marker = uuid.uuid4().hex
+            data = known.to_dict()
+            if known.due_at and "delay" not in data:
+                data["due_at"] = known.due_at
+            data["claim"] = {"owner": owner, "marker": marker}
+            payload, version = _dumps(data), known.version
+
+            holder = _dumps({"owner": owner, "marker": marker})
+
+            def build(
+                tx: Transaction,
+                payload: bytes = payload,
+                version: int = version,
+                holder: bytes = holder,
+            ) -> None:
+                tx.create(f"/claims/{job_id}", holder, ephemeral=True)
+                tx.set_data(f"/jobs/{job_id}", payload, version)
+
+            responses = await self._multi(build)
+            if not self._failed(responses):
+                stat = responses[1].stat
+                return await self._claimed_now(known, owner, marker, stat)
+            first, second = responses[0], responses[1]
+            if isinstance(first, zk_exc.NodeExists):
+                if await self._own_claim(job_id, marker) is not None:  # a retried send landed
+                    fresh = await self._read_job(job_id)
+                    if fresh is not None:
+                        return await self._claimed_now(known, owner, marker, None, fresh)
+                raise AlreadyClaimed(f"job {job_id!r} is already claimed")
+            if isinstance(second, zk_exc.NoNode):
+                self._cache.pop(job_id, None)
+                raise self._missing(job_id)
+            # BadVersion: our copy of the job is stale (e.g. a build failure was counted).
+            fresh = await self._read_job(job_id)
+            if fresh is None:
+                self._cache.pop(job_id, None)
+                raise self._missing(job_id)
+            self._cache[job_id] = known = fresh
+        raise AlreadyClaimed(f"job {job_id!r} keeps changing; try again")
+
+    async def _claimed_now(
+        self, known: Job, owner: str, marker: str, stat: Any, fresh: Job | None = None
+    ) -> Claim:
+        job_id = known.uuid
+        if stat is None:  # recovered after a lost reply: take the stat from a read
+            assert fresh is not None
+            _, stat = await self.zk.call(self.zk.c.get, f"/jobs/{job_id}")
+        claimed_at = stat.modified / 1000.0
+        self._offset = claimed_at - time.time()
+        version = stat.version
         if known.due_at > claimed_at:
-            await self._delete_claim(job_id, stat.created_zxid)
+            await self._release(job_id, version)
             raise NotYetDue(job_id, known.due_at - claimed_at)
         copy = self._with_state(known)
+        copy.version = version
         copy.state = JobState.CLAIMED
-        claim = Claim(copy, owner, stat.created_zxid)
+        cached = self._cache.get(job_id)
+        if cached is not None:
+            cached.version = version
+        claim = Claim(copy, owner, stat.last_modified_zxid)
         self._held[job_id] = claim
+        self._versions[job_id] = version
+        self._claimed.add(job_id)
         return claim
 
     async def _own_claim(self, job_id: str, marker: str) -> Any:
@@ -387,51 +489,50 @@ class ZooKeeperBoard(JobBoard):
         data = _loads(raw) or {}
         return stat if data.get("marker") == marker else None
 
-    async def _delete_claim(self, job_id: str, token: int) -> None:
-        """Delete the claim node if it is still the one with this token."""
-        try:
-            _, stat = await self.zk.call(self.zk.c.get, f"/claims/{job_id}")
-        except zk_exc.NoNode:
-            return
-        if stat.created_zxid != token:
-            return
-        with contextlib.suppress(zk_exc.NoNode, zk_exc.BadVersion):
-            await self.zk.call(
-                self.zk.c.send,
-                protocol.DeleteRequest(
-                    path=self.zk.c.normalize_path(f"/claims/{job_id}"), version=stat.version
-                ),
-            )
+    async def _release(self, job_id: str, version: int) -> None:
+        """Drop our claim node if the job is still at the version our claim wrote."""
 
-    def _check(self, claim: Claim) -> None:
+        def build(tx: Transaction) -> None:
+            tx.check_version(f"/jobs/{job_id}", version)
+            tx.delete(f"/claims/{job_id}", -1)
+
+        with contextlib.suppress(BoardUnavailable):
+            await self._multi(build)
+
+    def _check(self, claim: Claim) -> int:
         held = self._held.get(claim.job.uuid)
         if held is None or held.token != claim.token:
             raise ClaimLost(
                 f"job {claim.job.uuid!r}: claim {claim.fence!r} is no longer held "
                 f"(session lost, or already released)"
             )
+        return self._versions[claim.job.uuid]
 
-    async def _claim_stat(self, claim: Claim) -> Any:
-        try:
-            _, stat = await self.zk.call(self.zk.c.get, f"/claims/{claim.job.uuid}")
-        except zk_exc.NoNode:
-            stat = None
-        if stat is None or stat.created_zxid != claim.token:
-            self._held.pop(claim.job.uuid, None)
-            raise ClaimLost(f"job {claim.job.uuid!r}: claim {claim.fence!r} is gone")
-        return stat
+    def _drop(self, job_id: str) -> None:
+        self._held.pop(job_id, None)
+        self._versions.pop(job_id, None)
 
     async def _clean_lost_claims(self) -> None:
         """After a reconnect: drop claims we gave up on while disconnected."""
         lost, self._held_lost = self._held_lost, []
         for claim in lost:
-            with contextlib.suppress(BoardUnavailable):
-                await self._delete_claim(claim.job.uuid, claim.token)
+            await self._release(claim.job.uuid, claim.job.version)
 
     async def abandon(self, claim: Claim) -> None:
-        self._check(claim)
-        await self._delete_claim(claim.job.uuid, claim.token)
-        self._held.pop(claim.job.uuid, None)
+        version = self._check(claim)
+        job_id = claim.job.uuid
+
+        def build(tx: Transaction) -> None:
+            tx.check_version(f"/jobs/{job_id}", version)
+            tx.delete(f"/claims/{job_id}", -1)
+
+        responses = await self._multi(build)
+        self._drop(job_id)
+        if self._failed(responses):
+            raise ClaimLost(
+                f"job {job_id!r}: claim {claim.fence!r} was lost before it was given back"
+            )
+        self._claimed.discard(job_id)
 
     async def consume(
         self, claim: Claim, outcome: JobOutcome, *, next_job: Job | None = None
@@ -447,13 +548,13 @@ class ZooKeeperBoard(JobBoard):
         self, claim: Claim, outcome: JobOutcome, trash: str | None, next_job: Job | None
     ) -> None:
         """Remove the job and its claim, record the outcome (and post the next run), atomically."""
-        self._check(claim)
+        version = self._check(claim)
         job_id = claim.job.uuid
-        stat = await self._claim_stat(claim)
         record = {"outcome": outcome.to_dict(), "job": claim.job.to_dict()}
 
         def build(tx: Transaction, with_next: bool) -> None:
-            tx.delete(f"/claims/{job_id}", stat.version)
+            tx.check_version(f"/jobs/{job_id}", version)
+            tx.delete(f"/claims/{job_id}", -1)
             tx.delete(f"/jobs/{job_id}", -1)
             tx.create(f"/results/{job_id}", _dumps(record))
             if trash is not None:
@@ -466,36 +567,48 @@ class ZooKeeperBoard(JobBoard):
         for with_next in (True, False):
             responses = await self._multi(lambda tx, w=with_next: build(tx, w))  # type: ignore[misc]
             if not self._failed(responses):
-                self._held.pop(job_id, None)
+                self._drop(job_id)
                 self._cache.pop(job_id, None)
+                self._claimed.discard(job_id)
+                if with_next and next_job is not None:  # read our own write into the cache
+                    posted = await self._read_job(next_job.uuid)
+                    if posted is not None:
+                        self._cache.setdefault(posted.uuid, posted)
                 return
-            if await self._read_result(job_id) is not None:  # an earlier attempt landed
-                self._held.pop(job_id, None)
-                return
-            await self._claim_stat(claim)  # raises ClaimLost if that is why
+            if isinstance(responses[0], zk_exc.ZKError):  # the job moved on without us
+                self._drop(job_id)
+                if await self._read_result(job_id) is not None:  # our earlier attempt landed
+                    return
+                raise ClaimLost(f"job {job_id!r}: claim {claim.fence!r} is gone")
             if next_job is None:
                 break
             # The next run exists already (posted by an earlier attempt): finish without it.
         raise BoardUnavailable(f"board {self.url}: could not finish job {job_id!r}")
 
     async def record_build_failure(self, claim: Claim, error: str) -> int:
-        self._check(claim)
+        version = self._check(claim)
         job_id = claim.job.uuid
-        for _ in range(10):
-            try:
-                raw, stat = await self.zk.call(self.zk.c.get, f"/jobs/{job_id}")
-            except zk_exc.NoNode:
-                raise self._missing(job_id) from None
-            data = _loads(raw)
-            data["build_failures"] = data.get("build_failures", 0) + 1
-            data["last_build_error"] = error[:2000]
-            try:
-                await self.zk.call(self.zk.c.set, f"/jobs/{job_id}", _dumps(data), stat.version)
-            except zk_exc.BadVersion:
-                continue
-            self._cache.pop(job_id, None)
-            return int(data["build_failures"])
-        raise BoardUnavailable(f"board {self.url}: job {job_id!r} kept changing under us")
+        try:
+            raw, stat = await self.zk.call(self.zk.c.get, f"/jobs/{job_id}")
+        except zk_exc.NoNode:
+            raise self._missing(job_id) from None
+        if stat.version != version:
+            self._drop(job_id)
+            raise ClaimLost(f"job {job_id!r}: claim {claim.fence!r} is gone")
+        data = _loads(raw)
+        data["build_failures"] = data.get("build_failures", 0) + 1
+        data["last_build_error"] = error[:2000]
+        try:
+            new = await self.zk.call(self.zk.c.set, f"/jobs/{job_id}", _dumps(data), version)
+        except zk_exc.BadVersion:
+            self._drop(job_id)
+            raise ClaimLost(f"job {job_id!r}: claim {claim.fence!r} is gone") from None
+        self._versions[job_id] = new.version
+        cached = self._cache.get(job_id)
+        if cached is not None:  # keep the cache in step with what we wrote
+            cached.build_failures = int(data["build_failures"])
+            cached.version = new.version
+        return int(data["build_failures"])
 
     async def find_owner(self, job: Job | str) -> str | None:
         try:

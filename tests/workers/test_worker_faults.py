@@ -82,6 +82,12 @@ async def test_kill_9_with_no_other_worker_fails_with_worker_lost(
     engine = zag.Engine(mark_flow(), store=store, executor=executor)
     run = asyncio.create_task(engine.run())
     await eventually(lambda: marks(tmp_path), what="the task to start")
+    # Workers send no "started" message (a quick task answers with its outcome
+    # alone); kill it once its first heartbeat has reached the engine.
+    await eventually(
+        lambda: any(p.last_seen for p in executor._pending.values()),
+        what="the worker's first heartbeat",
+    )
     worker.kill()
     killed = time.monotonic()
     with pytest.raises(zag.errors.WorkerLost) as caught:
@@ -98,10 +104,10 @@ async def test_kill_9_with_no_other_worker_fails_with_worker_lost(
 class DoubleReplyWorker(zag.Worker):
     """Sends every result twice, the second time with a different value."""
 
-    async def _reply(self, message: Any, response: Response) -> None:
-        await super()._reply(message, response)
+    async def _reply(self, message: Any, response: Response, **kwargs: Any) -> None:
+        await super()._reply(message, response, **kwargs)
         if response.kind == "result":
-            await super()._reply(message, replace(response, result="duplicate"))
+            await super()._reply(message, replace(response, result="duplicate"), **kwargs)
 
 
 async def test_duplicate_result_is_ignored(start_workers: StartWorkers, remote: Remote) -> None:
@@ -121,8 +127,8 @@ class DiesBeforeAckWorker(zag.Worker):
 
     died = False
 
-    async def _reply(self, message: Any, response: Response) -> None:
-        await super()._reply(message, response)
+    async def _reply(self, message: Any, response: Response, **kwargs: Any) -> None:
+        await super()._reply(message, response, **kwargs)
         if response.kind == "result" and not DiesBeforeAckWorker.died:
             DiesBeforeAckWorker.died = True
             assert self._channel is not None

@@ -12,13 +12,15 @@ Topology (all declared idempotently by both sides):
     zag.dead        fanout exchange + queue: rejected and poison requests,
                     with the reason in the x-zag-reason header
     zag.discovery   fanout exchange: workers announce their topics and tasks
-    reply queues    one exclusive queue per RemoteExecutor
+    zag.reply.<id>  one durable reply queue per RemoteExecutor (x-expires), so
+                    outcomes sent while it reconnects wait for it
 
 Delivery is at-least-once: a worker acks a request only after publishing its
 outcome, so a worker killed mid-task has its request redelivered. While a
 request runs the worker sends heartbeats; the engine fails a request whose
-worker went silent for `stall_timeout` (WorkerLost), and ignores a second
-outcome for a request it already finished.
+worker went silent for `stall_timeout` (WorkerLost) or that waits in its
+queue with no live worker serving its task for `discovery_timeout`
+(NoWorkers), and ignores a second outcome for a request it already finished.
 
 Delayed retries use the tiers instead of timers: a request whose retry
 controller asked for `delay` seconds goes to the smallest tier >= delay.
@@ -122,7 +124,7 @@ def delay_tier(seconds: float) -> int:
 
 async def declare_topology(
     channel: AbstractChannel, topics: Iterable[str], delivery_limit: int
-) -> AbstractExchange:
+) -> tuple[AbstractExchange, dict[str, AbstractQueue]]:
     """Declare exchanges, the topics' queues, delay tiers and the dead-letter queue."""
     work = await channel.declare_exchange(WORK, aio_pika.ExchangeType.DIRECT, durable=True)
     dead = await channel.declare_exchange(DEAD, aio_pika.ExchangeType.FANOUT, durable=True)
@@ -137,6 +139,7 @@ async def declare_topology(
         )
         await queue.bind(delay, arguments={"x-match": "all", "zag-delay": str(tier)})
     await channel.declare_exchange(DISCOVERY, aio_pika.ExchangeType.FANOUT, durable=False)
+    queues: dict[str, AbstractQueue] = {}
     for topic in topics:
         queue = await channel.declare_queue(
             f"zag.q.{topic}",
@@ -148,7 +151,8 @@ async def declare_topology(
             },
         )
         await queue.bind(work, routing_key=topic)
-    return work
+        queues[topic] = queue
+    return work, queues
 
 
 def _check_topic(topic: str) -> str:
@@ -215,15 +219,22 @@ class Worker:
         self.codec = codec or JsonCodec()
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
+        self._queue: AbstractQueue | None = None
         self._stop = asyncio.Event()
         self._running: dict[str, asyncio.Task[None]] = {}
         self.served = 0
+        #: How long an outcome is retried while the broker is away (then the
+        #: request is left unacked, so it is redelivered: at-least-once).
+        self.reply_timeout = 60.0
 
     async def __aenter__(self) -> Self:
         self._connection = await aio_pika.connect_robust(self.url)
         self._channel = await self._connection.channel()
         await self._channel.set_qos(prefetch_count=self.concurrency)
-        await declare_topology(self._channel, [self.topic], self.delivery_limit)
+        # Consume from the declared queue object: the robust channel restores it,
+        # with its consumer, after a reconnect (a looked-up queue would not be).
+        _, queues = await declare_topology(self._channel, [self.topic], self.delivery_limit)
+        self._queue = queues[self.topic]
         return self
 
     async def __aexit__(
@@ -244,9 +255,9 @@ class Worker:
     async def serve(self) -> None:
         """Take and run requests until `stop()` (graceful: in-flight requests finish)."""
         channel = self._channel
-        if channel is None:
+        if channel is None or self._queue is None:
             raise ConfigurationError("use the worker as 'async with Worker(...) as worker:'")
-        queue = await channel.get_queue(f"zag.q.{self.topic}", ensure=False)
+        queue = self._queue
         discovery = await channel.get_exchange(DISCOVERY, ensure=False)
         pings = await channel.declare_queue(exclusive=True, auto_delete=True)
         await pings.bind(discovery)
@@ -305,17 +316,32 @@ class Worker:
         self._running[key] = task
         task.add_done_callback(lambda _t: self._running.pop(key, None))
 
-    async def _reply(self, message: AbstractIncomingMessage, response: Response) -> None:
+    async def _reply(
+        self, message: AbstractIncomingMessage, response: Response, *, retry: bool = False
+    ) -> None:
+        """Send news to the engine; outcomes are retried across a broker outage."""
         if not message.reply_to or self._channel is None:
             return
-        await self._channel.default_exchange.publish(
-            aio_pika.Message(
-                response.dumps(self.codec),
-                correlation_id=response.id,
-                content_type="application/json",
-            ),
-            routing_key=message.reply_to,
+        reply = aio_pika.Message(
+            response.dumps(self.codec),
+            correlation_id=response.id,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
+        deadline = time.monotonic() + (self.reply_timeout if retry else 0.0)
+        pause = 0.1
+        while True:
+            try:
+                await self._channel.default_exchange.publish(reply, routing_key=message.reply_to)
+                return
+            except Exception as exc:
+                if time.monotonic() + pause > deadline:
+                    raise
+                logger.warning(
+                    "worker %s: reply %s not sent (%r); retrying", self.name, response.id, exc
+                )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
 
     async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
         """Park a bad request in zag.dead with its reason, then drop it from the queue."""
@@ -334,6 +360,14 @@ class Worker:
         await message.ack()
 
     async def _handle(self, message: AbstractIncomingMessage) -> None:
+        try:
+            await self._handle_request(message)
+        except Exception:
+            # Typically the broker went away for longer than reply_timeout: the
+            # request stays unacked and is redelivered once it is back.
+            logger.exception("worker %s: could not finish handling a request", self.name)
+
+    async def _handle_request(self, message: AbstractIncomingMessage) -> None:
         try:
             request = Request.loads(message.body, self.codec)
         except MessageError as exc:
@@ -362,7 +396,8 @@ class Worker:
             await self._reply(message, Response(request.id, "failure", self.name, failure=failure))
             await self._dead_letter(message, reason)
             return
-        await self._reply(message, Response(request.id, "started", self.name))
+        # No "started" message: a short task answers with its outcome alone (one
+        # broker round trip less); a long one is announced by its heartbeats.
         beat = asyncio.create_task(self._heartbeats(message, request.id))
         try:
             response = await self._run(atom, request, message)
@@ -370,13 +405,17 @@ class Worker:
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
-        await self._reply(message, response)
+        await self._reply(message, response, retry=True)
         await message.ack()  # only now: a worker that dies before this gets redelivered
         self.served += 1
 
     async def _heartbeats(self, message: AbstractIncomingMessage, rid: str) -> None:
+        # The first beat comes early (a task still running after 20 ms is worth
+        # announcing, so the engine can tell if its worker dies); then steady.
+        pause = min(self.heartbeat, 0.02)
         while True:
-            await asyncio.sleep(self.heartbeat)
+            await asyncio.sleep(pause)
+            pause = self.heartbeat
             with contextlib.suppress(Exception):
                 await self._reply(message, Response(rid, "heartbeat", self.name))
 
@@ -431,6 +470,8 @@ class _Pending:
     emit: Callable[[Event], None] | None
     flow: str
     atom: str
+    topic: str = ""
+    task: str = ""
     last_seen: float | None = None  #: monotonic time of the last word from a worker
     worker: str = ""
 
@@ -490,9 +531,15 @@ class RemoteExecutor:
     async def __aenter__(self) -> Self:
         self._connection = await aio_pika.connect_robust(self.url)
         self._channel = await self._connection.channel()
-        self._work = await declare_topology(self._channel, self.topics, self.delivery_limit)
+        self._work, _ = await declare_topology(self._channel, self.topics, self.delivery_limit)
         self._delay = await self._channel.get_exchange(DELAY, ensure=False)
-        self._reply_queue = await self._channel.declare_queue(exclusive=True, auto_delete=True)
+        # A named, durable reply queue that outlives a broker restart (and the
+        # reconnect), so outcomes sent meanwhile wait for us; it expires when unused.
+        self._reply_queue = await self._channel.declare_queue(
+            f"zag.reply.{uuid.uuid4().hex}",
+            durable=True,
+            arguments={"x-expires": 600_000},
+        )
         await self._reply_queue.consume(self._on_response, no_ack=True)
         discovery = await self._channel.get_exchange(DISCOVERY, ensure=False)
         hello = await self._channel.declare_queue(exclusive=True, auto_delete=True)
@@ -527,6 +574,9 @@ class RemoteExecutor:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watchdog
+        if self._reply_queue is not None:
+            with contextlib.suppress(Exception):
+                await self._reply_queue.delete(if_unused=False, if_empty=False)
         if self._connection is not None:
             await self._connection.close()
             self._connection = None
@@ -617,7 +667,9 @@ class RemoteExecutor:
         body = request.dumps(self.codec)
         current = _current.get()
         loop = asyncio.get_running_loop()
-        pending = _Pending(loop.create_future(), current[0] if current else None, flow, name)
+        pending = _Pending(
+            loop.create_future(), current[0] if current else None, flow, name, topic, key
+        )
         self._pending[rid] = pending
         try:
             await self._publish(body, rid, topic, delay)
@@ -694,12 +746,34 @@ class RemoteExecutor:
             )
 
     async def _watch(self) -> None:
-        """Fail requests whose worker went silent (it died and nobody took the request over)."""
-        period = max(self.stall_timeout / 4, 0.05)
+        """Fail requests nobody can answer any more.
+
+        A request whose worker went silent for `stall_timeout` (it died and no
+        other worker took the request over) fails with WorkerLost; one still
+        waiting in its queue fails with NoWorkers once no live worker serves
+        its task for `discovery_timeout`.
+        """
+        period = max(min(self.stall_timeout, self.discovery_timeout) / 4, 0.05)
+        orphaned: dict[str, float] = {}
         while True:
             await asyncio.sleep(period)
             now = time.monotonic()
+            live = self.workers()
             for rid, pending in list(self._pending.items()):
+                if pending.last_seen is None and not pending.future.done():
+                    served = any(
+                        t == pending.topic and pending.task in tasks for t, tasks in live.values()
+                    )
+                    if served:
+                        orphaned.pop(rid, None)
+                    elif now - orphaned.setdefault(rid, now) > self.discovery_timeout:
+                        pending.future.set_exception(
+                            NoWorkers(
+                                f"atom {pending.atom!r}: its request {rid} is still queued and no "
+                                f"live worker on topic {pending.topic!r} serves {pending.task!r}"
+                            )
+                        )
+                    continue
                 seen = pending.last_seen
                 if (
                     seen is not None

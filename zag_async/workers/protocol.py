@@ -2,9 +2,10 @@
 
 A request names a task by its *task key* (`module:qualname` of the task's
 function or class), the action (execute or revert) and the arguments the
-engine resolved for it. Responses carry the same request id: `started`,
-`heartbeat` and `progress` while it runs, then exactly one of `result`,
-`failure` or `rejected`. Values go through the codec; failures travel as
+engine resolved for it. Responses carry the same request id: `heartbeat` and
+`progress` while it runs (`started` is accepted but our workers do not send
+it: a short task answers with its outcome alone), then exactly one of
+`result`, `failure` or `rejected`. Values go through the codec; failures travel as
 `Failure.to_dict()`.
 """
 

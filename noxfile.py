@@ -18,7 +18,7 @@ ROOT = Path(__file__).parent
 LINT_PATHS = ("zag_async", "tests", "examples", "benchmarks")
 
 # The peer library and what its SQL persistence backend needs for scenario S4.
-PEER_REQUIREMENTS = ("taskflow", "SQLAlchemy", "alembic", "psycopg2-binary")
+PEER_REQUIREMENTS = ("taskflow", "SQLAlchemy", "alembic", "psycopg2-binary", "kazoo")
 
 
 @nox.session
@@ -55,5 +55,5 @@ def demo(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmark zag-async against TaskFlow in one process (``-- --quick``, ``-- --only S1``)."""
-    session.install(".[postgres,amqp]", *PEER_REQUIREMENTS)
+    session.install(".[postgres,amqp,zookeeper]", *PEER_REQUIREMENTS)
     session.run("python", "benchmarks/run.py", *session.posargs)

@@ -256,7 +256,7 @@ clientPort=$ZK_PORT
 clientPortAddress=$ZK_HOST
 maxClientCnxns=0
 admin.enableServer=false
-4lw.commands.whitelist=ruok,srvr,stat,mntr
+4lw.commands.whitelist=ruok,srvr,stat,mntr,envi
 autopurge.snapRetainCount=3
 autopurge.purgeInterval=1
 CFG

@@ -1,0 +1,1 @@
+"""Fault tests for job boards and conductors: real ZooKeeper, real PostgreSQL, real processes."""

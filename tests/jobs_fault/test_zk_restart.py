@@ -209,13 +209,6 @@ async def test_watch_keeps_yielding_after_a_restart(
                 await follower
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="ZooKeeper board bug (9a094cd, watch-fed cache): jobs() re-lists /jobs while the "
-    "watch is not armed yet and the two listings are applied in any order, so an older, "
-    "empty listing can overwrite a newer one; the job stays invisible until the next change",
-)
 async def test_watch_sees_a_job_posted_as_it_starts(shared_zk: PrivateZooKeeper) -> None:
     """A job posted while a fresh board's watch() starts is yielded (20 tries; ~1 in 4 missed)."""
     options = {"session_timeout": 2.0, "call_timeout": CALL}
@@ -295,19 +288,12 @@ async def test_lock_waiter_blocked_across_a_restart_still_acquires(
         print(f"\nwaiter entered {entered_at[0] - released_at:.3f} s after the release")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="zksession bug: aiozk's find_server waits 4 s, then 8, 16 .. 60 s between reconnect "
-    "attempts, so a client comes back seconds after ZooKeeper does (sessions of a few seconds "
-    "die in a sub-second restart; after a 13 s outage one came back 15 s late)",
-)
 async def test_reconnects_soon_after_the_server_is_back(private_zk: PrivateZooKeeper) -> None:
     """Once the server serves again, the board reconnects within a second.
 
-    Made deterministic for aiozk's schedule: with 0.8 s sessions the drop is
-    noticed (heartbeat) within 0.8 s, while the server is still down (1 s,
-    plus its start-up), so the first attempt fails and the next comes 4 s later.
+    With 0.8 s sessions the drop is noticed (heartbeat) within 0.8 s, while the
+    server is still down (1 s, plus its start-up), so the first attempt fails;
+    aiozk would wait 4 s before the next one, ZkSession retries within a second.
     """
     url = private_zk.url()
     async with (

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -52,6 +54,29 @@ TRANSIENT = (
     ConnectionError,
     OSError,
 )
+
+
+async def _find_server(session: Any, allow_read_only: bool) -> None:
+    """aiozk's Session.find_server with short, bounded pauses between attempts."""
+    conn = None
+    pause = 0.1
+    while conn is None:
+        for host, port in random.sample(session.hosts, len(session.hosts)):
+            conn = await session.make_connection(host, port)
+            if conn is None:
+                continue
+            if conn.start_read_only and not allow_read_only:
+                await conn.close(session.timeout)
+                conn = None
+                continue
+            break
+        if conn is None:
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
+    old, session.conn = session.conn, conn
+    if old is not None:
+        with contextlib.suppress(Exception):
+            await old.close(session.timeout)
 
 
 class ZkSession:
@@ -100,6 +125,10 @@ class ZkSession:
                 ) from exc
             raise
         self._session_id = self.client.session.session_id
+        # aiozk backs off 2, 4, 8 ... 60 s between reconnect attempts, so a server
+        # back after one second was only found seconds later and sessions expired
+        # for nothing: look for a server every 0.1 to 1 s instead.
+        self.client.session.find_server = functools.partial(_find_server, self.client.session)
         self._monitor = asyncio.create_task(self._follow(), name="zag-zk-monitor")
 
     async def aclose(self) -> None:

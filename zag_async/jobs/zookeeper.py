@@ -201,8 +201,11 @@ class ZooKeeperBoard(JobBoard):
                 generation = self.zk.generation
                 changed.clear()
                 try:
-                    names = await self.zk.call(self.zk.c.get_children, path, watch=True)
-                    await apply(names)
+                    # List and apply under one lock, so an older listing (a
+                    # concurrent _refresh) can never be applied after a newer one.
+                    async with self._refresh_lock:
+                        names = await self.zk.call(self.zk.c.get_children, path, watch=True)
+                        await apply(names)
                     self._armed[path] = generation
                     if path == "/claims":
                         await self._clean_lost_claims()
@@ -223,27 +226,27 @@ class ZooKeeperBoard(JobBoard):
             remove()
 
     async def _apply_jobs(self, names: list[str]) -> None:
-        """Bring the job cache in line with a listing: new jobs read, gone jobs dropped."""
-        async with self._refresh_lock:
-            present = set(names)
-            for gone in [u for u in self._cache if u not in present]:
-                del self._cache[gone]
-            new = [n for n in names if n not in self._cache]
-            if new:
-                read = await asyncio.gather(*(self._read_job(n) for n in new))
-                for job in read:
-                    if job is not None and job.uuid in present:
-                        self._cache.setdefault(job.uuid, job)
+        """Bring the job cache in line with a listing (call with _refresh_lock held)."""
+        present = set(names)
+        for gone in [u for u in self._cache if u not in present]:
+            del self._cache[gone]
+        new = [n for n in names if n not in self._cache]
+        if new:
+            read = await asyncio.gather(*(self._read_job(n) for n in new))
+            for job in read:
+                if job is not None and job.uuid in present:
+                    self._cache.setdefault(job.uuid, job)
 
     async def _apply_claims(self, names: list[str]) -> None:
         self._claimed = set(names)
 
     async def _refresh(self) -> None:
         """Re-read both listings (when the watches are not armed)."""
-        names = await self.zk.call(self.zk.c.get_children, "/jobs")
-        claimed = await self.zk.call(self.zk.c.get_children, "/claims")
-        await self._apply_jobs(names)
-        await self._apply_claims(claimed)
+        async with self._refresh_lock:
+            names = await self.zk.call(self.zk.c.get_children, "/jobs")
+            claimed = await self.zk.call(self.zk.c.get_children, "/claims")
+            await self._apply_jobs(names)
+            await self._apply_claims(claimed)
 
     async def _read_job(self, job_id: str) -> Job | None:
         try:

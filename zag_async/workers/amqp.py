@@ -520,6 +520,7 @@ class RemoteExecutor:
         self._work: AbstractExchange | None = None
         self._delay: AbstractExchange | None = None
         self._reply_queue: AbstractQueue | None = None
+        self._reply_tag: str | None = None
         self._pending: dict[str, _Pending] = {}
         self._workers: dict[
             str, tuple[str, frozenset[str], float]
@@ -540,7 +541,7 @@ class RemoteExecutor:
             durable=True,
             arguments={"x-expires": 600_000},
         )
-        await self._reply_queue.consume(self._on_response, no_ack=True)
+        self._reply_tag = await self._reply_queue.consume(self._on_response, no_ack=True)
         discovery = await self._channel.get_exchange(DISCOVERY, ensure=False)
         hello = await self._channel.declare_queue(exclusive=True, auto_delete=True)
         await hello.bind(discovery)
@@ -576,6 +577,10 @@ class RemoteExecutor:
                 await self._watchdog
         if self._reply_queue is not None:
             with contextlib.suppress(Exception):
+                # Cancel our consumer first: deleting a queue under a live consumer
+                # makes the broker cancel it, which aiormq logs as a warning.
+                if self._reply_tag is not None:
+                    await self._reply_queue.cancel(self._reply_tag)
                 await self._reply_queue.delete(if_unused=False, if_empty=False)
         if self._connection is not None:
             await self._connection.close()

@@ -7,8 +7,9 @@
 the test knows what to resume after killing this process. Both print one JSON
 line when the run ends: {"flow_id", "state", "error"}, error being null, the
 exception's type name, or `stored <type>` for a failure that was loaded from
-storage (re-raised as its original type, with RemoteFailure as its cause). A ZAG_CRASH_HANG checkpoint (see flows.py) freezes the
-process for the test to kill; `flow:finished` freezes it after run() returned.
+storage (re-raised as its original type, with RemoteFailure as its cause).
+A ZAG_CRASH_HANG checkpoint (see flows.py) freezes the process for the test to
+kill; `flow:finished` freezes it after run() returned.
 """
 
 from __future__ import annotations

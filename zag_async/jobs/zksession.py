@@ -199,6 +199,18 @@ class ZkSession:
             self._reconnected.clear()
             await self._reconnected.wait()
 
+    async def event_or_reconnect(self, event: asyncio.Event, generation: int) -> None:
+        """Wait until `event` is set or the connection was re-established after `generation`."""
+        waiters = [
+            asyncio.ensure_future(event.wait()),
+            asyncio.ensure_future(self.reconnected(generation)),
+        ]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
     def watch(
         self, event_types: list[int], path: str, callback: Callable[[Any], None]
     ) -> Callable[[], None]:

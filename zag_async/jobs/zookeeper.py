@@ -213,15 +213,7 @@ class ZooKeeperBoard(JobBoard):
                     self._armed.pop(path, None)
                     logger.warning("board %s: watch on %s not armed: %s", self.url, path, exc)
                 self._notify()
-                waiters = [
-                    asyncio.ensure_future(changed.wait()),
-                    asyncio.ensure_future(self.zk.reconnected(generation)),
-                ]
-                try:
-                    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    for waiter in waiters:
-                        waiter.cancel()
+                await self.zk.event_or_reconnect(changed, generation)
         finally:
             remove()
 
@@ -650,15 +642,7 @@ class ZooKeeperBoard(JobBoard):
                             return found
                 except BoardUnavailable as exc:
                     logger.warning("board %s: waiting for job %s: %s", self.url, job_id, exc)
-                waiters = [
-                    asyncio.ensure_future(created.wait()),
-                    asyncio.ensure_future(self.zk.reconnected(generation)),
-                ]
-                try:
-                    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    for waiter in waiters:
-                        waiter.cancel()
+                await self.zk.event_or_reconnect(created, generation)
         finally:
             remove()
 
@@ -760,14 +744,6 @@ class ZooKeeperBoard(JobBoard):
             try:
                 if not await self.zk.call(self.zk.c.exists, before, watch=True):
                     continue
-                waiters = [
-                    asyncio.ensure_future(gone.wait()),
-                    asyncio.ensure_future(self.zk.reconnected(generation)),
-                ]
-                try:
-                    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    for waiter in waiters:
-                        waiter.cancel()
+                await self.zk.event_or_reconnect(gone, generation)
             finally:
                 remove()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -198,7 +199,7 @@ class Conductor:
         except BoardUnavailable as exc:
             logger.warning("conductor %s: board unavailable: %s", self.name, exc)
             return 1.0
-        now = _board_now(self.board)
+        now = self.board.estimate_now()
         next_due: float | None = None
         for job in jobs:
             if free <= 0 or self._stopping:
@@ -310,7 +311,7 @@ class Conductor:
             if kind == "trashed":
                 await self.board.trash(claim, reason or outcome.state)
             else:
-                next_job = await self.board.next_scheduled(job, after=_board_now(self.board))
+                next_job = await self.board.next_scheduled(job, after=self.board.estimate_now())
                 await self.board.consume(claim, outcome, next_job=next_job)
         except ClaimLost as exc:
             self._emit("lost", job, f"claim lost before the job could be finished: {exc}")
@@ -347,15 +348,6 @@ class Conductor:
         self._emit("abandoned", claim.job, why)
 
 
-def _board_now(board: JobBoard) -> float:
-    estimate = getattr(board, "estimate_now", None)
-    if estimate is not None:
-        return float(estimate())
-    import time
-
-    return time.time()
-
-
 def _describe(error: BaseException | None) -> str | None:
     return None if error is None else f"{type(error).__name__}: {error}"
 
@@ -364,8 +356,6 @@ def _plain(results: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """Results that fit in a JSON outcome record (others are summarised with repr)."""
     if results is None:
         return None
-    import json
-
     out: dict[str, Any] = {}
     for key, value in results.items():
         try:

@@ -753,17 +753,12 @@ class Engine:
                 fn_r = atom.revert_fn
                 if fn_r is None:
                     value = None
-                elif node.is_retry:
-                    history = self._details[i].history
-                    kwargs["history"] = history.copy() if history is not None else History()
-                    value = (
-                        await fn_r(**kwargs)
-                        if atom.revert_async
-                        else await _in_thread(fn_r, kwargs)
-                    )
-                elif self._executor is not None:
+                elif self._executor is not None and not node.is_retry:
                     value = await self._executor.revert(atom, node.name, self.name, kwargs)
                 else:
+                    if node.is_retry:
+                        history = self._details[i].history
+                        kwargs["history"] = history.copy() if history is not None else History()
                     value = (
                         await fn_r(**kwargs)
                         if atom.revert_async

@@ -445,6 +445,10 @@ class JobBoard(abc.ABC):
     async def now(self) -> float:
         """The board's clock, in epoch seconds."""
 
+    def estimate_now(self) -> float:
+        """The board's clock without a round trip (boards with a remote clock refine it)."""
+        return time.time()
+
     @abc.abstractmethod
     async def _post(self, job: Job, delay: float | None) -> Job:
         """Store a new job (with its idempotency key, if any) and return it as stored.

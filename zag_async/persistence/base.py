@@ -38,7 +38,6 @@ def _failure(text: str | None) -> Failure | None:
 class Backend(abc.ABC):
     """Where flow state lives. Use as `async with`; `aclose()` is idempotent."""
 
-    #: Subclasses for servers set False (nothing survives the process for memory://).
     url: str
 
     def __init__(self, url: str, *, codec: Codec | None = None) -> None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -295,13 +296,9 @@ class Worker:
             "tasks": sorted(self.tasks),
             "ttl": self.announce_every * 3,
         }
-        import json
-
         await discovery.publish(aio_pika.Message(json.dumps(body).encode()), routing_key="")
 
     async def _on_ping(self, message: AbstractIncomingMessage) -> None:
-        import json
-
         with contextlib.suppress(ValueError):
             if json.loads(message.body).get("kind") == "ping" and self._channel is not None:
                 discovery = await self._channel.get_exchange(DISCOVERY, ensure=False)
@@ -589,8 +586,6 @@ class RemoteExecutor:
     # -- discovery -------------------------------------------------------------------
 
     async def _on_announcement(self, message: AbstractIncomingMessage) -> None:
-        import json
-
         try:
             data = json.loads(message.body)
         except ValueError:

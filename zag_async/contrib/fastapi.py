@@ -1,0 +1,70 @@
+"""FastAPI: a `ZagService` that lives as long as the application.
+
+    from zag_async.contrib.fastapi import ZagDep, zag_lifespan
+
+    app = FastAPI(lifespan=zag_lifespan(backend="sqlite+aiosqlite:///app.db", conductor=True))
+
+    @app.post("/orders")
+    async def order(item: str, zag: ZagDep) -> dict[str, Any]:
+        return (await zag.run("myapp.flows:order", store={"item": item})).to_dict()
+
+`zag_lifespan(...)` takes `ZagService`'s arguments. The service is opened at
+startup, stored as `app.state.zag`, and closed at shutdown (its flows are
+suspended, never lost). Inside a lifespan of your own, enter it yourself:
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with zag_lifespan(backend=...)(app):
+            yield
+
+Needs `pip install 'zag-async[fastapi]'`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+
+from ..errors import ConfigurationError
+from ..service import ZagService
+
+__all__ = ["ZagDep", "get_zag", "zag_lifespan"]
+
+
+def zag_lifespan(**options: Any) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """A FastAPI lifespan that runs a `ZagService(**options)` with the application.
+
+    The options are checked now, so a mistake fails at import, not at startup.
+    Each startup opens a fresh service (a service opens only once).
+    """
+    ZagService(**options)  # validate eagerly; opening does the I/O
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with ZagService(**options) as service:
+            app.state.zag = service
+            try:
+                yield
+            finally:
+                del app.state.zag
+
+    return lifespan
+
+
+def get_zag(request: Request) -> ZagService:
+    """The application's `ZagService` (a FastAPI dependency; see `ZagDep`)."""
+    service = getattr(request.app.state, "zag", None)
+    if not isinstance(service, ZagService):
+        raise ConfigurationError(
+            "this FastAPI app has no zag service: create it with "
+            "FastAPI(lifespan=zag_lifespan(...)) or enter zag_lifespan(...)(app) in your lifespan"
+        )
+    return service
+
+
+#: Annotate a handler parameter with this to receive the running `ZagService`.
+ZagDep = Annotated[ZagService, Depends(get_zag)]

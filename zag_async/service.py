@@ -1,0 +1,627 @@
+"""`ZagService`: zag-async inside a long-running application, such as a web service.
+
+    async with ZagService(backend="sqlite+aiosqlite:///app.db", conductor=True) as zag:
+        status = await zag.run("myapp.flows:order", store={"item": "book"})  # await to the end
+        job = await zag.post("order", "myapp.flows:order", store={"item": "lamp"})  # hand off
+        print((await zag.job_status(job.uuid)).state)
+
+One object, configured by URLs, opens the flow-state backend and the job
+board, and can run a conductor and remote workers in the application's
+process, all in one task group. Closing it stops taking work, suspends every
+flow it drives (those awaited by callers through `run`, those it started in
+the background, its conductor's jobs, which go back on the board), waits for
+them to reach SUSPENDED and then closes the board and the backend. Nothing is
+lost at shutdown: a suspended flow's durable record lets `zag.resume` or
+another conductor finish it, and finished atoms are not run again.
+
+`zag_async.contrib.fastapi` and `zag_async.contrib.aiohttp` tie its lifetime
+to an application's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from .atom import Atom
+from .conductor import Conductor
+from .engine import Engine, Executor
+from .errors import ConfigurationError, ExecutionError, JobNotFound, ZagError
+from .factory import FactoryRef
+from .flow import Flow
+from .inspection import AtomReport, describe_flow
+from .jobs import JobBoard, JobState
+from .jobs import connect as connect_board
+from .models import FlowDetail
+from .persistence import Backend
+from .persistence import connect as connect_backend
+from .states import FlowState
+from .storage import Storage
+
+if TYPE_CHECKING:
+    from .jobs.base import Job, JobOutcome
+    from .workers.amqp import Worker
+
+__all__ = ["FlowStatus", "JobStatus", "ZagService"]
+
+logger = logging.getLogger("zag_async.service")
+
+#: Conductor keyword arguments `conductor={...}` may set.
+_CONDUCTOR_OPTIONS = frozenset(
+    {"name", "max_jobs", "build_attempts", "listeners", "engine_listeners", "engine_options"}
+)
+_ENDED = (FlowState.SUCCESS, FlowState.REVERTED, FlowState.FAILURE)
+
+FlowFactory = Callable[..., Flow | Atom] | str
+
+
+@dataclass(frozen=True)
+class FlowStatus:
+    """Where one flow stands, as its record says (what a status URL shows).
+
+    `results` (every provided value, store included) is set once the flow
+    ended SUCCESS; `error` ("Type: message") once it ended REVERTED or FAILURE.
+    """
+
+    flow_id: str
+    name: str
+    state: FlowState
+    results: Mapping[str, Any] | None = None
+    error: str | None = None
+    atoms: Sequence[AtomReport] = ()
+
+    @property
+    def done(self) -> bool:
+        """True once the flow ended (SUCCESS, REVERTED or FAILURE)."""
+        return self.state in _ENDED
+
+    @property
+    def ok(self) -> bool:
+        return self.state is FlowState.SUCCESS
+
+    @classmethod
+    def of(cls, detail: FlowDetail, results: Mapping[str, Any] | None = None) -> FlowStatus:
+        """The status of a flow record (`results` as computed by its engine, if known)."""
+        return cls(
+            flow_id=detail.uuid,
+            name=detail.name,
+            state=detail.state,
+            results=dict(results) if results is not None else None,
+            error=_error_of(detail),
+            atoms=tuple(describe_flow(detail)),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form (values JSON cannot hold are given as their repr)."""
+        return {
+            "flow_id": self.flow_id,
+            "name": self.name,
+            "state": str(self.state),
+            "results": _jsonable(self.results),
+            "error": self.error,
+            "atoms": [
+                {"name": a.name, "state": a.state, "attempts": a.attempts} for a in self.atoms
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """Where one posted job stands: its board state and its flow's status.
+
+    `state` is the job's `JobState`: UNCLAIMED, CLAIMED (by `owner`),
+    COMPLETE (its flow ended SUCCESS or REVERTED) or TRASHED (`error` says why).
+    """
+
+    job_id: str
+    state: JobState
+    flow: FlowStatus
+    owner: str | None = None
+    error: str | None = None
+    outcome: JobOutcome | None = field(default=None, repr=False)
+
+    @property
+    def done(self) -> bool:
+        """True once the job was consumed or trashed."""
+        return self.state in (JobState.COMPLETE, JobState.TRASHED)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form."""
+        return {
+            "job_id": self.job_id,
+            "state": str(self.state),
+            "owner": self.owner,
+            "error": self.error,
+            "flow": self.flow.to_dict(),
+        }
+
+
+class ZagService:
+    """The flow-state backend, the job board and optional in-app conductor and workers,
+    opened and closed together. Use as `async with`; it opens once.
+
+    Args:
+        backend: where flow state lives: `memory://[NAME]`, `sqlite+aiosqlite:///path.db`,
+            `postgresql+asyncpg://...` (see `zag_async.persistence.connect`).
+        board: the job board URL (`memory://[NAME]`, `zookeeper://host:2181/path`),
+            or None for none (then `post` and `conductor` are unavailable).
+        conductor: True to run a conductor in this process, or the keyword
+            arguments for one (`{"max_jobs": 4, "name": "web-1"}`; see `zag.Conductor`).
+        workers: remote workers to serve in this process, as `(topic, tasks)` pairs;
+            needs `broker`.
+        broker: the RabbitMQ URL the workers take requests from.
+        executor: where the tasks of every flow this service runs go (for example a
+            `zag.RemoteExecutor`); one that is an async context manager is opened
+            and closed with the service, so pass it unopened.
+        shutdown_timeout: seconds closing waits for running atoms to finish before
+            cancelling them (a cancelled atom runs again when its flow resumes).
+        name: this service's name (owner of the flows it resumes); host:pid:random by default.
+    """
+
+    def __init__(
+        self,
+        *,
+        backend: str = "memory://",
+        board: str | None = "memory://",
+        conductor: bool | Mapping[str, Any] = False,
+        workers: Iterable[tuple[str, Iterable[Atom]]] = (),
+        broker: str | None = None,
+        executor: Executor | None = None,
+        shutdown_timeout: float = 10.0,
+        name: str | None = None,
+    ) -> None:
+        if not isinstance(backend, str) or "://" not in backend:
+            raise ConfigurationError(
+                f"backend must be a storage URL such as 'memory://' or "
+                f"'sqlite+aiosqlite:///flows.db', got {backend!r}"
+            )
+        if board is not None and (not isinstance(board, str) or "://" not in board):
+            raise ConfigurationError(
+                f"board must be a job board URL such as 'memory://' or "
+                f"'zookeeper://127.0.0.1:2181/zag', or None, got {board!r}"
+            )
+        conductor_options: dict[str, Any] | None
+        if isinstance(conductor, bool):
+            conductor_options = {} if conductor else None
+        elif isinstance(conductor, Mapping):
+            conductor_options = dict(conductor)
+            unknown = sorted(set(conductor_options) - _CONDUCTOR_OPTIONS)
+            if unknown:
+                raise ConfigurationError(
+                    f"conductor options {unknown} are not Conductor arguments "
+                    f"(allowed: {sorted(_CONDUCTOR_OPTIONS)})"
+                )
+        else:
+            raise ConfigurationError(
+                f"conductor must be True, False or a mapping of Conductor options, "
+                f"got {conductor!r}"
+            )
+        if conductor_options is not None and board is None:
+            raise ConfigurationError("an in-app conductor needs a job board: pass board=URL")
+        worker_specs: list[tuple[str, list[Atom]]] = []
+        for spec in workers:
+            if not (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str)):
+                raise ConfigurationError(
+                    f"workers must be (topic, tasks) pairs, got {spec!r} in workers="
+                )
+            worker_specs.append((spec[0], list(spec[1])))
+        if worker_specs and not broker:
+            raise ConfigurationError("in-app workers need broker='amqp://...'")
+        if not isinstance(shutdown_timeout, (int, float)) or shutdown_timeout < 0:
+            raise ConfigurationError(
+                f"shutdown_timeout must be >= 0 seconds, got {shutdown_timeout!r}"
+            )
+        self.backend_url = backend
+        self.board_url = board
+        self.broker = broker
+        self.shutdown_timeout = float(shutdown_timeout)
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._conductor_options = conductor_options
+        self._worker_specs = worker_specs
+        self._executor = executor
+        self._backend: Backend | None = None
+        self._board: JobBoard | None = None
+        self._conductor: Conductor | None = None
+        self._workers: list[Worker] = []
+        self._stack = AsyncExitStack()
+        self._tg: asyncio.TaskGroup | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        #: Engines running now, with the task awaiting each (a caller's, or ours).
+        self._live: dict[Engine, asyncio.Task[Any] | None] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._opened = False
+        self._closing = False
+        self._closed = asyncio.Event()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed.is_set() else "closing" if self._closing else "open"
+        if not self._opened:
+            state = "new"
+        return f"<ZagService {self.name} {state} backend={self.backend_url} board={self.board_url}>"
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._opened:
+            raise ConfigurationError(f"zag service {self.name} was already opened; make a new one")
+        self._opened = True
+        stack = self._stack
+        try:
+            self._backend = await stack.enter_async_context(connect_backend(self.backend_url))
+            if self.board_url is not None:
+                self._board = await stack.enter_async_context(
+                    connect_board(self.board_url, persistence=self._backend)
+                )
+            if isinstance(self._executor, AbstractAsyncContextManager):
+                await stack.enter_async_context(self._executor)
+            if self._worker_specs:
+                worker_class = _worker_class()
+                for topic, tasks in self._worker_specs:
+                    worker = worker_class(self.broker or "", topic=topic, tasks=tasks)
+                    self._workers.append(await stack.enter_async_context(worker))
+            if self._conductor_options is not None:
+                assert self._board is not None
+                options = {"name": self.name, **self._conductor_options}
+                if self._executor is not None:
+                    engine_options = dict(options.get("engine_options") or {})
+                    engine_options.setdefault("executor", self._executor)
+                    options["engine_options"] = engine_options
+                self._conductor = Conductor(self._board, persistence=self._backend, **options)
+            ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._supervisor = asyncio.create_task(
+                self._supervise(ready), name=f"zag-service-{self.name}"
+            )
+            await asyncio.wait({ready, self._supervisor}, return_when=asyncio.FIRST_COMPLETED)
+            if self._supervisor.done():
+                self._supervisor.result()  # raise what stopped it
+        except BaseException:
+            self._closing = True
+            if self._supervisor is not None and not self._supervisor.done():
+                self._stop.set()
+                with contextlib.suppress(BaseException):
+                    await self._supervisor
+            await stack.aclose()
+            self._closed.set()
+            raise
+        logger.info("zag service %s open (%s, %s)", self.name, self.backend_url, self.board_url)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def _supervise(self, ready: asyncio.Future[None]) -> None:
+        """The service's one task group: the conductor, the workers and background flows."""
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            if self._conductor is not None:
+                tg.create_task(self._conductor.run(), name=f"zag-conductor-{self._conductor.name}")
+            for worker in self._workers:
+                tg.create_task(worker.serve(), name=f"zag-worker-{worker.name}")
+            ready.set_result(None)
+            await self._stop.wait()
+            # Leaving the group waits for the conductor, the workers and background flows.
+
+    async def aclose(self) -> None:
+        """Stop taking work, suspend every running flow, then close the board and backend.
+
+        Running atoms get `shutdown_timeout` seconds to finish; then they are
+        cancelled (their flows still end SUSPENDED). Idempotent.
+        """
+        if self._closing:
+            if self._opened:
+                await self._closed.wait()
+            return
+        self._closing = True
+        if not self._opened:
+            self._closed.set()
+            return
+        supervisor = self._supervisor
+        assert supervisor is not None
+        try:
+            if self._conductor is not None:
+                self._conductor.stop()  # suspends its flows; their jobs go back on the board
+            for worker in self._workers:
+                worker.stop()  # requests in flight are answered first
+            for engine in list(self._live):
+                engine.suspend()
+            self._stop.set()
+            try:
+                async with asyncio.timeout(self.shutdown_timeout):
+                    await asyncio.wait({supervisor})
+                    await self._idle.wait()
+            except TimeoutError:
+                logger.warning(
+                    "zag service %s: flows still running after %gs; cancelling them "
+                    "(they stay SUSPENDED and resume later)",
+                    self.name,
+                    self.shutdown_timeout,
+                )
+                supervisor.cancel()
+                for task in self._live.values():
+                    if task is not None:
+                        task.cancel()
+                await asyncio.wait({supervisor})
+                await self._idle.wait()
+        finally:
+            try:
+                await self._stack.aclose()
+            finally:
+                self._closed.set()
+                logger.info("zag service %s closed", self.name)
+        if not supervisor.cancelled() and supervisor.exception() is not None:
+            supervisor.result()  # surface what stopped the conductor or a worker
+
+    def _check_open(self) -> None:
+        if not self._opened:
+            raise ExecutionError(f"zag service {self.name} is not open; use 'async with' first")
+        if self._closing:
+            raise ExecutionError(f"zag service {self.name} is shutting down; it takes no new work")
+        supervisor = self._supervisor
+        if supervisor is not None and supervisor.done():
+            raise ExecutionError(
+                f"zag service {self.name} stopped: its conductor or a worker failed "
+                f"({supervisor.exception() if not supervisor.cancelled() else 'cancelled'})"
+            )
+
+    # -- what it holds -----------------------------------------------------------------
+
+    @property
+    def backend(self) -> Backend:
+        """The open flow-state backend."""
+        if self._backend is None:
+            raise ExecutionError(f"zag service {self.name} is not open")
+        return self._backend
+
+    @property
+    def board(self) -> JobBoard:
+        """The open job board."""
+        if self.board_url is None:
+            raise ConfigurationError(f"zag service {self.name} has no job board (board=None)")
+        if self._board is None:
+            raise ExecutionError(f"zag service {self.name} is not open")
+        return self._board
+
+    @property
+    def conductor(self) -> Conductor | None:
+        """The in-app conductor, if one was asked for."""
+        return self._conductor
+
+    @property
+    def workers(self) -> list[Worker]:
+        """The in-app remote workers."""
+        return list(self._workers)
+
+    @property
+    def running_flows(self) -> list[str]:
+        """Ids of the flows this service runs now (not counting its conductor's jobs)."""
+        return [engine.flow_id for engine in self._live]
+
+    # -- running flows -------------------------------------------------------------------
+
+    def _engine(
+        self,
+        factory: FlowFactory,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any] | None,
+        store: Mapping[str, Any] | None,
+        options: dict[str, Any],
+    ) -> Engine:
+        if self._executor is not None:
+            options.setdefault("executor", self._executor)
+        return Engine.from_factory(
+            factory, args=args, kwargs=kwargs, store=store, backend=self.backend, **options
+        )
+
+    async def run(
+        self,
+        factory: FlowFactory,
+        *args: Any,
+        kwargs: Mapping[str, Any] | None = None,
+        store: Mapping[str, Any] | None = None,
+        **engine_options: Any,
+    ) -> FlowStatus:
+        """Run the flow `factory(*args, **kwargs)` builds to its end, in the caller's task.
+
+        Returns its status: SUCCESS with `results`, REVERTED or FAILURE with
+        `error` (the flow's own failure is not raised), or SUSPENDED when the
+        service shut down meanwhile (resume it with `resume(flow_id)`).
+        Cancelling the caller leaves the flow SUSPENDED, as with `Engine.run`.
+        Raises only what keeps the flow from running or being recorded
+        (a bad factory, `StorageError`, a closed service).
+        """
+        self._check_open()
+        engine = self._engine(factory, args, kwargs, store, dict(engine_options))
+        return await self._drive(engine, asyncio.current_task())
+
+    async def start(
+        self,
+        factory: FlowFactory,
+        *args: Any,
+        kwargs: Mapping[str, Any] | None = None,
+        store: Mapping[str, Any] | None = None,
+        **engine_options: Any,
+    ) -> str:
+        """Start the flow in the service's task group and return its id at once.
+
+        The flow record is written before this returns, so `flow_status(id)`
+        finds it; on shutdown the flow is suspended like every other.
+        """
+        self._check_open()
+        engine = self._engine(factory, args, kwargs, store, dict(engine_options))
+        await engine.storage.commit()  # the record exists before anyone asks for it
+        self._check_open()
+        assert self._tg is not None
+        self._tg.create_task(self._background(engine), name=f"zag-flow-{engine.flow_id}")
+        return engine.flow_id
+
+    async def resume(self, flow_id: str, **engine_options: Any) -> FlowStatus:
+        """Resume a stored flow (one suspended at shutdown, say) and run it to its end.
+
+        The flow is claimed for this service first, so an engine elsewhere
+        still holding it can no longer write. Returns like `run`.
+        """
+        self._check_open()
+        options = dict(engine_options)
+        if self._executor is not None:
+            options.setdefault("executor", self._executor)
+        engine = await Engine.load(flow_id, backend=self.backend, owner=self.name, **options)
+        self._check_open()
+        return await self._drive(engine, asyncio.current_task())
+
+    async def _background(self, engine: Engine) -> None:
+        try:
+            await self._drive(engine, None)
+        except Exception:
+            # The record says where the flow stopped; a background failure must
+            # not take the conductor and the other flows down with it.
+            logger.exception("zag service %s: flow %s stopped", self.name, engine.flow_id)
+
+    async def _drive(self, engine: Engine, task: asyncio.Task[Any] | None) -> FlowStatus:
+        """Run an engine, registered so that closing the service suspends it."""
+        if self._closing:  # closed before the flow could start: it stays resumable
+            return FlowStatus.of(engine.storage.flow)
+        self._live[engine] = task
+        self._idle.clear()
+        results: Mapping[str, Any] | None = None
+        try:
+            results = await engine.run()
+        except Exception:
+            if engine.state not in (FlowState.REVERTED, FlowState.FAILURE):
+                raise  # not the flow's own failure (storage trouble, a bug)
+        finally:
+            del self._live[engine]
+            if not self._live:
+                self._idle.set()
+        return FlowStatus.of(
+            engine.storage.flow, results if engine.state is FlowState.SUCCESS else None
+        )
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    async def post(
+        self,
+        name: str,
+        factory: FlowFactory,
+        *args: Any,
+        kwargs: Mapping[str, Any] | None = None,
+        store: Mapping[str, Any] | None = None,
+        priority: int = 0,
+        delay: float = 0.0,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """Post a job on the board (see `JobBoard.post`); `job.uuid` and `job.flow_id`
+        are known at once. A conductor (this service's or any other) runs it."""
+        self._check_open()
+        return await self.board.post(
+            name,
+            factory,
+            *args,
+            kwargs=kwargs,
+            store=store,
+            priority=priority,
+            delay=delay,
+            idempotency_key=idempotency_key,
+        )
+
+    # -- status ------------------------------------------------------------------------------
+
+    async def flow_status(self, flow_id: str) -> FlowStatus:
+        """The status of a stored flow (`NotFound` if there is none with this id)."""
+        detail = await self.backend.load_flow(flow_id)
+        results = _stored_results(detail) if detail.state is FlowState.SUCCESS else None
+        return FlowStatus.of(detail, results)
+
+    async def job_status(self, job_id: str) -> JobStatus:
+        """The status of a posted job (`JobNotFound` if the board never had it)."""
+        board = self.board
+        for _ in range(2):
+            outcome = await board.outcome(job_id)
+            if outcome is not None:
+                flow = await self.flow_status(outcome.flow_id)
+                trashed = outcome.state == "TRASHED"
+                return JobStatus(
+                    job_id,
+                    JobState.TRASHED if trashed else JobState.COMPLETE,
+                    flow,
+                    error=outcome.error if trashed else None,
+                    outcome=outcome,
+                )
+            try:
+                job = await board.get(job_id)
+                owner = await board.find_owner(job_id)
+            except JobNotFound:
+                continue  # finished between the two reads: its outcome is there now
+            flow = await self.flow_status(job.flow_id)
+            state = JobState.CLAIMED if owner is not None else JobState.UNCLAIMED
+            return JobStatus(job_id, state, flow, owner=owner)
+        raise JobNotFound(f"no job {job_id!r} on {board.url}")
+
+
+def _worker_class() -> type[Worker]:
+    try:
+        from .workers.amqp import Worker
+    except ImportError as exc:  # pragma: no cover - depends on installed extras
+        raise ConfigurationError(
+            f"in-app workers need: pip install 'zag-async[amqp]' ({exc})"
+        ) from exc
+    return Worker
+
+
+def _error_of(detail: FlowDetail) -> str | None:
+    """ "Type: message" of what ended the flow (a failed revert first), if anything did."""
+    if detail.state not in (FlowState.REVERTED, FlowState.FAILURE):
+        return None
+    for atom in detail.atoms.values():
+        if atom.revert_failure is not None:
+            return f"{atom.revert_failure.exception_type}: {atom.revert_failure.message}"
+    failed = [(name, a.failure) for name, a in detail.atoms.items() if a.failure is not None]
+    if len(failed) == 1:
+        failure = failed[0][1]
+        return f"{failure.exception_type}: {failure.message}"
+    if failed:
+        return "; ".join(f"{name}: {f.exception_type}: {f.message}" for name, f in failed)
+    return None
+
+
+def _stored_results(detail: FlowDetail) -> dict[str, Any] | None:
+    """What a finished flow provided, read back through the flow its factory builds."""
+    saved = detail.meta.get("factory")
+    if saved is None:
+        return None
+    try:
+        flow = FactoryRef.from_dict(saved).build()
+        engine = Engine(flow, storage=Storage(detail))  # in memory: reads only
+    except (ZagError, ImportError, TypeError) as exc:
+        logger.warning("flow %s: cannot rebuild it to read its results: %s", detail.uuid, exc)
+        return None
+    return engine.storage.fetch_all()
+
+
+def _jsonable(values: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if values is None:
+        return None
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        try:
+            json.dumps(value)
+            out[key] = value
+        except (TypeError, ValueError):
+            out[key] = repr(value)
+    return out

@@ -222,15 +222,20 @@ async def test_stop_app_start_app_mid_flow(
         run.cancel()
     assert engine.state is zag.FlowState.SUCCESS
     assert [results[f"out{i}"] for i in range(n)] == [f"step{i} done" for i in range(n)]
-    # Both workers are back: with one request at a time each, a parallel flow of
-    # four needs both of them.
+    await assert_all_workers_serve(workers, executor)
+
+
+async def assert_all_workers_serve(workers: list[zag.Worker], executor: zag.RemoteExecutor) -> None:
+    """Every worker consumes again: with one request at a time each, a parallel
+    flow of 2 x len(workers) slow steps needs all of them."""
     before = [w.served for w in workers]
+    n = 2 * len(workers)
     fan = zag.unordered(
-        "fan", *(tasks.slow.bind(name=f"p{i}", inject={"tag": f"p{i}"}) for i in range(4))
+        "fan", *(tasks.slow.bind(name=f"p{i}", inject={"tag": f"p{i}"}) for i in range(n))
     )
     async with asyncio.timeout(15):
         await zag.Engine(fan, store={"seconds": 0.3}, executor=executor).run()
-    await eventually(lambda: sum(w.served for w in workers) == sum(before) + 4, what="served")
+    await eventually(lambda: sum(w.served for w in workers) == sum(before) + n, what="served")
     assert all(w.served > b for w, b in zip(workers, before, strict=True)), before
 
 
@@ -265,16 +270,10 @@ async def test_publish_during_outage_is_retried_after_reconnect(
 
 
 
-@pytest.mark.xfail(
-    reason="after a kill -9 of a single RabbitMQ node, the quorum work queue is not ready when "
-    "aio-pika's robust channel re-consumes; the broker cancels the consumer and the channel "
-    "is not restored, so the worker stops serving (stop_app/start_app is fine). Issue 5 left open.",
-    strict=False,
-)
 async def test_kill_9_and_restart_mid_flow(
     broker: PrivateNode, start_workers: StartWorkers, remote: Remote
 ) -> None:
-    await start_workers(2, url=broker.url, concurrency=1)
+    workers = await start_workers(2, url=broker.url, concurrency=1)
     executor = await remote(url=broker.url, stall_timeout=30.0, discovery_timeout=30.0)
     pid = await asyncio.to_thread(broker.pid)
     events: list[zag.Event] = []
@@ -299,3 +298,4 @@ async def test_kill_9_and_restart_mid_flow(
         run.cancel()
     assert engine.state is zag.FlowState.SUCCESS
     assert [results[f"out{i}"] for i in range(n)] == [f"step{i} done" for i in range(n)]
+    await assert_all_workers_serve(workers, executor)

@@ -19,8 +19,8 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeGuard, runtime_checkable
 
 import anyio.to_thread
 
@@ -80,7 +80,26 @@ class Executor(Protocol):
     async def revert(self, atom: Atom, name: str, flow: str, kwargs: dict[str, Any]) -> Any: ...
 
 
-__all__ = ["Engine", "Executor", "resume", "run"]
+@runtime_checkable
+class TraceHook(Protocol):
+    """A listener that also wraps runs and atom calls (`zag_async.telemetry.Tracing`).
+
+    The engine enters `flow_scope` around each `run()` and `atom_scope` around
+    each execute or revert, in the task that makes the call, so what a scope
+    makes current (a span) is current for the task's code and its executor.
+    `atom_scope` yields a function the engine calls with the call's failure
+    (None on success) before leaving the scope. Without such a listener the
+    engine does none of this.
+    """
+
+    def flow_scope(self, engine: Engine) -> contextlib.AbstractContextManager[object]: ...
+
+    def atom_scope(
+        self, engine: Engine, atom: str, action: Literal["execute", "revert"], attempt: int
+    ) -> contextlib.AbstractContextManager[Callable[[Failure | None], object]]: ...
+
+
+__all__ = ["Engine", "Executor", "TraceHook", "resume", "run"]
 
 logger = logging.getLogger("zag_async")
 
@@ -155,6 +174,7 @@ class Engine:
         self._executor = executor
         self._delays: dict[int, float] = {}  # retry node -> monotonic time its delay ends
         self._listeners: list[Listener] = list(listeners)
+        self._hooks: list[TraceHook] = []
         with gc_paused():
             self._setup(flow, store, storage, backend, logbook, target, allow_changes, _factory)
         if write_policy is not None:
@@ -346,22 +366,34 @@ class Engine:
         self._suspend_requested = False
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
+        self._hooks = [x for x in self._listeners if _is_hook(x)]
         try:
-            if state in (FlowState.RUNNING, FlowState.SUSPENDING):
-                # Left mid-run by a crash: the recorded way back is through RESUMING.
-                self._set_flow(FlowState.RESUMING)
-                self._set_flow(FlowState.SUSPENDED)
-            async with self._event_pump():
-                self._set_flow(FlowState.RUNNING)
-                try:
-                    await self._run_loop()
-                except asyncio.CancelledError:
-                    await self._finish_cancelled()
-                    raise
-                return await self._finish()
+            if self._hooks:
+                return await self._traced_run(state)
+            return await self._run(state)
         finally:
             self._running_flag = False
             self._wakeup = None
+
+    async def _traced_run(self, state: FlowState) -> Mapping[str, Any]:
+        with contextlib.ExitStack() as scopes:
+            for hook in self._hooks:
+                scopes.enter_context(hook.flow_scope(self))
+            return await self._run(state)
+
+    async def _run(self, state: FlowState) -> Mapping[str, Any]:
+        if state in (FlowState.RUNNING, FlowState.SUSPENDING):
+            # Left mid-run by a crash: the recorded way back is through RESUMING.
+            self._set_flow(FlowState.RESUMING)
+            self._set_flow(FlowState.SUSPENDED)
+        async with self._event_pump():
+            self._set_flow(FlowState.RUNNING)
+            try:
+                await self._run_loop()
+            except asyncio.CancelledError:
+                await self._finish_cancelled()
+                raise
+            return await self._finish()
 
     async def run_iter(self) -> AsyncIterator[Event]:
         """Run the flow, yielding every event as it happens.
@@ -572,6 +604,7 @@ class Engine:
         done = self._done
         running = self._running
         storage = self.storage
+        call = self._traced_call if self._hooks else self._call
         while True:
             if done:
                 self._process(done)
@@ -589,11 +622,11 @@ class Engine:
                 if len(launch) == 1 and not running:
                     kind, i, kwargs = launch[0]
                     running.add(i)
-                    done.append(await self._call(kind, i, kwargs))
+                    done.append(await call(kind, i, kwargs))
                     continue
                 for kind, i, kwargs in launch:
                     running.add(i)
-                    tg.create_task(self._spawned(kind, i, kwargs))
+                    tg.create_task(self._spawned(call, kind, i, kwargs))
                 continue
             if not running:
                 if (self._ready or self._revert_ready) and not (
@@ -607,8 +640,14 @@ class Engine:
             await self._wakeup
             self._wakeup = None
 
-    async def _spawned(self, kind: str, i: int, kwargs: dict[str, Any]) -> None:
-        outcome = await self._call(kind, i, kwargs)
+    async def _spawned(
+        self,
+        call: Callable[[str, int, dict[str, Any]], Awaitable[_Outcome]],
+        kind: str,
+        i: int,
+        kwargs: dict[str, Any],
+    ) -> None:
+        outcome = await call(kind, i, kwargs)
         self._done.append(outcome)
         wakeup = self._wakeup
         if wakeup is not None and not wakeup.done():
@@ -769,6 +808,22 @@ class Engine:
             return kind, i, False, Failure.from_exception(exc), time.perf_counter() - started
         finally:
             _current.reset(token)
+
+    async def _traced_call(self, kind: str, i: int, kwargs: dict[str, Any]) -> _Outcome:
+        """`_call` inside every trace hook's atom scope (only when tracing)."""
+        name = self._nodes[i].name
+        action: Literal["execute", "revert"] = "execute" if kind == "exec" else "revert"
+        attempt = self._details[i].attempts
+        with contextlib.ExitStack() as scopes:
+            done = [
+                scopes.enter_context(hook.atom_scope(self, name, action, attempt))
+                for hook in self._hooks
+            ]
+            outcome = await self._call(kind, i, kwargs)
+            failure = None if outcome[2] else outcome[3]
+            for record in done:
+                record(failure)
+        return outcome
 
     async def _call_retry(self, i: int, kwargs: dict[str, Any]) -> Any:
         atom = self._nodes[i].atom
@@ -1145,6 +1200,10 @@ def _fingerprint(nodes: list[Node]) -> str:
         preds = ",".join(sorted(nodes[p].name for p in node.preds))
         digest.update(f"{node.name}|{int(node.is_retry)}|{preds}\n".encode())
     return digest.hexdigest()
+
+
+def _is_hook(listener: object) -> TypeGuard[TraceHook]:
+    return isinstance(listener, TraceHook)
 
 
 def _is_async_listener(listener: Listener) -> bool:

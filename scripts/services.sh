@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make sure the external services the test suite needs are up:
 #
-#   scripts/services.sh [postgres|zookeeper|rabbitmq]...   (no argument: all of them)
+#   scripts/services.sh [postgres|zookeeper|rabbitmq|graphviz]...   (no argument: all of them)
 #
 # Idempotent and quiet when everything already runs; it says one line for each
 # thing it had to do (install, create, start, configure) and exits non-zero
@@ -20,6 +20,9 @@
 # RabbitMQ: a broker answering AMQP on 127.0.0.1:5672 (ZAG_RMQ_PORT) for user
 # guest/guest; when missing, Debian's `rabbitmq-server` package is installed
 # and the node started with `rabbitmq-server -detached` (see ensure_rabbitmq).
+#
+# Graphviz: not a service, a program: `dot`, which `zag-async graph --format
+# svg|png` runs; when missing, Debian's `graphviz` package is installed.
 set -euo pipefail
 
 PG_HOST=127.0.0.1
@@ -391,8 +394,31 @@ ensure_rabbitmq() {
 }
 
 # ---------------------------------------------------------------------------
+# Graphviz
+# ---------------------------------------------------------------------------
 
-ALL_SERVICES=(postgres zookeeper rabbitmq)
+# Graphviz's `dot` on PATH (the CLI renders SVG/PNG pictures with it); when
+# missing, Debian's `graphviz` package is installed. Silent when present.
+ensure_graphviz() {
+    command -v dot >/dev/null 2>&1 && return 0
+    can_be_root || die "Graphviz (dot) is not installed and installing it needs root: run 'sudo $0 graphviz' (or: sudo apt-get install graphviz)"
+    command -v apt-get >/dev/null 2>&1 || die "Graphviz (dot) is not installed and there is no apt-get here: install Graphviz yourself"
+    note "installing Graphviz (apt-get install graphviz)"
+    local log
+    log="$(mktemp)"
+    if ! { as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends graphviz; } >"$log" 2>&1; then
+        tail -n 20 "$log" >&2
+        rm -f "$log"
+        die "apt-get install graphviz failed (output above)"
+    fi
+    rm -f "$log"
+    command -v dot >/dev/null 2>&1 || die "apt-get installed graphviz but the dot command is missing"
+}
+
+# ---------------------------------------------------------------------------
+
+ALL_SERVICES=(postgres zookeeper rabbitmq graphviz)
 
 main() {
     local services=("$@")
@@ -400,13 +426,13 @@ main() {
     local s
     for s in "${services[@]}"; do
         case "$s" in
-            postgres | zookeeper | rabbitmq) ;;
+            postgres | zookeeper | rabbitmq | graphviz) ;;
             -h | --help)
                 echo "usage: $0 [${ALL_SERVICES[*]// /|}]..."
                 exit 0
                 ;;
             *)
-                echo "usage: $0 [postgres|zookeeper|rabbitmq]..." >&2
+                echo "usage: $0 [postgres|zookeeper|rabbitmq|graphviz]..." >&2
                 exit 2
                 ;;
         esac

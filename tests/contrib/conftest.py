@@ -1,0 +1,298 @@
+"""Fixtures for the web-service tests.
+
+`urls` gives each test a durable backend and a job board of its own, as
+`Urls(backend, board)`: SQLite in tmp_path with a named memory:// board, or
+PostgreSQL (a fresh database per session) with ZooKeeper (a fresh root per test,
+deleted afterwards). A second service opened on the same `urls` sees the same
+flows and jobs, as another process would.
+
+`web` runs the same scenarios on both frameworks: `web.open(**service options)`
+starts the matching example app (examples/fastapi_app.py through httpx's ASGI
+transport and asgi-lifespan, examples/aiohttp_app.py through aiohttp's test
+server) and yields a `Client` whose `post`/`get` return `Reply(status, headers,
+body)`; leaving the block shuts the app down.
+
+Without a reachable PostgreSQL, ZooKeeper or RabbitMQ the cases needing them
+skip, unless CI is set: then they fail, because CI must run them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import importlib.util
+import inspect
+import os
+import socket
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from . import flows
+
+ROOT = Path(__file__).resolve().parents[2]
+ZK_SERVER = os.environ.get("ZAG_TEST_ZK", "127.0.0.1:2181")
+PG_SERVER = os.environ.get("ZAG_TEST_PG", "postgres@127.0.0.1:5432")
+AMQP_URL = os.environ.get("ZAG_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+def _unavailable(what: str, why: str) -> None:
+    reason = f"{what} is not usable: {why}"
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set, so this is an error, not a skip)")
+    pytest.skip(f"{reason} (start it with: bash scripts/services.sh)")
+
+
+def load_example(name: str) -> ModuleType:
+    """Import examples/NAME.py as module NAME (the name its factory references use)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True)
+def _reset_flows() -> Iterator[None]:
+    flows.reset()
+    yield
+    flows.reset()
+
+
+async def eventually(
+    check: Callable[[], Any], *, within: float = 10.0, what: str = "condition"
+) -> Any:
+    """Poll `check()` (sync or async) until it returns something truthy; return that."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+# -- servers ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def zk_server() -> str:
+    host, _, port = ZK_SERVER.partition(":")
+    try:
+        with socket.create_connection((host, int(port or 2181)), timeout=2) as sock:
+            sock.sendall(b"ruok")
+            sock.settimeout(2)
+            reply = sock.recv(16)
+    except OSError as exc:
+        _unavailable(f"ZooKeeper at {ZK_SERVER}", repr(exc))
+    if reply != b"imok":
+        _unavailable(f"ZooKeeper at {ZK_SERVER}", f"answered {reply!r} to ruok")
+    return ZK_SERVER
+
+
+async def _pg(sql: str, *args: Any) -> Any:
+    import asyncpg
+
+    conn = await asyncpg.connect(f"postgresql://{PG_SERVER}/test", timeout=5)
+    try:
+        return await conn.fetchval(sql, *args)
+    finally:
+        await conn.close()
+
+
+def pg_admin(sql: str, *args: Any) -> Any:
+    """One statement on the server's `test` database, from a plain thread (the caller
+    may be inside the test's event loop)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, _pg(sql, *args)).result()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this session, as a zag URL."""
+    name = f"zag_web_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    try:
+        pg_admin(f'CREATE DATABASE "{name}"')
+    except Exception as exc:
+        _unavailable(f"PostgreSQL at {PG_SERVER}", repr(exc))
+    yield f"postgresql+asyncpg://{PG_SERVER}/{name}"
+    pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def pg_connections(url: str) -> int:
+    """How many sessions are open on the database of `url` (ours: nobody else uses it)."""
+    database = urlsplit(url).path.lstrip("/")
+    return int(
+        pg_admin(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            database,
+        )
+    )
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    parts = urlsplit(AMQP_URL)
+    try:
+        with socket.create_connection((parts.hostname, parts.port or 5672), timeout=2):
+            pass
+    except OSError as exc:
+        _unavailable(f"RabbitMQ at {AMQP_URL}", repr(exc))
+    return AMQP_URL
+
+
+async def _delete_zk_root(server: str, path: str) -> None:
+    import aiozk
+
+    client = aiozk.ZKClient(server, session_timeout=5)
+    try:
+        async with asyncio.timeout(10):
+            await client.start()
+            with contextlib.suppress(Exception):
+                await client.deleteall(path)
+    finally:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5):
+                await client.close()
+
+
+# -- where a test's flows and jobs live ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Urls:
+    backend: str
+    board: str
+
+    def options(self) -> dict[str, str]:
+        return {"backend": self.backend, "board": self.board}
+
+
+@pytest.fixture(params=["sqlite", "postgres+zookeeper"])
+async def urls(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Urls]:
+    name = uuid.uuid4().hex
+    if request.param == "sqlite":
+        yield Urls(f"sqlite+aiosqlite:///{tmp_path}/flows.db", f"memory://web-test-{name}")
+        return
+    pg = str(request.getfixturevalue("pg_url"))
+    server = str(request.getfixturevalue("zk_server"))
+    yield Urls(pg, f"zookeeper://{server}/zag-test/web-{name}")
+    await _delete_zk_root(server, f"/zag-test/web-{name}")
+
+
+# -- the two frameworks, driven the same way ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: Any
+
+
+class Client:
+    """A test client of a running example app, whichever the framework."""
+
+    def __init__(self, post: Any, get: Any, app: Any, service: Any) -> None:
+        self._post, self._get = post, get
+        self.app = app
+        self.service = service  #: the app's running ZagService
+
+    async def post(self, path: str, **json: Any) -> Reply:
+        return await self._post(path, json)
+
+    async def get(self, path: str) -> Reply:
+        return await self._get(path)
+
+    async def poll(self, path: str, until: Callable[[Any], bool], within: float = 10.0) -> Any:
+        """GET `path` until `until(body)` holds; returns the body."""
+
+        async def check() -> Any:
+            reply = await self.get(path)
+            return reply.body if reply.status == 200 and until(reply.body) else None
+
+        return await eventually(check, within=within, what=f"GET {path} to satisfy {until}")
+
+
+class Framework:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.example = load_example(f"{name}_app")
+
+    def create_app(self, **options: Any) -> Any:
+        return self.example.create_app(**options)
+
+    @contextlib.asynccontextmanager
+    async def open(self, app: Any = None, **options: Any) -> AsyncIterator[Client]:
+        """Start `app` (default: the example app with `options`) and yield a client."""
+        app = app if app is not None else self.create_app(**options)
+        if self.name == "fastapi":
+            import httpx
+            from asgi_lifespan import LifespanManager
+
+            async with (
+                LifespanManager(app, startup_timeout=20, shutdown_timeout=20) as manager,
+                httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=manager.app), base_url="http://test"
+                ) as http,
+            ):
+
+                async def post(path: str, json: Any) -> Reply:
+                    r = await http.post(path, json=json)
+                    return Reply(r.status_code, dict(r.headers), r.json())
+
+                async def get(path: str) -> Reply:
+                    r = await http.get(path)
+                    return Reply(r.status_code, dict(r.headers), r.json())
+
+                yield Client(post, get, app, app.state.zag)
+            return
+        from aiohttp.test_utils import TestClient, TestServer
+
+        from zag_async.contrib.aiohttp import get_zag
+
+        async with TestClient(TestServer(app)) as http:
+
+            async def post(path: str, json: Any) -> Reply:
+                r = await http.post(path, json=json)
+                return Reply(r.status, dict(r.headers), await r.json())
+
+            async def get(path: str) -> Reply:
+                r = await http.get(path)
+                body = await r.json() if r.content_type == "application/json" else await r.text()
+                return Reply(r.status, dict(r.headers), body)
+
+            yield Client(post, get, app, get_zag(app))
+
+
+@pytest.fixture(params=["fastapi", "aiohttp"])
+def web(request: pytest.FixtureRequest) -> Framework:
+    return Framework(str(request.param))
+
+
+async def delete_queue(url: str, name: str) -> None:
+    import aio_pika
+
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(10):
+            connection = await aio_pika.connect(url, timeout=10)
+            try:
+                channel = await connection.channel()
+                await channel.queue_delete(name)
+            finally:
+                await connection.close()

@@ -39,10 +39,10 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import aio_pika
 import aiormq
@@ -76,6 +76,21 @@ WORK = "zag.work"
 DELAY = "zag.delay"
 DEAD = "zag.dead"
 DISCOVERY = "zag.discovery"
+
+
+class _Tracing(Protocol):
+    """Trace propagation hooks; `zag_async.telemetry.trace_workers()` installs them."""
+
+    def inject(self, headers: dict[str, Any]) -> None: ...
+
+    def remote_span(
+        self, request: Request, headers: Mapping[str, Any], worker: str
+    ) -> contextlib.AbstractContextManager[Callable[[Response], object]]: ...
+
+
+#: None (the default) keeps tracing off at no cost, and opentelemetry unimported.
+_tracing: _Tracing | None = None
+
 #: Seconds between reconnect attempts after the broker went away (aio-pika's
 #: default of 5 s would add up to 5 s to every outage).
 RECONNECT_INTERVAL = 1.0
@@ -411,7 +426,12 @@ class Worker:
         # broker round trip less); a long one is announced by its heartbeats.
         beat = asyncio.create_task(self._heartbeats(message, request.id))
         try:
-            response = await self._run(atom, request, message)
+            if _tracing is None:
+                response = await self._run(atom, request, message)
+            else:  # run it in a span continuing the engine's trace
+                with _tracing.remote_span(request, message.headers or {}, self.name) as record:
+                    response = await self._run(atom, request, message)
+                    record(response)
         finally:
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -715,6 +735,8 @@ class RemoteExecutor:
         if delay > 0:
             headers["zag-delay"] = str(delay_tier(delay))
             exchange = self._delay
+        if _tracing is not None:
+            _tracing.inject(headers)  # the atom span's trace context (W3C traceparent)
         assert exchange is not None
         message = aio_pika.Message(
             body,

@@ -1,0 +1,255 @@
+"""OpenTelemetry traces of flows, atoms and remote requests (`pip install 'zag-async[otel]'`).
+
+    from zag_async.telemetry import Tracing
+
+    await zag.Engine(flow, listeners=[Tracing()]).run()
+
+Spans, with the attributes `zag.flow`, `zag.flow_id`, `zag.atom`, `zag.action`
+(execute or revert), `zag.attempt` and `zag.state` (the state the call or run
+ended in):
+
+    zag.flow <flow>          one per `run()` (a resumed flow gets a new one)
+      zag.atom <atom>        one per execute attempt: a retried atom has one per attempt
+      zag.revert <atom>      one per revert (a span, not an event: a revert runs code,
+                             possibly on a remote worker)
+        zag.remote <atom>    on the worker that ran the request (`trace_workers()`)
+
+A failure is recorded on its span (an `exception` event and status ERROR); so
+is the exception a failed run raises, on the flow span. A call cancelled with
+its run ends with `zag.state` CANCELLED (the atom stays RUNNING and runs again
+on resume). `zag.progress()` reports become `zag.progress` events of the atom
+span; atoms a decider skips and retry controllers restarting their subflow
+become `zag.ignored` and `zag.retrying` events of the flow span.
+
+Importing this module needs `opentelemetry-api`; `import zag_async` does not
+import it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Literal
+
+from . import __version__
+from .errors import ConfigurationError
+from .events import Event
+from .failure import Failure
+
+try:
+    from opentelemetry import propagate, trace
+    from opentelemetry.propagators.textmap import Getter
+    from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+    from opentelemetry.util.types import AttributeValue
+except ImportError as exc:  # pragma: no cover - depends on installed extras
+    raise ConfigurationError(f"tracing needs: pip install 'zag-async[otel]' ({exc})") from exc
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .workers.protocol import Request, Response
+
+__all__ = ["Tracing", "trace_workers"]
+
+_SCOPE = "zag_async"
+_END_STATES = {
+    ("execute", True): "SUCCESS",
+    ("execute", False): "FAILURE",
+    ("revert", True): "REVERTED",
+    ("revert", False): "REVERT_FAILURE",
+}
+
+
+class Tracing:
+    """Traces engines: pass it as a listener, `zag.Engine(flow, listeners=[Tracing()])`.
+
+    One object may serve any number of engines, concurrently.
+
+    Args:
+        tracer_provider: where spans go; None uses the global provider
+            (`opentelemetry.trace.set_tracer_provider`).
+    """
+
+    def __init__(self, *, tracer_provider: trace.TracerProvider | None = None) -> None:
+        self._tracer = trace.get_tracer(_SCOPE, __version__, tracer_provider=tracer_provider)
+        # Span ids of the spans open now, so events land only on our own spans.
+        self._flows: set[int] = set()
+        self._atoms: set[int] = set()
+
+    def __call__(self, event: Event) -> None:
+        """Turn progress, skips and retries into span events (spans come from the scopes)."""
+        if event.kind == "progress":
+            # Reported from inside the task: its atom span is the current one.
+            span = trace.get_current_span()
+            if span.get_span_context().span_id in self._atoms:
+                span.add_event("zag.progress", {"zag.progress": event.progress or 0.0})
+        elif event.kind == "atom" and event.state in ("IGNORE", "RETRYING"):
+            # Emitted by the engine's own loop: the flow span is the current one.
+            span = trace.get_current_span()
+            if span.get_span_context().span_id in self._flows:
+                name = "zag.ignored" if event.state == "IGNORE" else "zag.retrying"
+                span.add_event(name, {"zag.atom": event.atom or ""})
+
+    @contextlib.contextmanager
+    def flow_scope(self, engine: Engine) -> Iterator[None]:
+        """The flow span, current for the whole `run()` (the engine calls this)."""
+        attributes: dict[str, AttributeValue] = {
+            "zag.flow": engine.name,
+            "zag.flow_id": engine.flow_id,
+        }
+        with self._span(f"zag.flow {engine.name}", attributes) as span:
+            key = span.get_span_context().span_id
+            self._flows.add(key)
+            try:
+                yield
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+                raise
+            finally:
+                self._flows.discard(key)
+                span.set_attribute("zag.state", str(engine.state))
+
+    @contextlib.contextmanager
+    def atom_scope(
+        self, engine: Engine, atom: str, action: Literal["execute", "revert"], attempt: int
+    ) -> Iterator[Callable[[Failure | None], None]]:
+        """The span of one execute or revert call (the engine calls this)."""
+        attributes: dict[str, AttributeValue] = {
+            "zag.flow": engine.name,
+            "zag.flow_id": engine.flow_id,
+            "zag.atom": atom,
+            "zag.action": action,
+            "zag.attempt": attempt,
+        }
+        kind = "zag.atom" if action == "execute" else "zag.revert"
+        with self._span(f"{kind} {atom}", attributes) as span:
+            key = span.get_span_context().span_id
+            self._atoms.add(key)
+
+            def record(failure: Failure | None) -> None:
+                span.set_attribute("zag.state", _END_STATES[action, failure is None])
+                if failure is not None:
+                    _record_failure(span, failure)
+
+            try:
+                yield record
+            except asyncio.CancelledError:
+                span.set_attribute("zag.state", "CANCELLED")
+                raise
+            finally:
+                self._atoms.discard(key)
+
+    def _span(
+        self, name: str, attributes: dict[str, AttributeValue]
+    ) -> contextlib.AbstractContextManager[Span]:
+        # Failures are recorded by hand: most never reach the scope as exceptions.
+        return self._tracer.start_as_current_span(
+            name, attributes=attributes, record_exception=False, set_status_on_exception=False
+        )
+
+
+def _record_failure(span: Span, failure: Failure) -> None:
+    """An exception event and status ERROR, from the live exception or its record."""
+    if failure.exception is not None:
+        span.record_exception(failure.exception)
+    else:  # it happened elsewhere (a remote worker) or was loaded from storage
+        span.add_event(
+            "exception",
+            {
+                "exception.type": failure.exception_type,
+                "exception.message": failure.message,
+                "exception.stacktrace": failure.traceback,
+            },
+        )
+    span.set_status(Status(StatusCode.ERROR, f"{failure.exception_type}: {failure.message}"))
+
+
+# -- remote workers ---------------------------------------------------------------------
+
+
+class _HeaderGetter(Getter[Mapping[str, object]]):
+    """Reads trace context from AMQP headers (values may arrive as bytes)."""
+
+    def get(self, carrier: Mapping[str, object], key: str) -> list[str] | None:
+        value = carrier.get(key)
+        if isinstance(value, bytes):
+            value = value.decode("latin-1")
+        return [value] if isinstance(value, str) else None
+
+    def keys(self, carrier: Mapping[str, object]) -> list[str]:
+        return list(carrier)
+
+
+_GETTER = _HeaderGetter()
+
+
+class _RemoteTracing:
+    """The hooks `trace_workers()` installs in `zag_async.workers.amqp`."""
+
+    def __init__(self, tracer: trace.Tracer) -> None:
+        self._tracer = tracer
+
+    def inject(self, headers: dict[str, object]) -> None:
+        """Engine side: the current trace context (the atom span) into a request's headers."""
+        propagate.inject(headers)
+
+    @contextlib.contextmanager
+    def remote_span(
+        self, request: Request, headers: Mapping[str, object], worker: str
+    ) -> Iterator[Callable[[Response], None]]:
+        """Worker side: run a request in a span continuing the engine's trace."""
+        parent = propagate.extract(headers, getter=_GETTER)
+        name = request.atom or request.task
+        action = "revert" if request.action == "revert" else "execute"
+        attributes: dict[str, AttributeValue] = {
+            "zag.flow": request.flow,
+            "zag.atom": name,
+            "zag.action": action,
+            "zag.task": request.task,
+            "zag.worker": worker,
+        }
+        with self._tracer.start_as_current_span(
+            f"zag.remote {name}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+
+            def record(response: Response) -> None:
+                ok = response.kind == "result"
+                span.set_attribute("zag.state", _END_STATES[action, ok])
+                if response.failure is not None:
+                    _record_failure(span, response.failure)
+
+            yield record
+
+
+def trace_workers(*, tracer_provider: trace.TracerProvider | None = None) -> Callable[[], None]:
+    """Carry traces through RabbitMQ: call it in the engine's process and in each worker's.
+
+    Requests a `RemoteExecutor` sends then carry the W3C trace context of
+    their atom span in their headers, and a `Worker` runs each request in a
+    `zag.remote <atom>` span continuing that trace (a child of the engine's
+    atom span, so one trace shows both sides). Returns a function that turns
+    this off again. Needs the amqp extra.
+    """
+    try:
+        from .workers import amqp
+    except ImportError as exc:  # pragma: no cover - depends on installed extras
+        raise ConfigurationError(
+            f"remote workers need: pip install 'zag-async[amqp]' ({exc})"
+        ) from exc
+
+    hooks = _RemoteTracing(trace.get_tracer(_SCOPE, __version__, tracer_provider=tracer_provider))
+    amqp._tracing = hooks
+
+    def off() -> None:
+        if amqp._tracing is hooks:
+            amqp._tracing = None
+
+    return off

@@ -814,6 +814,11 @@ class Engine:
         name = self._nodes[i].name
         action: Literal["execute", "revert"] = "execute" if kind == "exec" else "revert"
         attempt = self._details[i].attempts
+        if len(self._hooks) == 1:  # the usual case, without the ExitStack
+            with self._hooks[0].atom_scope(self, name, action, attempt) as record:
+                outcome = await self._call(kind, i, kwargs)
+                record(None if outcome[2] else outcome[3])
+            return outcome
         with contextlib.ExitStack() as scopes:
             done = [
                 scopes.enter_context(hook.atom_scope(self, name, action, attempt))

@@ -30,6 +30,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
+from contextvars import Token
+from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
 from . import __version__
@@ -38,7 +40,9 @@ from .events import Event
 from .failure import Failure
 
 try:
+    from opentelemetry import context as otel_context
     from opentelemetry import propagate, trace
+    from opentelemetry.context import Context
     from opentelemetry.propagators.textmap import Getter
     from opentelemetry.trace import Span, SpanKind, Status, StatusCode
     from opentelemetry.util.types import AttributeValue
@@ -112,10 +116,9 @@ class Tracing:
                 self._flows.discard(key)
                 span.set_attribute("zag.state", str(engine.state))
 
-    @contextlib.contextmanager
     def atom_scope(
         self, engine: Engine, atom: str, action: Literal["execute", "revert"], attempt: int
-    ) -> Iterator[Callable[[Failure | None], None]]:
+    ) -> _AtomSpan:
         """The span of one execute or revert call (the engine calls this)."""
         attributes: dict[str, AttributeValue] = {
             "zag.flow": engine.name,
@@ -125,22 +128,9 @@ class Tracing:
             "zag.attempt": attempt,
         }
         kind = "zag.atom" if action == "execute" else "zag.revert"
-        with self._span(f"{kind} {atom}", attributes) as span:
-            key = span.get_span_context().span_id
-            self._atoms.add(key)
-
-            def record(failure: Failure | None) -> None:
-                span.set_attribute("zag.state", _END_STATES[action, failure is None])
-                if failure is not None:
-                    _record_failure(span, failure)
-
-            try:
-                yield record
-            except asyncio.CancelledError:
-                span.set_attribute("zag.state", "CANCELLED")
-                raise
-            finally:
-                self._atoms.discard(key)
+        return _AtomSpan(
+            self._atoms, self._tracer.start_span(f"{kind} {atom}", attributes=attributes), action
+        )
 
     def _span(
         self, name: str, attributes: dict[str, AttributeValue]
@@ -149,6 +139,42 @@ class Tracing:
         return self._tracer.start_as_current_span(
             name, attributes=attributes, record_exception=False, set_status_on_exception=False
         )
+
+
+class _AtomSpan:
+    """One call's span, current while the call runs (a class: this is per atom, keep it cheap)."""
+
+    __slots__ = ("_action", "_live", "_span", "_token")
+
+    def __init__(self, live: set[int], span: Span, action: str) -> None:
+        self._live = live
+        self._span = span
+        self._action = action
+        self._token: Token[Context] | None = None
+
+    def __enter__(self) -> Callable[[Failure | None], None]:
+        self._token = otel_context.attach(trace.set_span_in_context(self._span))
+        self._live.add(self._span.get_span_context().span_id)
+        return self.record
+
+    def record(self, failure: Failure | None) -> None:
+        """The call's outcome: its end state, and its failure if any."""
+        self._span.set_attribute("zag.state", _END_STATES[self._action, failure is None])
+        if failure is not None:
+            _record_failure(self._span, failure)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._live.discard(self._span.get_span_context().span_id)
+        if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
+            self._span.set_attribute("zag.state", "CANCELLED")
+        if self._token is not None:
+            otel_context.detach(self._token)
+        self._span.end()
 
 
 def _record_failure(span: Span, failure: Failure) -> None:

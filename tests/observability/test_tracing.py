@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -269,3 +270,18 @@ def test_a_missing_extra_names_it(module: str, blocked: str, extra: str) -> None
     )
     assert out.returncode == 0, out.stderr
     assert f"pip install 'zag-async[{extra}]'" in out.stdout
+
+
+async def test_two_tracing_listeners_each_get_every_span(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    other_exporter = InMemorySpanExporter()
+    other = TracerProvider()
+    other.add_span_processor(SimpleSpanProcessor(other_exporter))
+    listeners = [Tracing(tracer_provider=provider), Tracing(tracer_provider=other)]
+    await zag.Engine(zag.linear("twice", flows.double), store={"x": 1}, listeners=listeners).run()
+    # (They share one current context, so the second's spans nest in the first's.)
+    for spans in (exporter.get_finished_spans(), other_exporter.get_finished_spans()):
+        assert (one(spans, "zag.flow twice").attributes or {})["zag.state"] == "SUCCESS"
+        assert (one(spans, "zag.atom double").attributes or {})["zag.state"] == "SUCCESS"
+    other.shutdown()

@@ -9,7 +9,7 @@ What is measured (RabbitMQ at ``URL``; every queue is fresh and deleted afterwar
   flight). The **baseline** is aio-pika's defaults: a classic queue, transient
   messages, a channel with publisher confirms (aio-pika's default), ack after
   the reply. Variants change one thing at a time toward what zag does (quorum
-  queue, persistent requests, a "started" message before the result, no
+  queue, persistent requests, no
   confirms), so each cost is measured on its own.
 - **zag**: an Engine with ``zag.RemoteExecutor`` running one-atom flows against
   ``python -m zag_async worker`` subprocesses (``remote_tasks:TASKS``): per-flow
@@ -19,7 +19,7 @@ What is measured (RabbitMQ at ``URL``; every queue is fresh and deleted afterwar
   engine process.
 - **what-if**: the same zag with one part of its message pattern changed by
   monkeypatching in this process and in ``remote.py worker`` subprocesses
-  (zag_async itself is untouched): no "started" reply, "started" not awaited,
+  (zag_async itself is untouched):
   a classic instead of a quorum queue, transient requests, the request's
   publisher confirm raced with the result (see ``WHATIFS``).
 - **CPU per request**: user+system CPU of this process (client/engine), the
@@ -36,8 +36,8 @@ subject, one rate run per subject per round.
 
 Small CLI for the subprocesses and for digging::
 
-    python benchmarks/remote.py echo --queue Q [--queue-type quorum] [--started] [--no-confirms]
-    python benchmarks/remote.py worker --topic T [--whatif nostarted,classic]
+    python benchmarks/remote.py echo --queue Q [--queue-type quorum] [--no-confirms]
+    python benchmarks/remote.py worker --topic T [--whatif classic,transient]
     python benchmarks/remote.py profile [--workers 1] [--concurrency 64] [--n 1000] [--whatif ...]
         # the wide flow with cProfile on the engine and py-spy (when installed) on the worker
 """
@@ -115,7 +115,6 @@ class Variant:
     queue_type: str = "classic"
     persistent: bool = False
     confirms: bool = True  # publisher confirms on both sides' channels
-    started: bool = False  # echo sends a "started" reply before the result (as zag does)
     note: str = ""
 
 
@@ -125,13 +124,12 @@ VARIANTS = (
     Variant("raw no confirms", confirms=False,
             note="classic, transient, channels without confirms"),
     Variant("raw persistent", persistent=True, note="classic queue, persistent messages"),
-    Variant("raw +started", started=True, note="baseline + a 'started' reply before the result"),
     Variant("raw quorum persistent", queue_type="quorum", persistent=True,
             note="quorum queue, persistent (zag's request path)"),
     Variant("raw quorum no confirms", queue_type="quorum", persistent=True, confirms=False,
             note="quorum, persistent, no confirms on either channel"),
-    Variant("raw zag-like", queue_type="quorum", persistent=True, started=True,
-            note="quorum + persistent + confirms + started reply: zag's message pattern"),
+    Variant("raw zag-like", queue_type="quorum", persistent=True,
+            note="quorum + persistent + confirms: zag's message pattern"),
 )
 
 
@@ -153,11 +151,6 @@ async def echo_main(args: argparse.Namespace) -> None:
     exchange = channel.default_exchange
 
     async def on_message(message: Any) -> None:
-        if args.started:
-            await exchange.publish(
-                aio_pika.Message(b"started", correlation_id=message.correlation_id),
-                routing_key=message.reply_to,
-            )
         await exchange.publish(
             aio_pika.Message(message.body, correlation_id=message.correlation_id),
             routing_key=message.reply_to,
@@ -199,8 +192,6 @@ class RpcClient:
         await self.connection.close()
 
     async def _on_reply(self, message: Any) -> None:
-        if message.body == b"started":
-            return
         future = self.futures.pop(message.correlation_id, None)
         if future is not None and not future.done():
             future.set_result(message.body)
@@ -221,8 +212,6 @@ class RpcClient:
 async def echo_process(variant: Variant, queue: str, prefetch: int = 64) -> Any:
     cmd = [sys.executable, str(HERE / "remote.py"), "echo", "--queue", queue,
            "--queue-type", variant.queue_type, "--prefetch", str(prefetch)]
-    if variant.started:
-        cmd.append("--started")
     if not variant.confirms:
         cmd.append("--no-confirms")
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE)
@@ -276,20 +265,16 @@ async def _concurrently(n: int, concurrency: int, one: Callable[[], Awaitable[An
 
 
 #: What-if changes to zag's message pattern, applied by monkeypatching (zag itself is unchanged):
-#: "nostarted" the worker sends no "started" reply; "asyncstarted" it sends it without waiting
-#: for its publisher confirm before running the task; "classic" the topic queue is a durable
+#: "classic" the topic queue is a durable
 #: classic queue (no x-delivery-limit); "transient" requests are not persistent; "raceconfirm"
 #: the engine does not wait for the request's publisher confirm before taking the result (the
 #: confirm is awaited in the background and fails the request if it fails); "noconfirms" no
 #: publisher confirms on either side's channel.
 WHATIFS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("what-if: none (zag as is)", ()),
-    ("what-if: no started", ("nostarted",)),
-    ("what-if: started not awaited", ("asyncstarted",)),
     ("what-if: classic queue", ("classic",)),
-    ("what-if: classic + no started", ("classic", "nostarted")),
-    ("what-if: classic, no started, confirm raced", ("classic", "nostarted", "raceconfirm")),
-    ("what-if: classic+transient+no started", ("classic", "transient", "nostarted")),
+    ("what-if: classic, confirm raced", ("classic", "raceconfirm")),
+    ("what-if: classic + transient", ("classic", "transient")),
 )
 
 
@@ -354,27 +339,6 @@ def whatif_patches(flags: tuple[str, ...]) -> list[tuple[Any, str, Any]]:
             return channel(self, channel_number, False, on_return_raises)
 
         patches.append((RobustConnection, "channel", no_confirms))
-    if "nostarted" in flags:
-        reply = amqp.Worker._reply
-
-        async def no_started(self: Any, message: Any, response: Any) -> None:
-            if response.kind != "started":
-                await reply(self, message, response)
-
-        patches.append((amqp.Worker, "_reply", no_started))
-    elif "asyncstarted" in flags:
-        reply = amqp.Worker._reply
-        sending: set[asyncio.Future[None]] = set()
-
-        async def started_unawaited(self: Any, message: Any, response: Any) -> None:
-            if response.kind == "started":
-                future = asyncio.ensure_future(reply(self, message, response))
-                sending.add(future)
-                future.add_done_callback(sending.discard)
-            else:
-                await reply(self, message, response)
-
-        patches.append((amqp.Worker, "_reply", started_unawaited))
     return patches
 
 
@@ -683,12 +647,11 @@ async def session(sizes: Sizes) -> tuple[list[Subject], dict[str, str]]:
                 pids=[echo.pid], rate=rr_rate(client), rate_metric="req/reply c=64",
                 note=variant.note,
                 rate_note=f"{sizes.rr_n} round trips, 64 in flight, echo prefetch 64"))
-            if not variant.started:
-                subjects.append(Subject(
-                    variant.name, rate=await oneway_subject(stack, client, variant),
-                    rate_metric="one way", per_run=sizes.oneway_n,
-                    rate_note=f"{sizes.oneway_n} messages, 64 publishes in flight, "
-                              "consumer acks (prefetch 256)"))
+            subjects.append(Subject(
+                variant.name, rate=await oneway_subject(stack, client, variant),
+                rate_metric="one way", per_run=sizes.oneway_n,
+                rate_note=f"{sizes.oneway_n} messages, 64 publishes in flight, "
+                          "consumer acks (prefetch 256)"))
         setups = [
             ("zag 1 worker c=8", 1, 8, ()),
             ("zag 1 worker c=64", 1, 64, ()),
@@ -977,14 +940,13 @@ def main(argv: list[str] | None = None) -> int:
     echo.add_argument("--queue", required=True)
     echo.add_argument("--queue-type", default="classic", choices=("classic", "quorum"))
     echo.add_argument("--prefetch", type=int, default=64)
-    echo.add_argument("--started", action="store_true")
     echo.add_argument("--no-confirms", action="store_true")
     echo.add_argument("--url", default=URL)
     worker = sub.add_parser("worker", help="a zag worker with what-if patches")
     worker.add_argument("--topic", required=True)
     worker.add_argument("--concurrency", type=int, default=8)
     worker.add_argument("--whatif", default="",
-                        help="comma-separated: nostarted|asyncstarted,classic,noconfirms")
+                        help="comma-separated: classic,transient,noconfirms,raceconfirm")
     worker.add_argument("--url", default=URL)
     prof = sub.add_parser("profile", help="profile the wide flow (engine + workers)")
     prof.add_argument("--workers", type=int, default=1)

@@ -14,6 +14,8 @@ concurrently with revert on failure and retries by policy::
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from . import errors, inspection, jobs, persistence, retry, workers
 from .atom import Atom, FunctionTask, Task, task
 from .conductor import Conductor, ConductorEvent
@@ -28,6 +30,9 @@ from .persistence import connect
 from .retry import Decision, History, Retry
 from .states import AtomState, FlowState, Intention
 from .storage import Storage, WritePolicy
+
+if TYPE_CHECKING:  # imported lazily at run time (they need the amqp extra)
+    from .workers.amqp import RemoteExecutor, Worker
 
 __version__ = "0.1.0"
 

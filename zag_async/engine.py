@@ -174,6 +174,9 @@ class Engine:
         self._executor = executor
         self._delays: dict[int, float] = {}  # retry node -> monotonic time its delay ends
         self._listeners: list[Listener] = list(listeners)
+        self._sync_listeners: tuple[Listener, ...] = ()
+        self._async_listeners: tuple[Listener, ...] = ()
+        self._sort_listeners()
         self._hooks: list[TraceHook] = []
         with gc_paused():
             self._setup(flow, store, storage, backend, logbook, target, allow_changes, _factory)
@@ -324,7 +327,19 @@ class Engine:
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         """Attach a listener; returns a function that detaches it."""
         self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+        self._sort_listeners()
+
+        def detach() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+                self._sort_listeners()
+
+        return detach
+
+    def _sort_listeners(self) -> None:
+        """Split listeners into sync and async once, not on every event."""
+        self._sync_listeners = tuple(x for x in self._listeners if not _is_async_listener(x))
+        self._async_listeners = tuple(x for x in self._listeners if _is_async_listener(x))
 
     def suspend(self) -> None:
         """Let running atoms finish, start nothing new, end SUSPENDED.
@@ -501,13 +516,9 @@ class Engine:
         if self._loop is not None and threading.get_ident() != self._loop_thread:
             self._loop.call_soon_threadsafe(self._emit, event)
             return
-        queued = False
-        for listener in list(self._listeners):
-            if _is_async_listener(listener):
-                if not queued and self._events is not None:
-                    self._events.put_nowait(event)
-                queued = True
-                continue
+        if self._async_listeners and self._events is not None:
+            self._events.put_nowait(event)
+        for listener in self._sync_listeners:
             try:
                 listener(event)
             except Exception:  # a broken listener must not break the flow
@@ -516,7 +527,7 @@ class Engine:
     @contextlib.asynccontextmanager
     async def _event_pump(self) -> AsyncIterator[None]:
         """Deliver events to async listeners for the whole run, flow events included."""
-        if not any(_is_async_listener(listener) for listener in self._listeners):
+        if not self._async_listeners:
             yield
             return
         queue: asyncio.Queue[Event | None] = asyncio.Queue()
@@ -539,9 +550,7 @@ class Engine:
             event = await queue.get()
             if event is None:
                 return
-            for listener in list(self._listeners):
-                if not _is_async_listener(listener):
-                    continue
+            for listener in self._async_listeners:
                 try:
                     res = listener(event)
                     if inspect.isawaitable(res):

@@ -283,6 +283,7 @@ class ZagService:
             self._supervisor = asyncio.create_task(
                 self._supervise(ready), name=f"zag-service-{self.name}"
             )
+            self._supervisor.add_done_callback(self._supervisor_done)
             await asyncio.wait({ready, self._supervisor}, return_when=asyncio.FIRST_COMPLETED)
             if self._supervisor.done():
                 self._supervisor.result()  # raise what stopped it
@@ -353,13 +354,16 @@ class ZagService:
                     self.name,
                     self.shutdown_timeout,
                 )
+        finally:
+            # Past the timeout, or when closing is itself cancelled: cancel what still
+            # runs (its flows end SUSPENDED) before the board and the database go away.
+            if not (supervisor.done() and self._idle.is_set()):
                 supervisor.cancel()
                 for task in self._live.values():
                     if task is not None:
                         task.cancel()
                 await asyncio.wait({supervisor})
                 await self._idle.wait()
-        finally:
             try:
                 await self._stack.aclose()
             finally:
@@ -367,6 +371,15 @@ class ZagService:
                 logger.info("zag service %s closed", self.name)
         if not supervisor.cancelled() and supervisor.exception() is not None:
             supervisor.result()  # surface what stopped the conductor or a worker
+
+    def _supervisor_done(self, task: asyncio.Task[None]) -> None:
+        if self._closing or task.cancelled() or task.exception() is None:
+            return
+        logger.error(
+            "zag service %s: its conductor or a worker failed; it takes no more work",
+            self.name,
+            exc_info=task.exception(),
+        )
 
     def _check_open(self) -> None:
         if not self._opened:
@@ -410,7 +423,11 @@ class ZagService:
 
     @property
     def running_flows(self) -> list[str]:
-        """Ids of the flows this service runs now (not counting its conductor's jobs)."""
+        """Ids of the flows this service runs now (not counting its conductor's jobs).
+
+        A flow awaited through `run` is stored once its first atom starts, so
+        `flow_status` may not find it for a moment.
+        """
         return [engine.flow_id for engine in self._live]
 
     # -- running flows -------------------------------------------------------------------

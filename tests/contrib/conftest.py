@@ -87,6 +87,22 @@ async def eventually(
         await asyncio.sleep(0.02)
 
 
+async def shipping(service: Any) -> bool:
+    """True once the flow the service runs for a request is shipping (its `ship` atom is
+    RUNNING). The flow's record is written when its first atom starts, so at first
+    there may be nothing to read."""
+    from zag_async.errors import NotFound
+
+    ids = service.running_flows
+    if not ids:
+        return False
+    try:
+        status = await service.flow_status(ids[0])
+    except NotFound:
+        return False
+    return any(a.name == "ship" and a.state == "RUNNING" for a in status.atoms)
+
+
 # -- servers ------------------------------------------------------------------------
 
 

@@ -13,19 +13,10 @@ from aiohttp.test_utils import TestClient, TestServer
 import zag_async as zag
 from zag_async.contrib.aiohttp import ZAG_KEY, get_zag, zag_context
 from zag_async.errors import ConfigurationError
-from zag_async.service import ZagService
 
-from .conftest import Urls, eventually, load_example
+from .conftest import Urls, eventually, load_example, shipping
 
 example = load_example("aiohttp_app")
-
-
-async def shipping(service: ZagService) -> bool:
-    ids = service.running_flows
-    if not ids:
-        return False
-    status = await service.flow_status(ids[0])
-    return any(a.name == "ship" and a.state == "RUNNING" for a in status.atoms)
 
 
 async def test_shutdown_lets_a_request_finish_its_flow_first(urls: Urls) -> None:

@@ -19,7 +19,7 @@ from zag_async.errors import ConfigurationError
 from zag_async.service import ZagService
 
 from . import flows
-from .conftest import Urls, eventually, load_example
+from .conftest import Urls, eventually, load_example, shipping
 
 example = load_example("fastapi_app")
 
@@ -38,15 +38,7 @@ async def test_shutdown_while_a_request_awaits_a_flow(urls: Urls) -> None:
             request = asyncio.create_task(
                 client.post("/orders", json={"item": "book", "ship_delay": 0.3})
             )
-
-            async def shipping() -> bool:
-                ids = service.running_flows
-                if not ids:
-                    return False
-                status = await service.flow_status(ids[0])
-                return any(a.name == "ship" and a.state == "RUNNING" for a in status.atoms)
-
-            await eventually(shipping, what="the order to ship")
+            await eventually(lambda: shipping(service), what="the order to ship")
         reply = await request
     assert reply.status_code == 503
     body = reply.json()

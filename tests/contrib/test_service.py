@@ -308,7 +308,64 @@ async def test_in_app_worker_runs_the_tasks_sent_over_rabbitmq(amqp_url: str) ->
             status = await service.run(PIPELINE, store={"tag": "remote"})
             assert status.results is not None and status.results["c"] == "c-remote"
             [worker] = service.workers
-            assert worker.served == 3
+            # (the worker counts a request once its outcome is sent, an instant after)
+            await eventually(lambda: worker.served == 3, what="3 requests served in-app")
         assert executor._closed
     finally:
         await delete_queue(amqp_url, f"zag.q.{topic}")
+
+
+async def test_closing_cancelled_midway_still_suspends_and_closes(urls: Urls) -> None:
+    """A server that gives up on its lifespan cancels the close: what still runs is
+    cancelled (SUSPENDED) before the board and the database close."""
+    flows.HOLD.add("cut")
+    service = ZagService(**urls.options())
+    await service.__aenter__()
+    flow_id = await service.start(PIPELINE, store={"tag": "cut"})
+    await flows.started("cut").wait()
+    closing = asyncio.create_task(service.aclose())
+    await eventually(lambda: service._closing)
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    assert service.backend._closed and service.board._closed
+    detail = await stored(urls, flow_id)
+    assert detail.state == "SUSPENDED" and states(detail)["slow"] == "RUNNING"
+
+
+async def test_a_suspended_flow_resumes_through_the_next_service() -> None:
+    flows.HOLD.add("next")
+    backend = f"memory://web-test-{uuid.uuid4().hex}"
+    service = ZagService(backend=backend)
+    await service.__aenter__()
+    flow_id = await service.start(PIPELINE, store={"tag": "next"})
+    await flows.started("next").wait()
+    closing = asyncio.create_task(service.aclose())
+    await eventually(lambda: service._closing)
+    flows.release("next")
+    await closing
+    async with ZagService(backend=backend, name="next") as again:
+        assert (await again.flow_status(flow_id)).state == "SUSPENDED"
+        status = await again.resume(flow_id)
+        assert status.ok and status.results is not None and status.results["c"] == "c-next"
+        assert (await again.backend.load_flow(flow_id)).owner == "next"
+    assert flows.LOG == ["first next", "slow next", "last next"]
+
+
+async def test_a_conductor_that_crashes_stops_the_service_loudly(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(self: zag.Conductor) -> None:
+        raise RuntimeError("conductor bug")
+
+    monkeypatch.setattr(zag.Conductor, "run", broken)
+    service = ZagService(conductor=True)
+    await service.__aenter__()
+    await eventually(lambda: service._supervisor is not None and service._supervisor.done())
+    assert "its conductor or a worker failed" in caplog.text
+    with pytest.raises(ExecutionError, match="stopped: its conductor or a worker failed"):
+        await service.run(PIPELINE, store={"tag": "x"})
+    with pytest.raises(ExceptionGroup) as raised:
+        await service.aclose()
+    assert raised.group_contains(RuntimeError, match="conductor bug")
+    assert service.backend._closed

@@ -28,6 +28,7 @@ from .flow import Depth, Flow, GraphFlow, LinearFlow, UnorderedFlow, graph, line
 from .models import AtomDetail, FlowDetail, FlowSummary, LogBook
 from .persistence import connect
 from .retry import Decision, History, Retry
+from .service import FlowStatus, JobStatus, ZagService
 from .states import AtomState, FlowState, Intention
 from .storage import Storage, WritePolicy
 
@@ -60,12 +61,14 @@ __all__ = [
     "Failure",
     "Flow",
     "FlowDetail",
-    "FlowSummary",
     "FlowState",
+    "FlowStatus",
+    "FlowSummary",
     "FunctionTask",
     "GraphFlow",
     "History",
     "Intention",
+    "JobStatus",
     "LinearFlow",
     "LogBook",
     "LoggingListener",
@@ -80,6 +83,7 @@ __all__ = [
     "WrappedFailure",
     "WritePolicy",
     "ZagError",
+    "ZagService",
     "__version__",
     "connect",
     "errors",

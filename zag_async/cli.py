@@ -43,6 +43,7 @@ from .errors import (
     FlowDefinitionError,
     JobNotFound,
     NotFound,
+    NotYetDue,
     ZagError,
 )
 from .events import Event
@@ -504,6 +505,17 @@ async def _run_flow(
         view = RunView(engine, console, live=live and _interactive(console))
         engine.add_listener(view)
         started = time.monotonic()
+        # SIGTERM suspends the flow like Ctrl-C does (asyncio.run cancels us on SIGINT).
+        terminated = asyncio.Event()
+        main_task = asyncio.current_task()
+        assert main_task is not None
+
+        def terminate() -> None:
+            terminated.set()
+            main_task.cancel()
+
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, terminate)
         try:
             with view.showing():
                 results = await engine.run()
@@ -514,6 +526,8 @@ async def _run_flow(
                     f"{PROG} run --resume {engine.flow_id} --backend {backend_url}",
                     err=True,
                 )
+            if terminated.is_set():
+                raise click.exceptions.Exit(128 + signal.SIGTERM) from None
             raise
         except Exception:
             if engine.state not in (FlowState.REVERTED, FlowState.FAILURE):
@@ -522,6 +536,8 @@ async def _run_flow(
             for line in _failure_lines(engine.storage.flow):
                 click.echo(f"{PROG}: flow {engine.name} {engine.state}: {line}", err=True)
             return 1
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
         click.echo(f"flow {engine.name} {engine.state} in {_ms(time.monotonic() - started)}")
         click.echo(f"results: {json.dumps(dict(results), default=repr, sort_keys=True)}")
         return 0
@@ -680,15 +696,14 @@ def jobs() -> None:
 
 @jobs.command("list")
 @board_option
-@backend_option(required=False)
 @timeout_option
 @click.option("--state", type=click.Choice(["UNCLAIMED", "CLAIMED"]), help="Only these jobs.")
-def jobs_list(board: str, backend: str, timeout: float, state: str | None) -> None:
-    """List the jobs on a board, in claim order."""
+def jobs_list(board: str, timeout: float, state: str | None) -> None:
+    """List the jobs on a board, in claim order (the board alone: no database needed)."""
     from .jobs import JobState
 
     async def listing() -> list[list[str]]:
-        async with _board(board, backend, timeout) as (_database, opened):
+        async with _board(board, "memory://", timeout) as (_database, opened):
             found = await opened.jobs(state=None if state is None else JobState(state))
             now = await opened.now()
             rows = []
@@ -824,14 +839,18 @@ def _factory_text(ref: FactoryRef) -> str:
 @jobs.command("trash")
 @click.argument("job_id")
 @board_option
-@backend_option(required=False)
 @timeout_option
 @click.option("--reason", default="trashed by hand", show_default=True)
-def jobs_trash(job_id: str, board: str, backend: str, timeout: float, reason: str) -> None:
-    """Move an unclaimed job to the trash (it will not run)."""
+def jobs_trash(job_id: str, board: str, timeout: float, reason: str) -> None:
+    """Move an unclaimed job to the trash (it will not run).
+
+    The job is claimed for a moment to trash it, so a delayed job can be
+    trashed only once it is due.
+    """
 
     async def trash() -> None:
-        async with _board(board, backend, timeout) as (_database, opened):
+        # Trashing records the outcome on the board; the flow record is left as it is.
+        async with _board(board, "memory://", timeout) as (_database, opened):
             owner = f"{PROG}@{socket.gethostname()}:{os.getpid()}"
             try:
                 claim = await opened.claim(job_id, owner)
@@ -841,6 +860,9 @@ def jobs_trash(job_id: str, board: str, backend: str, timeout: float, reason: st
                     f"job {job_id} is claimed by {holder or 'another owner'}; "
                     f"only an unclaimed job can be trashed"
                 ) from None
+            except NotYetDue as exc:
+                # Trashing goes through a claim, and a delayed job cannot be claimed early.
+                raise CliError(f"{exc}: a delayed job can be trashed once it is due") from None
             await opened.trash(claim, reason)
 
     asyncio.run(trash())
@@ -889,15 +911,11 @@ async def _load_detail(database: Backend, flow_id: str) -> FlowDetail:
         matches = [f.uuid for f in await database.list_flows() if f.uuid.startswith(flow_id)]
         if len(matches) != 1:
             raise NotFound(
-                f"no flow {flow_id!r} in {backend_display(database)}"
+                f"no flow {flow_id!r}, nor one whose id starts with it"
                 if not matches
-                else f"{flow_id!r} matches {len(matches)} flows; give more of the id"
+                else f"{flow_id!r} starts {len(matches)} flow ids; give more of it"
             ) from None
         return await database.load_flow(matches[0])
-
-
-def backend_display(database: Backend) -> str:
-    return str(getattr(database, "_display", database.url))
 
 
 def _show_flow(console: Console, detail: FlowDetail) -> None:

@@ -357,18 +357,34 @@ class RunView:
             table.add_row(line.name, state, str(attempts), _ms(duration), line.failure or "")
         return table
 
-    @contextlib.contextmanager
-    def showing(self) -> Iterator[None]:
+    @contextlib.asynccontextmanager
+    async def showing(self) -> AsyncIterator[None]:
+        """Draw the live table while inside (a no-op for plain lines).
+
+        Redrawn on every event, and a few times a second by a ticker on this
+        event loop so running atoms' durations advance (rich's own refresh
+        thread stays off).
+        """
         if not self.live:
             yield
             return
-        with Live(get_renderable=self.table, console=self.console, refresh_per_second=8) as live:
+        with Live(get_renderable=self.table, console=self.console, auto_refresh=False) as live:
             self._live = live
+            ticker = asyncio.create_task(self._tick(live))
             try:
                 yield
             finally:
+                ticker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ticker
                 live.refresh()
                 self._live = None
+
+    @staticmethod
+    async def _tick(live: Live) -> None:
+        while True:
+            await asyncio.sleep(0.125)
+            live.refresh()
 
 
 def _failure_lines(detail: FlowDetail) -> list[str]:
@@ -492,6 +508,11 @@ async def _run_flow(
         if store:
             options["store"] = store
         if resume_id is not None:
+            if flow is None and "factory" not in (await backend.load_flow(resume_id)).meta:
+                raise BadInput(
+                    f"flow {resume_id} was not started from a factory: give the flow to resume, "
+                    f"as in: {PROG} run MODULE:NAME --resume {resume_id}"
+                )
             engine = await Engine.load(resume_id, backend=backend, flow=flow, **options)
         elif ref is not None:
             engine = Engine.from_factory(
@@ -517,7 +538,7 @@ async def _run_flow(
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, terminate)
         try:
-            with view.showing():
+            async with view.showing():
                 results = await engine.run()
         except asyncio.CancelledError:
             if durable:

@@ -65,16 +65,20 @@ def test_flows_list_and_show(db_url: str, tmp_path: Path) -> None:
         assert re.search(r"^ {4}class n0,n1 REVERTED$", mermaid, re.M)
 
 
-def test_flows_show_graph_needs_the_factory_or_a_given_one(tmp_path: Path) -> None:
-    # A flow object (no factory) was run: --graph needs --factory to rebuild it.
+def test_a_flow_without_factory_must_be_named_to_draw_or_resume(tmp_path: Path) -> None:
+    # A flow object (no factory) was run: nothing stored says how to rebuild it.
     url = f"sqlite+aiosqlite:///{tmp_path / 'f.db'}"
-    flow_id = (
-        ok("run", "cli_flows:FLOW", "--store", "start=1", "--backend", url).lines[0].split()[2]
-    )
-    refused, drawn = zag_many(
+    first = ok("run", "cli_flows:FLOW", "--store", "start=1", "--backend", url)
+    flow_id = first.lines[0].split()[2]
+    refused, drawn, not_resumed, resumed = zag_many(
         ("flows", "show", flow_id, "--graph", "--backend", url),
         ("flows", "show", flow_id, "--graph", "--factory", "cli_flows:FLOW", "--backend", url),
+        ("run", "--resume", flow_id, "--backend", url),
+        ("run", "cli_flows:FLOW", "--resume", flow_id, "--backend", url),
     )
     assert refused.code == 2
     assert "was not started from a factory; pass --factory" in refused.one_error_line()
     assert drawn.code == 0 and '["step2<br/>SUCCESS"]' in drawn.out
+    assert not_resumed.code == 2
+    assert f"run MODULE:NAME --resume {flow_id}" in not_resumed.one_error_line()
+    assert resumed.code == 0 and '"v2": 3' in resumed.out  # already SUCCESS: its results

@@ -1,4 +1,7 @@
-"""The entry points themselves: help, version, import hygiene, demo, db upgrade."""
+"""The entry points themselves: help, version, import hygiene, db upgrade, the cwd on the path.
+
+(`python -m zag_async demo` is run by tests/test_readme.py.)
+"""
 
 from __future__ import annotations
 
@@ -38,11 +41,6 @@ def test_import_zag_async_loads_neither_click_nor_rich() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), check=True
     )
     assert out.stdout.strip() == "[]"
-
-
-def test_demo_through_the_script() -> None:
-    out = ok("demo", entry="script").out
-    assert out.count("flow order: SUCCESS") == 2 and "flow order: REVERTED" in out
 
 
 def test_db_upgrade(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ With no backend, state lives only in memory and commits cost nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ class Storage:
             flow.store.update(store)
         self._dirty: dict[str, AtomDetail] = {}
         self._flow_dirty = True
+        self._writing: asyncio.Future[None] | None = None  # the write in flight, if any
         # Set by the engine: symbol -> provider indices, and the records/atoms by index.
         self._providers: dict[str, list[int]] = {}
         self._details: list[AtomDetail] = []
@@ -141,39 +143,58 @@ class Storage:
         While the backend is unreachable the write is retried per the
         `WritePolicy`, then `StorageUnavailable` is raised. A retry that finds
         its own earlier attempt already applied counts as success.
+
+        Cancelling a commit does not cut its write short: the write goes on and
+        the next commit waits for it, so the version this process expects stays
+        the stored one (a write abandoned halfway could have landed unseen).
         """
+        if self._writing is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._writing)
         if not self._dirty and not self._flow_dirty:
             return
-        backend = self.backend
-        if backend is None:
+        if self.backend is None:
             self._dirty.clear()
             self._flow_dirty = False
             return
-        atoms = list(self._dirty.values())
+        # Take what is dirty now; changes made while the write is in flight stay
+        # dirty for the next commit.
+        atoms, self._dirty = self._dirty, {}
+        self._flow_dirty = False
+        self._writing = writing = asyncio.ensure_future(self._write(self.backend, atoms))
+        writing.add_done_callback(_retrieve)  # a write outliving a cancelled commit
+        await asyncio.shield(writing)
+
+    async def _write(self, backend: Backend, atoms: dict[str, AtomDetail]) -> None:
         flow = self.flow
         flow.updated_at = time.time()  # also identifies this write if an attempt's ack is lost
         policy = self.policy
         delay = policy.delay
         attempt = 1
-        while True:
-            try:
-                await backend.save(flow, atoms)
-                break
-            except ConcurrentUpdate:
-                if attempt > 1 and await self._landed(backend):
-                    break
-                raise
-            except StorageUnavailable as exc:
-                if attempt >= policy.attempts:
-                    raise StorageUnavailable(
-                        f"flow {flow.name!r} ({flow.uuid}): could not write its state after "
-                        f"{attempt} attempts: {exc}"
-                    ) from exc
-                await asyncio.sleep(delay)
-                delay = min(delay * policy.backoff, policy.max_delay)
-                attempt += 1
-        self._dirty.clear()
-        self._flow_dirty = False
+        try:
+            while True:
+                try:
+                    await backend.save(flow, list(atoms.values()))
+                    return
+                except ConcurrentUpdate:
+                    if attempt > 1 and await self._landed(backend):
+                        return
+                    raise
+                except StorageUnavailable as exc:
+                    if attempt >= policy.attempts:
+                        raise StorageUnavailable(
+                            f"flow {flow.name!r} ({flow.uuid}): could not write its state "
+                            f"after {attempt} attempts: {exc}"
+                        ) from exc
+                    await asyncio.sleep(delay)
+                    delay = min(delay * policy.backoff, policy.max_delay)
+                    attempt += 1
+        except BaseException:
+            # Not written: everything stays dirty for the next commit.
+            for name, detail in atoms.items():
+                self._dirty.setdefault(name, detail)
+            self._flow_dirty = True
+            raise
 
     async def _landed(self, backend: Backend) -> bool:
         """Did an earlier attempt of this write commit before its connection died?"""
@@ -188,3 +209,9 @@ class Storage:
             self.flow.version += 1
             return True
         return False
+
+
+def _retrieve(write: asyncio.Future[None]) -> None:
+    """Mark a write's outcome seen: the next commit or the awaiting caller handles it."""
+    if not write.cancelled():
+        write.exception()

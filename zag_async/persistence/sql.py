@@ -132,16 +132,32 @@ class SqlBackend(Backend):
             self._engine = None
 
     async def upgrade(self) -> int:
+        if self.dialect == "sqlite":
+            return await self._upgrade_sqlite()
         async with self._begin() as conn:
-            if self.dialect == "postgresql":
-                # Two processes upgrading at once take turns.
-                from sqlalchemy import text
+            # Two processes upgrading at once take turns.
+            await conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7263540192)")
+            return await self._migrate(conn)
 
-                await conn.execute(text("SELECT pg_advisory_xact_lock(7263540192)"))
+    async def _upgrade_sqlite(self) -> int:
+        """Migrate inside BEGIN IMMEDIATE: the driver would run the DDL outside any
+        transaction, so two processes opening a new file would both create tables."""
+        async with self._connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.exec_driver_sql("BEGIN IMMEDIATE")  # waits out the busy timeout
             try:
-                return int(await conn.run_sync(schema.migrate))
-            except RuntimeError as exc:
-                raise StorageError(f"{self._display}: {exc}") from exc
+                version = await self._migrate(conn)
+            except BaseException:
+                await conn.exec_driver_sql("ROLLBACK")
+                raise
+            await conn.exec_driver_sql("COMMIT")
+            return version
+
+    async def _migrate(self, conn: AsyncConnection) -> int:
+        try:
+            return int(await conn.run_sync(schema.migrate))
+        except RuntimeError as exc:
+            raise StorageError(f"{self._display}: {exc}") from exc
 
     # -- plumbing ----------------------------------------------------------------
 

@@ -9,6 +9,7 @@ and one multi-row upsert of the changed atoms.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -118,9 +119,14 @@ class SqlBackend(Backend):
                         f"{self._display}: schema is at version {version}, this zag-async "
                         f"needs {schema.SCHEMA_VERSION}; run: zag-async db upgrade URL"
                     )
-        except BaseException:
+        except BaseException as exc:
             self._engine = None
             await engine.dispose()
+            if self.dialect == "sqlite" and isinstance(exc, Exception):
+                # aiosqlite stops its thread after a failed connect without awaiting
+                # it; give it a moment to report back before the caller's loop may
+                # close, or the thread dies on "Event loop is closed".
+                await asyncio.sleep(0.02)
             raise
 
     async def aclose(self) -> None:

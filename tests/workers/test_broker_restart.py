@@ -235,7 +235,8 @@ async def assert_all_workers_serve(workers: list[zag.Worker], executor: zag.Remo
     )
     async with asyncio.timeout(15):
         await zag.Engine(fan, store={"seconds": 0.3}, executor=executor).run()
-    await eventually(lambda: sum(w.served for w in workers) == sum(before) + n, what="served")
+    # At least n: a request whose ack the outage lost may be served once more (at-least-once).
+    await eventually(lambda: sum(w.served for w in workers) >= sum(before) + n, what="served")
     assert all(w.served > b for w, b in zip(workers, before, strict=True)), before
 
 

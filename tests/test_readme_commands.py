@@ -1,0 +1,101 @@
+"""Every command the README shows is run by some test.
+
+The README's commands are collected (```sh blocks and inline `...` spans that
+start like a command) and each must match an entry of TESTED_BY, which names the
+test that runs it; the named tests must exist. A new command in the README
+without a test fails here. The bench harness, which `./dev bench` runs with
+TaskFlow beside it, gets a smoke run of its zag side.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+#: (pattern a command must match, "tests/file.py::test_name" that runs it)
+TESTED_BY: list[tuple[str, str]] = [
+    (r"\./dev demo", "tests/test_readme.py::test_demo_shows_success_revert_and_retry"),
+    (r"\./dev test", "tests/test_readme.py::test_ci_runs_the_readme_test_command"),
+    (r"\./dev (lint|typecheck)", "tests/test_readme_commands.py::test_ci_runs_lint_and_typecheck"),
+    (r"\./dev bench\b.*", "tests/test_readme_commands.py::test_bench_harness_runs"),
+    (r"\./dev$", "tests/test_readme.py::test_ci_runs_the_readme_test_command"),
+    (r"pip install 'zag-async\[(\w+)\]'", "tests/test_readme_commands.py::test_extras_exist"),
+    (r"zag-async\[(\w+)\]", "tests/test_readme_commands.py::test_extras_exist"),
+    (r"python -m zag_async worker .*",
+     "tests/workers/test_worker_faults.py::test_sigterm_finishes_the_in_flight_request"),
+    (r"zag-async db upgrade .*", "tests/cli/test_basics.py::test_db_upgrade"),
+    (r"zag-async run --resume .*",
+     "tests/cli/test_run.py::test_an_interrupted_run_is_suspended_and_resumes"),
+    (r"zag-async worker", "tests/cli/test_basics.py::test_every_command_has_help"),
+    (r"(zag-async|python -m zag_async)", "tests/cli/test_basics.py::test_help_lists_every_command"),
+    (r"zag-async --debug .*", "tests/cli/test_errors.py::test_every_bad_input_is_one_clear_line"),
+    (r"zag-async: \.\.\.", "tests/cli/test_errors.py::test_every_bad_input_is_one_clear_line"),
+    # The Command line and Flow pictures sections' ```sh blocks, line by line:
+    (r"(zag-async (run|flows|jobs|conductor|graph)|export ZAG_).*",
+     "tests/cli/test_readme.py::test_every_command_runs_as_shown"),
+]
+
+COMMAND = re.compile(r"^(\./dev|zag-async|python -m zag_async|pip install|export ZAG_)")
+
+
+def shown_commands() -> list[str]:
+    found = []
+    for block in re.findall(r"```sh\n(.*?)```", README, re.S):
+        for line in block.splitlines():
+            command = line.split("  #")[0].strip()
+            if command:
+                found.append(command)
+    prose = re.sub(r"```.*?```", "", README, flags=re.S)
+    found += [span for span in re.findall(r"`([^`\n]+)`", prose) if COMMAND.match(span)]
+    return found
+
+
+def test_every_readme_command_has_a_test() -> None:
+    commands = shown_commands()
+    assert len(commands) > 20  # the collector still finds them
+    untested = [c for c in commands if not any(re.fullmatch(p, c) for p, _ in TESTED_BY)]
+    assert not untested, f"README commands no test runs: {untested}"
+
+
+@pytest.mark.parametrize("test_id", sorted({t for _, t in TESTED_BY}))
+def test_the_named_test_exists(test_id: str) -> None:
+    path, name = test_id.split("::")
+    tree = ast.parse((ROOT / path).read_text(encoding="utf-8"))
+    functions = (ast.FunctionDef, ast.AsyncFunctionDef)
+    names = {n.name for n in ast.walk(tree) if isinstance(n, functions)}
+    assert name in names, test_id
+
+
+def test_ci_runs_lint_and_typecheck() -> None:
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "./dev lint" in ci and "./dev typecheck" in ci
+
+
+def test_extras_exist() -> None:
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "optional-dependencies"
+    ]
+    named = set(re.findall(r"zag-async\[(\w+)\]", README))
+    assert named and named <= set(extras), named - set(extras)
+
+
+def test_bench_harness_runs() -> None:
+    out = subprocess.run(
+        [sys.executable, "benchmarks/run.py", "--quick", "--only-zag", "--only", "S1,S5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "S1" in out.stdout and "S5" in out.stdout

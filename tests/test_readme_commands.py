@@ -32,6 +32,8 @@ TESTED_BY: list[tuple[str, str]] = [
     (r"python -m zag_async worker .*",
      "tests/workers/test_worker_faults.py::test_sigterm_finishes_the_in_flight_request"),
     (r"zag-async db upgrade .*", "tests/cli/test_basics.py::test_db_upgrade"),
+    (r"zag-async conductor --metrics-port .*",
+     "tests/cli/test_jobs.py::test_conductor_runs_jobs_and_stops_gracefully"),
     (r"zag-async run --resume .*",
      "tests/cli/test_run.py::test_an_interrupted_run_is_suspended_and_resumes"),
     (r"zag-async worker", "tests/cli/test_basics.py::test_every_command_has_help"),

@@ -665,13 +665,26 @@ async def _board(board_url: str, backend_url: str, wait: float | None) -> AsyncI
 @click.option("--max-jobs", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--name", help="This conductor's name (owner of its claims); default host:pid.")
 @click.option("--build-attempts", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    help="Serve Prometheus metrics on http://HOST:PORT/metrics (needs zag-async[prometheus]).",
+)
+@click.option("--metrics-host", default="127.0.0.1", show_default=True)
 def conductor(
-    board: str, backend: str, max_jobs: int, name: str | None, build_attempts: int
+    board: str,
+    backend: str,
+    max_jobs: int,
+    name: str | None,
+    build_attempts: int,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Claim jobs from a board and run their flows.
 
     Runs until SIGINT or SIGTERM: then it stops claiming, lets running flows reach a safe point and
-    hands their jobs back, so another conductor resumes them.
+    hands their jobs back, so another conductor resumes them. With --metrics-port it counts jobs,
+    atoms, retries and durations, and the board's pending jobs, for Prometheus to scrape.
     """
     _require_shared(board, backend)
 
@@ -687,17 +700,32 @@ def conductor(
     async def conduct() -> None:
         from .conductor import Conductor
 
-        async with (
-            _board(board, backend, None) as (database, opened),
-            Conductor(
-                opened,
-                persistence=database,
-                name=name,
-                max_jobs=max_jobs,
-                build_attempts=build_attempts,
-                listeners=[report],
-            ) as running,
-        ):
+        async with contextlib.AsyncExitStack() as stack:
+            database, opened = await stack.enter_async_context(_board(board, backend, None))
+            listeners: list[Any] = [report]
+            engine_listeners = None
+            if metrics_port is not None:
+                from .metrics import Metrics, serve_metrics
+
+                metrics = Metrics()
+                listeners.append(metrics)
+                engine_listeners = lambda _job: [metrics]  # noqa: E731
+                await stack.enter_async_context(metrics.watch_board(opened))
+                served = await stack.enter_async_context(
+                    serve_metrics(metrics, host=metrics_host, port=metrics_port)
+                )
+                click.echo(f"metrics at {served.url}")
+            running = await stack.enter_async_context(
+                Conductor(
+                    opened,
+                    persistence=database,
+                    name=name,
+                    max_jobs=max_jobs,
+                    build_attempts=build_attempts,
+                    listeners=listeners,
+                    engine_listeners=engine_listeners,
+                )
+            )
             with _on_signals(running.stop):
                 click.echo(f"conductor {running.name} running jobs from {board}")
                 sys.stdout.flush()

@@ -7,6 +7,9 @@ import re
 import signal
 from collections.abc import Callable
 
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
 from .conftest import Result, Running, ok, zag_many
 
 
@@ -84,9 +87,23 @@ def test_conductor_runs_jobs_and_stops_gracefully(
     assert f"abandoned job slow {slow}" in out and out.endswith("conductor stopped\n")
     assert conductor.errors() == ""
 
-    # Another conductor (the installed script) resumes the handed-back job; SIGTERM stops it.
-    second = spawn("conductor", *where, "--name", "c2", entry="script")
+    # Another conductor (the installed script) resumes the handed-back job and serves
+    # Prometheus metrics; SIGTERM stops it.
+    second = spawn("conductor", *where, "--name", "c2", "--metrics-port", "0", entry="script")
+    found = re.search(r"metrics at (\S+)", second.wait_for("metrics at "))
+    assert found, second.output()
+    url = found.group(1)
     second.wait_for(f"consumed job slow {slow} SUCCESS")
+    scraped = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(httpx.get(url, timeout=10).text)
+        for s in family.samples
+    }
+    assert scraped[("zag_jobs_claimed_total", (("job", "slow"),))] == 1
+    assert scraped[("zag_jobs_consumed_total", (("job", "slow"),))] == 1
+    # slow_step finished under c1 before the hand-back: c2 ran only `finish`.
+    assert scraped[("zag_atoms_succeeded_total", (("atom", "finish"), ("flow", "slow")))] == 1
+    assert ("zag_atoms_started_total", (("atom", "slow_step"), ("flow", "slow"))) not in scraped
     second.signal(signal.SIGTERM)
     assert second.wait() == 0, second.errors()
     assert second.output().endswith("conductor stopped\n")

@@ -526,17 +526,20 @@ async def _run_flow(
         view = RunView(engine, console, live=live and _interactive(console))
         engine.add_listener(view)
         started = time.monotonic()
-        # SIGTERM suspends the flow like Ctrl-C does (asyncio.run cancels us on SIGINT).
-        terminated = asyncio.Event()
+        # SIGINT and SIGTERM suspend the flow. Both are handled here: asyncio.run only
+        # turns SIGINT into a cancel when the process did not inherit it ignored (as
+        # commands started in the background by a non-interactive shell do).
+        received: list[signal.Signals] = []
         main_task = asyncio.current_task()
         assert main_task is not None
 
-        def terminate() -> None:
-            terminated.set()
+        def interrupt(sig: signal.Signals) -> None:
+            received.append(sig)
             main_task.cancel()
 
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, terminate)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, interrupt, sig)
         try:
             async with view.showing():
                 results = await engine.run()
@@ -547,8 +550,8 @@ async def _run_flow(
                     f"{PROG} run --resume {engine.flow_id} --backend {backend_url}",
                     err=True,
                 )
-            if terminated.is_set():
-                raise click.exceptions.Exit(128 + signal.SIGTERM) from None
+            if received:
+                raise click.exceptions.Exit(128 + received[0]) from None
             raise
         except Exception:
             if engine.state not in (FlowState.REVERTED, FlowState.FAILURE):
@@ -558,7 +561,8 @@ async def _run_flow(
                 click.echo(f"{PROG}: flow {engine.name} {engine.state}: {line}", err=True)
             return 1
         finally:
-            loop.remove_signal_handler(signal.SIGTERM)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
         click.echo(f"flow {engine.name} {engine.state} in {_ms(time.monotonic() - started)}")
         click.echo(f"results: {json.dumps(dict(results), default=repr, sort_keys=True)}")
         return 0

@@ -120,12 +120,21 @@ def ok(*args: str, **options: Any) -> Result:
 class Running:
     """A long-running CLI process (conductor, slow run) with its output in files."""
 
-    def __init__(self, args: list[str], tmp: Path, entry: str = "module") -> None:
+    def __init__(
+        self, args: list[str], tmp: Path, entry: str = "module", sigint_ignored: bool = False
+    ) -> None:
         self.out_path = tmp / f"out-{uuid.uuid4().hex[:6]}.txt"
         self.err_path = self.out_path.with_suffix(".err")
+        # A non-interactive shell starts background commands with SIGINT ignored.
+        ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
         with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
             self.proc = subprocess.Popen(
-                [*command(entry), *args], cwd=ROOT, env=cli_env(), stdout=out, stderr=err
+                [*command(entry), *args],
+                cwd=ROOT,
+                env=cli_env(),
+                stdout=out,
+                stderr=err,
+                preexec_fn=ignore,
             )
 
     def output(self) -> str:
@@ -163,8 +172,8 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., Running]]:
     """`spawn(*args, entry=...)`: start a CLI process; killed at teardown if still alive."""
     started: list[Running] = []
 
-    def start(*args: str, entry: str = "module") -> Running:
-        running = Running(list(args), tmp_path, entry)
+    def start(*args: str, entry: str = "module", sigint_ignored: bool = False) -> Running:
+        running = Running(list(args), tmp_path, entry, sigint_ignored)
         started.append(running)
         return running
 

@@ -131,12 +131,16 @@ def test_plain_forces_lines_on_a_terminal() -> None:
     assert "step1 RUNNING" in out and "ATTEMPTS" not in out
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize(
+    ("sig", "sigint_ignored"),
+    [(signal.SIGINT, False), (signal.SIGINT, True), (signal.SIGTERM, False)],
+    ids=["sigint", "sigint-inherited-ignored", "sigterm"],
+)
 def test_an_interrupted_run_is_suspended_and_resumes(
-    sig: signal.Signals, sqlite_url: str, spawn: Callable[..., Running]
+    sig: signal.Signals, sigint_ignored: bool, sqlite_url: str, spawn: Callable[..., Running]
 ) -> None:
     args = ["run", "cli_flows:slow", "--store", "start=1", "--store", "slow_pause=30"]
-    running: Running = spawn(*args, "--backend", sqlite_url)
+    running: Running = spawn(*args, "--backend", sqlite_url, sigint_ignored=sigint_ignored)
     out = running.wait_for("slow_step RUNNING")
     flow_id = out.splitlines()[0].split()[2]
     # Signal once slow_step's RUNNING mark is committed, not while that commit is in

@@ -54,6 +54,8 @@ class Restart:
 WITHIN = Restart("kill", 0.0, 6.0)
 BEYOND = Restart("stop", 3.0, 2.0)
 CASES = [pytest.param(WITHIN, id="within"), pytest.param(BEYOND, id="beyond")]
+#: Down longer than a board call's retries (3 x CALL), within a long session.
+LONG = Restart("stop", 7.0, 20.0)
 
 
 async def retrying(call: Callable[[], Awaitable[T]], within: float = 30.0) -> T:
@@ -170,11 +172,12 @@ def _events_of(conductors: list[Worker], job: zag.jobs.Job) -> list[dict[str, ob
     ]
 
 
-@pytest.mark.parametrize("restart", CASES)
+@pytest.mark.parametrize("restart", [*CASES, pytest.param(LONG, id="long-outage")])
 async def test_watch_keeps_yielding_after_a_restart(
     restart: Restart, private_zk: PrivateZooKeeper
 ) -> None:
-    """`board.watch()` yields jobs posted after the restart: its watches were re-armed."""
+    """`board.watch()` yields jobs posted after the restart: its watches were re-armed,
+    and an outage longer than a call's retries does not end it."""
     url = private_zk.url()
     options = {"session_timeout": restart.session, "call_timeout": CALL}
     async with (

@@ -16,6 +16,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 from uuid import NAMESPACE_URL, uuid4, uuid5
 
-from ..errors import ConcurrentUpdate, ConfigurationError, JobNotFound
+from ..errors import BoardUnavailable, ConcurrentUpdate, ConfigurationError, JobNotFound
 from ..factory import FactoryRef
 from ..models import FlowDetail
 
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from ..persistence.base import Backend
 
 __all__ = ["Claim", "Job", "JobBoard", "JobOutcome", "JobState", "Schedule", "next_fire"]
+
+logger = logging.getLogger("zag_async.jobs")
 
 
 class JobState(StrEnum):
@@ -259,6 +262,8 @@ class JobBoard(abc.ABC):
         """Yield each unclaimed job once: those already there, then new ones as posted.
 
         Driven by the board's own notifications (ZooKeeper watches), not polling.
+        It rides out board outages (BoardUnavailable is logged and the listing
+        retried each second) until cancelled, as a conductor does.
         """
         seen: set[str] = set()
         changed = asyncio.Event()
@@ -266,7 +271,15 @@ class JobBoard(abc.ABC):
         try:
             while True:
                 changed.clear()
-                for job in await self.jobs(state=JobState.UNCLAIMED):
+                try:
+                    jobs = await self.jobs(state=JobState.UNCLAIMED)
+                except BoardUnavailable as exc:
+                    logger.warning("watching %s: board unavailable, retrying: %s", self, exc)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(1.0):
+                            await changed.wait()
+                    continue
+                for job in jobs:
                     if job.uuid not in seen:
                         seen.add(job.uuid)
                         yield job

@@ -361,7 +361,7 @@ async def _transient_publish(self: Any, body: bytes, rid: str, topic: str, delay
     if COUNTING:
         _counted(self, "request")
     await self._work.publish(
-        aio_pika.Message(body, correlation_id=rid, reply_to=self._reply_queue.name,
+        aio_pika.Message(body, correlation_id=rid, reply_to=self._reply_name,
                          content_type="application/json",
                          delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT),
         routing_key=topic,

@@ -131,8 +131,8 @@ class DiesBeforeAckWorker(zag.Worker):
         await super()._reply(message, response, **kwargs)
         if response.kind == "result" and not DiesBeforeAckWorker.died:
             DiesBeforeAckWorker.died = True
-            assert self._channel is not None
-            await self._channel.close()  # unacked: requeued by the broker
+            assert self._channels is not None and self._channels.channel is not None
+            await self._channels.channel.close()  # unacked: requeued by the broker
 
 
 async def test_result_of_a_redelivered_request_is_ignored(
@@ -154,6 +154,41 @@ async def test_result_of_a_redelivered_request_is_ignored(
     assert results["b_out"] == "b done"
     assert engine.state is zag.FlowState.SUCCESS
     assert engine.storage.get("a").state == zag.AtomState.SUCCESS
+
+
+async def test_a_worker_whose_channel_died_opens_a_new_one(
+    start_workers: StartWorkers, remote: Remote
+) -> None:
+    """aio-pika may fail to restore a channel after a reconnect (its consumers gone for
+    good); the worker notices the dead channel on a live connection and opens another."""
+    (worker,) = await start_workers()
+    executor = await remote()
+    flow = zag.linear("again", tasks.slow.bind(name="x", inject={"tag": "x"}))
+    await zag.Engine(flow, store={"seconds": 0.0}, executor=executor).run()
+    assert worker._channels is not None and worker._channels.channel is not None
+    dead = worker._channels.channel
+    await dead.close()  # as aio-pika leaves a channel whose restore failed
+    await eventually(lambda: worker._channels.channel is not dead, what="a new channel")
+    served = worker.served
+    async with asyncio.timeout(10):
+        await zag.Engine(flow, store={"seconds": 0.0}, executor=executor).run()
+    await eventually(lambda: worker.served == served + 1, what="the request served")
+
+
+async def test_an_executor_whose_channel_died_opens_a_new_one(
+    start_workers: StartWorkers, remote: Remote
+) -> None:
+    """The same on the engine's side: its reply consumer comes back with the channel."""
+    await start_workers()
+    executor = await remote()
+    flow = zag.linear("again", tasks.slow.bind(name="x", provides="x_out", inject={"tag": "x"}))
+    assert executor._channels is not None and executor._channels.channel is not None
+    dead = executor._channels.channel
+    await dead.close()
+    async with asyncio.timeout(10):
+        results = await zag.Engine(flow, store={"seconds": 0.0}, executor=executor).run()
+    assert results["x_out"] == "x done"
+    assert executor._channels.channel is not dead
 
 
 async def test_poison_request_goes_to_dead_letters_after_delivery_limit(

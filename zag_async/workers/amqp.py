@@ -94,6 +94,9 @@ _tracing: _Tracing | None = None
 #: Seconds between reconnect attempts after the broker went away (aio-pika's
 #: default of 5 s would add up to 5 s to every outage).
 RECONNECT_INTERVAL = 1.0
+#: Seconds that closing waits on the broker for clean-up (cancelling consumers,
+#: deleting the reply queue) before leaving it undone.
+CLEANUP_TIMEOUT = 2.0
 
 #: Delay tiers in milliseconds, each at most 1.5x the previous: a delay is
 #: served by the smallest tier that is not shorter than it.
@@ -175,6 +178,83 @@ async def declare_topology(
     return work, queues
 
 
+class _Channel:
+    """A channel on a robust connection, replaced when aio-pika cannot restore it.
+
+    aio-pika restores channels, queues and consumers after a reconnect, but a
+    restore that fails (after a broker kill -9 a quorum queue may not be ready,
+    and the re-consume times out) leaves the channel closed for good, and with it
+    every consumer. `current()` notices a closed channel on a live connection and
+    opens a replacement, running `setup` on it; `keep()` checks every second.
+    """
+
+    def __init__(
+        self,
+        connection: AbstractRobustConnection,
+        setup: Callable[[AbstractChannel], Awaitable[None]],
+        owner: str,
+    ) -> None:
+        self.connection = connection
+        self.setup = setup
+        self.owner = owner
+        self.channel: AbstractChannel | None = None
+        self._lock = asyncio.Lock()
+        self._suspect = False
+
+    async def open(self) -> AbstractChannel:
+        channel = await self.connection.channel()
+        await self.setup(channel)
+        self.channel = channel
+        return channel
+
+    def _dead(self) -> bool:
+        return (
+            self.channel is None
+            or self.channel.is_closed
+            and self.connection.connected.is_set()
+            and not self.connection.is_closed
+        )
+
+    async def current(self, *, confirmed: bool = True) -> AbstractChannel:
+        """The live channel; a replacement if ours died on a connected link.
+
+        With confirmed=False (the periodic check) a dead channel is replaced only
+        when it was already dead at the previous check, leaving aio-pika's own
+        restore, which takes milliseconds, time to finish first.
+        """
+        if not self._dead():
+            self._suspect = False
+            assert self.channel is not None
+            return self.channel
+        if not confirmed and not self._suspect:
+            self._suspect = True
+            assert self.channel is not None
+            return self.channel
+        async with self._lock:
+            if self._dead():
+                logger.warning(
+                    "%s: channel was not restored after a reconnect; opening a new one",
+                    self.owner,
+                )
+                old = self.channel
+                await self.open()
+                self._suspect = False
+                if old is not None:
+                    with contextlib.suppress(Exception):
+                        await old.close()  # and stop aio-pika from restoring it later
+        assert self.channel is not None
+        return self.channel
+
+    async def keep(self, every: float = 1.0) -> None:
+        """Check the channel every `every` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.current(confirmed=False)
+            except Exception as exc:  # the broker may be away again: next round
+                logger.debug("%s: channel check failed: %r", self.owner, exc)
+
+
 def _check_topic(topic: str) -> str:
     if not isinstance(topic, str) or not topic or any(c in topic for c in " #*"):
         raise ConfigurationError(
@@ -238,8 +318,9 @@ class Worker:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.codec = codec or JsonCodec()
         self._connection: AbstractRobustConnection | None = None
-        self._channel: AbstractChannel | None = None
-        self._queue: AbstractQueue | None = None
+        self._channels: _Channel | None = None
+        self._consumers: list[tuple[AbstractQueue, str]] = []  # on the current channel
+        self._serving = False
         self._stop = asyncio.Event()
         self._running: dict[str, asyncio.Task[None]] = {}
         self.served = 0
@@ -251,13 +332,30 @@ class Worker:
         self._connection = await aio_pika.connect_robust(
             self.url, reconnect_interval=RECONNECT_INTERVAL
         )
-        self._channel = await self._connection.channel()
-        await self._channel.set_qos(prefetch_count=self.concurrency)
-        # Consume from the declared queue object: the robust channel restores it,
-        # with its consumer, after a reconnect (a looked-up queue would not be).
-        _, queues = await declare_topology(self._channel, [self.topic], self.delivery_limit)
-        self._queue = queues[self.topic]
+        self._channels = _Channel(self._connection, self._setup, f"worker {self.name}")
+        await self._channels.open()
         return self
+
+    async def _setup(self, channel: AbstractChannel) -> None:
+        """Prepare a (new) channel: prefetch, topology and, while serving, consumers."""
+        await channel.set_qos(prefetch_count=self.concurrency)
+        # Consume from the declared queue objects: the robust channel restores them,
+        # with their consumers, after a reconnect (looked-up queues would not be).
+        _, queues = await declare_topology(channel, [self.topic], self.delivery_limit)
+        consumers = []
+        if self._serving:
+            queue = queues[self.topic]
+            consumers.append((queue, await queue.consume(self._on_request)))
+            discovery = await channel.get_exchange(DISCOVERY, ensure=False)
+            pings = await channel.declare_queue(exclusive=True, auto_delete=True)
+            await pings.bind(discovery)
+            consumers.append((pings, await pings.consume(self._on_ping, no_ack=True)))
+        self._consumers = consumers
+
+    async def _discovery(self) -> AbstractExchange:
+        assert self._channels is not None
+        channel = await self._channels.current()
+        return await channel.get_exchange(DISCOVERY, ensure=False)
 
     async def __aexit__(
         self,
@@ -276,39 +374,42 @@ class Worker:
 
     async def serve(self) -> None:
         """Take and run requests until `stop()` (graceful: in-flight requests finish)."""
-        channel = self._channel
-        if channel is None or self._queue is None:
+        channels = self._channels
+        if channels is None:
             raise ConfigurationError("use the worker as 'async with Worker(...) as worker:'")
-        queue = self._queue
-        discovery = await channel.get_exchange(DISCOVERY, ensure=False)
-        pings = await channel.declare_queue(exclusive=True, auto_delete=True)
-        await pings.bind(discovery)
-        tag = await queue.consume(self._on_request)
-        ping_tag = await pings.consume(self._on_ping, no_ack=True)
-        announcer = asyncio.create_task(self._announce_loop(discovery))
+        self._serving = True
+        await self._setup(await channels.current())
+        keeper = asyncio.create_task(channels.keep())
+        announcer = asyncio.create_task(self._announce_loop())
         try:
-            await self._announce(discovery)
+            await self._announce()
             await self._stop.wait()
         finally:
+            self._serving = False
             with contextlib.suppress(Exception):
-                await queue.cancel(tag)
-                await pings.cancel(ping_tag)
+                async with asyncio.timeout(CLEANUP_TIMEOUT):  # the broker may be away
+                    for queue, tag in self._consumers:
+                        await queue.cancel(tag)
             announcer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await announcer
             # Graceful: let in-flight requests finish and be acked.
             if self._running:
                 await asyncio.gather(*self._running.values(), return_exceptions=True)
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
             with contextlib.suppress(Exception):
-                await self._announce(discovery, leaving=True)
+                async with asyncio.timeout(CLEANUP_TIMEOUT):
+                    await self._announce(leaving=True)
 
-    async def _announce_loop(self, discovery: AbstractExchange) -> None:
+    async def _announce_loop(self) -> None:
         while True:
             await asyncio.sleep(self.announce_every)
             with contextlib.suppress(Exception):
-                await self._announce(discovery)
+                await self._announce()
 
-    async def _announce(self, discovery: AbstractExchange, leaving: bool = False) -> None:
+    async def _announce(self, leaving: bool = False) -> None:
         body = {
             "v": 1,
             "kind": "leaving" if leaving else "worker",
@@ -317,13 +418,13 @@ class Worker:
             "tasks": sorted(self.tasks),
             "ttl": self.announce_every * 3,
         }
+        discovery = await self._discovery()
         await discovery.publish(aio_pika.Message(json.dumps(body).encode()), routing_key="")
 
     async def _on_ping(self, message: AbstractIncomingMessage) -> None:
         with contextlib.suppress(ValueError):
-            if json.loads(message.body).get("kind") == "ping" and self._channel is not None:
-                discovery = await self._channel.get_exchange(DISCOVERY, ensure=False)
-                await self._announce(discovery)
+            if json.loads(message.body).get("kind") == "ping":
+                await self._announce()
 
     async def _on_request(self, message: AbstractIncomingMessage) -> None:
         if self._stop.is_set():
@@ -338,7 +439,7 @@ class Worker:
         self, message: AbstractIncomingMessage, response: Response, *, retry: bool = False
     ) -> None:
         """Send news to the engine; outcomes are retried across a broker outage."""
-        if not message.reply_to or self._channel is None:
+        if not message.reply_to or self._channels is None:
             return
         reply = aio_pika.Message(
             response.dumps(self.codec),
@@ -350,7 +451,8 @@ class Worker:
         pause = 0.1
         while True:
             try:
-                await self._channel.default_exchange.publish(reply, routing_key=message.reply_to)
+                channel = await self._channels.current()
+                await channel.default_exchange.publish(reply, routing_key=message.reply_to)
                 return
             except Exception as exc:
                 if time.monotonic() + pause > deadline:
@@ -364,8 +466,9 @@ class Worker:
     async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
         """Park a bad request in zag.dead with its reason, then drop it from the queue."""
         logger.error("worker %s: dead-lettering a request: %s", self.name, reason)
-        if self._channel is not None:
-            dead = await self._channel.get_exchange(DEAD, ensure=False)
+        if self._channels is not None:
+            channel = await self._channels.current()
+            dead = await channel.get_exchange(DEAD, ensure=False)
             headers = dict(message.headers or {})
             headers["x-zag-reason"] = reason[:1000]
             headers["x-zag-worker"] = self.name
@@ -380,7 +483,12 @@ class Worker:
     async def _handle(self, message: AbstractIncomingMessage) -> None:
         try:
             await self._handle_request(message)
-        except (aiormq.exceptions.AMQPError, ConnectionError, TimeoutError) as exc:
+        except (
+            aiormq.exceptions.AMQPError,
+            aiormq.exceptions.ChannelInvalidStateError,
+            ConnectionError,
+            TimeoutError,
+        ) as exc:
             # The broker went away (its channel died under us, or it stayed away
             # longer than reply_timeout): the request is still unacked there and
             # is redelivered once it is back. Expected during outages: a warning.
@@ -547,11 +655,15 @@ class RemoteExecutor:
         self.delivery_limit = delivery_limit
         self.codec = codec or JsonCodec()
         self._connection: AbstractRobustConnection | None = None
-        self._channel: AbstractChannel | None = None
+        self._channels: _Channel | None = None
         self._work: AbstractExchange | None = None
         self._delay: AbstractExchange | None = None
         self._reply_queue: AbstractQueue | None = None
         self._reply_tag: str | None = None
+        #: Named and durable, so it outlives a broker restart (and the reconnect):
+        #: outcomes sent meanwhile wait for us. It expires when unused.
+        self._reply_name = f"zag.reply.{uuid.uuid4().hex}"
+        self._keeper: asyncio.Task[None] | None = None
         self._pending: dict[str, _Pending] = {}
         self._workers: dict[
             str, tuple[str, frozenset[str], float]
@@ -564,24 +676,25 @@ class RemoteExecutor:
         self._connection = await aio_pika.connect_robust(
             self.url, reconnect_interval=RECONNECT_INTERVAL
         )
-        self._channel = await self._connection.channel()
-        self._work, _ = await declare_topology(self._channel, self.topics, self.delivery_limit)
-        self._delay = await self._channel.get_exchange(DELAY, ensure=False)
-        # A named, durable reply queue that outlives a broker restart (and the
-        # reconnect), so outcomes sent meanwhile wait for us; it expires when unused.
-        self._reply_queue = await self._channel.declare_queue(
-            f"zag.reply.{uuid.uuid4().hex}",
-            durable=True,
-            arguments={"x-expires": 600_000},
+        self._channels = _Channel(self._connection, self._setup, f"executor {self._reply_name}")
+        await self._channels.open()
+        self._keeper = asyncio.create_task(self._channels.keep())
+        self._watchdog = asyncio.create_task(self._watch())
+        return self
+
+    async def _setup(self, channel: AbstractChannel) -> None:
+        """Prepare a (new) channel: topology, reply and discovery consumers, a ping."""
+        self._work, _ = await declare_topology(channel, self.topics, self.delivery_limit)
+        self._delay = await channel.get_exchange(DELAY, ensure=False)
+        self._reply_queue = await channel.declare_queue(
+            self._reply_name, durable=True, arguments={"x-expires": 600_000}
         )
         self._reply_tag = await self._reply_queue.consume(self._on_response, no_ack=True)
-        discovery = await self._channel.get_exchange(DISCOVERY, ensure=False)
-        hello = await self._channel.declare_queue(exclusive=True, auto_delete=True)
+        discovery = await channel.get_exchange(DISCOVERY, ensure=False)
+        hello = await channel.declare_queue(exclusive=True, auto_delete=True)
         await hello.bind(discovery)
         await hello.consume(self._on_announcement, no_ack=True)
         await discovery.publish(aio_pika.Message(b'{"v": 1, "kind": "ping"}'), routing_key="")
-        self._watchdog = asyncio.create_task(self._watch())
-        return self
 
     async def __aexit__(
         self,
@@ -604,17 +717,21 @@ class RemoteExecutor:
                         f"request {rid} was outstanding"
                     )
                 )
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watchdog
+        for task in (self._watchdog, self._keeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._reply_queue is not None:
+            # Bounded: with the broker away these would wait for the reconnect (the
+            # queue then expires by itself, x-expires).
             with contextlib.suppress(Exception):
-                # Cancel our consumer first: deleting a queue under a live consumer
-                # makes the broker cancel it, which aiormq logs as a warning.
-                if self._reply_tag is not None:
-                    await self._reply_queue.cancel(self._reply_tag)
-                await self._reply_queue.delete(if_unused=False, if_empty=False)
+                async with asyncio.timeout(CLEANUP_TIMEOUT):
+                    # Cancel our consumer first: deleting a queue under a live consumer
+                    # makes the broker cancel it, which aiormq logs as a warning.
+                    if self._reply_tag is not None:
+                        await self._reply_queue.cancel(self._reply_tag)
+                    await self._reply_queue.delete(if_unused=False, if_empty=False)
         if self._connection is not None:
             await self._connection.close()
             self._connection = None
@@ -692,7 +809,7 @@ class RemoteExecutor:
         time_limit: float | None,
         delay: float,
     ) -> Any:
-        if self._closed or self._channel is None:
+        if self._closed or self._channels is None:
             raise ExecutionError(
                 "the remote executor is not open; use 'async with RemoteExecutor(...)'"
             )
@@ -729,19 +846,16 @@ class RemoteExecutor:
 
     async def _publish(self, body: bytes, rid: str, topic: str, delay: float) -> None:
         """Publish, retrying while the broker is away (never silently dropped)."""
-        assert self._reply_queue is not None
+        assert self._channels is not None
         headers: dict[str, Any] = {}
-        exchange = self._work
         if delay > 0:
             headers["zag-delay"] = str(delay_tier(delay))
-            exchange = self._delay
         if _tracing is not None:
             _tracing.inject(headers)  # the atom span's trace context (W3C traceparent)
-        assert exchange is not None
         message = aio_pika.Message(
             body,
             correlation_id=rid,
-            reply_to=self._reply_queue.name,
+            reply_to=self._reply_name,
             headers=headers,
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
@@ -750,6 +864,9 @@ class RemoteExecutor:
         pause = 0.1
         while True:
             try:
+                await self._channels.current()  # a replacement if ours was not restored
+                exchange = self._delay if delay > 0 else self._work
+                assert exchange is not None
                 await exchange.publish(message, routing_key=topic)
                 return
             except Exception as exc:  # connection trouble: wait for the robust reconnect

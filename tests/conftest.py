@@ -1,11 +1,17 @@
-"""Shared helpers for the engine tests: a task that records its calls."""
+"""Fixtures for every test: the real services (checked once per session), and for
+the engine tests a task that records its calls.
+
+Helpers that are not fixtures (polling, skipping, service probes) are in support.py.
+"""
 
 from __future__ import annotations
 
 import math
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+from support import AMQP_URL, ZK_SERVER, amqp_answers, unavailable, zk_ruok
 
 import zag_async as zag
 
@@ -61,3 +67,25 @@ ALWAYS = math.inf
 def calls() -> list[str]:
     """The shared call log the steps of one test write to."""
     return []
+
+
+# -- services -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def zk_server() -> str:
+    """host:port of a ZooKeeper that answers (skip, or fail under CI, otherwise)."""
+    why = zk_ruok(ZK_SERVER)
+    if why is not None:
+        unavailable(f"ZooKeeper at {ZK_SERVER} is not usable: {why}", "zookeeper")
+    return ZK_SERVER
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    """The URL of a RabbitMQ that answers (skip, or fail under CI, otherwise)."""
+    parts = urlsplit(AMQP_URL)
+    why = amqp_answers(parts.hostname or "127.0.0.1", parts.port or 5672)
+    if why is not None:
+        unavailable(f"RabbitMQ at {AMQP_URL} is not usable: {why}", "rabbitmq")
+    return AMQP_URL

@@ -647,6 +647,24 @@ def backend_option(required: bool) -> Callable[[Callable[..., Any]], Callable[..
     )
 
 
+#: pictures.FORMATS, spelled out: importing pictures loads the compiler, which most
+#: commands never need (tests/cli/test_pictures.py checks the two agree).
+PICTURE_FORMATS = ("mermaid", "dot", "svg", "png")
+
+
+def picture_format_option(
+    help_text: str | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(PICTURE_FORMATS),
+        default="mermaid",
+        show_default=True,
+        help=help_text,
+    )
+
+
 @contextlib.asynccontextmanager
 async def _board(board_url: str, backend_url: str, wait: float | None) -> AsyncIterator[Any]:
     """An open (database, board) pair; `wait` bounds reaching a ZooKeeper board."""
@@ -992,14 +1010,7 @@ def _show_flow(console: Console, detail: FlowDetail) -> None:
 @click.argument("flow_id")
 @backend_option(required=True)
 @click.option("--graph", "as_graph", is_flag=True, help="Draw the flow, atoms coloured by state.")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["mermaid", "dot", "svg", "png"]),
-    default="mermaid",
-    show_default=True,
-    help="With --graph: the picture's format.",
-)
+@picture_format_option(help_text="With --graph: the picture's format.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="With --graph: write here.")
 @click.option(
     "--factory",
@@ -1051,13 +1062,7 @@ def flows_show(
 @main.command()
 @click.argument("factory", metavar="MODULE:FACTORY")
 @click.argument("args", nargs=-1, metavar="[ARG]...")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["mermaid", "dot", "svg", "png"]),
-    default="mermaid",
-    show_default=True,
-)
+@picture_format_option()
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write here (not stdout).")
 def graph(factory: str, args: tuple[str, ...], fmt: str, output: str | None) -> None:
     """Draw a flow as mermaid, dot, svg or png.

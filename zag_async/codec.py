@@ -5,7 +5,8 @@
 them, so a tuple result is still a tuple after a crash and resume. Anything
 else raises `SerializationError` at save time, naming what could not be
 written. Any object with `dumps(value) -> str` and `loads(text) -> value`
-can replace it.
+can replace it. `plain_json` is the lossy form for documents that are read,
+not loaded back (job outcomes, flow status over HTTP).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import datetime
 import decimal
 import json
 import uuid
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from .errors import SerializationError
@@ -103,3 +105,21 @@ class JsonCodec:
 
     def loads(self, text: str) -> Any:
         return json.loads(text, object_hook=_decode_tag)
+
+
+def plain_json(values: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """`values` ready for a JSON document: each as it is if JSON can hold it, else its repr.
+
+    Lossy on purpose: for records read by people and other programs (a job's
+    outcome, a flow's status over HTTP), never loaded back as results.
+    """
+    if values is None:
+        return None
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        try:
+            json.dumps(value)
+            out[key] = value
+        except (TypeError, ValueError):
+            out[key] = repr(value)
+    return out

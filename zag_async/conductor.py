@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self
 
+from .codec import plain_json
 from .engine import Engine
 from .errors import (
     BoardUnavailable,
@@ -291,7 +291,7 @@ class Conductor:
             await self._give_back(claim, "suspended")
             return
         if state is FlowState.SUCCESS:
-            outcome = JobOutcome(job.uuid, job.flow_id, "SUCCESS", _plain(results))
+            outcome = JobOutcome(job.uuid, job.flow_id, "SUCCESS", plain_json(results))
         else:
             outcome = JobOutcome(job.uuid, job.flow_id, str(state), error=_describe(error))
         if state is FlowState.FAILURE:
@@ -350,17 +350,3 @@ class Conductor:
 
 def _describe(error: BaseException | None) -> str | None:
     return None if error is None else f"{type(error).__name__}: {error}"
-
-
-def _plain(results: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """Results that fit in a JSON outcome record (others are summarised with repr)."""
-    if results is None:
-        return None
-    out: dict[str, Any] = {}
-    for key, value in results.items():
-        try:
-            json.dumps(value)
-            out[key] = value
-        except (TypeError, ValueError):
-            out[key] = repr(value)
-    return out

@@ -15,9 +15,10 @@ SVG and PNG need Graphviz's `dot` program (Debian package `graphviz`).
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from .atom import Atom
@@ -73,6 +74,34 @@ class _Picture:
     root: _Cluster | None
     loose: list[int]  #: nodes outside any cluster
     edges: dict[tuple[int, int], _Edge]
+
+    def body(
+        self,
+        node_line: Callable[[int, str], str],
+        open_cluster: Callable[[_Cluster, int, str], list[str]],
+        close: str,
+    ) -> list[str]:
+        """The clusters, nested and indented, each with its atoms; then the loose atoms.
+
+        Both text formats nest alike and differ only in syntax: `open_cluster(
+        cluster, number, indent)` gives a cluster's first lines (numbers count
+        clusters in drawing order), `close` is its last, and `node_line(index,
+        indent)` draws one atom.
+        """
+        lines: list[str] = []
+        numbers = itertools.count()
+
+        def emit(cluster: _Cluster, indent: str) -> None:
+            lines.extend(open_cluster(cluster, next(numbers), indent))
+            lines.extend(node_line(i, indent + "    ") for i in cluster.nodes)
+            for child in cluster.children:
+                emit(child, indent + "    ")
+            lines.append(indent + close)
+
+        if self.root is not None:
+            emit(self.root, "    ")
+        lines.extend(node_line(i, "    ") for i in self.loose)
+        return lines
 
 
 def _controller_name(ctl: Retry, owner: str) -> str:
@@ -178,22 +207,13 @@ def to_mermaid(flow: Flow | Atom, states: Mapping[str, str] | None = None) -> st
         shape = ('{{"', '"}}') if node.is_retry else ('["', '"]')
         return f"{indent}n{i}{shape[0]}{label}{shape[1]}"
 
-    counter = 0
+    def open_cluster(cluster: _Cluster, number: int, indent: str) -> list[str]:
+        return [
+            f'{indent}subgraph c{number}["{_mm(cluster.name)} ({cluster.kind})"]',
+            f"{indent}    direction TB",
+        ]
 
-    def emit(cluster: _Cluster, depth: int) -> None:
-        nonlocal counter
-        indent = "    " * (depth + 1)
-        lines.append(f'{indent}subgraph c{counter}["{_mm(cluster.name)} ({cluster.kind})"]')
-        counter += 1
-        lines.append(f"{indent}    direction TB")
-        lines.extend(node_line(i, indent + "    ") for i in cluster.nodes)
-        for child in cluster.children:
-            emit(child, depth + 1)
-        lines.append(f"{indent}end")
-
-    if pic.root is not None:
-        emit(pic.root, 0)
-    lines.extend(node_line(i, "    ") for i in pic.loose)
+    lines.extend(pic.body(node_line, open_cluster, "end"))
 
     for (a, b), e in pic.edges.items():
         if e.deciders:
@@ -258,23 +278,14 @@ def to_dot(flow: Flow | Atom, states: Mapping[str, str] | None = None) -> str:
                 attrs.append('style="rounded,filled,dashed"')
         return f"{indent}n{i} [{', '.join(attrs)}];"
 
-    counter = 0
+    def open_cluster(cluster: _Cluster, number: int, indent: str) -> list[str]:
+        return [
+            f"{indent}subgraph cluster_{number} {{",
+            f"{indent}    label={_dq(f'{cluster.name} ({cluster.kind})')};",
+            f'{indent}    style="rounded"; color="#9e9e9e";',
+        ]
 
-    def emit(cluster: _Cluster, depth: int) -> None:
-        nonlocal counter
-        indent = "    " * (depth + 1)
-        lines.append(f"{indent}subgraph cluster_{counter} {{")
-        counter += 1
-        lines.append(f"{indent}    label={_dq(f'{cluster.name} ({cluster.kind})')};")
-        lines.append(f'{indent}    style="rounded"; color="#9e9e9e";')
-        lines.extend(node_line(i, indent + "    ") for i in cluster.nodes)
-        for child in cluster.children:
-            emit(child, depth + 1)
-        lines.append(f"{indent}}}")
-
-    if pic.root is not None:
-        emit(pic.root, 0)
-    lines.extend(node_line(i, "    ") for i in pic.loose)
+    lines.extend(pic.body(node_line, open_cluster, "}"))
 
     for (a, b), e in pic.edges.items():
         if e.deciders:

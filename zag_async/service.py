@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -34,6 +33,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from .atom import Atom
+from .codec import plain_json
 from .conductor import Conductor
 from .engine import Engine, Executor
 from .errors import ConfigurationError, ExecutionError, JobNotFound, ZagError
@@ -107,7 +107,7 @@ class FlowStatus:
             "flow_id": self.flow_id,
             "name": self.name,
             "state": str(self.state),
-            "results": _jsonable(self.results),
+            "results": plain_json(self.results),
             "error": self.error,
             "atoms": [
                 {"name": a.name, "state": a.state, "attempts": a.attempts} for a in self.atoms
@@ -629,16 +629,3 @@ def _stored_results(detail: FlowDetail) -> dict[str, Any] | None:
         logger.warning("flow %s: cannot rebuild it to read its results: %s", detail.uuid, exc)
         return None
     return engine.storage.fetch_all()
-
-
-def _jsonable(values: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    if values is None:
-        return None
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        try:
-            json.dumps(value)
-            out[key] = value
-        except (TypeError, ValueError):
-            out[key] = repr(value)
-    return out

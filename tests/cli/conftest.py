@@ -11,37 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+from support import delete_zk_path, eventually_sync, fresh_pg_database
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 SCRIPT = shutil.which("zag-async", path=str(Path(sys.executable).parent))
-ZK_SERVER = os.environ.get("ZAG_TEST_ZK", "127.0.0.1:2181")
-PG_SERVER = os.environ.get("ZAG_TEST_PG", "postgres@127.0.0.1:5432")
 ENTRIES = ["module", "script"]
-
-T = TypeVar("T")
-
-
-def _unavailable(what: str, why: str) -> None:
-    reason = f"{what} is not usable: {why}"
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI is set, so this is an error, not a skip)")
-    pytest.skip(f"{reason} (start it with: bash scripts/services.sh)")
 
 
 def cli_env(**extra: str) -> dict[str, str]:
@@ -153,7 +140,7 @@ class Running:
             )
             return out if text in out else ""
 
-        return eventually(seen, within=within, what=f"{text!r} in the output")
+        return eventually_sync(seen, within=within, what=f"{text!r} in the output")
 
     def signal(self, sig: signal.Signals) -> None:
         self.proc.send_signal(sig)
@@ -182,26 +169,6 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., Running]]:
         running.kill()
 
 
-def eventually(
-    check: Callable[[], T], *, within: float = 10.0, interval: float = 0.05, what: str = "it"
-) -> T:
-    """Poll `check()` until it returns something truthy without AssertionError."""
-    deadline = time.monotonic() + within
-    while True:
-        last: AssertionError | None = None
-        try:
-            value = check()
-            if value:
-                return value
-        except AssertionError as exc:
-            last = exc
-            if "exited" in str(exc):
-                raise
-        if time.monotonic() >= deadline:
-            pytest.fail(f"{what} not reached within {within:g}s" + (f": {last}" if last else ""))
-        time.sleep(interval)
-
-
 @pytest.fixture(params=ENTRIES)
 def entry(request: pytest.FixtureRequest) -> str:
     """Both ways in: `python -m zag_async` and the installed `zag-async` script."""
@@ -211,75 +178,19 @@ def entry(request: pytest.FixtureRequest) -> str:
 # -- services -------------------------------------------------------------------------------
 
 
-def _zk_ruok(server: str) -> str | None:
-    host, _, port = server.partition(":")
-    try:
-        with socket.create_connection((host, int(port or 2181)), timeout=2) as sock:
-            sock.sendall(b"ruok")
-            sock.settimeout(2)
-            reply = sock.recv(16)
-    except OSError as exc:
-        return f"no answer on {server}: {exc!r}"
-    return None if reply == b"imok" else f"{server} answered {reply!r} to ruok"
-
-
-@pytest.fixture(scope="session")
-def zk_server() -> str:
-    why = _zk_ruok(ZK_SERVER)
-    if why is not None:
-        _unavailable(f"ZooKeeper at {ZK_SERVER}", why)
-    return ZK_SERVER
-
-
-async def _delete_zk(server: str, path: str) -> None:
-    import aiozk
-
-    client = aiozk.ZKClient(server, session_timeout=5)
-    try:
-        async with asyncio.timeout(10):
-            await client.start()
-            with contextlib.suppress(Exception):
-                await client.deleteall(path)
-    finally:
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(5):
-                await client.close()
-
-
 @pytest.fixture
 def board_url(zk_server: str) -> Iterator[str]:
     """A ZooKeeper board of this test's own (its path is deleted afterwards)."""
     path = f"/zag-test/cli-{uuid.uuid4().hex}"
     yield f"zookeeper://{zk_server}{path}"
-    asyncio.run(_delete_zk(zk_server, path))
-
-
-async def _pg_admin(sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(f"postgresql://{PG_SERVER}/test", timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-def _admin(sql: str) -> None:
-    # From a plain thread: the caller may be inside an event loop.
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, _pg_admin(sql)).result()
+    asyncio.run(delete_zk_path(zk_server, path))
 
 
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this session, as a zag URL."""
-    name = f"zag_cli_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    try:
-        _admin(f'CREATE DATABASE "{name}"')
-    except Exception as exc:
-        _unavailable(f"PostgreSQL at {PG_SERVER}", repr(exc))
-    yield f"postgresql+asyncpg://{PG_SERVER}/{name}"
-    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_pg_database("zag_cli") as url:
+        yield url
 
 
 @pytest.fixture

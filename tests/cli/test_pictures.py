@@ -113,6 +113,12 @@ def png_size(data: bytes) -> tuple[int, int]:
     return width, height
 
 
+def test_the_cli_offers_every_picture_format() -> None:
+    from zag_async import cli, pictures
+
+    assert cli.PICTURE_FORMATS == pictures.FORMATS
+
+
 def test_graph_command_in_every_format(tmp_path: Path) -> None:
     svg_path, png_path = tmp_path / "order.svg", tmp_path / "order.png"
     factory = "examples.cli_factory:order"

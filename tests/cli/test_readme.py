@@ -18,7 +18,9 @@ import signal
 import subprocess
 from pathlib import Path
 
-from .conftest import ROOT, SCRIPT, cli_env, eventually, ok
+from support import eventually_sync
+
+from .conftest import ROOT, SCRIPT, cli_env, ok
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 SECTIONS = ("## Command line", "## Flow pictures")
@@ -81,7 +83,7 @@ def run_conductor(words: list[str], env: dict[str, str], tmp_path: Path) -> None
     with log.open("wb") as out:
         proc = subprocess.Popen(words, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        eventually(lambda: "running jobs from" in log.read_text(), what="the conductor up")
+        eventually_sync(lambda: "running jobs from" in log.read_text(), what="the conductor up")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0, log.read_text()
         assert log.read_text().endswith("conductor stopped\n")

@@ -13,8 +13,9 @@ import subprocess
 from collections.abc import Callable
 
 import pytest
+from support import eventually_sync
 
-from .conftest import ROOT, Running, cli_env, command, eventually, ok, zag
+from .conftest import ROOT, Running, cli_env, command, ok, zag
 
 
 def stored_state(db_path: str, flow_id: str, atom: str) -> str | None:
@@ -146,7 +147,9 @@ def test_an_interrupted_run_is_suspended_and_resumes(
     # Signal once slow_step's RUNNING mark is committed, not while that commit is in
     # flight (cancelling a commit midway is the engine's business, not the CLI's).
     db_path = sqlite_url.removeprefix("sqlite+aiosqlite:///")
-    eventually(lambda: stored_state(db_path, flow_id, "slow_step") == "RUNNING", what="RUNNING")
+    eventually_sync(
+        lambda: stored_state(db_path, flow_id, "slow_step") == "RUNNING", what="RUNNING"
+    )
     running.signal(sig)
     code = running.wait()
     assert code == (130 if sig == signal.SIGINT else 143), running.errors()

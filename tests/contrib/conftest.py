@@ -19,12 +19,8 @@ skip, unless CI is set: then they fail, because CI must run them.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import importlib.util
-import inspect
-import os
-import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -35,20 +31,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from support import delete_zk_path, eventually, fresh_pg_database, pg_admin
 
 from . import flows
 
 ROOT = Path(__file__).resolve().parents[2]
-ZK_SERVER = os.environ.get("ZAG_TEST_ZK", "127.0.0.1:2181")
-PG_SERVER = os.environ.get("ZAG_TEST_PG", "postgres@127.0.0.1:5432")
-AMQP_URL = os.environ.get("ZAG_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
-
-
-def _unavailable(what: str, why: str) -> None:
-    reason = f"{what} is not usable: {why}"
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI is set, so this is an error, not a skip)")
-    pytest.skip(f"{reason} (start it with: bash scripts/services.sh)")
 
 
 def load_example(name: str) -> ModuleType:
@@ -70,23 +57,6 @@ def _reset_flows() -> Iterator[None]:
     flows.reset()
 
 
-async def eventually(
-    check: Callable[[], Any], *, within: float = 10.0, what: str = "condition"
-) -> Any:
-    """Poll `check()` (sync or async) until it returns something truthy; return that."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        value = check()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 async def shipping(service: Any) -> bool:
     """True once the flow the service runs for a request is shipping (its `ship` atom is
     RUNNING). The flow's record is written when its first atom starts, so at first
@@ -103,51 +73,14 @@ async def shipping(service: Any) -> bool:
     return any(a.name == "ship" and a.state == "RUNNING" for a in status.atoms)
 
 
-# -- servers ------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def zk_server() -> str:
-    host, _, port = ZK_SERVER.partition(":")
-    try:
-        with socket.create_connection((host, int(port or 2181)), timeout=2) as sock:
-            sock.sendall(b"ruok")
-            sock.settimeout(2)
-            reply = sock.recv(16)
-    except OSError as exc:
-        _unavailable(f"ZooKeeper at {ZK_SERVER}", repr(exc))
-    if reply != b"imok":
-        _unavailable(f"ZooKeeper at {ZK_SERVER}", f"answered {reply!r} to ruok")
-    return ZK_SERVER
-
-
-async def _pg(sql: str, *args: Any) -> Any:
-    import asyncpg
-
-    conn = await asyncpg.connect(f"postgresql://{PG_SERVER}/test", timeout=5)
-    try:
-        return await conn.fetchval(sql, *args)
-    finally:
-        await conn.close()
-
-
-def pg_admin(sql: str, *args: Any) -> Any:
-    """One statement on the server's `test` database, from a plain thread (the caller
-    may be inside the test's event loop)."""
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, _pg(sql, *args)).result()
+# -- servers (zk_server and amqp_url are in tests/conftest.py) ----------------------
 
 
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this session, as a zag URL."""
-    name = f"zag_web_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    try:
-        pg_admin(f'CREATE DATABASE "{name}"')
-    except Exception as exc:
-        _unavailable(f"PostgreSQL at {PG_SERVER}", repr(exc))
-    yield f"postgresql+asyncpg://{PG_SERVER}/{name}"
-    pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_pg_database("zag_web") as url:
+        yield url
 
 
 def pg_connections(url: str) -> int:
@@ -159,32 +92,6 @@ def pg_connections(url: str) -> int:
             database,
         )
     )
-
-
-@pytest.fixture(scope="session")
-def amqp_url() -> str:
-    parts = urlsplit(AMQP_URL)
-    try:
-        with socket.create_connection((parts.hostname, parts.port or 5672), timeout=2):
-            pass
-    except OSError as exc:
-        _unavailable(f"RabbitMQ at {AMQP_URL}", repr(exc))
-    return AMQP_URL
-
-
-async def _delete_zk_root(server: str, path: str) -> None:
-    import aiozk
-
-    client = aiozk.ZKClient(server, session_timeout=5)
-    try:
-        async with asyncio.timeout(10):
-            await client.start()
-            with contextlib.suppress(Exception):
-                await client.deleteall(path)
-    finally:
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(5):
-                await client.close()
 
 
 # -- where a test's flows and jobs live ---------------------------------------------------
@@ -208,7 +115,7 @@ async def urls(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
     pg = str(request.getfixturevalue("pg_url"))
     server = str(request.getfixturevalue("zk_server"))
     yield Urls(pg, f"zookeeper://{server}/zag-test/web-{name}")
-    await _delete_zk_root(server, f"/zag-test/web-{name}")
+    await delete_zk_path(server, f"/zag-test/web-{name}")
 
 
 # -- the two frameworks, driven the same way ---------------------------------------------

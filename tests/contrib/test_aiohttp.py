@@ -9,12 +9,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from support import eventually
 
 import zag_async as zag
 from zag_async.contrib.aiohttp import ZAG_KEY, get_zag, zag_context
 from zag_async.errors import ConfigurationError
 
-from .conftest import Urls, eventually, load_example, shipping
+from .conftest import Urls, load_example, shipping
 
 example = load_example("aiohttp_app")
 

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI, Request
+from support import eventually
 
 import zag_async as zag
 from zag_async.contrib.fastapi import ZagDep, get_zag, zag_lifespan
@@ -19,7 +20,7 @@ from zag_async.errors import ConfigurationError
 from zag_async.service import ZagService
 
 from . import flows
-from .conftest import Urls, eventually, load_example, shipping
+from .conftest import Urls, load_example, shipping
 
 example = load_example("fastapi_app")
 

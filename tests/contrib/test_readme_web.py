@@ -12,8 +12,9 @@ import httpx
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from asgi_lifespan import LifespanManager
+from support import eventually
 
-from .conftest import ROOT, eventually
+from .conftest import ROOT
 
 README = (ROOT / "README.md").read_text()
 SECTION = README.split("## In a web service (FastAPI, aiohttp)", 1)[1].split("\n## ", 1)[0]

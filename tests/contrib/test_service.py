@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 import pytest
+from support import eventually
 
 import zag_async as zag
 from zag_async.errors import ConfigurationError, ExecutionError, JobNotFound, NotFound
@@ -15,7 +16,7 @@ from zag_async.jobs import JobState
 from zag_async.service import ZagService
 
 from . import flows
-from .conftest import Urls, delete_queue, eventually, pg_connections
+from .conftest import Urls, delete_queue, pg_connections
 
 PIPELINE = flows.pipeline
 FAILING = flows.failing

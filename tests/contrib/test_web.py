@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from support import eventually
+
 import zag_async as zag
 
-from .conftest import Framework, Urls, eventually, pg_connections
+from .conftest import Framework, Urls, pg_connections
 
 
 def atoms(flow: dict[str, Any]) -> dict[str, tuple[str, int]]:

@@ -8,79 +8,38 @@ skip with the reason otherwise.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import glob
-import inspect
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
 
 import pytest
+from support import free_port, run_in_thread, unavailable
 
 PG_URL = os.environ.get("ZAG_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
-
-
-def unavailable(reason: str) -> NoReturn:
-    """Fail under CI (the service must be there), skip elsewhere."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI is set, so this is an error; CI runs scripts/services.sh)")
-    pytest.skip(f"{reason}; run scripts/services.sh postgres")
-
-
-async def eventually(
-    check: Callable[[], Any | Awaitable[Any]],
-    *,
-    within: float = 10.0,
-    interval: float = 0.02,
-    what: str = "condition",
-) -> Any:
-    """Poll `check` (sync or async) until it returns something truthy; return that."""
-    deadline = time.monotonic() + within
-    while True:
-        value = check()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached within {within} s")
-        await asyncio.sleep(interval)
 
 
 @pytest.fixture(scope="session")
 def pg_url() -> str:
     """The shared PostgreSQL (database `test`), checked once per session."""
-    error = _probe_postgres(PG_URL)
-    if error is not None:
-        unavailable(f"PostgreSQL at {PG_URL} is unreachable: {error}")
-    return PG_URL
-
-
-def _probe_postgres(url: str) -> str | None:
-    try:
-        import asyncpg
-    except ImportError as exc:
-        return f"asyncpg is not installed ({exc})"
 
     async def probe() -> None:
-        dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        import asyncpg
+
+        dsn = PG_URL.replace("postgresql+asyncpg://", "postgresql://", 1)
         conn = await asyncpg.connect(dsn, timeout=3)
         await conn.close()
 
     try:
-        # In a thread: the fixture may be requested from inside a running event loop.
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            pool.submit(asyncio.run, probe()).result()
+        run_in_thread(probe())
     except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return None
+        reason = f"PostgreSQL at {PG_URL} is unreachable: {type(exc).__name__}: {exc}"
+        unavailable(reason, "postgres")
+    return PG_URL
 
 
 @pytest.fixture(scope="session")
@@ -91,7 +50,7 @@ def pg_bindir() -> str:
         found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
         initdb = found[-1] if found else None
     if initdb is None:
-        unavailable("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+        unavailable("PostgreSQL server binaries (initdb, pg_ctl) are not installed", "postgres")
     return os.path.dirname(initdb)
 
 
@@ -154,12 +113,6 @@ class PrivatePostgres:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def private_pg(pg_bindir: str) -> Iterator[PrivatePostgres]:
     """A private server for outage tests (initdb ~0.5 s, start ~0.2 s), one per module."""
@@ -169,16 +122,21 @@ def private_pg(pg_bindir: str) -> Iterator[PrivatePostgres]:
             pw = pwd.getpwnam("postgres")
         except KeyError:
             shutil.rmtree(base)
-            unavailable("no 'postgres' user to run a private PostgreSQL as (initdb refuses root)")
+            unavailable(
+                "no 'postgres' user to run a private PostgreSQL as (initdb refuses root)",
+                "postgres",
+            )
         os.chown(base, pw.pw_uid, pw.pw_gid)
-    server = PrivatePostgres(pg_bindir, base, _free_port())
+    server = PrivatePostgres(pg_bindir, base, free_port())
     try:
         server.init()
         server.start_sync()
     except (subprocess.SubprocessError, OSError) as exc:
         detail = getattr(exc, "stderr", b"") or b""
         server.close()
-        unavailable(f"could not start a private PostgreSQL: {exc} {detail.decode()[-500:]}")
+        unavailable(
+            f"could not start a private PostgreSQL: {exc} {detail.decode()[-500:]}", "postgres"
+        )
     try:
         yield server
     finally:

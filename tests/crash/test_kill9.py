@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import eventually
 
 import zag_async as zag
 
 from . import flows
-from .conftest import eventually
 
 WORKER = Path(__file__).with_name("worker.py")
 

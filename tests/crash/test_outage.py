@@ -26,10 +26,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from support import eventually
 
 import zag_async as zag
 
-from .conftest import PrivatePostgres, eventually
+from .conftest import PrivatePostgres
 
 NAMES = [f"s{i}" for i in range(6)]
 GIVE_UP_FAST = zag.WritePolicy(attempts=2, delay=0.05)

@@ -15,104 +15,29 @@ set: then they fail, because CI must run them.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
-import inspect
-import os
-import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+from support import delete_zk_path, fresh_pg_database
 
 import zag_async as zag
 
 from . import flows
 
-ZK_SERVER = os.environ.get("ZAG_TEST_ZK", "127.0.0.1:2181")
-PG_SERVER = os.environ.get("ZAG_TEST_PG", "postgres@127.0.0.1:5432")
 BOARDS = ["memory", "zookeeper"]
 
-T = TypeVar("T")
 
-
-def _unavailable(what: str, why: str) -> None:
-    reason = f"{what} is not usable: {why}"
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI is set, so this is an error, not a skip)")
-    pytest.skip(f"{reason} (start it with: bash scripts/services.sh)")
-
-
-def _zk_ruok(server: str) -> str | None:
-    """None when the ZooKeeper at `server` answers ruok with imok, else why not."""
-    host, _, port = server.partition(":")
-    try:
-        with socket.create_connection((host, int(port or 2181)), timeout=2) as sock:
-            sock.sendall(b"ruok")
-            sock.settimeout(2)
-            reply = sock.recv(16)
-    except OSError as exc:
-        return f"no answer on {server}: {exc!r}"
-    if reply != b"imok":
-        return f"{server} answered {reply!r} to ruok"
-    return None
-
-
-@pytest.fixture(scope="session")
-def zk_server() -> str:
-    """host:port of a ZooKeeper that answers (skip, or fail under CI, otherwise)."""
-    why = _zk_ruok(ZK_SERVER)
-    if why is not None:
-        _unavailable(f"ZooKeeper at {ZK_SERVER}", why)
-    return ZK_SERVER
-
-
-async def _delete_root(server: str, path: str) -> None:
-    import aiozk
-
-    client = aiozk.ZKClient(server, session_timeout=5)
-    try:
-        async with asyncio.timeout(10):
-            await client.start()
-            with contextlib.suppress(Exception):
-                await client.deleteall(path)
-    finally:
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(5):
-                await client.close()
-
-
-# -- PostgreSQL -------------------------------------------------------------------
-
-
-async def _pg_admin(sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(f"postgresql://{PG_SERVER}/test", timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-def _admin(sql: str) -> None:
-    """One statement on the server's `test` database, from a plain thread (the caller
-    may be inside the test's event loop, where asyncio.run is not allowed)."""
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, _pg_admin(sql)).result()
+# -- PostgreSQL (zk_server is in tests/conftest.py) -------------------------------
 
 
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this session, as a zag URL."""
-    name = f"zag_jobs_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    try:
-        _admin(f'CREATE DATABASE "{name}"')
-    except Exception as exc:
-        _unavailable(f"PostgreSQL at {PG_SERVER}", repr(exc))
-    yield f"postgresql+asyncpg://{PG_SERVER}/{name}"
-    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_pg_database("zag_jobs") as url:
+        yield url
 
 
 @pytest.fixture
@@ -154,7 +79,7 @@ async def board_url(board_kind: str, request: pytest.FixtureRequest) -> AsyncIte
         return
     server = request.getfixturevalue("zk_server")
     yield f"zookeeper://{server}/zag-test/{name}"
-    await _delete_root(server, f"/zag-test/{name}")
+    await delete_zk_path(server, f"/zag-test/{name}")
 
 
 BoardOpener = Callable[..., Awaitable[zag.jobs.JobBoard]]
@@ -190,35 +115,6 @@ def _reset_flows() -> Iterator[None]:
 
 
 # -- helpers ----------------------------------------------------------------------
-
-
-async def eventually(
-    check: Callable[[], Any],
-    *,
-    within: float = 10.0,
-    interval: float = 0.02,
-    what: str = "condition",
-) -> Any:
-    """Poll `check()` (sync or async) until it returns something truthy without
-    raising AssertionError; return that. Fails after `within` seconds with the
-    last assertion (or `what`)."""
-    last: AssertionError | None = None
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        try:
-            value = check()
-            if inspect.isawaitable(value):
-                value = await value
-            if value:
-                return value
-            last = None
-        except AssertionError as exc:
-            last = exc
-        if loop.time() >= deadline:
-            detail = f": {last}" if last is not None else ""
-            pytest.fail(f"{what} not reached within {within:g}s{detail}")
-        await asyncio.sleep(interval)
 
 
 async def wait_outcome(job: zag.jobs.Job, within: float = 10.0) -> zag.jobs.JobOutcome:

@@ -10,13 +10,14 @@ import asyncio
 import math
 
 import pytest
+from support import eventually
 
 import zag_async as zag
 from zag_async.errors import AlreadyClaimed, ClaimLost, JobNotFound, NotYetDue
 from zag_async.jobs import JobBoard, JobOutcome, JobState
 
 from . import flows
-from .conftest import BoardOpener, eventually, wait_outcome
+from .conftest import BoardOpener, wait_outcome
 
 # Every second (croniter's optional sixth field is seconds).
 EVERY_SECOND = "* * * * * *"

@@ -14,12 +14,13 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from support import eventually
 
 import zag_async as zag
 from zag_async.jobs import JobBoard, JobState
 
 from . import flows
-from .conftest import BoardOpener, eventually, wait_outcome
+from .conftest import BoardOpener, wait_outcome
 
 EVERY_SECOND = "* * * * * *"
 

@@ -15,9 +15,7 @@ and skip with the reason otherwise.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
-import inspect
 import json
 import os
 import shutil
@@ -28,11 +26,12 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
+from support import eventually, free_port, run_in_thread, unavailable
 
 import zag_async as zag
 
@@ -49,62 +48,17 @@ SESSION = 2.0
 CALL = 2.0
 
 
-def unavailable(reason: str) -> NoReturn:
-    """Fail under CI (the service must be there), skip elsewhere."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI is set, so this is an error; CI runs scripts/services.sh)")
-    pytest.skip(f"{reason}; run scripts/services.sh")
-
-
-async def eventually(
-    check: Callable[[], Any | Awaitable[Any]],
-    *,
-    within: float = 10.0,
-    interval: float = 0.02,
-    what: str = "condition",
-) -> Any:
-    """Poll `check` (sync or async) until it returns something truthy; return that."""
-    deadline = time.monotonic() + within
-    while True:
-        value = check()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached within {within} s")
-        await asyncio.sleep(interval)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # -- PostgreSQL ----------------------------------------------------------------------
-
-
-def _in_thread(coro_fn: Callable[[], Awaitable[None]]) -> str | None:
-    """Run a coroutine in a private loop (fixtures may run inside a test's loop)."""
-    try:
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            pool.submit(asyncio.run, coro_fn()).result()  # type: ignore[arg-type]
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return None
 
 
 @pytest.fixture(scope="session")
 def pg_url() -> str:
     """The shared PostgreSQL, with the side-effect table created (checked once per session)."""
     try:
-        import asyncpg  # noqa: F401
-    except ImportError as exc:
-        unavailable(f"asyncpg is not installed ({exc})")
-    error = _in_thread(lambda: flows.create_log(PG_URL))
-    if error is not None:
-        unavailable(f"PostgreSQL at {PG_URL} is unreachable: {error}")
+        run_in_thread(flows.create_log(PG_URL))
+    except Exception as exc:
+        reason = f"PostgreSQL at {PG_URL} is unreachable: {type(exc).__name__}: {exc}"
+        unavailable(reason, "postgres")
     return PG_URL
 
 
@@ -245,16 +199,17 @@ class PrivateZooKeeper:
 
 def _new_zookeeper() -> PrivateZooKeeper:
     if shutil.which("java") is None:
-        unavailable("ZooKeeper needs java, which is not installed")
+        unavailable("ZooKeeper needs java, which is not installed", "zookeeper")
     missing = [jar for jar in JARS if not (JAVA_DIR / f"{jar}.jar").exists()]
     if missing:
-        unavailable(f"ZooKeeper is not installed (missing {', '.join(missing)} in {JAVA_DIR})")
-    server = PrivateZooKeeper(Path(tempfile.mkdtemp(prefix="zag-zk-")), _free_port())
+        reason = f"ZooKeeper is not installed (missing {', '.join(missing)} in {JAVA_DIR})"
+        unavailable(reason, "zookeeper")
+    server = PrivateZooKeeper(Path(tempfile.mkdtemp(prefix="zag-zk-")), free_port())
     try:
         server.start_sync()
     except (RuntimeError, OSError) as exc:
         server.close()
-        unavailable(f"could not start a private ZooKeeper: {exc}")
+        unavailable(f"could not start a private ZooKeeper: {exc}", "zookeeper")
     return server
 
 

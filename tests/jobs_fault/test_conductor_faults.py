@@ -12,11 +12,12 @@ import collections
 import time
 
 import pytest
+from support import eventually
 
 import zag_async as zag
 
 from . import flows
-from .conftest import CALL, SESSION, Workers, all_events, eventually
+from .conftest import CALL, SESSION, Workers, all_events
 
 
 async def test_kill9_mid_flow_next_conductor_takes_over(

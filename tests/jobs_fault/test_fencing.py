@@ -16,11 +16,12 @@ import signal
 import time
 
 import pytest
+from support import eventually
 
 import zag_async as zag
 
 from . import flows
-from .conftest import CALL, SESSION, Workers, eventually
+from .conftest import CALL, SESSION, Workers
 
 BOARD = {"session_timeout": SESSION, "call_timeout": CALL}
 

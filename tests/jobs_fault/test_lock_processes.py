@@ -11,8 +11,10 @@ from __future__ import annotations
 import collections
 import signal
 
+from support import eventually
+
 from . import flows
-from .conftest import CALL, SESSION, Workers, eventually
+from .conftest import CALL, SESSION, Workers
 
 LOCK = "volume-42"
 

@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import pytest
+from support import eventually
 
 import zag_async as zag
 
 from . import flows
-from .conftest import CALL, PrivateZooKeeper, Worker, Workers, all_events, eventually
+from .conftest import CALL, PrivateZooKeeper, Worker, Workers, all_events
 
 T = TypeVar("T")
 

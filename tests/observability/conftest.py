@@ -10,13 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
-from urllib.parse import urlsplit
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -26,8 +21,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client.parser import text_string_to_metric_families
 
 from . import flows
-
-AMQP_URL = os.environ.get("ZAG_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
 
 
 @pytest.fixture
@@ -60,33 +53,7 @@ def parent_of(span: ReadableSpan) -> int | None:
     return span.parent.span_id if span.parent is not None else None
 
 
-# -- RabbitMQ --------------------------------------------------------------------------
-
-
-def _amqp_answers(host: str, port: int) -> str | None:
-    """None when host:port answers the AMQP 0-9-1 header with Connection.Start, else why not."""
-    try:
-        with socket.create_connection((host, port), timeout=2) as sock:
-            sock.sendall(b"AMQP\x00\x00\x09\x01")
-            sock.settimeout(2)
-            reply = sock.recv(11)
-    except OSError as exc:
-        return f"no answer on {host}:{port}: {exc!r}"
-    if len(reply) < 11 or reply[0] != 1 or reply[7:11] != b"\x00\x0a\x00\x0a":
-        return f"{host}:{port} does not speak AMQP 0-9-1 (answered {reply!r})"
-    return None
-
-
-@pytest.fixture(scope="session")
-def amqp_url() -> str:
-    parts = urlsplit(AMQP_URL)
-    why = _amqp_answers(parts.hostname or "127.0.0.1", parts.port or 5672)
-    if why is not None:
-        reason = f"RabbitMQ at {AMQP_URL} is not usable: {why}"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason} (CI is set, so this is an error, not a skip)")
-        pytest.skip(f"{reason} (start it with: bash scripts/services.sh rabbitmq)")
-    return AMQP_URL
+# -- RabbitMQ (amqp_url is in tests/conftest.py) ---------------------------------------
 
 
 @pytest.fixture
@@ -130,17 +97,3 @@ def value(
     samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
 ) -> float | None:
     return samples.get((name, tuple(sorted(labels.items()))))
-
-
-async def eventually(check: Callable[[], Any], *, within: float = 10.0, what: str = "it") -> Any:
-    """Poll `check` (sync or async) until it returns something truthy; return that."""
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.05)

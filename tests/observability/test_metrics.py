@@ -10,13 +10,14 @@ import aio_pika
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
+from support import eventually
 
 import zag_async as zag
 from zag_async.metrics import Metrics, serve_metrics
 from zag_async.workers.amqp import declare_topology
 
 from . import flows
-from .conftest import eventually, parse, scrape, value
+from .conftest import parse, scrape, value
 
 
 async def test_engine_and_conductor_events_are_counted(caplog: pytest.LogCaptureFixture) -> None:

@@ -10,6 +10,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from support import eventually
 
 import zag_async as zag
 from zag_async.telemetry import Tracing, trace_workers
@@ -17,7 +18,7 @@ from zag_async.workers import amqp
 from zag_async.workers.amqp import RemoteExecutor, Worker
 
 from . import flows
-from .conftest import eventually, one, parent_of
+from .conftest import one, parent_of
 
 
 @pytest.fixture

@@ -10,53 +10,24 @@ they fail, because CI must run them.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from support import fresh_pg_database
 
 import zag_async as zag
 
 from . import flows
 
-PG_SERVER = os.environ.get("ZAG_TEST_PG", "postgres@127.0.0.1:5432")
 BACKENDS = ["memory", "sqlite", "postgres"]
-
-
-async def _pg_admin(sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(f"postgresql://{PG_SERVER}/test", timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-def _admin(sql: str) -> None:
-    """Run one statement on the server's `test` database, from a plain thread (the
-    caller may be inside the test's event loop, where asyncio.run is not allowed)."""
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, _pg_admin(sql)).result()
 
 
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this session, as a zag URL."""
-    name = f"zag_persist_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    try:
-        _admin(f'CREATE DATABASE "{name}"')
-    except Exception as exc:
-        reason = f"PostgreSQL at {PG_SERVER} is not usable: {exc!r}"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason} (CI is set, so this is an error, not a skip)")
-        pytest.skip(reason)
-    yield f"postgresql+asyncpg://{PG_SERVER}/{name}"
-    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_pg_database("zag_persist") as url:
+        yield url
 
 
 async def _empty_pg_tables(url: str) -> None:

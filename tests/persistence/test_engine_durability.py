@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime
-from collections.abc import Awaitable, Callable
 
 import pytest
+from support import eventually
 
 import zag_async as zag
 from zag_async.errors import (
@@ -46,15 +46,6 @@ async def interrupt(engine: zag.Engine, key: str) -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 5) -> None:
-    """Poll `check` until it holds (or fail after `seconds`)."""
-    async with asyncio.timeout(seconds):
-        while True:
-            if await check():
-                return
-            await asyncio.sleep(0.01)  # state lands in the database: nothing to wait on
 
 
 def states(detail: zag.FlowDetail) -> dict[str, zag.AtomState]:
@@ -330,7 +321,8 @@ async def test_concurrent_reverts_resume_where_they_stopped(backend: Backend) ->
         stored = await backend.load_flow(engine.flow_id)
         return stored.atoms["p0"].state is stored.atoms["p2"].state is S.REVERTED
 
-    await eventually(siblings_reverted)  # committed while p1's revert is still going
+    # Committed while p1's revert is still going (polled: the state lands in the database).
+    await eventually(siblings_reverted, within=5, interval=0.01, what="p0 and p2 reverted")
     run.cancel()
     with pytest.raises(asyncio.CancelledError):
         await run

@@ -18,59 +18,25 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
+from support import eventually
 
 import zag_async as zag
 
 from . import tasks
 
-AMQP_URL = os.environ.get("ZAG_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
 HERE = Path(__file__).resolve().parent
 #: The directory to put on PYTHONPATH so subprocesses import `tasks` under the
 #: same module name as this process does (task keys are module:qualname).
 TASKS_ROOT = Path(tasks.__file__).resolve().parents[len(tasks.__name__.split(".")) - 1]
-
-
-def _unavailable(what: str, why: str) -> None:
-    reason = f"{what} is not usable: {why}"
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI is set, so this is an error, not a skip)")
-    pytest.skip(f"{reason} (start it with: bash scripts/services.sh rabbitmq)")
-
-
-def amqp_answers(host: str, port: int, timeout: float = 2.0) -> str | None:
-    """None when host:port answers the AMQP 0-9-1 header with Connection.Start, else why not."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.sendall(b"AMQP\x00\x00\x09\x01")
-            sock.settimeout(timeout)
-            reply = sock.recv(11)
-    except OSError as exc:
-        return f"no answer on {host}:{port}: {exc!r}"
-    if len(reply) < 11 or reply[0] != 1 or reply[7:11] != b"\x00\x0a\x00\x0a":
-        return f"{host}:{port} does not speak AMQP 0-9-1 (answered {reply!r})"
-    return None
-
-
-@pytest.fixture(scope="session")
-def amqp_url() -> str:
-    """The URL of a RabbitMQ that answers (skip, or fail under CI, otherwise)."""
-    parts = urlsplit(AMQP_URL)
-    why = amqp_answers(parts.hostname or "127.0.0.1", parts.port or 5672)
-    if why is not None:
-        _unavailable(f"RabbitMQ at {AMQP_URL}", why)
-    return AMQP_URL
 
 
 @pytest.fixture(autouse=True)
@@ -78,22 +44,6 @@ def _fresh_records() -> Iterator[None]:
     tasks.reset()
     yield
     tasks.reset()
-
-
-async def eventually(
-    predicate: Callable[[], Any], *, within: float = 10.0, what: str = "condition"
-) -> Any:
-    """Poll `predicate` (sync or async) until it returns something truthy; return that."""
-    deadline = time.monotonic() + within
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 # -- broker helpers -------------------------------------------------------------------

@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import amqp_answers, eventually, unavailable
 
 import zag_async as zag
 
 from . import tasks
-from .conftest import Remote, StartWorkers, _unavailable, amqp_answers, eventually
+from .conftest import Remote, StartWorkers
 
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
 START_TIMEOUT = 60.0
@@ -117,7 +118,7 @@ class PrivateNode:
 def node(amqp_url: str) -> Iterator[PrivateNode]:
     """A private RabbitMQ node on a free port, stopped and removed afterwards."""
     if not (RABBIT_BIN / "rabbitmq-server").exists():
-        _unavailable("a private RabbitMQ node", f"{RABBIT_BIN}/rabbitmq-server is missing")
+        unavailable(f"{RABBIT_BIN}/rabbitmq-server is missing (no private node)", "rabbitmq")
     port = next(
         p
         for p in random.sample(range(35000, 40000), 200)
@@ -151,7 +152,7 @@ def node(amqp_url: str) -> Iterator[PrivateNode]:
     except Exception as exc:
         private.stop()
         shutil.rmtree(base, ignore_errors=True)
-        _unavailable("a private RabbitMQ node", repr(exc))
+        unavailable(f"a private RabbitMQ node is not usable: {exc!r}", "rabbitmq")
     yield private
     private.stop()
     shutil.rmtree(base, ignore_errors=True)

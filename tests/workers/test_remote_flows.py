@@ -15,12 +15,13 @@ import time
 from typing import Any
 
 import pytest
+from support import eventually
 
 import zag_async as zag
 from zag_async.workers.amqp import delay_tier
 
 from . import tasks
-from .conftest import Remote, StartWorkers, eventually, failure_types
+from .conftest import Remote, StartWorkers, failure_types
 
 KABOOM = f"{tasks.__name__}.Kaboom"
 

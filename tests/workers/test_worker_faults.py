@@ -17,6 +17,7 @@ from typing import Any
 
 import aio_pika
 import pytest
+from support import eventually
 
 import zag_async as zag
 from zag_async.workers import Request, Response
@@ -28,7 +29,6 @@ from .conftest import (
     StartWorkers,
     WorkerProcess,
     channel,
-    eventually,
     take_dead,
     wait_for_workers,
 )

@@ -80,9 +80,8 @@ async def main(url: str) -> None:
     ]
     try:
         async with zag.RemoteExecutor(url, topics=[topic], discovery_timeout=20) as executor:
-            async with asyncio.timeout(20):  # both workers up (discovery), then run
-                while len(executor.workers()) < 2:
-                    await asyncio.sleep(0.05)
+            async with asyncio.timeout(20):
+                await executor.wait_for_workers(2)  # both up, so the flow spreads over them
             flow = remote_workers.build()
             remote = await zag.Engine(flow, store=store, executor=executor).run()
             print("remote:", {k: remote[k] for k in sorted(remote)})

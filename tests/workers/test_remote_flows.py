@@ -420,3 +420,14 @@ async def test_example_flow_prints_the_same_locally_and_remotely(
     assert remote_out.getvalue() == local_out.getvalue()
     assert "report = \"sum=18; squares [('1', 1), ('2', 4), ('3', 9)]\"" in local_out.getvalue()
     await eventually(lambda: sum(w.served for w in workers) == 5, what="5 requests served")
+
+
+async def test_wait_for_workers(start_workers: StartWorkers, remote: Remote) -> None:
+    executor = await remote()
+    await start_workers(2)
+    async with asyncio.timeout(10):
+        await executor.wait_for_workers(2)
+    assert len(executor.workers()) == 2
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.3):
+            await executor.wait_for_workers(3)

@@ -765,6 +765,13 @@ class RemoteExecutor:
             n: (t, k) for n, (t, k, exp) in self._workers.items() if exp > now and t in self.topics
         }
 
+    async def wait_for_workers(self, count: int = 1) -> None:
+        """Wait until discovery has seen `count` live workers on our topics
+        (bound it with `asyncio.timeout`)."""
+        while len(self.workers()) < count:
+            self._workers_changed.clear()
+            await self._workers_changed.wait()
+
     async def _topic_for(self, key: str, atom: str) -> str:
         deadline = time.monotonic() + self.discovery_timeout
         while True:

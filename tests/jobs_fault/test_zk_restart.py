@@ -239,13 +239,16 @@ async def test_watch_sees_a_job_posted_as_it_starts(shared_zk: PrivateZooKeeper)
                     first.cancel()
 
 
+@pytest.mark.parametrize(
+    "restart", [pytest.param(WITHIN, id="within"), pytest.param(LONG, id="long-outage")]
+)
 async def test_lock_waiter_blocked_across_a_restart_still_acquires(
-    private_zk: PrivateZooKeeper,
+    restart: Restart, private_zk: PrivateZooKeeper
 ) -> None:
     """The aiozk bug of the issue: a waiter blocked across a server restart must wake up
-    when the holder releases after it."""
+    when the holder releases after it (also when the outage outlasts a call's retries)."""
     url = private_zk.url()
-    options = {"session_timeout": WITHIN.session, "call_timeout": CALL}
+    options = {"session_timeout": restart.session, "call_timeout": CALL}
     async with (
         zag.connect("memory://") as backend,
         zag.jobs.connect(url, persistence=backend, **options) as holder,
@@ -274,7 +277,7 @@ async def test_lock_waiter_blocked_across_a_restart_still_acquires(
             return len(await zk.call(zk.client.get_children, "/locks/volume-42")) == 2
 
         await eventually(queued, within=10, what="waiter queued")
-        await WITHIN(private_zk)
+        await restart(private_zk)
         # Both sessions are back (a round trip works) before the holder lets go.
         await retrying(holder.now)
         await retrying(waiter.now)

@@ -732,18 +732,34 @@ class ZooKeeperBoard(JobBoard):
             if self.zk.lost_count != lost_at_start:
                 raise LockLost(f"lock {base} lost its session while waiting")
             generation = self.zk.generation
-            children = sorted(await self.zk.call(self.zk.c.get_children, base))
+            gone.clear()
+            try:
+                children = sorted(await self.zk.call(self.zk.c.get_children, base))
+            except BoardUnavailable as exc:
+                await self._ride_out(base, exc, gone, generation)
+                continue
             if mine not in children:
                 raise LockLost(f"lock {base}: our place in line vanished (session expired)")
             index = children.index(mine)
             if index == 0:
                 return
             before = f"{base}/{children[index - 1]}"
-            gone.clear()
             remove = self.zk.watch([EV.DELETED], before, lambda _p: gone.set())
             try:
                 if not await self.zk.call(self.zk.c.exists, before, watch=True):
                     continue
                 await self.zk.event_or_reconnect(gone, generation)
+            except BoardUnavailable as exc:
+                await self._ride_out(base, exc, gone, generation)
             finally:
                 remove()
+
+    async def _ride_out(
+        self, base: str, exc: BoardUnavailable, gone: asyncio.Event, generation: int
+    ) -> None:
+        """The server is away: a place in line lasts as long as the session (checked
+        at the top of the loop), so wait for the reconnect (or a second) and look again."""
+        logger.warning("lock %s: waiting out an outage: %s", base, exc)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await self.zk.event_or_reconnect(gone, generation)

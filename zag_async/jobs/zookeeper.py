@@ -212,6 +212,13 @@ class ZooKeeperBoard(JobBoard):
                 except BoardUnavailable as exc:
                     self._armed.pop(path, None)
                     logger.warning("board %s: watch on %s not armed: %s", self.url, path, exc)
+                    self._notify()
+                    # No watch is set to wake us, and the link may come back without
+                    # another reconnect (a slow server): try again within a second.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(1.0):
+                            await self.zk.event_or_reconnect(changed, generation)
+                    continue
                 self._notify()
                 await self.zk.event_or_reconnect(changed, generation)
         finally:

@@ -60,9 +60,18 @@ async def _find_server(session: Any, allow_read_only: bool) -> None:
     """aiozk's Session.find_server with short, bounded pauses between attempts."""
     conn = None
     pause = 0.1
+    # aiozk's handshake reads the answer to 'srvr' without a deadline: a server that
+    # accepts but does not answer (still starting, overloaded) held the repair loop
+    # forever, so the session never came back. Bound each attempt.
+    limit = min(max(float(session.timeout or 0), 1.0), 5.0)
     while conn is None:
         for host, port in random.sample(session.hosts, len(session.hosts)):
-            conn = await session.make_connection(host, port)
+            try:
+                async with asyncio.timeout(limit):
+                    conn = await session.make_connection(host, port)
+            except TimeoutError:
+                logger.warning("ZooKeeper at %s:%s did not answer within %gs", host, port, limit)
+                conn = None
             if conn is None:
                 continue
             if conn.start_read_only and not allow_read_only:

@@ -319,6 +319,7 @@ class Worker:
         self.codec = codec or JsonCodec()
         self._connection: AbstractRobustConnection | None = None
         self._channels: _Channel | None = None
+        self._queue: AbstractQueue | None = None  # the topic's queue on the current channel
         self._consumers: list[tuple[AbstractQueue, str]] = []  # on the current channel
         self._serving = False
         self._stop = asyncio.Event()
@@ -342,14 +343,19 @@ class Worker:
         # Consume from the declared queue objects: the robust channel restores them,
         # with their consumers, after a reconnect (looked-up queues would not be).
         _, queues = await declare_topology(channel, [self.topic], self.delivery_limit)
-        consumers = []
+        self._queue = queues[self.topic]
+        self._consumers = []
         if self._serving:
-            queue = queues[self.topic]
-            consumers.append((queue, await queue.consume(self._on_request)))
-            discovery = await channel.get_exchange(DISCOVERY, ensure=False)
-            pings = await channel.declare_queue(exclusive=True, auto_delete=True)
-            await pings.bind(discovery)
-            consumers.append((pings, await pings.consume(self._on_ping, no_ack=True)))
+            await self._consume(channel)
+
+    async def _consume(self, channel: AbstractChannel) -> None:
+        """Start the request and ping consumers on `channel` (set up by `_setup`)."""
+        assert self._queue is not None
+        consumers = [(self._queue, await self._queue.consume(self._on_request))]
+        discovery = await channel.get_exchange(DISCOVERY, ensure=False)
+        pings = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await pings.bind(discovery)
+        consumers.append((pings, await pings.consume(self._on_ping, no_ack=True)))
         self._consumers = consumers
 
     async def _discovery(self) -> AbstractExchange:
@@ -377,8 +383,9 @@ class Worker:
         channels = self._channels
         if channels is None:
             raise ConfigurationError("use the worker as 'async with Worker(...) as worker:'")
-        self._serving = True
-        await self._setup(await channels.current())
+        channel = await channels.current()  # its topology was declared when it opened
+        self._serving = True  # from now on a replacement channel consumes too
+        await self._consume(channel)
         keeper = asyncio.create_task(channels.keep())
         announcer = asyncio.create_task(self._announce_loop())
         try:

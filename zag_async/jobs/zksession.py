@@ -208,14 +208,17 @@ class ZkSession:
             self._reconnected.clear()
             await self._reconnected.wait()
 
-    async def event_or_reconnect(self, event: asyncio.Event, generation: int) -> None:
-        """Wait until `event` is set or the connection was re-established after `generation`."""
+    async def event_or_reconnect(
+        self, event: asyncio.Event, generation: int, within: float | None = None
+    ) -> None:
+        """Wait until `event` is set or the connection was re-established after `generation`
+        (or `within` seconds passed: for retrying what no watch will announce)."""
         waiters = [
             asyncio.ensure_future(event.wait()),
             asyncio.ensure_future(self.reconnected(generation)),
         ]
         try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, timeout=within, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waiters:
                 waiter.cancel()

@@ -215,9 +215,7 @@ class ZooKeeperBoard(JobBoard):
                     self._notify()
                     # No watch is set to wake us, and the link may come back without
                     # another reconnect (a slow server): try again within a second.
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(1.0):
-                            await self.zk.event_or_reconnect(changed, generation)
+                    await self.zk.event_or_reconnect(changed, generation, within=1.0)
                     continue
                 self._notify()
                 await self.zk.event_or_reconnect(changed, generation)
@@ -767,6 +765,4 @@ class ZooKeeperBoard(JobBoard):
         """The server is away: a place in line lasts as long as the session (checked
         at the top of the loop), so wait for the reconnect (or a second) and look again."""
         logger.warning("lock %s: waiting out an outage: %s", base, exc)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(1.0):
-                await self.zk.event_or_reconnect(gone, generation)
+        await self.zk.event_or_reconnect(gone, generation, within=1.0)

@@ -121,9 +121,9 @@ async def test_duplicate_result_is_ignored(start_workers: StartWorkers, remote: 
 
 
 class DiesBeforeAckWorker(zag.Worker):
-    """The first time any such worker publishes a result, it drops its channel before
-    acking: the broker hands the request to another worker, which runs it again and
-    publishes a second result for the same request id."""
+    """The first time any such worker publishes a result, it drops the channel its
+    request came on before acking: the broker hands the request to another worker,
+    which runs it again and publishes a second result for the same request id."""
 
     died = False
 
@@ -131,8 +131,7 @@ class DiesBeforeAckWorker(zag.Worker):
         await super()._reply(message, response, **kwargs)
         if response.kind == "result" and not DiesBeforeAckWorker.died:
             DiesBeforeAckWorker.died = True
-            assert self._channels is not None and self._channels.channel is not None
-            await self._channels.channel.close()  # unacked: requeued by the broker
+            await message.channel.close()  # the request's channel: requeued by the broker
 
 
 async def test_result_of_a_redelivered_request_is_ignored(
@@ -169,6 +168,31 @@ async def test_a_worker_whose_channel_died_opens_a_new_one(
     dead = worker._channels.channel
     await dead.close()  # as aio-pika leaves a channel whose restore failed
     await eventually(lambda: worker._channels.channel is not dead, what="a new channel")
+    served = worker.served
+    async with asyncio.timeout(10):
+        await zag.Engine(flow, store={"seconds": 0.0}, executor=executor).run()
+    await eventually(lambda: worker.served == served + 1, what="the request served")
+
+
+class ChannelKeepingWorker(zag.Worker):
+    """Notes the channel its last request came on."""
+
+    async def _on_request(self, message: Any) -> None:
+        self.request_channel = message.channel
+        await super()._on_request(message)
+
+
+async def test_a_worker_whose_request_channel_died_consumes_again(
+    start_workers: StartWorkers, remote: Remote
+) -> None:
+    """Requests come on a channel of their own, which aio-pika does not restore: the
+    worker notices its consumer gone and starts it again on a fresh channel."""
+    (worker,) = await start_workers(worker_class=ChannelKeepingWorker)
+    assert isinstance(worker, ChannelKeepingWorker)
+    executor = await remote()
+    flow = zag.linear("again", tasks.slow.bind(name="x", inject={"tag": "x"}))
+    await zag.Engine(flow, store={"seconds": 0.0}, executor=executor).run()
+    await worker.request_channel.close()
     served = worker.served
     async with asyncio.timeout(10):
         await zag.Engine(flow, store={"seconds": 0.0}, executor=executor).run()

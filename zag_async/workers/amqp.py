@@ -22,6 +22,25 @@ worker went silent for `stall_timeout` (WorkerLost) or that waits in its
 queue with no live worker serving its task for `discovery_timeout`
 (NoWorkers), and ignores a second outcome for a request it already finished.
 
+Recovery after a broker restart. aio-pika restores channels, queues and
+consumers by itself, but it re-sends `basic.consume` with no deadline while
+holding the channel's lock, and RabbitMQ answers a consume on a quorum queue
+only once the queue has a leader again. Every reply and heartbeat a worker
+published on that channel waited behind it (the engine saw the step stay
+RUNNING), and replacing the channel only queued one more consume. So a
+worker takes requests on a channel of its own that aio-pika does not
+restore: a `_QueueConsumer` checks every `CONSUMER_CHECK` s that its
+consumer is there and starts it again when it is gone, one consume at a
+time, each waiting at most `CONSUME_TIMEOUT` s (RabbitMQ itself gives up
+after 30 s) and retried with pauses of at most `CONSUME_RETRY_CAP` s.
+Outcomes go out on the other channel, each attempt bounded by what is left
+of its retry window (`reply_timeout`, `publish_timeout`). Bound: a worker
+consumes again within CONSUMER_CHECK + CONSUME_RETRY_CAP (2.5 s) of its queue
+accepting consumers, and its outcomes never wait on a consume. A quorum
+queue that never gets a leader back serves nobody (RabbitMQ 3.10 loses the
+registration of a queue created seconds before a kill -9, and restarts it
+without an election): the worker then logs a warning every CONSUME_TIMEOUT.
+
 Delayed retries use the tiers instead of timers: a request whose retry
 controller asked for `delay` seconds goes to the smallest tier >= delay.
 With the tiers below a delay is served within [delay, 1.5 x delay] (plus a
@@ -52,9 +71,11 @@ from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractQueue,
     AbstractRobustConnection,
+    AbstractRobustQueue,
 )
 
 from ..atom import Atom
+from ..backoff import Backoff
 from ..codec import Codec, JsonCodec
 from ..errors import (
     AtomTimeout,
@@ -94,6 +115,14 @@ _tracing: _Tracing | None = None
 #: Seconds between reconnect attempts after the broker went away (aio-pika's
 #: default of 5 s would add up to 5 s to every outage).
 RECONNECT_INTERVAL = 1.0
+#: Seconds one attempt to start consuming a queue may take (see the module docstring).
+CONSUME_TIMEOUT = 60.0
+#: Longest pause between two attempts to start consuming.
+CONSUME_RETRY_CAP = 2.0
+#: Seconds between checks that a worker still consumes its queue.
+CONSUMER_CHECK = 0.5
+#: Seconds a publish attempt with no retry window (a heartbeat) may take.
+PUBLISH_ATTEMPT_TIMEOUT = 5.0
 #: Seconds that closing waits on the broker for clean-up (cancelling consumers,
 #: deleting the reply queue) before leaving it undone.
 CLEANUP_TIMEOUT = 2.0
@@ -255,6 +284,112 @@ class _Channel:
                 logger.debug("%s: channel check failed: %r", self.owner, exc)
 
 
+class _QueueConsumer:
+    """One consumer on a queue, on a channel of its own, kept alive by hand.
+
+    aio-pika is not asked to restore it (`robust=False`): its restore has no
+    deadline and holds the channel (see the module docstring). `keep()`
+    checks every `CONSUMER_CHECK` s that the consumer is still there and,
+    when it is not (a reconnect, a closed channel), starts it again on a
+    fresh channel, one bounded attempt at a time, pausing between failed ones.
+    """
+
+    def __init__(
+        self,
+        connection: AbstractRobustConnection,
+        queue: str,
+        callback: Callable[[AbstractIncomingMessage], Awaitable[None]],
+        *,
+        prefetch: int,
+        owner: str,
+    ) -> None:
+        self.connection = connection
+        self.queue = queue
+        self.callback = callback
+        self.prefetch = prefetch
+        self.owner = owner
+        self.channel: AbstractChannel | None = None
+        self.tag: str | None = None
+
+    async def start(self) -> None:
+        """Open a fresh channel and consume on it (one attempt, bounded)."""
+        await self._drop()
+        channel = self.connection.channel()
+        try:
+            async with asyncio.timeout(CONSUME_TIMEOUT):
+                await channel.initialize()
+                await channel.set_qos(prefetch_count=self.prefetch)
+                queue = await channel.get_queue(self.queue, ensure=False)
+                if isinstance(queue, AbstractRobustQueue):
+                    self.tag = await queue.consume(self.callback, robust=False)
+                else:
+                    self.tag = await queue.consume(self.callback)
+        except BaseException:
+            await _close_quietly(channel)
+            raise
+        self.channel = channel
+
+    async def alive(self) -> bool:
+        """False when the consumer is gone on a connected link (True while disconnected)."""
+        channel = self.channel
+        if channel is None:
+            return False
+        if not self.connection.connected.is_set():
+            return True  # nothing to do before the reconnect
+        if channel.is_closed:
+            return False
+        try:
+            async with asyncio.timeout(CLEANUP_TIMEOUT):
+                underlay = await channel.get_underlay_channel()
+        except Exception:
+            return False
+        return isinstance(underlay, aiormq.Channel) and self.tag in underlay.consumers
+
+    async def keep(self) -> None:
+        """Restart the consumer whenever it is gone, until cancelled."""
+        while True:
+            await asyncio.sleep(CONSUMER_CHECK)
+            if await self.alive():
+                continue
+            backoff = Backoff(first=0.2, factor=2.0, cap=CONSUME_RETRY_CAP)
+            async for _attempt in backoff.attempts():
+                try:
+                    await self.start()
+                except Exception as exc:  # the queue may not take consumers yet
+                    logger.warning(
+                        "%s: consuming %s failed (%r); retrying", self.owner, self.queue, exc
+                    )
+                else:
+                    logger.info("%s: consuming %s again", self.owner, self.queue)
+                    break
+
+    async def cancel(self) -> None:
+        """Stop deliveries (bounded); the channel stays open for pending acks."""
+        channel, tag = self.channel, self.tag
+        if channel is None or tag is None or channel.is_closed:
+            return
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(CLEANUP_TIMEOUT):
+                queue = await channel.get_queue(self.queue, ensure=False)
+                await queue.cancel(tag)
+
+    async def close(self) -> None:
+        """Close the channel (unacked deliveries go back to the queue)."""
+        await self._drop()
+
+    async def _drop(self) -> None:
+        channel, self.channel, self.tag = self.channel, None, None
+        if channel is not None:
+            await _close_quietly(channel)
+
+
+async def _close_quietly(channel: AbstractChannel) -> None:
+    """Close a channel, bounded, ignoring errors (it may be dead or the broker away)."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(CLEANUP_TIMEOUT):
+            await channel.close()
+
+
 def _check_topic(topic: str) -> str:
     if not isinstance(topic, str) or not topic or any(c in topic for c in " #*"):
         raise ConfigurationError(
@@ -319,7 +454,7 @@ class Worker:
         self.codec = codec or JsonCodec()
         self._connection: AbstractRobustConnection | None = None
         self._channels: _Channel | None = None
-        self._queue: AbstractQueue | None = None  # the topic's queue on the current channel
+        self._requests: _QueueConsumer | None = None  # while serving
         self._consumers: list[tuple[AbstractQueue, str]] = []  # on the current channel
         self._serving = False
         self._stop = asyncio.Event()
@@ -338,25 +473,22 @@ class Worker:
         return self
 
     async def _setup(self, channel: AbstractChannel) -> None:
-        """Prepare a (new) channel: prefetch, topology and, while serving, consumers."""
-        await channel.set_qos(prefetch_count=self.concurrency)
-        # Consume from the declared queue objects: the robust channel restores them,
-        # with their consumers, after a reconnect (looked-up queues would not be).
-        _, queues = await declare_topology(channel, [self.topic], self.delivery_limit)
-        self._queue = queues[self.topic]
+        """Prepare a (new) channel: topology and, while serving, the ping consumer.
+
+        Requests are consumed on a channel of their own (`_QueueConsumer`), so
+        outcomes published here never wait behind a consume.
+        """
+        await declare_topology(channel, [self.topic], self.delivery_limit)
         self._consumers = []
         if self._serving:
             await self._consume(channel)
 
     async def _consume(self, channel: AbstractChannel) -> None:
-        """Start the request and ping consumers on `channel` (set up by `_setup`)."""
-        assert self._queue is not None
-        consumers = [(self._queue, await self._queue.consume(self._on_request))]
+        """Start the ping consumer on `channel` (set up by `_setup`)."""
         discovery = await channel.get_exchange(DISCOVERY, ensure=False)
         pings = await channel.declare_queue(exclusive=True, auto_delete=True)
         await pings.bind(discovery)
-        consumers.append((pings, await pings.consume(self._on_ping, no_ack=True)))
-        self._consumers = consumers
+        self._consumers = [(pings, await pings.consume(self._on_ping, no_ack=True))]
 
     async def _discovery(self) -> AbstractExchange:
         assert self._channels is not None
@@ -386,13 +518,27 @@ class Worker:
         channel = await channels.current()  # its topology was declared when it opened
         self._serving = True  # from now on a replacement channel consumes too
         await self._consume(channel)
+        requests = _QueueConsumer(
+            channels.connection,
+            f"zag.q.{self.topic}",
+            self._on_request,
+            prefetch=self.concurrency,
+            owner=f"worker {self.name}",
+        )
+        self._requests = requests
+        await requests.start()
         keeper = asyncio.create_task(channels.keep())
+        consumer = asyncio.create_task(requests.keep())
         announcer = asyncio.create_task(self._announce_loop())
         try:
             await self._announce()
             await self._stop.wait()
         finally:
             self._serving = False
+            consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await consumer
+            await requests.cancel()
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(CLEANUP_TIMEOUT):  # the broker may be away
                     for queue, tag in self._consumers:
@@ -403,6 +549,8 @@ class Worker:
             # Graceful: let in-flight requests finish and be acked.
             if self._running:
                 await asyncio.gather(*self._running.values(), return_exceptions=True)
+            await requests.close()
+            self._requests = None
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
@@ -454,21 +602,21 @@ class Worker:
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
-        deadline = time.monotonic() + (self.reply_timeout if retry else 0.0)
-        pause = 0.1
-        while True:
+        window = self.reply_timeout if retry else 0.0
+        deadline = time.monotonic() + window
+        async for attempt in Backoff(first=0.1, cap=2.0, within=window).attempts():
             try:
-                channel = await self._channels.current()
-                await channel.default_exchange.publish(reply, routing_key=message.reply_to)
+                bound = max(deadline - time.monotonic(), PUBLISH_ATTEMPT_TIMEOUT)
+                async with asyncio.timeout(bound):
+                    channel = await self._channels.current()
+                    await channel.default_exchange.publish(reply, routing_key=message.reply_to)
                 return
             except Exception as exc:
-                if time.monotonic() + pause > deadline:
+                if attempt.last:
                     raise
                 logger.warning(
                     "worker %s: reply %s not sent (%r); retrying", self.name, response.id, exc
                 )
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 2.0)
 
     async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
         """Park a bad request in zag.dead with its reason, then drop it from the queue."""
@@ -875,22 +1023,21 @@ class RemoteExecutor:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
         deadline = time.monotonic() + self.publish_timeout
-        pause = 0.1
-        while True:
+        backoff = Backoff(first=0.1, cap=2.0, within=self.publish_timeout)
+        async for attempt in backoff.attempts():
             try:
-                await self._channels.current()  # a replacement if ours was not restored
-                exchange = self._delay if delay > 0 else self._work
-                assert exchange is not None
-                await exchange.publish(message, routing_key=topic)
+                async with asyncio.timeout(max(deadline - time.monotonic(), 0.0)):
+                    await self._channels.current()  # a replacement if ours was not restored
+                    exchange = self._delay if delay > 0 else self._work
+                    assert exchange is not None
+                    await exchange.publish(message, routing_key=topic)
                 return
             except Exception as exc:  # connection trouble: wait for the robust reconnect
-                if time.monotonic() + pause > deadline:
+                if attempt.last:
                     raise ExecutionError(
                         f"could not publish request {rid} to RabbitMQ: {exc!r}"
                     ) from exc
                 logger.warning("publish of request %s failed (%r); retrying", rid, exc)
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 2.0)
 
     async def _on_response(self, message: AbstractIncomingMessage) -> None:
         try:

@@ -104,6 +104,26 @@ class PrivateNode:
         os.kill(pid, signal.SIGKILL)
         self.wait(up=False, within=10)
 
+    def elect_lost_leader(self, queue: str, within: float = 5.0) -> bool:
+        """Play the operator for a RabbitMQ 3.10 defect; True if an election was needed.
+
+        A quorum queue created seconds before a kill -9 loses its Ra registration
+        ("running pre init for N registered servers" leaves it out), is restarted
+        as a new member without an election and stays leaderless for good ("leader
+        not known. Command will be forwarded once leader is known"): no client can
+        consume from or publish to it (rabbitmq-server#10070). Operators run
+        ra:trigger_election; so does this, only when the node logged the defect.
+        """
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            log = "".join(p.read_text(errors="replace") for p in (self.dir / "log").glob("*.log"))
+            since_boot = log.split("Starting RabbitMQ")[-1].splitlines()
+            if any(queue in line and "leader not known" in line for line in since_boot):
+                self.ctl("eval", f"ra:trigger_election({{'%2F_{queue}', node()}}).")
+                return True
+            time.sleep(0.2)
+        return False
+
     def stop(self) -> None:
         """Stop the node; kill it when rabbitmqctl cannot (never leave one behind)."""
         try:
@@ -291,6 +311,10 @@ async def test_kill_9_and_restart_mid_flow(
         assert not run.done()
         await asyncio.to_thread(broker.start)
         restarted = time.monotonic()
+        # Not a fault of ours (see elect_lost_leader): the queue is new, as it is in
+        # this test only; once it has a leader the flow must finish as usual.
+        if await asyncio.to_thread(broker.elect_lost_leader, f"zag.q.{workers[0].topic}"):
+            print("the broker lost the queue's leader (RabbitMQ defect): election triggered")
         results = await finish(run, engine, n, 30)  # quorum queues recover first
         print(
             f"kill -9 + restart: node back after {restarted - killed:.1f} s, flow done "

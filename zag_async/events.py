@@ -6,18 +6,27 @@ listener is any callable taking an `Event`; it may be a coroutine function.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
 
 from .errors import ExecutionError
 from .failure import Failure
 
-__all__ = ["Event", "Listener", "LoggingListener", "PrintingListener", "TimingListener", "progress"]
+__all__ = [
+    "Event",
+    "Listener",
+    "LoggingListener",
+    "PrintingListener",
+    "TimingListener",
+    "progress",
+    "reporting",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +51,19 @@ Listener = Callable[[Event], None | Awaitable[None]]
 _current: contextvars.ContextVar[tuple[Callable[[Event], None], str, str] | None] = (
     contextvars.ContextVar("zag_current_atom", default=None)
 )
+
+
+@contextlib.contextmanager
+def reporting(emit: Callable[[Event], None], flow: str, atom: str) -> Iterator[None]:
+    """Within this block, `progress()` reports for `atom` of `flow` through `emit`.
+
+    Whoever calls an atom's code (the engine, a worker) wraps the call in it.
+    """
+    token = _current.set((emit, flow, atom))
+    try:
+        yield
+    finally:
+        _current.reset(token)
 
 
 def progress(fraction: float, **details: Any) -> None:

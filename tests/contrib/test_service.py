@@ -64,7 +64,9 @@ async def test_opens_once_and_closes_idempotently() -> None:
 class BrokenExecutor:
     """An executor whose connection fails when the service opens it."""
 
-    remote_delays = False
+    async def before_retry(self, delay: float) -> float:
+        await asyncio.sleep(delay)
+        return 0.0
 
     async def __aenter__(self) -> BrokenExecutor:
         raise ConnectionRefusedError("no broker here")

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .backoff import Backoff
 from .errors import ConcurrentUpdate, NotFound, StorageUnavailable
 from .failure import Failure
 from .models import AtomDetail, FlowDetail
@@ -181,26 +182,27 @@ class Storage:
         flow = self.flow
         flow.updated_at = time.time()  # also identifies this write if an attempt's ack is lost
         policy = self.policy
-        delay = policy.delay
-        attempt = 1
+        backoff = Backoff(
+            first=policy.delay,
+            factor=policy.backoff,
+            cap=policy.max_delay,
+            max_attempts=policy.attempts,
+        )
         try:
-            while True:
+            async for attempt in backoff.attempts():
                 try:
                     await backend.save(flow, list(atoms.values()))
                     return
                 except ConcurrentUpdate:
-                    if attempt > 1 and await self._landed(backend):
+                    if attempt.number > 1 and await self._landed(backend):
                         return
                     raise
                 except StorageUnavailable as exc:
-                    if attempt >= policy.attempts:
+                    if attempt.last:
                         raise StorageUnavailable(
                             f"flow {flow.name!r} ({flow.uuid}): could not write its state "
-                            f"after {attempt} attempts: {exc}"
+                            f"after {attempt.number} attempts: {exc}"
                         ) from exc
-                    await asyncio.sleep(delay)
-                    delay = min(delay * policy.backoff, policy.max_delay)
-                    attempt += 1
         except BaseException:
             # Not written: everything stays dirty for the next commit.
             for name, detail in atoms.items():

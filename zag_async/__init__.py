@@ -25,9 +25,9 @@ from .events import Event, LoggingListener, PrintingListener, TimingListener, pr
 from .factory import FactoryRef
 from .failure import Failure
 from .flow import Depth, Flow, GraphFlow, LinearFlow, UnorderedFlow, graph, linear, unordered
-from .models import AtomDetail, FlowDetail, FlowSummary, LogBook
+from .models import AtomDetail, FlowDetail, FlowSummary, History, LogBook
 from .persistence import connect
-from .retry import Decision, History, Retry
+from .retry import Decision, Retry
 from .service import FlowStatus, JobStatus, ZagService
 from .states import AtomState, FlowState, Intention
 from .storage import Storage, WritePolicy

@@ -720,7 +720,7 @@ def conductor(
         sys.stdout.flush()
 
     async def conduct() -> None:
-        from .conductor import Conductor
+        from .jobs.conductor import Conductor
 
         async with contextlib.AsyncExitStack() as stack:
             database, opened = await stack.enter_async_context(_board(board, backend, None))

@@ -18,8 +18,7 @@ from typing import Any, Self
 from ..codec import Codec, JsonCodec
 from ..errors import ConcurrentUpdate, StorageError
 from ..failure import Failure
-from ..models import AtomDetail, FlowDetail, FlowSummary, LogBook
-from ..retry import History
+from ..models import AtomDetail, FlowDetail, FlowSummary, History, LogBook
 from ..states import AtomState, FlowState, Intention
 
 __all__ = ["Backend", "Row"]

@@ -20,8 +20,7 @@ from .compiler import Node
 from .events import Event, reporting
 from .execution import Executor, invoke
 from .failure import Failure
-from .models import AtomDetail
-from .retry import History
+from .models import AtomDetail, History
 from .scheduler import Launch, Outcome
 
 if TYPE_CHECKING:

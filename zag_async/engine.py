@@ -38,9 +38,8 @@ from .execution import Executor, LocalExecutor
 from .factory import FactoryRef
 from .failure import Failure
 from .flow import Flow
-from .models import AtomDetail, FlowDetail
+from .models import AtomDetail, FlowDetail, History
 from .resolver import Resolver
-from .retry import History
 from .scheduler import Launch, Outcome, Scheduler
 from .states import AtomState, FlowState, Intention
 from .storage import Storage, WritePolicy

@@ -26,9 +26,9 @@ from .errors import AtomInterrupted, SerializationError, ZagError
 from .events import Event
 from .failure import Failure
 from .flow import Depth
-from .models import AtomDetail
+from .models import AtomDetail, History
 from .resolver import Resolver
-from .retry import Decision, History
+from .retry import Decision
 from .states import (
     RETRY_TRANSITIONS,
     TASK_TRANSITIONS,

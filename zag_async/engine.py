@@ -28,8 +28,6 @@ from .errors import (
     ConfigurationError,
     ExecutionError,
     FlowChanged,
-    MissingRequirements,
-    NotFound,
     StorageError,
     WrappedFailure,
 )
@@ -215,9 +213,10 @@ class Engine:
         self._details = details
         resolver = Resolver(nodes, details, self.compiled.providers, storage.store)
         storage.attach(resolver, details)
-        active = self._needed_for(target) if target is not None else None
-        self._active = active
-        self._validate()
+        active = None
+        if target is not None:
+            active = self.compiled.needed_for(target.name if isinstance(target, Atom) else target)
+        self.compiled.check_requirements(storage.store.keys(), active)
         self.scheduler = Scheduler(
             self.compiled,
             details,
@@ -374,43 +373,6 @@ class Engine:
                 runner.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await runner
-
-    # -- setup -------------------------------------------------------------------
-
-    def _needed_for(self, target: str | Atom) -> list[bool]:
-        name = target.name if isinstance(target, Atom) else target
-        node = self.compiled.find(name)
-        if node is None:
-            raise NotFound(f"flow {self.name!r}: target {name!r} is not an atom of this flow")
-        active = [False] * len(self._nodes)
-        stack = [node.index]
-        while stack:
-            i = stack.pop()
-            if not active[i]:
-                active[i] = True
-                stack.extend(self._nodes[i].preds)
-        return active
-
-    def _validate(self) -> None:
-        store = self.storage.store
-        missing: dict[str, list[str]] = {}
-        for_revert: dict[str, list[str]] = {}
-        active = self._active
-        for node in self._nodes:
-            if active is not None and not active[node.index]:
-                continue
-            for arg, cands in zip(node.atom.args, node.cands, strict=True):
-                if not cands and not arg.optional and arg.symbol not in store:
-                    missing.setdefault(node.name, []).append(arg.symbol)
-            for arg, cands in zip(node.atom.revert_args, node.revert_cands, strict=True):
-                symbol = arg.symbol
-                if not cands and not arg.optional and symbol not in store:
-                    names = missing.setdefault(node.name, [])
-                    if symbol not in names:
-                        names.append(symbol)
-                        for_revert.setdefault(node.name, []).append(symbol)
-        if missing:
-            raise MissingRequirements(self.name, missing, for_revert)
 
     # -- events and flow state ----------------------------------------------------------
 

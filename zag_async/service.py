@@ -193,6 +193,10 @@ class ZagService:
                     options["engine_options"] = engine_options
                 self._conductor = Conductor(self._board, persistence=self._backend, **options)
             ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            # One owned root task, not a task group entered here: the group would
+            # live across the host app's own code (a lifespan's yield), and a
+            # failing conductor would cancel the app's task instead of being
+            # logged while the service stops taking work. aclose() awaits it.
             self._supervisor = asyncio.create_task(
                 self._supervise(ready), name=f"zag-service-{self.name}"
             )

@@ -17,13 +17,12 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Literal, Protocol, TypeGuard, runtime_checkable
 
-import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-
 from .events import Event, Listener
 from .failure import Failure
 
 if TYPE_CHECKING:
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
     from .engine import Engine
 
 __all__ = ["EventBus", "TraceHook"]
@@ -57,15 +56,13 @@ class EventBus:
         self._listeners: list[Listener] = list(listeners)
         self._sync: tuple[Listener, ...] = ()
         self._async: tuple[Listener, ...] = ()
+        #: True when some listener is attached (events are worth building); a plain
+        #: attribute because the scheduler reads it on every state change.
+        self.wanted = False
         self._sort()
         self._send: MemoryObjectSendStream[Event] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
-
-    @property
-    def wanted(self) -> bool:
-        """True when some listener is attached (events are worth building)."""
-        return bool(self._listeners)
 
     @property
     def listeners(self) -> tuple[Listener, ...]:
@@ -91,6 +88,7 @@ class EventBus:
         """Split listeners into sync and async once, not on every event."""
         self._sync = tuple(x for x in self._listeners if not _is_async(x))
         self._async = tuple(x for x in self._listeners if _is_async(x))
+        self.wanted = bool(self._listeners)
 
     def emit(self, event: Event) -> None:
         """Deliver an event: sync listeners now, async ones through the pump.
@@ -122,6 +120,8 @@ class EventBus:
         if not self._async:
             yield
             return
+        import anyio  # only runs with async listeners pay for importing its streams
+
         send, receive = anyio.create_memory_object_stream[Event](max_buffer_size=float("inf"))
         self._send = send
         error: BaseException | None = None

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .bus import TraceHook
 from .compiler import Node
-from .events import Event, reporting
+from .events import Event, current_atom
 from .execution import Executor, invoke
 from .failure import Failure
 from .models import AtomDetail, History
@@ -47,9 +47,9 @@ class AtomCaller:
         self._nodes = nodes
         self._details = details
         self._executor = executor
-        self._emit = emit
         self._delays: dict[int, float] = {}  # retry node -> monotonic time its delay ends
         self.hooks: list[TraceHook] = []
+        self._emit = emit
 
     async def __call__(self, launch: Launch) -> Outcome:
         if self.hooks:
@@ -60,34 +60,35 @@ class AtomCaller:
         kind, i, kwargs = launch.kind, launch.index, launch.kwargs
         node = self._nodes[i]
         atom = node.atom
+        token = current_atom.set((self._emit, self._flow, node.name))  # for progress()
         started = time.perf_counter()
         try:
-            with reporting(self._emit, self._flow, node.name):
-                if kind == "exec":
-                    if node.is_retry:
-                        value = await self._call_retry(i, kwargs)
-                    else:
-                        value = await self._executor.execute(
-                            atom,
-                            node.name,
-                            self._flow,
-                            kwargs,
-                            time_limit=atom.timeout_s,
-                            delay=self._retry_delay(i),
-                        )
-                        if atom.needs_check:
-                            atom.check_result(value)
-                elif atom.revert_fn is None:
-                    value = None
-                elif node.is_retry:
-                    value = await self._revert_retry(i, kwargs)
+            if kind == "exec":
+                if node.is_retry:
+                    value = await self._call_retry(i, kwargs)
                 else:
-                    value = await self._executor.revert(atom, node.name, self._flow, kwargs)
+                    value = await self._executor.execute(
+                        atom,
+                        node.name,
+                        self._flow,
+                        kwargs,
+                        time_limit=atom.timeout_s,
+                        delay=self._retry_delay(i) if self._delays else 0.0,
+                    )
+                    if atom.needs_check:
+                        atom.check_result(value)
+            elif atom.revert_fn is None:
+                value = None
+            elif node.is_retry:
+                value = await self._revert_retry(i, kwargs)
+            else:
+                value = await self._executor.revert(atom, node.name, self._flow, kwargs)
             return Outcome(kind, i, True, value, time.perf_counter() - started)
         except Exception as exc:
-            return Outcome(
-                kind, i, False, Failure.from_exception(exc), time.perf_counter() - started
-            )
+            failure = Failure.from_exception(exc)
+            return Outcome(kind, i, False, failure, time.perf_counter() - started)
+        finally:
+            current_atom.reset(token)
 
     async def _traced(self, launch: Launch) -> Outcome:
         """`_call` inside every trace hook's atom scope (only when tracing)."""
@@ -129,8 +130,6 @@ class AtomCaller:
 
     def _retry_delay(self, i: int) -> float:
         """Seconds a request of node i must still wait for its retry controller's delay."""
-        if not self._delays:
-            return 0.0
         nodes = self._nodes
         r = nodes[i].retry
         while r >= 0:

@@ -222,7 +222,7 @@ class Engine:
             details,
             storage,
             resolver,
-            emit=self._emit_if_wanted,
+            bus=self.bus,
             active=active,
             max_concurrency=self.max_concurrency,
             defer_reverts=self.defer_reverts,
@@ -376,10 +376,6 @@ class Engine:
 
     # -- events and flow state ----------------------------------------------------------
 
-    def _emit_if_wanted(self, event: Event) -> None:
-        if self.bus.wanted:
-            self.bus.emit(event)
-
     def _set_flow(self, new: FlowState) -> None:
         self.storage.set_flow_state(new)
         if self.bus.wanted:
@@ -405,9 +401,7 @@ class Engine:
         call = self._caller
         while True:
             if done:
-                outcomes = list(done)
-                done.clear()
-                scheduler.finished(outcomes)
+                scheduler.finished(done)  # empties it
             if scheduler.retrying:
                 scheduler.settle_retries()
             launch = await self._pick()
@@ -420,11 +414,11 @@ class Engine:
                     launch = []
             if launch:
                 if len(launch) == 1 and not running:
-                    scheduler.started(launch[0].index)
+                    running.add(launch[0].index)
                     done.append(await call(launch[0]))
                     continue
                 for item in launch:
-                    scheduler.started(item.index)
+                    running.add(item.index)
                     tg.create_task(self._spawned(item))
                 continue
             if not running:
@@ -445,9 +439,9 @@ class Engine:
 
     async def _pick(self) -> list[Launch]:
         """The scheduler's launches, with any deciders it stops at asked in line."""
-        if self._halted():
-            return []
         scheduler = self.scheduler
+        if self._suspend_requested or scheduler.revert_failed or self._storage_error:
+            return []
         launch, decide = scheduler.pick()
         while decide is not None:
             rejected, error = None, None

@@ -6,12 +6,11 @@ listener is any callable taking an `Event`; it may be a coroutine function.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
 
@@ -47,23 +46,31 @@ class Event:
 
 Listener = Callable[[Event], None | Awaitable[None]]
 
-#: (emit function, atom name) of the atom running in the current context.
-_current: contextvars.ContextVar[tuple[Callable[[Event], None], str, str] | None] = (
+#: (emit function, flow name, atom name) of the atom running in the current context;
+#: set by whoever calls an atom's code, read by `progress()`.
+current_atom: contextvars.ContextVar[tuple[Callable[[Event], None], str, str] | None] = (
     contextvars.ContextVar("zag_current_atom", default=None)
 )
+_current = current_atom  # TODO(lead): drop once the workers use `reporting`
 
 
-@contextlib.contextmanager
-def reporting(emit: Callable[[Event], None], flow: str, atom: str) -> Iterator[None]:
+class reporting:  # noqa: N801 - used as a function: `with reporting(emit, flow, atom):`
     """Within this block, `progress()` reports for `atom` of `flow` through `emit`.
 
     Whoever calls an atom's code (the engine, a worker) wraps the call in it.
+    A small class rather than a generator: it wraps every atom call.
     """
-    token = _current.set((emit, flow, atom))
-    try:
-        yield
-    finally:
-        _current.reset(token)
+
+    __slots__ = ("_token", "_value")
+
+    def __init__(self, emit: Callable[[Event], None], flow: str, atom: str) -> None:
+        self._value = (emit, flow, atom)
+
+    def __enter__(self) -> None:
+        self._token = current_atom.set(self._value)
+
+    def __exit__(self, *exc: object) -> None:
+        current_atom.reset(self._token)
 
 
 def progress(fraction: float, **details: Any) -> None:
@@ -71,7 +78,7 @@ def progress(fraction: float, **details: Any) -> None:
 
     Call it from inside a task; listeners receive a `progress` event.
     """
-    current = _current.get()
+    current = current_atom.get()
     if current is None:
         raise ExecutionError("zag.progress() can only be called from inside a running task")
     if not 0.0 <= fraction <= 1.0:

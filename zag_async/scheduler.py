@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .bus import EventBus
 from .compiler import CompiledFlow, DeciderSpec
 from .errors import AtomInterrupted, SerializationError, ZagError
 from .events import Event
@@ -79,7 +80,7 @@ class Scheduler:
         details: the atom records, by node index.
         storage: where changes are marked for the next commit.
         resolver: reads the atoms' arguments.
-        emit: receives an `Event` per atom state change (None: nobody listens).
+        bus: receives an `Event` per atom state change while it has listeners.
         active: the nodes to consider (a target run); None means all.
         max_concurrency: how many calls may run at once (None: no limit).
         defer_reverts: a REVERT with no enclosing controller reverts the whole flow.
@@ -92,7 +93,7 @@ class Scheduler:
         storage: Storage,
         resolver: Resolver,
         *,
-        emit: Callable[[Event], None] | None = None,
+        bus: EventBus | None = None,
         active: list[bool] | None = None,
         max_concurrency: int | None = None,
         defer_reverts: bool = False,
@@ -101,8 +102,9 @@ class Scheduler:
         self.nodes = compiled.nodes
         self.details = details
         self.storage = storage
+        self._durable = storage.durable  # in memory, nothing is marked for a commit
         self.resolver = resolver
-        self.emit = emit
+        self.bus = bus if bus is not None else EventBus()
         self.active = active
         self.max_concurrency = max_concurrency
         self.defer_reverts = defer_reverts
@@ -127,9 +129,10 @@ class Scheduler:
         d.state = new
         for key, value in fields.items():
             setattr(d, key, value)
-        self.storage.touch(d)
-        if self.emit is not None:
-            self.emit(
+        if self._durable:
+            self.storage.touch(d)
+        if self.bus.wanted:
+            self.bus.emit(
                 Event(
                     "atom",
                     self.name,
@@ -145,7 +148,8 @@ class Scheduler:
         d = self.details[i]
         if d.intention is not intention:
             d.intention = intention
-            self.storage.touch(d)
+            if self._durable:
+                self.storage.touch(d)
 
     # -- starting ----------------------------------------------------------------------
 
@@ -236,10 +240,11 @@ class Scheduler:
                 continue
             state = d.state
             if state is S.PENDING:
-                if nodes[i].deciders is not None and i not in self._cleared:
-                    ready.appendleft(i)
-                    return launch, i
-                self._cleared.discard(i)
+                if nodes[i].deciders is not None:
+                    if i not in self._cleared:
+                        ready.appendleft(i)
+                        return launch, i
+                    self._cleared.discard(i)
                 self.set(i, S.RUNNING)
             elif state is S.RETRYING:
                 self.set(i, S.RUNNING)
@@ -305,10 +310,13 @@ class Scheduler:
 
     # -- completions -------------------------------------------------------------------
 
-    def finished(self, outcomes: Iterable[Outcome]) -> None:
-        """Record finished calls and what follows from each."""
-        for o in outcomes:
-            self.running.discard(o.index)
+    def finished(self, outcomes: list[Outcome]) -> None:
+        """Record finished calls and what follows from each; empties `outcomes`."""
+        items = outcomes[:]
+        outcomes.clear()
+        running = self.running
+        for o in items:
+            running.discard(o.index)
             if o.kind == "exec":
                 self._executed(o.index, o.ok, o.value, o.duration)
             else:

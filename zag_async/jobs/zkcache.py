@@ -13,12 +13,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiozk import exc as zk_exc
 
 from ..errors import BoardUnavailable
 from .background import Background
-from .records import Job
-from .zknodes import EV
+from .records import Job, JobState
+from .zknodes import EV, decode_job
 from .zksession import ZkSession
+
+if TYPE_CHECKING:
+    from .base import JobBoard
 
 __all__ = ["JobCache"]
 
@@ -32,8 +38,8 @@ class JobCache:
 
     Args:
         zk: the board's session.
+        board: the board the jobs read are attached to.
         url: the board's URL (for log messages).
-        read_job: reads one job node (None if it is gone).
         notify: called after each listing applied, or a watch that failed to arm.
         claims_listed: awaited after each claims listing was applied.
     """
@@ -42,18 +48,18 @@ class JobCache:
         self,
         zk: ZkSession,
         *,
+        board: JobBoard,
         url: str,
-        read_job: Callable[[str], Awaitable[Job | None]],
         notify: Callable[[], None],
         claims_listed: Callable[[], Awaitable[None]],
     ) -> None:
         self.zk = zk
+        self.board = board
         self.url = url
         #: the jobs on the board, by uuid
         self.jobs: dict[str, Job] = {}
         #: uuids of the claimed jobs
         self.claimed: set[str] = set()
-        self._read_job = read_job
         self._notify = notify
         self._claims_listed = claims_listed
         self._refresh_lock = asyncio.Lock()
@@ -84,6 +90,28 @@ class JobCache:
         """True while both watches are armed on the current connection."""
         generation = self.zk.generation
         return all(self._armed.get(p) == generation for p in WATCHED)
+
+    async def read(self, job_id: str) -> Job | None:
+        """Read one job from its node (None if it is gone); the cache is left as it is."""
+        try:
+            raw, stat = await self.zk.call(self.zk.c.get, f"/jobs/{job_id}")
+        except zk_exc.NoNode:
+            return None
+        return self.decode(raw, stat)
+
+    def decode(self, raw: bytes, stat: Any) -> Job:
+        """A job from a node's data and stat, attached to the board."""
+        job = decode_job(raw, stat)
+        job.board = self.board
+        return job
+
+    def with_state(self, job: Job) -> Job:
+        """A copy of `job` for a caller, CLAIMED or UNCLAIMED as the cache knows."""
+        copy = Job.from_dict(job.to_dict(), order=job.order, version=job.version)
+        copy.posted_at, copy.due_at = job.posted_at, job.due_at
+        copy.board = self.board
+        copy.state = JobState.CLAIMED if job.uuid in self.claimed else JobState.UNCLAIMED
+        return copy
 
     async def refresh(self) -> None:
         """Re-read both listings (when the watches are not armed)."""
@@ -135,7 +163,7 @@ class JobCache:
             del self.jobs[gone]
         new = [n for n in names if n not in self.jobs]
         if new:
-            read = await asyncio.gather(*(self._read_job(n) for n in new))
+            read = await asyncio.gather(*(self.read(n) for n in new))
             for job in read:
                 if job is not None and job.uuid in present:
                     self.jobs.setdefault(job.uuid, job)

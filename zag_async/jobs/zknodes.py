@@ -16,7 +16,9 @@ down once. Layout under the board's path:
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +34,7 @@ __all__ = [
     "DIRS",
     "EV",
     "ScheduleOps",
+    "ZkClock",
     "decode_job",
     "dumps",
     "failed",
@@ -71,6 +74,36 @@ def decode_job(raw: bytes, stat: Any) -> Job:
     if "delay" in data:
         job.due_at = job.posted_at + float(data["delay"]) if data["delay"] > 0 else 0.0
     return job
+
+
+class ZkClock:
+    """ZooKeeper's clock: read by touching the clock node, estimated in between."""
+
+    def __init__(self, zk: ZkSession) -> None:
+        self.zk = zk
+        #: ZooKeeper clock - local clock, from the latest write we saw
+        self.offset = 0.0
+
+    async def now(self) -> float:
+        """ZooKeeper's clock: the modification time of a node we touch now."""
+        zk = self.zk
+        try:
+            stat = await zk.call(zk.c.set, "/clock", b"", -1)
+        except zk_exc.NoNode:
+            with contextlib.suppress(zk_exc.NodeExists):
+                await zk.call(zk.c.create, "/clock", b"")
+            stat = await zk.call(zk.c.set, "/clock", b"", -1)
+        server = float(stat.modified) / 1000.0
+        self.observe(server)
+        return server
+
+    def observe(self, server: float) -> None:
+        """Note ZooKeeper's time `server`, just read from a node we wrote."""
+        self.offset = server - time.time()
+
+    def estimate(self) -> float:
+        """ZooKeeper's clock estimated without a round trip (from the last one seen)."""
+        return time.time() + self.offset
 
 
 async def multi(zk: ZkSession, build: Callable[[Transaction], None]) -> list[Any]:

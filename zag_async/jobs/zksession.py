@@ -11,9 +11,8 @@ does not re-register delete-only watches after a reconnect. So here:
   connection, or on reconnecting with a different session id, the session is
   declared *lost* and every `on_lost` callback runs (claims and locks taken
   under it are gone: their holders must stop);
-- every reconnect bumps `generation` and wakes `reconnected()` and
-  `event_or_reconnect()` waiters, so watch loops re-read (and so re-arm) their
-  watches themselves.
+- every reconnect bumps `generation` and wakes `event_or_reconnect()`
+  waiters, so watch loops re-read (and so re-arm) their watches themselves.
 
 The monitor runs in the session's own `Background` task group; call retries and
 the server search pause on `Backoff` schedules.
@@ -134,7 +133,6 @@ class ZkSession:
         self.on_lost: list[Callable[[], None]] = []
         self._retry = Backoff(first=0.1, factor=2.0, cap=1.0, max_attempts=attempts)
         self._session_id: int | None = None
-        self._reconnected = asyncio.Event()
         self._wake_on_reconnect: set[asyncio.Event] = set()
         self._tasks = Background("zag-zk-session")
         self._lost_timer: asyncio.TimerHandle | None = None
@@ -233,12 +231,6 @@ class ZkSession:
             f"within {self.call_timeout:g}s each: {last!r}"
         ) from last
 
-    async def reconnected(self, generation: int) -> None:
-        """Return once the connection was re-established after `generation`."""
-        while self.generation == generation and not self._closed:
-            self._reconnected.clear()
-            await self._reconnected.wait()
-
     async def event_or_reconnect(
         self, event: asyncio.Event, generation: int, within: float | None = None
     ) -> None:
@@ -300,7 +292,6 @@ class ZkSession:
                 self._session_id = new_id
             self._declared_lost = False
             self.generation += 1
-            self._reconnected.set()
             for event in list(self._wake_on_reconnect):
                 event.set()
             logger.warning("ZooKeeper connection to %s re-established", self.servers)

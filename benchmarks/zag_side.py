@@ -3,14 +3,18 @@
 ``zag_async`` is imported lazily so the TaskFlow side runs on its own
 (``run.py --only-peer``). Every scenario runs inside one event loop owned by an
 :class:`asyncio.Runner`; each measured run times its own phases inside the loop.
+
+Only the public API is used (``zag.Engine`` and what ``run()`` returns,
+``zag.linear``/``unordered``/``graph``, ``zag.persistence.connect`` and the
+backend's records): ``run.py --baseline REV`` runs this same file against an
+older revision of the package, whose internals may differ.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from common import Phases, Plan, Recorder, Stats, check, clock, measure
@@ -44,16 +48,10 @@ def version() -> str:
     return dist_version("zag-async")
 
 
-async def _fetch(engine: Any, name: str) -> Any:
-    value = engine.storage.fetch(name)
-    if inspect.isawaitable(value):
-        value = await value
-    return value
-
-
-async def _run(engine: Any) -> None:
-    result: Awaitable[Any] = engine.run()
-    await result
+async def _run(engine: Any) -> Mapping[str, Any]:
+    """Run the engine; its result is every provided value by name."""
+    result: Awaitable[Mapping[str, Any]] = engine.run()
+    return await result
 
 
 # --------------------------------------------------------------------------- tasks
@@ -143,9 +141,9 @@ async def s1_once(n: int) -> Phases:
     t1 = clock()
     engine = zag.Engine(flow, store={"v0": 0}, max_concurrency=1)
     t2 = clock()
-    await _run(engine)
+    results = await _run(engine)
     t3 = clock()
-    check(await _fetch(engine, f"v{n}") == n, f"S1: v{n} != {n}")
+    check(results[f"v{n}"] == n, f"S1: v{n} != {n}")
     total = t3 - t1
     return {
         "build": t1 - t0,
@@ -227,9 +225,9 @@ def s3(rec: Recorder, plan: Plan) -> None:
         t1 = clock()
         engine = zag.Engine(flow, max_concurrency=1)
         t2 = clock()
-        await _run(engine)
+        results = await _run(engine)
         t3 = clock()
-        check(await _fetch(engine, f"v{S3_LAYERS - 1}_0") == 1, "S3: v19_0 != 1")
+        check(results[f"v{S3_LAYERS - 1}_0"] == 1, "S3: v19_0 != 1")
         n = S3_LAYERS * S3_WIDTH
         return {"build": t1 - t0, "prepare (load..validate)": t2 - t1, "run": t3 - t2,
                 "run per task": (t3 - t2) / n * 1e6}
@@ -259,17 +257,22 @@ def _s4_linear(n: int) -> Any:
     )
 
 
-async def _s4_verify(url: str, flow_id: str, n: int, version: int) -> None:
-    """The stored record, read back through a new connection, says what the run did."""
+async def _s4_verify(url: str, flow_id: str, n: int) -> int:
+    """The stored record, read back through a new connection, says what the run did.
+
+    Returns:
+        The record's version: how many times the flow was written.
+    """
     import zag_async as zag
 
-    async with zag.connect(url, upgrade=False) as backend:
+    async with zag.persistence.connect(url, upgrade=False) as backend:
         detail = await backend.load_flow(flow_id)
     check(detail.state == zag.FlowState.SUCCESS, f"S4: stored flow is {detail.state}")
     check(len(detail.atoms) == n, f"S4: {len(detail.atoms)} atoms stored, expected {n}")
     bad = [a.name for a in detail.atoms.values() if a.state != zag.AtomState.SUCCESS]
     check(not bad, f"S4: stored atoms not SUCCESS: {bad[:3]}")
-    check(detail.version == version, f"S4: stored version {detail.version} != {version}")
+    version: int = detail.version
+    return version
 
 
 async def _s4_window(
@@ -289,7 +292,7 @@ async def _s4_window(
 
     before = counters.snapshot() if counters is not None else None
     sa0 = CommitCounter.get(url)
-    async with zag.connect(url, upgrade=False) as backend:
+    async with zag.persistence.connect(url, upgrade=False) as backend:
         phases = await body(backend)
     phases["sa_commits"] = CommitCounter.get(url) - sa0
     if counters is not None:
@@ -302,7 +305,7 @@ async def _s4_window(
 async def _s4_linear_once(url: str, n: int, counters: Any) -> Phases:
     import zag_async as zag
 
-    flow_ids: list[tuple[str, int]] = []
+    flow_ids: list[str] = []
 
     async def body(backend: Any) -> dict[str, float]:
         t0 = clock()
@@ -310,19 +313,16 @@ async def _s4_linear_once(url: str, n: int, counters: Any) -> Phases:
         t1 = clock()
         engine = zag.Engine(flow, backend=backend, store={"v0": 0}, max_concurrency=1)
         t2 = clock()
-        await _run(engine)
+        results = await _run(engine)
         t3 = clock()
-        check(await _fetch(engine, f"v{n}") == n, f"S4: v{n} != {n}")
-        version = engine.storage.flow.version
-        flow_ids.append((engine.flow_id, version))
+        check(results[f"v{n}"] == n, f"S4: v{n} != {n}")
+        flow_ids.append(engine.flow_id)
         total = t3 - t1
         return {"build": t1 - t0, "prepare": t2 - t1, "run": t3 - t2, "total": total,
-                "per_task_us": total / n * 1e6, "run_per_task_us": (t3 - t2) / n * 1e6,
-                "flow_writes": version}
+                "per_task_us": total / n * 1e6, "run_per_task_us": (t3 - t2) / n * 1e6}
 
     phases = await _s4_window(url, counters, body)
-    flow_id, version = flow_ids[0]
-    await _s4_verify(url, flow_id, n, version)
+    phases["flow_writes"] = await _s4_verify(url, flow_ids[0], n)
     return phases
 
 
@@ -330,6 +330,7 @@ async def _s4_wide_once(url: str, n: int, counters: Any) -> Phases:
     import zag_async as zag
 
     root = _cls("Root")
+    flow_ids: list[str] = []
 
     async def body(backend: Any) -> dict[str, float]:
         flow = zag.unordered("s4w", *(root(name=f"w{i}") for i in range(n)))
@@ -338,9 +339,12 @@ async def _s4_wide_once(url: str, n: int, counters: Any) -> Phases:
         await _run(engine)
         t1 = clock()
         check(engine.state == zag.FlowState.SUCCESS, f"S4 wide: flow ended {engine.state}")
-        return {"total": t1 - t0, "flow_writes": engine.storage.flow.version}
+        flow_ids.append(engine.flow_id)
+        return {"total": t1 - t0}
 
-    return await _s4_window(url, counters, body)
+    phases = await _s4_window(url, counters, body)
+    phases["flow_writes"] = await _s4_verify(url, flow_ids[0], n)
+    return phases
 
 
 async def _floor_asyncpg(url: str, n: int, mode: str, counters: Any) -> Phases:
@@ -570,11 +574,11 @@ def s6(rec: Recorder, plan: Plan) -> None:
         flow = zag.linear("s6", t, retry=zag.retry.Times(5, name="times", provides="attempt"))
         t0 = clock()
         engine = zag.Engine(flow, max_concurrency=1)
-        await _run(engine)
+        results = await _run(engine)
         t1 = clock()
         check(len(t.calls) == failures + 1, f"S6: task called {len(t.calls)} times")
         check(engine.state == zag.FlowState.SUCCESS, f"S6: flow ended {engine.state}")
-        attempt = await _fetch(engine, "attempt")
+        attempt = results["attempt"]
         check(attempt == failures + 1, f"S6: controller reports attempt {attempt}")
         return {"total": t1 - t0}
 

@@ -15,9 +15,11 @@ max of the maxes.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -109,18 +111,42 @@ def run_child(
         env[TREE_ENV] = str(tree.path)
         log(f"{tree.label} zag: {scenario} (PYTHONPATH={tree.path})")
         t0 = time.perf_counter()
+        # Its own process group, so a timeout or Ctrl-C also ends the workers it started.
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
         try:
-            proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, timeout=CHILD_TIMEOUT,
-                                  check=False)
-            reason = f"exit {proc.returncode}"
+            reason = f"exit {proc.wait(timeout=CHILD_TIMEOUT)}"
         except subprocess.TimeoutExpired:
             reason = f"timed out after {CHILD_TIMEOUT:.0f} s"
+        finally:
+            _end_group(proc)
         log(f"{tree.label} zag: {scenario} done in {time.perf_counter() - t0:.1f} s")
         if not out.exists():
             return [Measurement(ZAG, scenario, "(error)", "scenario", "", None,
                                 f"{tree.label} child failed: {reason}")]
         payload = json.loads(out.read_text())
     return [_measurement(row) for row in payload["rows"]]
+
+
+def _end_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the child's process group if anything of it is left, then SIGKILL."""
+    for sig, grace in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
+        if not _signal_group(proc, sig):
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.1)  # reap the child itself (a zombie stays in the group)
+            if not _signal_group(proc, 0):  # 0: only ask whether the group still exists
+                return
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> bool:
+    """Send ``sig`` to the child's process group; False when the group is gone."""
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _measurement(row: dict[str, Any]) -> Measurement:

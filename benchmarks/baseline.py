@@ -76,21 +76,21 @@ def current_tree() -> Tree:
     return Tree("current", ROOT, describe)
 
 
-def export(rev: str, dest: Path) -> Tree:
+def export(rev: str, dest: Path, label: str = "baseline") -> Tree:
     """Write REV's zag_async/ under ``dest`` (git archive; the repository is untouched)."""
     try:
         sha = _git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
     except OSError as exc:
-        raise BaselineError(f"git is needed for --baseline: {exc}") from exc
+        raise BaselineError(f"git is needed for --{label}: {exc}") from exc
     except BaselineError as exc:
-        raise BaselineError(f"--baseline {rev}: not a commit of {ROOT}") from exc
+        raise BaselineError(f"--{label} {rev}: not a commit of {ROOT}") from exc
     proc = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", sha, "zag_async"],
                           capture_output=True, check=False)
     if proc.returncode != 0:
         raise BaselineError(f"git archive {rev}: {proc.stderr.decode().strip()}")
     with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tar:
         tar.extractall(dest, filter="data")
-    return Tree("baseline", dest, f"{_git('log', '-1', '--format=%h %s', sha)} (--baseline {rev})")
+    return Tree(label, dest, f"{_git('log', '-1', '--format=%h %s', sha)} (--{label} {rev})")
 
 
 def run_child(

@@ -285,6 +285,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="also run the zag side against zag_async of git revision REV "
                              "(e.g. main, HEAD~1, a sha), interleaved with this tree, and print "
                              "current vs baseline")
+    parser.add_argument("--current", metavar="REV", default=None,
+                        help="with --baseline: measure git revision REV as the current side "
+                             "instead of this checkout's zag_async (the benchmark code is still "
+                             "this checkout's)")
     parser.add_argument("--baseline-rounds", metavar="N", type=int, default=3,
                         help="runs per revision and scenario with --baseline, order alternating "
                              "(default 3)")
@@ -309,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     if compare and args.only_peer:
         print("--baseline compares zag sides: it cannot go with --only-peer", file=sys.stderr)
         return 2
+    if args.current and not compare:
+        print("--current names the other side of a --baseline comparison", file=sys.stderr)
+        return 2
     if args.baseline_rounds < 1:
         print("--baseline-rounds must be at least 1", file=sys.stderr)
         return 2
@@ -332,14 +339,19 @@ def main(argv: list[str] | None = None) -> int:
     stack = contextlib.ExitStack()
     trees: tuple[baseline.Tree, baseline.Tree] | None = None
     if compare and run_zag:
-        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="zag-bench-baseline-"))
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="zag-bench-")))
         try:
-            trees = (baseline.export(args.baseline, Path(tmp)), baseline.current_tree())
+            trees = (
+                baseline.export(args.baseline, tmp / "baseline"),
+                baseline.export(args.current, tmp / "current", "current") if args.current
+                else baseline.current_tree(),
+            )
         except baseline.BaselineError as exc:
             stack.close()
             print(exc, file=sys.stderr)
             return 2
-        log(f"baseline: {trees[0].describe} exported to {tmp}")
+        for tree in trees:
+            log(f"{tree.label}: {tree.describe} at {tree.path}")
     with stack:
         return _run(args, plan, wanted, run_zag, run_peer, zag_missing, peer_missing, trees)
 

@@ -54,6 +54,10 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmark zag-async against TaskFlow in one process (``-- --quick``, ``-- --only S1``)."""
+    """Benchmark zag-async against TaskFlow in one process (``-- --quick``, ``-- --only S1``).
+
+    ``-- --baseline REV`` also measures the zag side at git revision REV (exported with
+    ``git archive``) beside this tree, interleaved, and prints current/baseline ratios.
+    """
     session.install(".[postgres,amqp,zookeeper]", *PEER_REQUIREMENTS)
     session.run("python", "benchmarks/run.py", *session.posargs)

@@ -25,14 +25,14 @@ import contextlib
 import functools
 import logging
 import random
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any, TypeVar, cast
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import aiozk
 from aiozk import exc as zk_exc
 from aiozk.states import States
 
-from ..backoff import Attempt, Backoff
+from ..backoff import Backoff
 from ..errors import BoardUnavailable
 from .background import Background
 
@@ -65,23 +65,13 @@ TRANSIENT = (
 SEARCH_BACKOFF = Backoff(first=0.1, factor=2.0, cap=1.0)
 
 
-def attempts(backoff: Backoff) -> contextlib.aclosing[AsyncGenerator[Attempt, None]]:
-    """`backoff.attempts()`, closed on leaving the block.
-
-    A loop left early (a call that succeeded) would otherwise leave the generator
-    to the event loop's finalizer, which closes it in a task of its own.
-    """
-    return contextlib.aclosing(cast(AsyncGenerator[Attempt, None], backoff.attempts()))
-
-
 async def find_server(session: Any, allow_read_only: bool) -> None:
     """aiozk's Session.find_server with short, bounded pauses between attempts."""
     conn = None
-    async with attempts(SEARCH_BACKOFF) as tries:
-        async for _attempt in tries:
-            conn = await _probe_servers(session, allow_read_only)
-            if conn is not None:
-                break
+    async for _attempt in SEARCH_BACKOFF.attempts():
+        conn = await _probe_servers(session, allow_read_only)
+        if conn is not None:
+            break
     old, session.conn = session.conn, conn
     if old is not None:
         with contextlib.suppress(Exception):
@@ -214,17 +204,16 @@ class ZkSession:
         if len(cache) > 10_000:
             # aiozk remembers the stat of every path ever touched; we never use it.
             cache.clear()
-        async with attempts(self._retry) as tries:
-            async for attempt in tries:
-                try:
-                    async with asyncio.timeout(self.call_timeout):
-                        return await fn(*args, **kwargs)
-                except SEMANTIC:
-                    raise
-                except TRANSIENT as exc:
-                    last = exc
-                    if attempt.last:
-                        break
+        async for attempt in self._retry.attempts():
+            try:
+                async with asyncio.timeout(self.call_timeout):
+                    return await fn(*args, **kwargs)
+            except SEMANTIC:
+                raise
+            except TRANSIENT as exc:
+                last = exc
+                if attempt.last:
+                    break
         name = getattr(fn, "__name__", "call")
         raise BoardUnavailable(
             f"ZooKeeper at {self.servers}: {name} failed {self.attempts} times "

@@ -58,7 +58,7 @@ class Backend(abc.ABC):
 
     @property
     def closed(self) -> bool:
-        """True once `aclose()` has been called; a closed backend refuses every call."""
+        """True once `aclose()` has been called."""
         return self._closed
 
     def _check_open(self) -> None:

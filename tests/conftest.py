@@ -82,8 +82,8 @@ SERVER_FIXTURES = frozenset(
 SERVER_PARAMS = frozenset({"postgres", "zookeeper", "rabbitmq"})
 
 #: Where every test needs servers or starts processes by the dozen (paths below tests/):
-#: kill -9 and outage suites, private ZooKeepers, worker processes, one CLI process a call.
-HEAVY_PATHS = ("crash/", "jobs_fault/", "workers/", "cli/")
+#: kill -9 and outage suites, private servers and processes, one CLI process a call.
+HEAVY_PATHS = ("crash/", "jobs_fault/", "cli/")
 
 
 def needs_services(item: pytest.Item) -> bool:

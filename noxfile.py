@@ -23,7 +23,11 @@ PEER_REQUIREMENTS = ("taskflow", "SQLAlchemy", "alembic", "psycopg2-binary", "ka
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite (arguments after ``--`` go to pytest)."""
+    """Run the test suite (arguments after ``--`` go to pytest).
+
+    ``-- -m "not services"`` runs the fast core suite: no servers, no
+    subprocess-heavy suites (``./dev test -m "not services"`` says the same).
+    """
     session.install("-e", ".[dev]")
     session.run("pytest", *session.posargs)
 

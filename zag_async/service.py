@@ -313,6 +313,18 @@ class ZagService:
     # -- what it holds -----------------------------------------------------------------
 
     @property
+    def closing(self) -> bool:
+        """True from the moment closing starts (it takes no new work from then on)."""
+        return self._closing
+
+    @property
+    def stopped(self) -> bool:
+        """True once the task group running the conductor, the workers and background
+        flows has ended: while closing, or early because one of them failed (then the
+        service takes no more work and `aclose()` raises what failed)."""
+        return self._supervisor is not None and self._supervisor.done()
+
+    @property
     def backend(self) -> Backend:
         """The open flow-state backend."""
         if self._backend is None:

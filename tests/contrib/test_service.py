@@ -12,7 +12,7 @@ from support import eventually
 
 import zag_async as zag
 from zag_async.errors import ConfigurationError, ExecutionError, JobNotFound, NotFound
-from zag_async.jobs import JobState
+from zag_async.jobs import JobBoard, JobState
 from zag_async.service import ZagService
 
 from . import flows
@@ -34,16 +34,16 @@ def states(detail: zag.FlowDetail) -> dict[str, str]:
 # -- open and close -----------------------------------------------------------------------
 
 
-async def test_opens_and_closes_everything(urls: Urls) -> None:
+async def test_opens_and_closes_everything(urls: Urls, closed_boards: list[JobBoard]) -> None:
     before = asyncio.all_tasks()
     service = ZagService(**urls.options(), conductor=True)
     async with service:
         assert service.conductor is not None
-        await eventually(lambda: service.conductor is not None and service.conductor._running)
+        await eventually(lambda: service.conductor is not None and service.conductor.running)
         status = await service.run(PIPELINE, store={"tag": "t"})
         assert status.ok
         backend, board = service.backend, service.board
-    assert backend._closed and board._closed
+    assert backend.closed and board in closed_boards
     assert "closed" in repr(service)
     await eventually(lambda: asyncio.all_tasks() == before, what="no task left behind")
     if urls.backend.startswith("postgresql"):
@@ -75,7 +75,9 @@ class BrokenExecutor:
         raise AssertionError("never opened, so never closed")
 
 
-async def test_a_failed_open_closes_what_it_opened(tmp_path: Any) -> None:
+async def test_a_failed_open_closes_what_it_opened(
+    tmp_path: Any, closed_boards: list[JobBoard]
+) -> None:
     before = asyncio.all_tasks()
     service = ZagService(
         backend=f"sqlite+aiosqlite:///{tmp_path}/f.db",
@@ -85,7 +87,7 @@ async def test_a_failed_open_closes_what_it_opened(tmp_path: Any) -> None:
     with pytest.raises(ConnectionRefusedError):
         async with service:
             pass
-    assert service.backend._closed and service.board._closed
+    assert service.backend.closed and service.board in closed_boards
     assert asyncio.all_tasks() == before
 
 
@@ -216,7 +218,7 @@ async def test_shutdown_suspends_a_flow_awaited_by_a_caller(urls: Urls) -> None:
     caller = asyncio.create_task(service.run(PIPELINE, store={"tag": "req"}))
     await flows.started("req").wait()
     closing = asyncio.create_task(service.aclose())
-    await eventually(lambda: service._closing)
+    await eventually(lambda: service.closing)
     flows.release("req")  # the running atom finishes; nothing new starts
     status = await caller
     await closing
@@ -265,7 +267,7 @@ async def test_shutdown_gives_a_running_job_back_and_another_service_finishes_it
     job = await first.post("held job", PIPELINE, store={"tag": "job"})
     await flows.started("job").wait()
     closing = asyncio.create_task(first.aclose())
-    await eventually(lambda: first._closing)
+    await eventually(lambda: first.closing)
     flows.release("job")
     await closing
     assert states(await stored(urls, job.flow_id)) == {
@@ -288,7 +290,7 @@ async def test_work_offered_while_closing_is_refused() -> None:
     caller = asyncio.create_task(service.run(PIPELINE, store={"tag": "busy"}))
     await flows.started("busy").wait()
     closing = asyncio.create_task(service.aclose())
-    await eventually(lambda: service._closing)
+    await eventually(lambda: service.closing)
     with pytest.raises(ExecutionError, match="shutting down"):
         await service.start(PIPELINE, store={"tag": "late"})
     with pytest.raises(ExecutionError, match="shutting down"):
@@ -313,12 +315,15 @@ async def test_in_app_worker_runs_the_tasks_sent_over_rabbitmq(amqp_url: str) ->
             [worker] = service.workers
             # (the worker counts a request once its outcome is sent, an instant after)
             await eventually(lambda: worker.served == 3, what="3 requests served in-app")
-        assert executor._closed
+        with pytest.raises(ExecutionError, match="not open"):  # closed with the service
+            await executor.revert(flows.first, "first", "f", {})
     finally:
         await delete_queue(amqp_url, f"zag.q.{topic}")
 
 
-async def test_closing_cancelled_midway_still_suspends_and_closes(urls: Urls) -> None:
+async def test_closing_cancelled_midway_still_suspends_and_closes(
+    urls: Urls, closed_boards: list[JobBoard]
+) -> None:
     """A server that gives up on its lifespan cancels the close: what still runs is
     cancelled (SUSPENDED) before the board and the database close."""
     flows.HOLD.add("cut")
@@ -327,11 +332,11 @@ async def test_closing_cancelled_midway_still_suspends_and_closes(urls: Urls) ->
     flow_id = await service.start(PIPELINE, store={"tag": "cut"})
     await flows.started("cut").wait()
     closing = asyncio.create_task(service.aclose())
-    await eventually(lambda: service._closing)
+    await eventually(lambda: service.closing)
     closing.cancel()
     with pytest.raises(asyncio.CancelledError):
         await closing
-    assert service.backend._closed and service.board._closed
+    assert service.backend.closed and service.board in closed_boards
     detail = await stored(urls, flow_id)
     assert detail.state == "SUSPENDED" and states(detail)["slow"] == "RUNNING"
 
@@ -344,7 +349,7 @@ async def test_a_suspended_flow_resumes_through_the_next_service() -> None:
     flow_id = await service.start(PIPELINE, store={"tag": "next"})
     await flows.started("next").wait()
     closing = asyncio.create_task(service.aclose())
-    await eventually(lambda: service._closing)
+    await eventually(lambda: service.closing)
     flows.release("next")
     await closing
     async with ZagService(backend=backend, name="next") as again:
@@ -364,11 +369,11 @@ async def test_a_conductor_that_crashes_stops_the_service_loudly(
     monkeypatch.setattr(zag.Conductor, "run", broken)
     service = ZagService(conductor=True)
     await service.__aenter__()
-    await eventually(lambda: service._supervisor is not None and service._supervisor.done())
+    await eventually(lambda: service.stopped)
     assert "its conductor or a worker failed" in caplog.text
     with pytest.raises(ExecutionError, match="stopped: its conductor or a worker failed"):
         await service.run(PIPELINE, store={"tag": "x"})
     with pytest.raises(ExceptionGroup) as raised:
         await service.aclose()
     assert raised.group_contains(RuntimeError, match="conductor bug")
-    assert service.backend._closed
+    assert service.backend.closed

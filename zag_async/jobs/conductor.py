@@ -143,6 +143,11 @@ class Conductor:
             await self._stopped.wait()
 
     @property
+    def running(self) -> bool:
+        """True while `run()` is claiming jobs or handing them back."""
+        return self._running
+
+    @property
     def running_jobs(self) -> list[Job]:
         return [claim.job for claim, _task, _engine in self._active.values()]
 

@@ -56,6 +56,11 @@ class Backend(abc.ABC):
     ) -> None:
         await self.aclose()
 
+    @property
+    def closed(self) -> bool:
+        """True once `aclose()` has been called."""
+        return self._closed
+
     def _check_open(self) -> None:
         if self._closed:
             raise StorageError(f"storage backend {self.url!r} is closed")

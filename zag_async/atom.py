@@ -401,7 +401,7 @@ class Atom:
         ]
         if name is not None:
             clone.name = name
-        clone._redeclare(tuple(decl))
+        clone._redeclare(tuple(decl))  # noqa: SLF001 - a copy of self, same class
         return clone
 
     def _declared(self) -> tuple[Any, ...]:

@@ -33,8 +33,6 @@ from urllib.parse import urlsplit
 import pytest
 from support import delete_zk_path, eventually, fresh_pg_database, pg_admin
 
-from zag_async.jobs import JobBoard
-
 from . import flows
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,21 +55,6 @@ def _reset_flows() -> Iterator[None]:
     flows.reset()
     yield
     flows.reset()
-
-
-@pytest.fixture
-def closed_boards(monkeypatch: pytest.MonkeyPatch) -> list[JobBoard]:
-    """The job boards closed during this test (each board type's aclose ends in
-    JobBoard.aclose, which this wraps). TODO: `board.closed` once JobBoard has it."""
-    closed: list[JobBoard] = []
-    close = JobBoard.aclose
-
-    async def recording(board: JobBoard) -> None:
-        await close(board)
-        closed.append(board)
-
-    monkeypatch.setattr(JobBoard, "aclose", recording)
-    return closed
 
 
 async def shipping(service: Any) -> bool:

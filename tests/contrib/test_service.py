@@ -12,7 +12,7 @@ from support import eventually
 
 import zag_async as zag
 from zag_async.errors import ConfigurationError, ExecutionError, JobNotFound, NotFound
-from zag_async.jobs import JobBoard, JobState
+from zag_async.jobs import JobState
 from zag_async.service import ZagService
 
 from . import flows
@@ -34,7 +34,7 @@ def states(detail: zag.FlowDetail) -> dict[str, str]:
 # -- open and close -----------------------------------------------------------------------
 
 
-async def test_opens_and_closes_everything(urls: Urls, closed_boards: list[JobBoard]) -> None:
+async def test_opens_and_closes_everything(urls: Urls) -> None:
     before = asyncio.all_tasks()
     service = ZagService(**urls.options(), conductor=True)
     async with service:
@@ -43,7 +43,7 @@ async def test_opens_and_closes_everything(urls: Urls, closed_boards: list[JobBo
         status = await service.run(PIPELINE, store={"tag": "t"})
         assert status.ok
         backend, board = service.backend, service.board
-    assert backend.closed and board in closed_boards
+    assert backend.closed and board.closed
     assert "closed" in repr(service)
     await eventually(lambda: asyncio.all_tasks() == before, what="no task left behind")
     if urls.backend.startswith("postgresql"):
@@ -75,9 +75,7 @@ class BrokenExecutor:
         raise AssertionError("never opened, so never closed")
 
 
-async def test_a_failed_open_closes_what_it_opened(
-    tmp_path: Any, closed_boards: list[JobBoard]
-) -> None:
+async def test_a_failed_open_closes_what_it_opened(tmp_path: Any) -> None:
     before = asyncio.all_tasks()
     service = ZagService(
         backend=f"sqlite+aiosqlite:///{tmp_path}/f.db",
@@ -87,7 +85,7 @@ async def test_a_failed_open_closes_what_it_opened(
     with pytest.raises(ConnectionRefusedError):
         async with service:
             pass
-    assert service.backend.closed and service.board in closed_boards
+    assert service.backend.closed and service.board.closed
     assert asyncio.all_tasks() == before
 
 
@@ -321,9 +319,7 @@ async def test_in_app_worker_runs_the_tasks_sent_over_rabbitmq(amqp_url: str) ->
         await delete_queue(amqp_url, f"zag.q.{topic}")
 
 
-async def test_closing_cancelled_midway_still_suspends_and_closes(
-    urls: Urls, closed_boards: list[JobBoard]
-) -> None:
+async def test_closing_cancelled_midway_still_suspends_and_closes(urls: Urls) -> None:
     """A server that gives up on its lifespan cancels the close: what still runs is
     cancelled (SUSPENDED) before the board and the database close."""
     flows.HOLD.add("cut")
@@ -336,7 +332,7 @@ async def test_closing_cancelled_midway_still_suspends_and_closes(
     closing.cancel()
     with pytest.raises(asyncio.CancelledError):
         await closing
-    assert service.backend.closed and service.board in closed_boards
+    assert service.backend.closed and service.board.closed
     detail = await stored(urls, flow_id)
     assert detail.state == "SUSPENDED" and states(detail)["slow"] == "RUNNING"
 

@@ -9,7 +9,6 @@ from typing import Any
 from support import eventually
 
 import zag_async as zag
-from zag_async.jobs import JobBoard
 
 from .conftest import Framework, Urls, pg_connections
 
@@ -18,9 +17,7 @@ def atoms(flow: dict[str, Any]) -> dict[str, tuple[str, int]]:
     return {a["name"]: (a["state"], a["attempts"]) for a in flow["atoms"]}
 
 
-async def test_the_app_opens_and_closes_the_service(
-    web: Framework, urls: Urls, closed_boards: list[JobBoard]
-) -> None:
+async def test_the_app_opens_and_closes_the_service(web: Framework, urls: Urls) -> None:
     before = asyncio.all_tasks()
     async with web.open(**urls.options()) as client:
         service = client.service
@@ -29,7 +26,7 @@ async def test_the_app_opens_and_closes_the_service(
         await eventually(lambda: conductor.running, what="the conductor to run")
         assert (await client.post("/orders", item="book")).status == 200
         backend, board = service.backend, service.board
-    assert backend.closed and board in closed_boards and not conductor.running
+    assert backend.closed and board.closed and not conductor.running
     await eventually(lambda: asyncio.all_tasks() == before, what="no task left behind")
     if urls.backend.startswith("postgresql"):
         await eventually(lambda: pg_connections(urls.backend) == 0, what="no connection left")

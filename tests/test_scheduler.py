@@ -47,7 +47,7 @@ def scheduler_for(flow: zag.Flow, **options: Any) -> Scheduler:
 
 
 def names(scheduler: Scheduler, picked: list[Any]) -> list[tuple[str, str]]:
-    return [(launch.kind, scheduler.nodes[launch.index].name) for launch in picked]
+    return [(kind, scheduler.nodes[i].name) for kind, i, _ in picked]
 
 
 def run_ok(scheduler: Scheduler, values: dict[str, Any]) -> list[tuple[str, str]]:
@@ -58,14 +58,13 @@ def run_ok(scheduler: Scheduler, values: dict[str, Any]) -> list[tuple[str, str]
         if not picked:
             return trace  # done, or stopped at a decider (the caller asks it)
         trace += names(scheduler, picked)
-        for launch in picked:
-            scheduler.started(launch.index)
-        outcomes = []
-        for launch in picked:
-            name = scheduler.nodes[launch.index].name
-            value = values.get(name) if launch.kind == "exec" else None
-            ok = not isinstance(value, Failure)
-            outcomes.append(Outcome(launch.kind, launch.index, ok, value))
+        for _, i, _ in picked:
+            scheduler.started(i)
+        outcomes: list[Outcome] = []
+        for kind, i, _ in picked:
+            name = scheduler.nodes[i].name
+            value = values.get(name) if kind == "exec" else None
+            outcomes.append((kind, i, not isinstance(value, Failure), value, 0.0))
         scheduler.finished(outcomes)
         if scheduler.retrying:
             scheduler.settle_retries()
@@ -79,12 +78,11 @@ def test_a_linear_flow_runs_in_order_with_arguments_from_providers() -> None:
     scheduler = scheduler_for(zag.linear("f", make, double, use))
     picked, _ = scheduler.pick()
     assert names(scheduler, picked) == [("exec", "make")]
-    scheduler.started(picked[0].index)
-    assert scheduler.pick() == ([], None) or scheduler.max_concurrency is None
-    scheduler.finished([Outcome("exec", picked[0].index, True, 5)])
+    scheduler.started(picked[0][1])
+    scheduler.finished([("exec", picked[0][1], True, 5, 0.0)])
     picked, _ = scheduler.pick()
     assert names(scheduler, picked) == [("exec", "double")]
-    assert picked[0].kwargs == {"x": 5}
+    assert picked[0][2] == {"x": 5}
     assert scheduler.verdict() == (zag.FlowState.FAILURE, True)  # work left: not finished
 
 
@@ -117,8 +115,8 @@ def test_independent_atoms_are_picked_together_within_max_concurrency() -> None:
     limited = scheduler_for(flow, max_concurrency=2)
     picked, _ = limited.pick()
     assert len(picked) == 2
-    for launch in picked:
-        limited.started(launch.index)
+    for _, i, _ in picked:
+        limited.started(i)
     assert limited.pick() == ([], None)  # no room until one finishes
 
 
@@ -133,15 +131,11 @@ def test_a_retry_controller_reverts_its_scope_and_runs_it_again() -> None:
         if not picked:
             break
         trace += names(scheduler, picked)
-        for launch in picked:
-            scheduler.started(launch.index)
-            name = scheduler.nodes[launch.index].name
-            if launch.kind == "exec" and name == "double":
-                value: Any = next(failures, 4)
-            else:
-                value = 1
-            ok = not isinstance(value, Failure)
-            scheduler.finished([Outcome(launch.kind, launch.index, ok, value)])
+        for kind, i, _ in picked:
+            scheduler.started(i)
+            name = scheduler.nodes[i].name
+            value: Any = next(failures, 4) if kind == "exec" and name == "double" else 1
+            scheduler.finished([(kind, i, not isinstance(value, Failure), value, 0.0)])
         scheduler.settle_retries()
     controller = scheduler.nodes[0].name
     assert trace == [

@@ -57,7 +57,7 @@ class AtomCaller:
         return await self._call(launch)
 
     async def _call(self, launch: Launch) -> Outcome:
-        kind, i, kwargs = launch.kind, launch.index, launch.kwargs
+        kind, i, kwargs = launch
         node = self._nodes[i]
         atom = node.atom
         token = current_atom.set((self._emit, self._flow, node.name))  # for progress()
@@ -83,18 +83,19 @@ class AtomCaller:
                 value = await self._revert_retry(i, kwargs)
             else:
                 value = await self._executor.revert(atom, node.name, self._flow, kwargs)
-            return Outcome(kind, i, True, value, time.perf_counter() - started)
+            return kind, i, True, value, time.perf_counter() - started
         except Exception as exc:
             failure = Failure.from_exception(exc)
-            return Outcome(kind, i, False, failure, time.perf_counter() - started)
+            return kind, i, False, failure, time.perf_counter() - started
         finally:
             current_atom.reset(token)
 
     async def _traced(self, launch: Launch) -> Outcome:
         """`_call` inside every trace hook's atom scope (only when tracing)."""
-        name = self._nodes[launch.index].name
-        action: Literal["execute", "revert"] = "execute" if launch.kind == "exec" else "revert"
-        attempt = self._details[launch.index].attempts
+        kind, i, _ = launch
+        name = self._nodes[i].name
+        action: Literal["execute", "revert"] = "execute" if kind == "exec" else "revert"
+        attempt = self._details[i].attempts
         engine = self._engine
         with contextlib.ExitStack() as scopes:
             done = [
@@ -102,7 +103,7 @@ class AtomCaller:
                 for hook in self.hooks
             ]
             outcome = await self._call(launch)
-            failure = None if outcome.ok else outcome.value
+            failure = None if outcome[2] else outcome[3]
             for record in done:
                 record(failure)
         return outcome

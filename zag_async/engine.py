@@ -414,11 +414,11 @@ class Engine:
                     launch = []
             if launch:
                 if len(launch) == 1 and not running:
-                    running.add(launch[0].index)
+                    running.add(launch[0][1])
                     done.append(await call(launch[0]))
                     continue
                 for item in launch:
-                    running.add(item.index)
+                    running.add(item[1])
                     tg.create_task(self._spawned(item))
                 continue
             if not running:

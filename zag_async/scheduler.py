@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from .bus import EventBus
@@ -52,24 +51,12 @@ _REVERTIBLE = (S.SUCCESS, S.FAILURE)
 Kind = Literal["exec", "revert"]
 
 
-@dataclass(slots=True)
-class Launch:
-    """Call node `index`'s execute or revert with `kwargs` (what `pick()` returns)."""
+#: Call node `index`'s execute or revert with `kwargs`: (kind, index, kwargs), what
+#: `pick()` returns. Plain tuples: one is made per atom call, on the hot path.
+Launch = tuple[Kind, int, dict[str, Any]]
 
-    kind: Kind
-    index: int
-    kwargs: dict[str, Any]
-
-
-@dataclass(slots=True)
-class Outcome:
-    """What a call came back with: a value, or a `Failure` when `ok` is False."""
-
-    kind: Kind
-    index: int
-    ok: bool
-    value: Any
-    duration: float = 0.0
+#: What a call came back with: (kind, index, ok, value or `Failure`, duration in seconds).
+Outcome = tuple[Kind, int, bool, Any, float]
 
 
 class Scheduler:
@@ -228,9 +215,9 @@ class Scheduler:
             try:
                 kwargs = self.revert_kwargs(i)
             except ZagError as exc:
-                self.finished([Outcome("revert", i, False, Failure.from_exception(exc))])
+                self.finished([("revert", i, False, Failure.from_exception(exc), 0.0)])
                 continue
-            launch.append(Launch("revert", i, kwargs))
+            launch.append(("revert", i, kwargs))
             room -= 1
         ready = self.ready
         while ready and room > 0:
@@ -255,9 +242,9 @@ class Scheduler:
             try:
                 kwargs = self.resolver.arguments(i, node.atom.args, node.cands)
             except ZagError as exc:
-                self.finished([Outcome("exec", i, False, Failure.from_exception(exc))])
+                self.finished([("exec", i, False, Failure.from_exception(exc), 0.0)])
                 continue
-            launch.append(Launch("exec", i, kwargs))
+            launch.append(("exec", i, kwargs))
             room -= 1
         return launch, None
 
@@ -280,7 +267,7 @@ class Scheduler:
         if error is not None:
             self.ready.remove(i)
             self.set(i, S.RUNNING)
-            self.finished([Outcome("exec", i, False, error)])
+            self.finished([("exec", i, False, error, 0.0)])
         elif rejected_by is not None:
             self.ready.remove(i)
             self.ignore(rejected_by.target, rejected_by.depth, rejected_by.scope)
@@ -315,12 +302,12 @@ class Scheduler:
         items = outcomes[:]
         outcomes.clear()
         running = self.running
-        for o in items:
-            running.discard(o.index)
-            if o.kind == "exec":
-                self._executed(o.index, o.ok, o.value, o.duration)
+        for kind, i, ok, value, duration in items:
+            running.discard(i)
+            if kind == "exec":
+                self._executed(i, ok, value, duration)
             else:
-                self._reverted(o.index, o.ok, o.value, o.duration)
+                self._reverted(i, ok, value, duration)
 
     def _executed(self, i: int, ok: bool, value: Any, duration: float) -> None:
         node = self.nodes[i]

@@ -23,7 +23,11 @@ PEER_REQUIREMENTS = ("taskflow", "SQLAlchemy", "alembic", "psycopg2-binary", "ka
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite (arguments after ``--`` go to pytest)."""
+    """Run the test suite (arguments after ``--`` go to pytest).
+
+    ``-- -m "not services"`` runs the fast core suite: no servers, no
+    subprocess-heavy suites (``./dev test -m "not services"`` says the same).
+    """
     session.install("-e", ".[dev]")
     session.run("pytest", *session.posargs)
 
@@ -54,6 +58,10 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmark zag-async against TaskFlow in one process (``-- --quick``, ``-- --only S1``)."""
+    """Benchmark zag-async against TaskFlow in one process (``-- --quick``, ``-- --only S1``).
+
+    ``-- --baseline REV`` also measures the zag side at git revision REV (exported with
+    ``git archive``) beside this tree, interleaved, and prints current/baseline ratios.
+    """
     session.install(".[postgres,amqp,zookeeper]", *PEER_REQUIREMENTS)
     session.run("python", "benchmarks/run.py", *session.posargs)

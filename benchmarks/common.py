@@ -15,7 +15,7 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 ZAG = "zag"
@@ -208,3 +208,15 @@ class Plan:
             jobs_raw_repeats=1,
             jobs_max_jobs=(1, 8),
         )
+
+
+def print_columns(title: str, headers: Sequence[str], lines: Sequence[Sequence[str]]) -> None:
+    """Print ``lines`` under ``== title`` as left-aligned columns (nothing when empty)."""
+    if not lines:
+        return
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(headers)]
+    print(f"\n== {title}")
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    print("  ".join("-" * w for w in widths))
+    for line in lines:
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())

@@ -305,7 +305,7 @@ async def zag_inprocess(
             await asyncio.gather(*tasks)
             # jobs() serves the watch-fed cache, which may lag another board's last
             # consume by one watch event: count from a fresh listing.
-            await boards[0]._refresh()  # type: ignore[attr-defined]
+            await boards[0].refresh()  # type: ignore[attr-defined]
             out["remaining"] = len(await boards[0].jobs())
     finally:
         out["deleted_nodes"] = await remove_root(root)

@@ -49,6 +49,7 @@ import asyncio
 import collections
 import contextlib
 import cProfile
+import dataclasses
 import gc
 import io
 import os
@@ -287,13 +288,23 @@ COUNTING = False  # the counters parse every response a second time: on only in 
 
 
 def install_counters() -> None:
-    """Count requests published and responses received (by kind) per RemoteExecutor."""
-    from zag_async.workers import amqp
-    from zag_async.workers.protocol import Response
+    """Count requests published and responses received (by kind) per RemoteExecutor.
 
-    if getattr(amqp.RemoteExecutor, "_bench_counted", False):
+    The counters hook private methods: where this revision of zag_async (see
+    ``run.py --baseline``) has none of that name, messages go uncounted.
+    """
+    import zag_async as zag
+
+    executor_class = zag.RemoteExecutor
+    try:
+        from zag_async.workers.protocol import Response
+
+        publish, on_response = executor_class._publish, executor_class._on_response
+    except (ImportError, AttributeError) as exc:
+        log(f"zag: REMOTE messages per request not counted ({type(exc).__name__}: {exc})")
         return
-    publish, on_response = amqp.RemoteExecutor._publish, amqp.RemoteExecutor._on_response
+    if getattr(executor_class, "_bench_counted", False):
+        return
 
     async def counted_publish(self: Any, *args: Any, **kwargs: Any) -> None:
         if COUNTING:
@@ -306,18 +317,20 @@ def install_counters() -> None:
                 _counted(self, Response.loads(message.body, self.codec).kind)
         await on_response(self, message)
 
-    amqp.RemoteExecutor._publish = counted_publish  # type: ignore[method-assign]
-    amqp.RemoteExecutor._on_response = counted_response  # type: ignore[method-assign]
-    amqp.RemoteExecutor._bench_counted = True  # type: ignore[attr-defined]
+    executor_class._publish = counted_publish  # type: ignore[method-assign]
+    executor_class._on_response = counted_response  # type: ignore[method-assign]
+    executor_class._bench_counted = True  # type: ignore[attr-defined]
 
 
 def whatif_patches(flags: tuple[str, ...]) -> list[tuple[Any, str, Any]]:
     """(object, attribute, replacement) for the process-wide what-if flags."""
+    patches: list[tuple[Any, str, Any]] = []
+    if not flags:  # zag as it is: nothing of its internals is touched
+        return patches
     from aio_pika.robust_connection import RobustConnection
 
     from zag_async.workers import amqp
 
-    patches: list[tuple[Any, str, Any]] = []
     if "classic" in flags:
         declare = amqp.declare_topology
 
@@ -391,7 +404,7 @@ async def worker_main(args: argparse.Namespace) -> None:
     """A zag worker with what-if patches (the plain case uses `python -m zag_async worker`)."""
     import remote_tasks
 
-    from zag_async.workers.amqp import Worker
+    from zag_async import Worker
 
     with patched(whatif_patches(tuple(f for f in args.whatif.split(",") if f))):
         async with Worker(args.url, topic=args.topic, tasks=remote_tasks.TASKS,
@@ -799,9 +812,16 @@ def _verdict(ratio: float, target: float, higher_is_better: bool) -> str:
     return f"target {sign} {target:g}x: {'MET' if ok else 'MISSED'}"
 
 
+#: Set by ``run.py --baseline``: zag as it is and the two raw controls (baseline, zag-like),
+#: no other raw variants and no what-ifs (they patch internals another revision may not have).
+COMPARE_ONLY = False
+
+
 def zag_scenario(rec: Recorder, plan: Plan) -> None:
     """The zag side of REMOTE (run.py calls it with the zag Recorder)."""
     sizes = QUICK if plan == Plan.quick() else Sizes()
+    if COMPARE_ONLY:
+        sizes = dataclasses.replace(sizes, variants=False)
     why = rabbit_reachable()
     if why:
         rec.missing(SCENARIO, "all", "round trip p50", "ms", f"skipped: {why}")

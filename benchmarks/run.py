@@ -8,19 +8,27 @@ Run through nox so TaskFlow is installed beside zag-async::
     ./dev bench --only-peer          # TaskFlow side only
     ./dev bench -- --only REMOTE     # remote workers on RabbitMQ (127.0.0.1:5672) vs raw aio-pika
     ./dev bench -- --only JOBS       # job boards on ZooKeeper (127.0.0.1:2181) + conductors
+    ./dev bench -- --only S1,S4,REMOTE --baseline main   # also zag at another revision
 
 Both libraries run in this one process (S7 and import cost use fresh
 subprocesses per library). Results are printed side by side with the
 zag/TaskFlow ratio of medians; nothing here asserts a timing.
+
+With ``--baseline REV`` the zag side of each chosen scenario runs instead in
+fresh subprocesses, alternately against this tree and against REV's
+zag_async (see baseline.py), and a second table sets TaskFlow, baseline zag
+and current zag side by side with the current/baseline ratio.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -28,7 +36,18 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from common import PEER, ZAG, Measurement, Plan, Recorder, Stats, dist_version, environment
+import baseline
+from common import (
+    PEER,
+    ZAG,
+    Measurement,
+    Plan,
+    Recorder,
+    Stats,
+    dist_version,
+    environment,
+    print_columns,
+)
 
 HERE = Path(__file__).resolve().parent
 ALL_SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "JOBS", "REMOTE", "IMPORT")
@@ -59,6 +78,16 @@ def zag_importable() -> str | None:
         import zag_async  # noqa: F401
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def peer_importable() -> str | None:
+    """None when TaskFlow imports, else why the peer side cannot run here."""
+    try:
+        import taskflow  # noqa: F401
+    except Exception as exc:
+        return (f"TaskFlow is not installed here ({type(exc).__name__}: {exc}); it is installed "
+                "only in the nox bench session (./dev bench)")
     return None
 
 
@@ -210,12 +239,7 @@ def print_table(rows: list[Measurement], scenarios: list[str]) -> None:
                 fmt_ratio(z.stats if z else None, p.stats if p else None),
                 notes,
             ))
-        widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(headers)]
-        print(f"\n== {TITLES.get(scenario, scenario)}")
-        print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
-        print("  ".join("-" * w for w in widths))
-        for line in lines:
-            print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+        print_columns(TITLES.get(scenario, scenario), headers, lines)
 
 
 def print_scaling(rows: list[Measurement]) -> None:
@@ -257,6 +281,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--zag-pg-url", default=None,
                         help="PostgreSQL URL for zag's S4 (the database is dropped and created; "
                              "default postgresql+asyncpg://postgres@127.0.0.1:5432/zag_bench)")
+    parser.add_argument("--baseline", metavar="REV", default=None,
+                        help="also run the zag side against zag_async of git revision REV "
+                             "(e.g. main, HEAD~1, a sha), interleaved with this tree, and print "
+                             "current vs baseline")
+    parser.add_argument("--current", metavar="REV", default=None,
+                        help="with --baseline: measure git revision REV as the current side "
+                             "instead of this checkout's zag_async (the benchmark code is still "
+                             "this checkout's)")
+    parser.add_argument("--baseline-rounds", metavar="N", type=int, default=3,
+                        help="runs per revision and scenario with --baseline, order alternating "
+                             "(default 3)")
+    # A child of --baseline: zag side only, REMOTE without what-ifs, rows to --json, no table.
+    parser.add_argument("--baseline-child", action="store_true", help=argparse.SUPPRESS)
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["--"]:  # `./dev bench -- --only S4` hands the separator on
         args = args[1:]
@@ -272,13 +309,64 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown scenario(s): {', '.join(unknown)}", file=sys.stderr)
         return 2
 
+    compare = args.baseline is not None
+    if compare and args.only_peer:
+        print("--baseline compares zag sides: it cannot go with --only-peer", file=sys.stderr)
+        return 2
+    if args.current and not compare:
+        print("--current names the other side of a --baseline comparison", file=sys.stderr)
+        return 2
+    if args.baseline_rounds < 1:
+        print("--baseline-rounds must be at least 1", file=sys.stderr)
+        return 2
+
     run_zag = not args.only_peer
     run_peer = not args.only_zag
     zag_missing = zag_importable() if run_zag else "not requested (--only-peer)"
     if run_zag and zag_missing:
         log(f"zag_async does not import ({zag_missing}); running the TaskFlow side only")
         run_zag = False
+    if args.baseline_child:
+        zag_missing = zag_missing or baseline.check_child_tree()
+        if zag_missing:
+            log(f"baseline child: {zag_missing}")
+            return 2
+    peer_missing = peer_importable() if run_peer else "not requested (--only-zag)"
+    if run_peer and peer_missing:
+        log(f"{peer_missing}: running the zag side only")
+        run_peer = False
 
+    stack = contextlib.ExitStack()
+    trees: tuple[baseline.Tree, baseline.Tree] | None = None
+    if compare and run_zag:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="zag-bench-")))
+        try:
+            trees = (
+                baseline.export(args.baseline, tmp / "baseline"),
+                baseline.export(args.current, tmp / "current", "current") if args.current
+                else baseline.current_tree(),
+            )
+        except baseline.BaselineError as exc:
+            stack.close()
+            print(exc, file=sys.stderr)
+            return 2
+        for tree in trees:
+            log(f"{tree.label}: {tree.describe} at {tree.path}")
+    with stack:
+        return _run(args, plan, wanted, run_zag, run_peer, zag_missing, peer_missing, trees)
+
+
+def _run(
+    args: argparse.Namespace,
+    plan: Plan,
+    wanted: list[str],
+    run_zag: bool,
+    run_peer: bool,
+    zag_missing: str | None,
+    peer_missing: str | None,
+    trees: tuple[baseline.Tree, baseline.Tree] | None,
+) -> int:
+    """Run the sides, print the tables; ``trees`` (baseline, current) puts zag in subprocesses."""
     env_before = environment()
     started = time.perf_counter()
     zag_rec, peer_rec = Recorder(ZAG), Recorder(PEER)
@@ -291,15 +379,32 @@ def main(argv: list[str] | None = None) -> int:
         taskflow_side.SCENARIOS.setdefault("JOBS", jobs.peer_scenario)
         if args.pg_url:
             taskflow_side.S4_PG_URL = args.pg_url
-    if run_zag:
+    if run_zag and trees is None:
         import remote
         import zag_side
 
         zag_side.SCENARIOS.setdefault("REMOTE", remote.zag_scenario)
         zag_side.SCENARIOS.setdefault("JOBS", jobs.zag_scenario)
+        remote.COMPARE_ONLY = args.baseline_child
         if args.zag_pg_url:
             jobs.PG_URL = args.zag_pg_url
             zag_side.S4_PG_URL = args.zag_pg_url
+    rounds: dict[str, list[list[Measurement]]] = {"baseline": [], "current": []}
+    child_args = ["--zag-pg-url", args.zag_pg_url] if args.zag_pg_url else []
+
+    def zag(name: str) -> None:
+        """The zag side of one scenario: in this process, or per revision in subprocesses."""
+        if trees is not None:
+            for r in range(args.baseline_rounds):
+                for tree in trees[::-1] if r % 2 == 0 else trees:  # current first, then swap
+                    rounds[tree.label].append(
+                        baseline.run_child(tree, name, quick=args.quick, extra=child_args))
+        elif name == "S7":
+            s7(zag_rec, "zag", plan.s7_zag)
+        elif name == "IMPORT":
+            import_cost(zag_rec, "zag_async", plan.import_runs)
+        else:
+            run_side(ZAG, zag_side.SCENARIOS, [name], zag_rec, plan)
 
     # Interleave per scenario so both sides see similar machine load. S4 goes last:
     # TaskFlow's SQL backend leaves ~10^5-10^6 SQLAlchemy schema objects alive per
@@ -311,27 +416,31 @@ def main(argv: list[str] | None = None) -> int:
         # In S4 zag goes first, so TaskFlow's leftovers (above) cannot slow it down.
         zag_first = name == "S4"
         if run_zag and zag_first:
-            run_side(ZAG, zag_side.SCENARIOS, [name], zag_rec, plan)
+            zag(name)
         if run_peer:
             run_side(PEER, taskflow_side.SCENARIOS, [name], peer_rec, plan)
         if run_zag and not zag_first:
-            run_side(ZAG, zag_side.SCENARIOS, [name], zag_rec, plan)
-    if run_zag:
+            zag(name)
+    if run_zag and trees is None:
         zag_side.close()
     if "S7" in wanted:
         if run_peer:
             s7(peer_rec, "taskflow", plan.s7_peer)
         if run_zag:
-            s7(zag_rec, "zag", plan.s7_zag)
+            zag("S7")
     if "IMPORT" in wanted:
         if run_peer:
             import_cost(peer_rec, "taskflow.engines", plan.import_runs)
         if run_zag:
-            import_cost(zag_rec, "zag_async", plan.import_runs)
+            zag("IMPORT")
 
     elapsed = time.perf_counter() - started
     env_after = environment()
+    baseline_rows = baseline.merge(rounds["baseline"])
+    zag_rec.rows.extend(baseline.merge(rounds["current"]))
     rows = zag_rec.rows + peer_rec.rows
+    if args.baseline_child:  # the parent reads the rows from --json and prints the tables
+        return _write_json(args, env_before, env_after, elapsed, rows, [])
 
     print("\nzag-async vs TaskFlow benchmark" + (" (--quick)" if args.quick else ""))
     for key in ("python", "platform", "cpu_count", "zag-async", "taskflow", "networkx",
@@ -346,20 +455,45 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {'aio-pika':<11} {dist_version('aio-pika')}, RabbitMQ at 127.0.0.1:5672")
     if zag_missing:
         print(f"  zag-async side not run: {zag_missing}")
+    if peer_missing:
+        print(f"  TaskFlow side not run: {peer_missing}")
+    if trees is not None:
+        print(f"  zag side    in subprocesses, {args.baseline_rounds} per revision (--baseline): "
+              "the current figures below are those runs merged")
     print("  ratio = zag median / TaskFlow median (below 1: zag is faster or smaller)")
     print_table(rows, wanted)
     print_scaling(rows)
+    if trees is not None:
+        baseline.print_comparison(wanted, TITLES, zag_rec.rows, baseline_rows, peer_rec.rows,
+                                  trees, args.baseline_rounds,
+                                  f"not run: {peer_missing}" if peer_missing else "",
+                                  fmt_stats)
+    return _write_json(args, env_before, env_after, elapsed, rows, baseline_rows)
 
+
+def _write_json(
+    args: argparse.Namespace,
+    env_before: dict[str, str],
+    env_after: dict[str, str],
+    elapsed: float,
+    rows: list[Measurement],
+    baseline_rows: list[Measurement],
+) -> int:
+    """Write ``--json`` if asked; the exit status is 1 when any scenario failed."""
     if args.json:
-        payload = {
+        payload: dict[str, Any] = {
             "environment": {"start": env_before, "end": env_after},
             "quick": args.quick,
             "elapsed_s": elapsed,
             "rows": [asdict(m) for m in rows],
         }
+        if args.baseline:
+            payload["baseline"] = {"rev": args.baseline, "rounds": args.baseline_rounds,
+                                   "rows": [asdict(m) for m in baseline_rows]}
         Path(args.json).write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
-        log(f"wrote {args.json}")
-    failed = [m for m in rows if m.case == "(error)"]
+        if not args.baseline_child:
+            log(f"wrote {args.json}")
+    failed = [m for m in rows + baseline_rows if m.case == "(error)"]
     return 1 if failed else 0
 
 

@@ -3,14 +3,18 @@
 ``zag_async`` is imported lazily so the TaskFlow side runs on its own
 (``run.py --only-peer``). Every scenario runs inside one event loop owned by an
 :class:`asyncio.Runner`; each measured run times its own phases inside the loop.
+
+Only the public API is used (``zag.Engine`` and what ``run()`` returns,
+``zag.linear``/``unordered``/``graph``, ``zag.persistence.connect`` and the
+backend's records): ``run.py --baseline REV`` runs this same file against an
+older revision of the package, whose internals may differ.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from common import Phases, Plan, Recorder, Stats, check, clock, measure
@@ -44,16 +48,10 @@ def version() -> str:
     return dist_version("zag-async")
 
 
-async def _fetch(engine: Any, name: str) -> Any:
-    value = engine.storage.fetch(name)
-    if inspect.isawaitable(value):
-        value = await value
-    return value
-
-
-async def _run(engine: Any) -> None:
-    result: Awaitable[Any] = engine.run()
-    await result
+async def _run(engine: Any) -> Mapping[str, Any]:
+    """Run the engine; its result is every provided value by name."""
+    result: Awaitable[Mapping[str, Any]] = engine.run()
+    return await result
 
 
 # --------------------------------------------------------------------------- tasks
@@ -143,9 +141,9 @@ async def s1_once(n: int) -> Phases:
     t1 = clock()
     engine = zag.Engine(flow, store={"v0": 0}, max_concurrency=1)
     t2 = clock()
-    await _run(engine)
+    results = await _run(engine)
     t3 = clock()
-    check(await _fetch(engine, f"v{n}") == n, f"S1: v{n} != {n}")
+    check(results[f"v{n}"] == n, f"S1: v{n} != {n}")
     total = t3 - t1
     return {
         "build": t1 - t0,
@@ -227,9 +225,9 @@ def s3(rec: Recorder, plan: Plan) -> None:
         t1 = clock()
         engine = zag.Engine(flow, max_concurrency=1)
         t2 = clock()
-        await _run(engine)
+        results = await _run(engine)
         t3 = clock()
-        check(await _fetch(engine, f"v{S3_LAYERS - 1}_0") == 1, "S3: v19_0 != 1")
+        check(results[f"v{S3_LAYERS - 1}_0"] == 1, "S3: v19_0 != 1")
         n = S3_LAYERS * S3_WIDTH
         return {"build": t1 - t0, "prepare (load..validate)": t2 - t1, "run": t3 - t2,
                 "run per task": (t3 - t2) / n * 1e6}
@@ -259,17 +257,22 @@ def _s4_linear(n: int) -> Any:
     )
 
 
-async def _s4_verify(url: str, flow_id: str, n: int, version: int) -> None:
-    """The stored record, read back through a new connection, says what the run did."""
+async def _s4_verify(url: str, flow_id: str, n: int) -> int:
+    """The stored record, read back through a new connection, says what the run did.
+
+    Returns:
+        The record's version: how many times the flow was written.
+    """
     import zag_async as zag
 
-    async with zag.connect(url, upgrade=False) as backend:
+    async with zag.persistence.connect(url, upgrade=False) as backend:
         detail = await backend.load_flow(flow_id)
     check(detail.state == zag.FlowState.SUCCESS, f"S4: stored flow is {detail.state}")
     check(len(detail.atoms) == n, f"S4: {len(detail.atoms)} atoms stored, expected {n}")
     bad = [a.name for a in detail.atoms.values() if a.state != zag.AtomState.SUCCESS]
     check(not bad, f"S4: stored atoms not SUCCESS: {bad[:3]}")
-    check(detail.version == version, f"S4: stored version {detail.version} != {version}")
+    version: int = detail.version
+    return version
 
 
 async def _s4_window(
@@ -289,7 +292,7 @@ async def _s4_window(
 
     before = counters.snapshot() if counters is not None else None
     sa0 = CommitCounter.get(url)
-    async with zag.connect(url, upgrade=False) as backend:
+    async with zag.persistence.connect(url, upgrade=False) as backend:
         phases = await body(backend)
     phases["sa_commits"] = CommitCounter.get(url) - sa0
     if counters is not None:
@@ -302,7 +305,7 @@ async def _s4_window(
 async def _s4_linear_once(url: str, n: int, counters: Any) -> Phases:
     import zag_async as zag
 
-    flow_ids: list[tuple[str, int]] = []
+    flow_ids: list[str] = []
 
     async def body(backend: Any) -> dict[str, float]:
         t0 = clock()
@@ -310,19 +313,16 @@ async def _s4_linear_once(url: str, n: int, counters: Any) -> Phases:
         t1 = clock()
         engine = zag.Engine(flow, backend=backend, store={"v0": 0}, max_concurrency=1)
         t2 = clock()
-        await _run(engine)
+        results = await _run(engine)
         t3 = clock()
-        check(await _fetch(engine, f"v{n}") == n, f"S4: v{n} != {n}")
-        version = engine.storage.flow.version
-        flow_ids.append((engine.flow_id, version))
+        check(results[f"v{n}"] == n, f"S4: v{n} != {n}")
+        flow_ids.append(engine.flow_id)
         total = t3 - t1
         return {"build": t1 - t0, "prepare": t2 - t1, "run": t3 - t2, "total": total,
-                "per_task_us": total / n * 1e6, "run_per_task_us": (t3 - t2) / n * 1e6,
-                "flow_writes": version}
+                "per_task_us": total / n * 1e6, "run_per_task_us": (t3 - t2) / n * 1e6}
 
     phases = await _s4_window(url, counters, body)
-    flow_id, version = flow_ids[0]
-    await _s4_verify(url, flow_id, n, version)
+    phases["flow_writes"] = await _s4_verify(url, flow_ids[0], n)
     return phases
 
 
@@ -330,6 +330,7 @@ async def _s4_wide_once(url: str, n: int, counters: Any) -> Phases:
     import zag_async as zag
 
     root = _cls("Root")
+    flow_ids: list[str] = []
 
     async def body(backend: Any) -> dict[str, float]:
         flow = zag.unordered("s4w", *(root(name=f"w{i}") for i in range(n)))
@@ -338,9 +339,12 @@ async def _s4_wide_once(url: str, n: int, counters: Any) -> Phases:
         await _run(engine)
         t1 = clock()
         check(engine.state == zag.FlowState.SUCCESS, f"S4 wide: flow ended {engine.state}")
-        return {"total": t1 - t0, "flow_writes": engine.storage.flow.version}
+        flow_ids.append(engine.flow_id)
+        return {"total": t1 - t0}
 
-    return await _s4_window(url, counters, body)
+    phases = await _s4_window(url, counters, body)
+    phases["flow_writes"] = await _s4_verify(url, flow_ids[0], n)
+    return phases
 
 
 async def _floor_asyncpg(url: str, n: int, mode: str, counters: Any) -> Phases:
@@ -355,7 +359,7 @@ async def _floor_asyncpg(url: str, n: int, mode: str, counters: Any) -> Phases:
                            "v integer NOT NULL)")
     finally:
         await conn.close()
-    before = counters.snapshot()
+    before = counters.snapshot() if counters is not None else None
     conn = await asyncpg.connect(dsn)
     try:
         insert = "INSERT INTO bench_floor (v) VALUES ($1)"
@@ -370,8 +374,24 @@ async def _floor_asyncpg(url: str, n: int, mode: str, counters: Any) -> Phases:
         t1 = clock()
     finally:
         await conn.close()
+    if counters is None:
+        return {"per_commit_ms": (t1 - t0) / n * 1e3}
     delta = counters.snapshot() - before
     return {"per_commit_ms": (t1 - t0) / n * 1e3, "commits": delta.net_commits}
+
+
+async def _recreate_asyncpg(url: str) -> Phases:
+    """Drop and create the bench database without psycopg2 (what PgCounters.recreate does)."""
+    import asyncpg
+    from accounting import admin_dsn, database_of
+
+    conn = await asyncpg.connect(admin_dsn(url))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{database_of(url)}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{database_of(url)}"')
+    finally:
+        await conn.close()
+    return {}
 
 
 async def _floor_sqlite(path: str, n: int, wal: bool) -> Phases:
@@ -467,14 +487,21 @@ def s4(rec: Recorder, plan: Plan) -> None:
 
     # (b) PostgreSQL, a dedicated database recreated for the session.
     url = S4_PG_URL
+    counters: PgCounters | None = None
     try:
         counters = PgCounters(url)
+    except ImportError as exc:  # psycopg2 comes with the bench session: time, count nothing
+        rec.add("S4", "postgres", "note", "", None,
+                f"no pg_stat commit counts: {exc} (the nox bench session installs it)")
     except Exception as exc:
         rec.missing("S4", "postgres", "per task", "µs",
                     f"skipped: {type(exc).__name__}: {str(exc).strip()}")
         return
     try:
-        counters.recreate()
+        if counters is not None:
+            counters.recreate()
+        else:
+            runner(lambda: _recreate_asyncpg(url))()
         schema = runner(lambda: timed_upgrade(url))()
         st = measure(runner(lambda: _s4_linear_once(url, n, counters)), repeats=repeats)
         _s4_report(rec, "postgres", st, n, mem_us, repeats)
@@ -485,9 +512,10 @@ def s4(rec: Recorder, plan: Plan) -> None:
             fl = measure(runner(lambda m=mode: _floor_asyncpg(url, n, m, counters)),
                          repeats=repeats)
             floors[mode] = fl
+            counted = (f"; pg_stat counted {fl['commits'].median / n:.2f} commits per insert"
+                       if "commits" in fl else "")
             rec.add("S4", "postgres", f"raw commit, {label}", "ms", fl["per_commit_ms"],
-                    f"asyncpg: {n} x one row per transaction; pg_stat counted "
-                    f"{fl['commits'].median / n:.2f} commits per insert")
+                    f"asyncpg: {n} x one row per transaction{counted}")
         per_atom_ms = st["per_task_us"].median / 1e3
         rec.add("S4", "postgres", "per task / raw commit", "x",
                 [per_atom_ms / floors["tx"]["per_commit_ms"].median],
@@ -499,18 +527,20 @@ def s4(rec: Recorder, plan: Plan) -> None:
         case = f"postgres {S4_WIDE_N}-wide"
         rec.add("S4", case, "total", "ms", _ms(wide["total"]),
                 f"unordered flow of {S4_WIDE_N} no-op atoms, unbounded concurrency")
-        rec.add("S4", case, "commits (pg_stat)", "xact", wide["pg_commits"],
-                "xact_commit delta minus session start-ups; target <= 20")
+        if "pg_commits" in wide:
+            rec.add("S4", case, "commits (pg_stat)", "xact", wide["pg_commits"],
+                    "xact_commit delta minus session start-ups; target <= 20")
         rec.add("S4", case, "SQLAlchemy COMMITs", "xact", wide["sa_commits"])
         rec.add("S4", case, "flow writes", "xact", wide["flow_writes"])
-        if counters.stray_waits:
+        if counters is not None and counters.stray_waits:
             rec.add("S4", "postgres", "note", "", None,
                     f"{counters.stray_waits} windows timed out waiting for other sessions "
                     f"on {counters.dbname}: their commits may be counted")
     except Exception as exc:
         rec.missing("S4", "postgres", "per task", "µs", f"failed: {type(exc).__name__}: {exc}")
     finally:
-        counters.close()
+        if counters is not None:
+            counters.close()
 
 
 # --------------------------------------------------------------------------- S5
@@ -570,11 +600,11 @@ def s6(rec: Recorder, plan: Plan) -> None:
         flow = zag.linear("s6", t, retry=zag.retry.Times(5, name="times", provides="attempt"))
         t0 = clock()
         engine = zag.Engine(flow, max_concurrency=1)
-        await _run(engine)
+        results = await _run(engine)
         t1 = clock()
         check(len(t.calls) == failures + 1, f"S6: task called {len(t.calls)} times")
         check(engine.state == zag.FlowState.SUCCESS, f"S6: flow ended {engine.state}")
-        attempt = await _fetch(engine, "attempt")
+        attempt = results["attempt"]
         check(attempt == failures + 1, f"S6: controller reports attempt {attempt}")
         return {"total": t1 - t0}
 

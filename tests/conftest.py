@@ -1,5 +1,7 @@
 """Fixtures for every test: the real services (checked once per session), and for
-the engine tests a task that records its calls.
+the engine tests a task that records its calls; and the `services` marker, put on
+every test that needs a server or runs a subprocess-heavy suite, so that
+`pytest -m "not services"` runs the fast core suite alone.
 
 Helpers that are not fixtures (polling, skipping, service probes) are in support.py.
 """
@@ -7,6 +9,7 @@ Helpers that are not fixtures (polling, skipping, service probes) are in support
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -61,6 +64,52 @@ class Step(zag.Task):
 
 
 ALWAYS = math.inf
+
+
+# -- the services marker --------------------------------------------------------------------
+
+TESTS = Path(__file__).resolve().parent
+
+#: Fixtures that reach a real server, or start one of their own (those they
+#: depend on count too: pytest lists a test's whole fixture closure).
+SERVER_FIXTURES = frozenset(
+    {"zk_server", "amqp_url", "pg_url", "pg_bindir", "private_pg", "shared_zk", "private_zk"}
+)
+
+#: Parameter values that put a test on a real server (`backend[postgres]`,
+#: `urls[postgres+zookeeper]`, `board_kind[zookeeper]`); such fixtures ask for
+#: the server fixture only for that value, through request.getfixturevalue.
+SERVER_PARAMS = frozenset({"postgres", "zookeeper", "rabbitmq"})
+
+#: Where every test needs servers or starts processes by the dozen (paths below tests/):
+#: kill -9 and outage suites, private servers and processes, one CLI process a call.
+HEAVY_PATHS = ("crash/", "jobs_fault/", "cli/")
+
+
+def needs_services(item: pytest.Item) -> bool:
+    """True when `item` needs a server or belongs to a subprocess-heavy suite."""
+    if item.get_closest_marker("services") is not None:
+        return True
+    if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        return True
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None:
+        for value in callspec.params.values():
+            if isinstance(value, str) and SERVER_PARAMS.intersection(value.split("+")):
+                return True
+    path = item.path.resolve()
+    if not path.is_relative_to(TESTS):
+        return False
+    where = path.relative_to(TESTS).as_posix()
+    return any(where.startswith(prefix) for prefix in HEAVY_PATHS)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark what needs services before `-m` selects (hence tryfirst)."""
+    for item in items:
+        if needs_services(item):
+            item.add_marker(pytest.mark.services)
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+pytestmark = pytest.mark.services
+
 
 def _reachable(port: int) -> bool:
     with socket.socket() as sock:

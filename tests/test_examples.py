@@ -70,7 +70,9 @@ def test_no_orphan_golden_files() -> None:
     assert not orphans, f"golden files with no example: {', '.join(orphans)}"
 
 
-# The subprocess's own timeout must fire before pytest's per-test one.
+# The subprocess's own timeout must fire before pytest's per-test one. One interpreter
+# per example is too slow for the fast suite (-m "not services"): `services` marks them.
+@pytest.mark.services
 @pytest.mark.timeout(RUN_TIMEOUT + 30)
 @pytest.mark.parametrize("name", NAMES)
 def test_example_output(name: str) -> None:

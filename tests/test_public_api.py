@@ -167,3 +167,14 @@ def test_definition_and_execution_errors_are_separate_branches() -> None:
     assert not issubclass(
         errors.InvalidTransition, (errors.ExecutionError, errors.FlowDefinitionError)
     )
+
+
+def test_moved_names_keep_their_import_paths() -> None:
+    from zag_async import jobs, models, retry, service, status
+
+    assert retry.History is models.History is zag.History
+    assert retry.Attempt is models.Attempt
+    assert service.FlowStatus is status.FlowStatus is zag.FlowStatus
+    assert service.JobStatus is status.JobStatus is zag.JobStatus
+    assert jobs.conductor.Conductor is zag.Conductor
+    assert jobs.conductor.ConductorEvent is zag.ConductorEvent

@@ -24,6 +24,8 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 TESTED_BY: list[tuple[str, str]] = [
     (r"\./dev demo", "tests/test_readme.py::test_demo_shows_success_revert_and_retry"),
     (r"\./dev test", "tests/test_readme.py::test_ci_runs_the_readme_test_command"),
+    (r'\./dev test -m "not services"',
+     "tests/test_readme_commands.py::test_the_fast_suite_leaves_out_what_needs_services"),
     (r"\./dev (lint|typecheck)", "tests/test_readme_commands.py::test_ci_runs_lint_and_typecheck"),
     (r"\./dev bench\b.*", "tests/test_readme_commands.py::test_bench_harness_runs"),
     (r"\./dev$", "tests/test_readme.py::test_ci_runs_the_readme_test_command"),
@@ -89,6 +91,27 @@ def test_extras_exist() -> None:
     ]
     named = set(re.findall(r"zag-async\[(\w+)\]", README))
     assert named and named <= set(extras), named - set(extras)
+
+
+def test_the_fast_suite_leaves_out_what_needs_services() -> None:
+    """`-m "not services"` (what `./dev test` hands to pytest) keeps the core tests and
+    drops those needing a server, by fixture, by parameter or by suite."""
+    out = subprocess.run(
+        [
+            sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q",
+            "-m", "not services", "tests/test_backoff.py", "tests/persistence/test_codec.py",
+            "tests/persistence/test_conformance.py", "tests/crash/test_outage.py",
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    kept = [line for line in out.stdout.splitlines() if "::" in line]
+    assert any(line.startswith("tests/test_backoff.py::") for line in kept), out.stdout
+    assert any("[sqlite]" in line for line in kept), out.stdout
+    assert not [line for line in kept if "[postgres]" in line or "crash/" in line], out.stdout
 
 
 def test_bench_harness_runs() -> None:

@@ -18,16 +18,16 @@ from typing import TYPE_CHECKING
 
 from . import errors, inspection, jobs, persistence, retry, workers
 from .atom import Atom, FunctionTask, Task, task
-from .conductor import Conductor, ConductorEvent
 from .engine import Engine, resume, run
 from .errors import WrappedFailure, ZagError
 from .events import Event, LoggingListener, PrintingListener, TimingListener, progress
 from .factory import FactoryRef
 from .failure import Failure
 from .flow import Depth, Flow, GraphFlow, LinearFlow, UnorderedFlow, graph, linear, unordered
-from .models import AtomDetail, FlowDetail, FlowSummary, LogBook
+from .jobs.conductor import Conductor, ConductorEvent
+from .models import AtomDetail, FlowDetail, FlowSummary, History, LogBook
 from .persistence import connect
-from .retry import Decision, History, Retry
+from .retry import Decision, Retry
 from .service import FlowStatus, JobStatus, ZagService
 from .states import AtomState, FlowState, Intention
 from .storage import Storage, WritePolicy

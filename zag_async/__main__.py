@@ -1,4 +1,4 @@
-"""`python -m zag_async` and the `zag-async` script; the commands live in zag_async/cli.py."""
+"""`python -m zag_async` and the `zag-async` script; the commands live in zag_async/cli/."""
 
 from __future__ import annotations
 

@@ -32,7 +32,8 @@ Rebind = Mapping[str, str] | Sequence[str] | None
 
 #: Names the engine passes to `revert` itself; they are never requirements.
 REVERT_KEYWORDS = ("result", "flow_failures")
-_WHOLE = object()
+#: The key of a provided name that takes an atom's whole result (not one item of it).
+WHOLE_RESULT = object()
 _NO_VALUES: Mapping[str, Any] = MappingProxyType({})
 _NO_NAMES: frozenset[str] = frozenset()
 
@@ -52,7 +53,7 @@ def _normalize_provides(atom: str, provides: Provides) -> dict[str, Any]:
     if provides is None:
         return {}
     if isinstance(provides, str):
-        return {provides: _WHOLE}
+        return {provides: WHOLE_RESULT}
     if isinstance(provides, Mapping):
         out = dict(provides)
     elif isinstance(provides, (set, frozenset)):
@@ -326,7 +327,7 @@ class Atom:
         else:
             self.revert_args, self.revert_var_kw, self.revert_keywords = (), False, _NO_NAMES
             self.revert_injected = _NO_VALUES
-        self.needs_check = any(key is not _WHOLE for key in self.provided.values())
+        self.needs_check = any(key is not WHOLE_RESULT for key in self.provided.values())
 
         if isinstance(provides, (list, tuple)):
             expected = _fixed_tuple_len(fn)
@@ -359,7 +360,7 @@ class Atom:
         return out
 
     def pick(self, symbol: str, key: Any, result: Any) -> Any:
-        if key is _WHOLE:
+        if key is WHOLE_RESULT:
             return result
         try:
             return result[key]
@@ -377,7 +378,7 @@ class Atom:
     def check_result(self, result: Any) -> None:
         """Raise ResultMismatch now if the result cannot feed `provides`."""
         for symbol, key in self.provided.items():
-            if key is not _WHOLE:
+            if key is not WHOLE_RESULT:
                 self.pick(symbol, key, result)
 
     def bind(
@@ -400,7 +401,7 @@ class Atom:
         ]
         if name is not None:
             clone.name = name
-        clone._redeclare(tuple(decl))
+        clone._redeclare(tuple(decl))  # noqa: SLF001 - a copy of self, same class
         return clone
 
     def _declared(self) -> tuple[Any, ...]:

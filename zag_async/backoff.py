@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 __all__ = ["Attempt", "Backoff"]
@@ -53,18 +52,39 @@ class Backoff:
     max_attempts: int | None = None
     within: float | None = None
 
-    async def attempts(self) -> AsyncIterator[Attempt]:
-        """Yield attempts, sleeping the next pause before each one after the first."""
-        deadline = None if self.within is None else time.monotonic() + self.within
-        number = 1
-        pause = min(self.first, self.cap)
-        while True:
-            last = (self.max_attempts is not None and number >= self.max_attempts) or (
-                deadline is not None and time.monotonic() + pause > deadline
-            )
-            yield Attempt(number, last)
-            if last:
-                return
-            await asyncio.sleep(pause)
-            pause = min(pause * self.factor, self.cap)
-            number += 1
+    def attempts(self) -> _Attempts:
+        """Attempts to iterate with `async for`; each after the first comes after its pause."""
+        return _Attempts(self)
+
+
+class _Attempts:
+    """The schedule being followed (a plain iterator: leaving the loop early leaves
+    no suspended generator behind for the event loop to finalize)."""
+
+    __slots__ = ("_deadline", "_number", "_pause", "_policy")
+
+    def __init__(self, policy: Backoff) -> None:
+        self._policy = policy
+        self._deadline = None if policy.within is None else time.monotonic() + policy.within
+        self._number = 0
+        self._pause = min(policy.first, policy.cap)
+
+    def __aiter__(self) -> _Attempts:
+        return self
+
+    async def __anext__(self) -> Attempt:
+        policy = self._policy
+        if self._number:
+            if self._last():
+                raise StopAsyncIteration
+            await asyncio.sleep(self._pause)
+            self._pause = min(self._pause * policy.factor, policy.cap)
+        self._number += 1
+        return Attempt(self._number, self._last())
+
+    def _last(self) -> bool:
+        limit = self._policy.max_attempts
+        deadline = self._deadline
+        return (limit is not None and self._number >= limit) or (
+            deadline is not None and time.monotonic() + self._pause > deadline
+        )

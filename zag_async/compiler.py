@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .atom import Atom
-from .errors import AmbiguousProvider, DependencyCycle, DuplicateAtomName
+from .errors import (
+    AmbiguousProvider,
+    DependencyCycle,
+    DuplicateAtomName,
+    MissingRequirements,
+    NotFound,
+)
 from .flow import Decider, Depth, Flow, GraphFlow, Item, LinearFlow
 from .retry import Retry
 
@@ -81,6 +87,40 @@ class CompiledFlow:
             if node.name == name:
                 return node
         return None
+
+    def needed_for(self, name: str) -> list[bool]:
+        """Which nodes a run targeting atom `name` needs: it and its ancestors."""
+        node = self.find(name)
+        if node is None:
+            raise NotFound(f"flow {self.name!r}: target {name!r} is not an atom of this flow")
+        active = [False] * len(self.nodes)
+        stack = [node.index]
+        while stack:
+            i = stack.pop()
+            if not active[i]:
+                active[i] = True
+                stack.extend(self.nodes[i].preds)
+        return active
+
+    def check_requirements(self, store: Collection[str], active: list[bool] | None) -> None:
+        """Raise `MissingRequirements` for inputs that no atom provides and `store` lacks."""
+        missing: dict[str, list[str]] = {}
+        for_revert: dict[str, list[str]] = {}
+        for node in self.nodes:
+            if active is not None and not active[node.index]:
+                continue
+            for arg, cands in zip(node.atom.args, node.cands, strict=True):
+                if not cands and not arg.optional and arg.symbol not in store:
+                    missing.setdefault(node.name, []).append(arg.symbol)
+            for arg, cands in zip(node.atom.revert_args, node.revert_cands, strict=True):
+                symbol = arg.symbol
+                if not cands and not arg.optional and symbol not in store:
+                    names = missing.setdefault(node.name, [])
+                    if symbol not in names:
+                        names.append(symbol)
+                        for_revert.setdefault(node.name, []).append(symbol)
+        if missing:
+            raise MissingRequirements(self.name, missing, for_revert)
 
 
 class _Unit:
@@ -309,6 +349,8 @@ class _Compiler:
                     queue.append(j)
         if seen == len(kids):
             return
+        # networkx only off the hot path: to name the cycle once one is known to
+        # exist (the check above is the cheap part every compile pays).
         import networkx as nx
 
         g = nx.DiGraph()

@@ -13,6 +13,7 @@ from typing import Any
 import zag_async as zag
 
 from .events import Event
+from .failure import error_text
 
 
 def _order_flow(*, card_ok: bool, courier_failures: int) -> zag.Flow:
@@ -70,7 +71,7 @@ def _show(event: Event) -> None:
     elif event.kind == "atom" and event.state not in ("PENDING",):
         detail = ""
         if event.failure is not None:
-            detail = f"  <- {event.failure.exception_type}: {event.failure.message}"
+            detail = f"  <- {error_text(event.failure)}"
         elif event.state == "SUCCESS" and event.result is not None:
             detail = f"  -> {event.result!r}"
         print(f"    {event.atom:<22} {event.state}{detail}")
@@ -83,7 +84,7 @@ async def _run(title: str, **kwargs: Any) -> None:
     try:
         results = await engine.run()
     except Exception as exc:
-        print(f"  run() raised {type(exc).__name__}: {exc}  (flow state {engine.state})")
+        print(f"  run() raised {error_text(exc)}  (flow state {engine.state})")
     else:
         print(f"  results: tracking={results['tracking']!r} payment={results['payment']!r}")
 

@@ -17,7 +17,15 @@ from typing import Any, Literal, TextIO
 from .errors import ExecutionError
 from .failure import Failure
 
-__all__ = ["Event", "Listener", "LoggingListener", "PrintingListener", "TimingListener", "progress"]
+__all__ = [
+    "Event",
+    "Listener",
+    "LoggingListener",
+    "PrintingListener",
+    "TimingListener",
+    "progress",
+    "reporting",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,10 +46,31 @@ class Event:
 
 Listener = Callable[[Event], None | Awaitable[None]]
 
-#: (emit function, atom name) of the atom running in the current context.
-_current: contextvars.ContextVar[tuple[Callable[[Event], None], str, str] | None] = (
+#: (emit function, flow name, atom name) of the atom running in the current context;
+#: set by whoever calls an atom's code, read by `progress()`.
+current_atom: contextvars.ContextVar[tuple[Callable[[Event], None], str, str] | None] = (
     contextvars.ContextVar("zag_current_atom", default=None)
 )
+_current = current_atom  # TODO(lead): drop once the workers use `reporting`
+
+
+class reporting:  # noqa: N801 - used as a function: `with reporting(emit, flow, atom):`
+    """Within this block, `progress()` reports for `atom` of `flow` through `emit`.
+
+    Whoever calls an atom's code (the engine, a worker) wraps the call in it.
+    A small class rather than a generator: it wraps every atom call.
+    """
+
+    __slots__ = ("_token", "_value")
+
+    def __init__(self, emit: Callable[[Event], None], flow: str, atom: str) -> None:
+        self._value = (emit, flow, atom)
+
+    def __enter__(self) -> None:
+        self._token = current_atom.set(self._value)
+
+    def __exit__(self, *exc: object) -> None:
+        current_atom.reset(self._token)
 
 
 def progress(fraction: float, **details: Any) -> None:
@@ -49,7 +78,7 @@ def progress(fraction: float, **details: Any) -> None:
 
     Call it from inside a task; listeners receive a `progress` event.
     """
-    current = _current.get()
+    current = current_atom.get()
     if current is None:
         raise ExecutionError("zag.progress() can only be called from inside a running task")
     if not 0.0 <= fraction <= 1.0:

@@ -53,7 +53,7 @@ class Executor(Protocol):
         ...
 
     async def before_retry(self, delay: float) -> float:
-        """Wait out (part of) a retry's `delay`; return what the guarded requests must still wait."""
+        """Wait out (part of) a retry's `delay`; return what guarded requests must still wait."""
         ...
 
 
@@ -63,23 +63,23 @@ async def invoke(
     *,
     is_async: bool,
     name: str,
-    timeout: float | None = None,
+    time_limit: float | None = None,
 ) -> Any:
     """Call `fn(**kwargs)` as a step: await a coroutine function, thread a plain one.
 
     A plain function runs in anyio's worker threads with a copy of the
     caller's context (so `zag.progress()` and tracing spans reach it). With a
-    `timeout`, a call that outlives it raises `AtomTimeout` naming `name`; a
+    `time_limit`, a call that outlives it raises `AtomTimeout` naming `name`; a
     `TimeoutError` the step raised itself is left as it is.
     """
-    if timeout is None:
+    if time_limit is None:
         return await fn(**kwargs) if is_async else await _in_thread(fn, kwargs)
     try:
-        async with asyncio.timeout(timeout) as scope:
+        async with asyncio.timeout(time_limit) as scope:
             return await fn(**kwargs) if is_async else await _in_thread(fn, kwargs)
     except TimeoutError as exc:
         if scope.expired():
-            raise AtomTimeout(name, timeout) from exc
+            raise AtomTimeout(name, time_limit) from exc
         raise
 
 
@@ -104,7 +104,10 @@ class LocalExecutor:
         if delay > 0:
             await asyncio.sleep(delay)
         fn = atom.execute_fn or atom.execute
-        return await invoke(fn, kwargs, is_async=atom.execute_async, name=name, timeout=time_limit)
+        if time_limit is None and atom.execute_async:
+            return await fn(**kwargs)  # the common case, one frame shorter
+        is_async = atom.execute_async
+        return await invoke(fn, kwargs, is_async=is_async, name=name, time_limit=time_limit)
 
     async def revert(self, atom: Atom, name: str, flow: str, kwargs: dict[str, Any]) -> Any:
         fn = atom.revert_fn

@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 
 from .errors import RemoteFailure
 
-__all__ = ["Failure"]
+__all__ = ["Failure", "error_text"]
 
 
 def _qualname(cls: type) -> str:
@@ -182,4 +182,15 @@ class Failure:
         return hash((self.exception_types, self.message))
 
     def __str__(self) -> str:
-        return f"Failure({self.exception_type}: {self.message})"
+        return f"Failure({error_text(self)})"
+
+
+def error_text(error: BaseException | Failure) -> str:
+    """The one line a person reads about an error: "Type: message".
+
+    A `Failure` gives its qualified type name (`builtins` names bare, as
+    stored); a live exception gives its class name.
+    """
+    if isinstance(error, Failure):
+        return f"{error.exception_type}: {error.message}"
+    return f"{type(error).__name__}: {error}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .failure import error_text
 from .models import FlowDetail
 
 __all__ = ["AtomReport", "describe_flow", "format_flow"]
@@ -32,8 +33,6 @@ def describe_flow(detail: FlowDetail) -> list[AtomReport]:
     """One report per atom, in the order the atoms were recorded."""
     rows = []
     for atom in detail.atoms.values():
-        failure = atom.failure
-        revert_failure = atom.revert_failure
         rows.append(
             AtomReport(
                 name=atom.name,
@@ -42,11 +41,9 @@ def describe_flow(detail: FlowDetail) -> list[AtomReport]:
                 intention=str(atom.intention),
                 attempts=atom.attempts,
                 duration=atom.duration,
-                failure=None if failure is None else f"{failure.exception_type}: {failure.message}",
+                failure=None if atom.failure is None else error_text(atom.failure),
                 revert_failure=(
-                    None
-                    if revert_failure is None
-                    else f"{revert_failure.exception_type}: {revert_failure.message}"
+                    None if atom.revert_failure is None else error_text(atom.revert_failure)
                 ),
                 retries=None if atom.history is None else len(atom.history),
             )

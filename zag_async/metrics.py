@@ -41,10 +41,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mutabl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .conductor import ConductorEvent
 from .errors import ConfigurationError
 from .events import Event
 from .jobs.base import JobBoard, JobState
+from .jobs.conductor import ConductorEvent
 
 try:
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_asgi_app

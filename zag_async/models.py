@@ -1,4 +1,5 @@
-"""What is recorded about flows: LogBook -> FlowDetail -> AtomDetail.
+"""What is recorded about flows: LogBook -> FlowDetail -> AtomDetail, and a retry
+controller's History.
 
 These are plain in-memory records. The engine mutates them through `Storage`;
 backends turn them into rows (through a `Codec`) and back.
@@ -8,18 +9,93 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 from .failure import Failure
-from .retry import History
 from .states import AtomState, FlowState, Intention
 
-__all__ = ["AtomDetail", "FlowDetail", "FlowSummary", "LogBook", "new_id"]
+__all__ = [
+    "AtomDetail",
+    "Attempt",
+    "FlowDetail",
+    "FlowSummary",
+    "History",
+    "LogBook",
+    "new_id",
+]
 
 
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One run of the guarded atoms: what the controller provided and what failed."""
+
+    value: Any
+    failures: dict[str, Failure] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "failures": {k: f.to_dict() for k, f in self.failures.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Attempt:
+        return cls(data["value"], {k: Failure.from_dict(f) for k, f in data["failures"].items()})
+
+
+class History(Sequence[Attempt]):
+    """The attempts made so far under one controller, oldest first."""
+
+    __slots__ = ("_attempts",)
+
+    def __init__(self, attempts: Sequence[Attempt] = ()) -> None:
+        self._attempts = list(attempts)
+
+    @overload
+    def __getitem__(self, index: int) -> Attempt: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Attempt]: ...
+    def __getitem__(self, index: int | slice) -> Attempt | Sequence[Attempt]:
+        return self._attempts[index]
+
+    def __len__(self) -> int:
+        return len(self._attempts)
+
+    def __iter__(self) -> Iterator[Attempt]:
+        return iter(self._attempts)
+
+    @property
+    def failures(self) -> dict[str, Failure]:
+        """Failures of the latest attempt."""
+        return dict(self._attempts[-1].failures) if self._attempts else {}
+
+    @property
+    def values(self) -> list[Any]:
+        return [a.value for a in self._attempts]
+
+    def add_attempt(self, value: Any) -> None:
+        self._attempts.append(Attempt(value))
+
+    def add_failure(self, atom: str, failure: Failure) -> None:
+        if not self._attempts:
+            self._attempts.append(Attempt(None))
+        self._attempts[-1].failures[atom] = failure
+
+    def copy(self) -> History:
+        return History([Attempt(a.value, dict(a.failures)) for a in self._attempts])
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return [a.to_dict() for a in self._attempts]
+
+    @classmethod
+    def from_list(cls, data: Sequence[Mapping[str, Any]]) -> History:
+        return cls([Attempt.from_dict(d) for d in data])
+
+    def __repr__(self) -> str:
+        return f"History({self._attempts!r})"
 
 
 @dataclass(slots=True, eq=False)

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import inspect
 import random
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
-from typing import Any, overload
+from typing import Any
 
 from .atom import Atom, Provides, Rebind
 from .errors import ExecutionError, InvalidAtom
-from .failure import Failure
+from .models import Attempt, History
 
 __all__ = [
     "AlwaysRevert",
@@ -43,73 +42,6 @@ class Decision(StrEnum):
     RETRY = "RETRY"
     REVERT = "REVERT"
     REVERT_ALL = "REVERT_ALL"
-
-
-@dataclass(slots=True)
-class Attempt:
-    """One run of the guarded atoms: what the controller provided and what failed."""
-
-    value: Any
-    failures: dict[str, Failure] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"value": self.value, "failures": {k: f.to_dict() for k, f in self.failures.items()}}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Attempt:
-        return cls(data["value"], {k: Failure.from_dict(f) for k, f in data["failures"].items()})
-
-
-class History(Sequence[Attempt]):
-    """The attempts made so far under one controller, oldest first."""
-
-    __slots__ = ("_attempts",)
-
-    def __init__(self, attempts: Sequence[Attempt] = ()) -> None:
-        self._attempts = list(attempts)
-
-    @overload
-    def __getitem__(self, index: int) -> Attempt: ...
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[Attempt]: ...
-    def __getitem__(self, index: int | slice) -> Attempt | Sequence[Attempt]:
-        return self._attempts[index]
-
-    def __len__(self) -> int:
-        return len(self._attempts)
-
-    def __iter__(self) -> Iterator[Attempt]:
-        return iter(self._attempts)
-
-    @property
-    def failures(self) -> dict[str, Failure]:
-        """Failures of the latest attempt."""
-        return dict(self._attempts[-1].failures) if self._attempts else {}
-
-    @property
-    def values(self) -> list[Any]:
-        return [a.value for a in self._attempts]
-
-    def add_attempt(self, value: Any) -> None:
-        self._attempts.append(Attempt(value))
-
-    def add_failure(self, atom: str, failure: Failure) -> None:
-        if not self._attempts:
-            self._attempts.append(Attempt(None))
-        self._attempts[-1].failures[atom] = failure
-
-    def copy(self) -> History:
-        return History([Attempt(a.value, dict(a.failures)) for a in self._attempts])
-
-    def to_list(self) -> list[dict[str, Any]]:
-        return [a.to_dict() for a in self._attempts]
-
-    @classmethod
-    def from_list(cls, data: Sequence[Mapping[str, Any]]) -> History:
-        return cls([Attempt.from_dict(d) for d in data])
-
-    def __repr__(self) -> str:
-        return f"History({self._attempts!r})"
 
 
 class Retry(Atom):

@@ -28,28 +28,23 @@ import socket
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from .atom import Atom
-from .codec import plain_json
-from .conductor import Conductor
 from .engine import Engine, Executor
-from .errors import ConfigurationError, ExecutionError, JobNotFound, ZagError
-from .factory import FactoryRef
+from .errors import ConfigurationError, ExecutionError
 from .flow import Flow
-from .inspection import AtomReport, describe_flow
-from .jobs import JobBoard, JobState
+from .jobs import JobBoard
 from .jobs import connect as connect_board
-from .models import FlowDetail
+from .jobs.conductor import Conductor
 from .persistence import Backend
 from .persistence import connect as connect_backend
 from .states import FlowState
-from .storage import Storage
+from .status import FlowStatus, JobStatus, read_flow_status, read_job_status
 
 if TYPE_CHECKING:
-    from .jobs.base import Job, JobOutcome
+    from .jobs.base import Job
     from .workers.amqp import Worker
 
 __all__ = ["FlowStatus", "JobStatus", "ZagService"]
@@ -60,90 +55,8 @@ logger = logging.getLogger("zag_async.service")
 _CONDUCTOR_OPTIONS = frozenset(
     {"name", "max_jobs", "build_attempts", "listeners", "engine_listeners", "engine_options"}
 )
-_ENDED = (FlowState.SUCCESS, FlowState.REVERTED, FlowState.FAILURE)
 
 FlowFactory = Callable[..., Flow | Atom] | str
-
-
-@dataclass(frozen=True)
-class FlowStatus:
-    """Where one flow stands, as its record says (what a status URL shows).
-
-    `results` (every provided value, store included) is set once the flow
-    ended SUCCESS; `error` ("Type: message") once it ended REVERTED or FAILURE.
-    """
-
-    flow_id: str
-    name: str
-    state: FlowState
-    results: Mapping[str, Any] | None = None
-    error: str | None = None
-    atoms: Sequence[AtomReport] = ()
-
-    @property
-    def done(self) -> bool:
-        """True once the flow ended (SUCCESS, REVERTED or FAILURE)."""
-        return self.state in _ENDED
-
-    @property
-    def ok(self) -> bool:
-        return self.state is FlowState.SUCCESS
-
-    @classmethod
-    def of(cls, detail: FlowDetail, results: Mapping[str, Any] | None = None) -> FlowStatus:
-        """The status of a flow record (`results` as computed by its engine, if known)."""
-        return cls(
-            flow_id=detail.uuid,
-            name=detail.name,
-            state=detail.state,
-            results=dict(results) if results is not None else None,
-            error=_error_of(detail),
-            atoms=tuple(describe_flow(detail)),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready form (values JSON cannot hold are given as their repr)."""
-        return {
-            "flow_id": self.flow_id,
-            "name": self.name,
-            "state": str(self.state),
-            "results": plain_json(self.results),
-            "error": self.error,
-            "atoms": [
-                {"name": a.name, "state": a.state, "attempts": a.attempts} for a in self.atoms
-            ],
-        }
-
-
-@dataclass(frozen=True)
-class JobStatus:
-    """Where one posted job stands: its board state and its flow's status.
-
-    `state` is the job's `JobState`: UNCLAIMED, CLAIMED (by `owner`),
-    COMPLETE (its flow ended SUCCESS or REVERTED) or TRASHED (`error` says why).
-    """
-
-    job_id: str
-    state: JobState
-    flow: FlowStatus
-    owner: str | None = None
-    error: str | None = None
-    outcome: JobOutcome | None = field(default=None, repr=False)
-
-    @property
-    def done(self) -> bool:
-        """True once the job was consumed or trashed."""
-        return self.state in (JobState.COMPLETE, JobState.TRASHED)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready form."""
-        return {
-            "job_id": self.job_id,
-            "state": str(self.state),
-            "owner": self.owner,
-            "error": self.error,
-            "flow": self.flow.to_dict(),
-        }
 
 
 class ZagService:
@@ -280,6 +193,10 @@ class ZagService:
                     options["engine_options"] = engine_options
                 self._conductor = Conductor(self._board, persistence=self._backend, **options)
             ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            # One owned root task, not a task group entered here: the group would
+            # live across the host app's own code (a lifespan's yield), and a
+            # failing conductor would cancel the app's task instead of being
+            # logged while the service stops taking work. aclose() awaits it.
             self._supervisor = asyncio.create_task(
                 self._supervise(ready), name=f"zag-service-{self.name}"
             )
@@ -394,6 +311,18 @@ class ZagService:
             )
 
     # -- what it holds -----------------------------------------------------------------
+
+    @property
+    def closing(self) -> bool:
+        """True from the moment closing starts (it takes no new work from then on)."""
+        return self._closing
+
+    @property
+    def stopped(self) -> bool:
+        """True once the task group running the conductor, the workers and background
+        flows has ended: while closing, or early because one of them failed (then the
+        service takes no more work and `aclose()` raises what failed)."""
+        return self._supervisor is not None and self._supervisor.done()
 
     @property
     def backend(self) -> Backend:
@@ -561,34 +490,11 @@ class ZagService:
 
     async def flow_status(self, flow_id: str) -> FlowStatus:
         """The status of a stored flow (`NotFound` if there is none with this id)."""
-        detail = await self.backend.load_flow(flow_id)
-        results = _stored_results(detail) if detail.state is FlowState.SUCCESS else None
-        return FlowStatus.of(detail, results)
+        return await read_flow_status(self.backend, flow_id)
 
     async def job_status(self, job_id: str) -> JobStatus:
         """The status of a posted job (`JobNotFound` if the board never had it)."""
-        board = self.board
-        for _ in range(2):
-            outcome = await board.outcome(job_id)
-            if outcome is not None:
-                flow = await self.flow_status(outcome.flow_id)
-                trashed = outcome.state == "TRASHED"
-                return JobStatus(
-                    job_id,
-                    JobState.TRASHED if trashed else JobState.COMPLETE,
-                    flow,
-                    error=outcome.error if trashed else None,
-                    outcome=outcome,
-                )
-            try:
-                job = await board.get(job_id)
-                owner = await board.find_owner(job_id)
-            except JobNotFound:
-                continue  # finished between the two reads: its outcome is there now
-            flow = await self.flow_status(job.flow_id)
-            state = JobState.CLAIMED if owner is not None else JobState.UNCLAIMED
-            return JobStatus(job_id, state, flow, owner=owner)
-        raise JobNotFound(f"no job {job_id!r} on {board.url}")
+        return await read_job_status(self.board, self.backend, job_id)
 
 
 def _worker_class() -> type[Worker]:
@@ -599,33 +505,3 @@ def _worker_class() -> type[Worker]:
             f"in-app workers need: pip install 'zag-async[amqp]' ({exc})"
         ) from exc
     return Worker
-
-
-def _error_of(detail: FlowDetail) -> str | None:
-    """ "Type: message" of what ended the flow (a failed revert first), if anything did."""
-    if detail.state not in (FlowState.REVERTED, FlowState.FAILURE):
-        return None
-    for atom in detail.atoms.values():
-        if atom.revert_failure is not None:
-            return f"{atom.revert_failure.exception_type}: {atom.revert_failure.message}"
-    failed = [(name, a.failure) for name, a in detail.atoms.items() if a.failure is not None]
-    if len(failed) == 1:
-        failure = failed[0][1]
-        return f"{failure.exception_type}: {failure.message}"
-    if failed:
-        return "; ".join(f"{name}: {f.exception_type}: {f.message}" for name, f in failed)
-    return None
-
-
-def _stored_results(detail: FlowDetail) -> dict[str, Any] | None:
-    """What a finished flow provided, read back through the flow its factory builds."""
-    saved = detail.meta.get("factory")
-    if saved is None:
-        return None
-    try:
-        flow = FactoryRef.from_dict(saved).build()
-        engine = Engine(flow, storage=Storage(detail))  # in memory: reads only
-    except (ZagError, ImportError, TypeError) as exc:
-        logger.warning("flow %s: cannot rebuild it to read its results: %s", detail.uuid, exc)
-        return None
-    return engine.storage.fetch_all()

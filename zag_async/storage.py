@@ -15,13 +15,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .backoff import Backoff
 from .errors import ConcurrentUpdate, NotFound, StorageUnavailable
 from .failure import Failure
 from .models import AtomDetail, FlowDetail
-from .states import AtomState, FlowState
+from .states import AtomState, FlowState, check_flow_transition
 
 if TYPE_CHECKING:
     from .persistence.base import Backend
+    from .resolver import Resolver
 
 __all__ = ["Storage", "WritePolicy"]
 
@@ -62,29 +64,23 @@ class Storage:
         self._dirty: dict[str, AtomDetail] = {}
         self._flow_dirty = True
         self._writing: asyncio.Future[None] | None = None  # the write in flight, if any
-        # Set by the engine: symbol -> provider indices, and the records/atoms by index.
-        self._providers: dict[str, list[int]] = {}
+        # Set by the engine once the flow is compiled: how symbols are read.
+        self._resolver: Resolver | None = None
         self._details: list[AtomDetail] = []
-        self._atoms: list[Any] = []
 
     @property
     def store(self) -> dict[str, Any]:
         """The flow's initial values (saved with the flow)."""
         return self.flow.store
 
-    def attach(
-        self, providers: dict[str, list[int]], details: list[AtomDetail], atoms: list[Any]
-    ) -> None:
-        """Tell storage who provides what (the engine calls this after compiling)."""
-        self._providers, self._details, self._atoms = providers, details, atoms
+    def attach(self, resolver: Resolver, details: list[AtomDetail]) -> None:
+        """Read symbols through the engine's resolver (called once the flow is compiled)."""
+        self._resolver, self._details = resolver, details
 
     def _value(self, symbol: str) -> tuple[bool, Any]:
-        for n in reversed(self._providers.get(symbol, ())):
-            detail = self._details[n]
-            if detail.state is AtomState.SUCCESS:
-                atom = self._atoms[n]
-                return True, atom.pick(symbol, atom.provided[symbol], detail.result)
-        return False, None
+        if self._resolver is None:
+            return False, None
+        return self._resolver.latest(symbol)
 
     # -- reads -------------------------------------------------------------------
 
@@ -109,7 +105,7 @@ class Storage:
     def fetch_all(self) -> dict[str, Any]:
         """Every symbol available now: the store overlaid with atom outputs."""
         out = dict(self.store)
-        for symbol in self._providers:
+        for symbol in self._resolver.symbols if self._resolver is not None else ():
             found, value = self._value(symbol)
             if found:
                 out[symbol] = value
@@ -128,7 +124,24 @@ class Storage:
         if self.durable:
             self._dirty[detail.name] = detail
 
+    def touch_flow(self) -> None:
+        """Mark the flow record (state, meta, store) changed."""
+        self._flow_dirty = True
+
+    @property
+    def pending(self) -> bool:
+        """True when some change is not written yet (what `commit()` would write)."""
+        return bool(self._dirty) or self._flow_dirty
+
     def set_flow_state(self, state: FlowState) -> None:
+        """Move the flow to `state` (checked against the allowed transitions)."""
+        check_flow_transition(self.flow.name, self.flow.state, state)
+        self.flow.state = state
+        self._flow_dirty = True
+
+    def restore_flow_state(self, state: FlowState) -> None:
+        """Set the state with no transition check: `Engine.reset()`, or putting back
+        the state that an end state which could not be written replaced."""
         self.flow.state = state
         self._flow_dirty = True
 
@@ -169,26 +182,27 @@ class Storage:
         flow = self.flow
         flow.updated_at = time.time()  # also identifies this write if an attempt's ack is lost
         policy = self.policy
-        delay = policy.delay
-        attempt = 1
+        backoff = Backoff(
+            first=policy.delay,
+            factor=policy.backoff,
+            cap=policy.max_delay,
+            max_attempts=policy.attempts,
+        )
         try:
-            while True:
+            async for attempt in backoff.attempts():
                 try:
                     await backend.save(flow, list(atoms.values()))
                     return
                 except ConcurrentUpdate:
-                    if attempt > 1 and await self._landed(backend):
+                    if attempt.number > 1 and await self._landed(backend):
                         return
                     raise
                 except StorageUnavailable as exc:
-                    if attempt >= policy.attempts:
+                    if attempt.last:
                         raise StorageUnavailable(
                             f"flow {flow.name!r} ({flow.uuid}): could not write its state "
-                            f"after {attempt} attempts: {exc}"
+                            f"after {attempt.number} attempts: {exc}"
                         ) from exc
-                    await asyncio.sleep(delay)
-                    delay = min(delay * policy.backoff, policy.max_delay)
-                    attempt += 1
         except BaseException:
             # Not written: everything stays dirty for the next commit.
             for name, detail in atoms.items():

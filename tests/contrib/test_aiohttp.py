@@ -33,7 +33,7 @@ async def test_shutdown_lets_a_request_finish_its_flow_first(urls: Urls) -> None
         assert reply.status == 200
         body = await reply.json()
     assert body["state"] == "SUCCESS" and body["results"]["receipt"] == "P-12 TRK-book-1"
-    assert service.backend._closed
+    assert service.backend.closed
 
 
 async def test_a_request_past_aiohttps_shutdown_timeout_leaves_its_flow_suspended(
@@ -81,7 +81,7 @@ async def test_the_service_is_found_from_the_app_and_the_request() -> None:
         body: dict[str, Any] = await (await client.get("/whoami")).json()
         assert body == {"name": "aio", "same": True}
         service = app[ZAG_KEY]
-    assert service.backend._closed
+    assert service.backend.closed
 
 
 def test_without_the_context_get_zag_says_how_to_fix_it() -> None:

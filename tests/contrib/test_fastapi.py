@@ -109,7 +109,7 @@ async def test_the_dependency_gives_handlers_the_running_service() -> None:
         service = app.state.zag
     assert app.state.events == ["app up", "zag up", "zag down"]
     assert not hasattr(app.state, "zag")
-    assert service.backend._closed
+    assert service.backend.closed
 
 
 async def test_the_dependency_can_be_overridden() -> None:

@@ -39,11 +39,11 @@ async def test_opens_and_closes_everything(urls: Urls) -> None:
     service = ZagService(**urls.options(), conductor=True)
     async with service:
         assert service.conductor is not None
-        await eventually(lambda: service.conductor is not None and service.conductor._running)
+        await eventually(lambda: service.conductor is not None and service.conductor.running)
         status = await service.run(PIPELINE, store={"tag": "t"})
         assert status.ok
         backend, board = service.backend, service.board
-    assert backend._closed and board._closed
+    assert backend.closed and board.closed
     assert "closed" in repr(service)
     await eventually(lambda: asyncio.all_tasks() == before, what="no task left behind")
     if urls.backend.startswith("postgresql"):
@@ -64,7 +64,9 @@ async def test_opens_once_and_closes_idempotently() -> None:
 class BrokenExecutor:
     """An executor whose connection fails when the service opens it."""
 
-    remote_delays = False
+    async def before_retry(self, delay: float) -> float:
+        await asyncio.sleep(delay)
+        return 0.0
 
     async def __aenter__(self) -> BrokenExecutor:
         raise ConnectionRefusedError("no broker here")
@@ -83,7 +85,7 @@ async def test_a_failed_open_closes_what_it_opened(tmp_path: Any) -> None:
     with pytest.raises(ConnectionRefusedError):
         async with service:
             pass
-    assert service.backend._closed and service.board._closed
+    assert service.backend.closed and service.board.closed
     assert asyncio.all_tasks() == before
 
 
@@ -214,7 +216,7 @@ async def test_shutdown_suspends_a_flow_awaited_by_a_caller(urls: Urls) -> None:
     caller = asyncio.create_task(service.run(PIPELINE, store={"tag": "req"}))
     await flows.started("req").wait()
     closing = asyncio.create_task(service.aclose())
-    await eventually(lambda: service._closing)
+    await eventually(lambda: service.closing)
     flows.release("req")  # the running atom finishes; nothing new starts
     status = await caller
     await closing
@@ -263,7 +265,7 @@ async def test_shutdown_gives_a_running_job_back_and_another_service_finishes_it
     job = await first.post("held job", PIPELINE, store={"tag": "job"})
     await flows.started("job").wait()
     closing = asyncio.create_task(first.aclose())
-    await eventually(lambda: first._closing)
+    await eventually(lambda: first.closing)
     flows.release("job")
     await closing
     assert states(await stored(urls, job.flow_id)) == {
@@ -286,7 +288,7 @@ async def test_work_offered_while_closing_is_refused() -> None:
     caller = asyncio.create_task(service.run(PIPELINE, store={"tag": "busy"}))
     await flows.started("busy").wait()
     closing = asyncio.create_task(service.aclose())
-    await eventually(lambda: service._closing)
+    await eventually(lambda: service.closing)
     with pytest.raises(ExecutionError, match="shutting down"):
         await service.start(PIPELINE, store={"tag": "late"})
     with pytest.raises(ExecutionError, match="shutting down"):
@@ -311,7 +313,8 @@ async def test_in_app_worker_runs_the_tasks_sent_over_rabbitmq(amqp_url: str) ->
             [worker] = service.workers
             # (the worker counts a request once its outcome is sent, an instant after)
             await eventually(lambda: worker.served == 3, what="3 requests served in-app")
-        assert executor._closed
+        with pytest.raises(ExecutionError, match="not open"):  # closed with the service
+            await executor.revert(flows.first, "first", "f", {})
     finally:
         await delete_queue(amqp_url, f"zag.q.{topic}")
 
@@ -325,11 +328,11 @@ async def test_closing_cancelled_midway_still_suspends_and_closes(urls: Urls) ->
     flow_id = await service.start(PIPELINE, store={"tag": "cut"})
     await flows.started("cut").wait()
     closing = asyncio.create_task(service.aclose())
-    await eventually(lambda: service._closing)
+    await eventually(lambda: service.closing)
     closing.cancel()
     with pytest.raises(asyncio.CancelledError):
         await closing
-    assert service.backend._closed and service.board._closed
+    assert service.backend.closed and service.board.closed
     detail = await stored(urls, flow_id)
     assert detail.state == "SUSPENDED" and states(detail)["slow"] == "RUNNING"
 
@@ -342,7 +345,7 @@ async def test_a_suspended_flow_resumes_through_the_next_service() -> None:
     flow_id = await service.start(PIPELINE, store={"tag": "next"})
     await flows.started("next").wait()
     closing = asyncio.create_task(service.aclose())
-    await eventually(lambda: service._closing)
+    await eventually(lambda: service.closing)
     flows.release("next")
     await closing
     async with ZagService(backend=backend, name="next") as again:
@@ -362,11 +365,11 @@ async def test_a_conductor_that_crashes_stops_the_service_loudly(
     monkeypatch.setattr(zag.Conductor, "run", broken)
     service = ZagService(conductor=True)
     await service.__aenter__()
-    await eventually(lambda: service._supervisor is not None and service._supervisor.done())
+    await eventually(lambda: service.stopped)
     assert "its conductor or a worker failed" in caplog.text
     with pytest.raises(ExecutionError, match="stopped: its conductor or a worker failed"):
         await service.run(PIPELINE, store={"tag": "x"})
     with pytest.raises(ExceptionGroup) as raised:
         await service.aclose()
     assert raised.group_contains(RuntimeError, match="conductor bug")
-    assert service.backend._closed
+    assert service.backend.closed

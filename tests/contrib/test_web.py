@@ -23,10 +23,10 @@ async def test_the_app_opens_and_closes_the_service(web: Framework, urls: Urls) 
         service = client.service
         conductor = service.conductor
         assert conductor is not None and conductor.max_jobs == 4
-        await eventually(lambda: conductor._running, what="the conductor to run")
+        await eventually(lambda: conductor.running, what="the conductor to run")
         assert (await client.post("/orders", item="book")).status == 200
         backend, board = service.backend, service.board
-    assert backend._closed and board._closed and not conductor._running
+    assert backend.closed and board.closed and not conductor.running
     await eventually(lambda: asyncio.all_tasks() == before, what="no task left behind")
     if urls.backend.startswith("postgresql"):
         await eventually(lambda: pg_connections(urls.backend) == 0, what="no connection left")

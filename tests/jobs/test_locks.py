@@ -213,7 +213,7 @@ async def test_holder_of_a_closed_board_leaves_the_lock_cleanly(
 async def test_lock_lost_raised_in_the_holder_when_its_session_is_lost(
     board: JobBoard, open_board: BoardOpener, board_kind: str
 ) -> None:
-    """The session's loss path is driven directly (ZkSession._lose, what its monitor calls
+    """The session's loss path is driven directly (ZkSession.declare_lost, what its monitor calls
     after session_timeout without a connection or on a changed session id); the real
     outage is the fault tests' business."""
     zookeeper_only(board_kind)
@@ -231,7 +231,7 @@ async def test_lock_lost_raised_in_the_holder_when_its_session_is_lost(
     async with asyncio.timeout(5):
         await entered.wait()
 
-    holder_board.zk._lose("declared lost by the test")  # type: ignore[attr-defined]
+    holder_board.zk.declare_lost("declared lost by the test")  # type: ignore[attr-defined]
 
     with pytest.raises(LockLost):
         async with asyncio.timeout(5):

@@ -45,7 +45,7 @@ async def test_a_silent_server_does_not_hold_the_search(
             read_timeout=None,
         )
         async with asyncio.timeout(10):  # before the fix: forever
-            await zksession._find_server(session, allow_read_only=False)
+            await zksession.find_server(session, allow_read_only=False)
         assert session.conn is not None
         assert f"{session.conn.host}:{session.conn.port}" == zk_server
         await session.conn.close(1.0)

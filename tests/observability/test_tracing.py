@@ -237,7 +237,7 @@ async def test_cancelled_run_ends_its_spans(
 async def test_engines_without_tracing_take_no_trace_path() -> None:
     engine = zag.Engine(zag.linear("plain", flows.double), store={"x": 1}, listeners=[print])
     await engine.run()
-    assert engine._hooks == []
+    assert not engine.tracing
 
 
 def _python(code: str) -> subprocess.CompletedProcess[str]:

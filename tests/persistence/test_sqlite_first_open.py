@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 OPEN_AT = """
 import asyncio, sys, time
 import zag_async as zag
@@ -25,6 +27,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.services  # eight processes, and a deliberate wait to start them together
 def test_processes_opening_a_new_file_at_once(tmp_path: Path) -> None:
     import time
 

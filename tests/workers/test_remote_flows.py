@@ -208,7 +208,8 @@ class _SleepRecorder:
         return self.original(delay, result)
 
     def engine_sleeps(self) -> list[float]:
-        return [d for caller, d in self.long if caller.startswith("zag_async.engine")]
+        engine_side = ("zag_async.engine", "zag_async.calls", "zag_async.execution")
+        return [d for caller, d in self.long if caller.startswith(engine_side)]
 
 
 class HeaderRecordingWorker(zag.Worker):

@@ -9,6 +9,11 @@ its claim but still runs can no longer write.
 Every time on a board is the board's own clock (ZooKeeper's, for
 `zookeeper://`): a delayed job is due when the board says so, whatever the
 poster's or the conductor's clock think.
+
+This module is the board seam: the ABC that backends implement and the code
+they all share (posting, idempotency, schedules, change notification). The
+records it trades in are in `records.py`, cron arithmetic in `schedule.py`;
+both are re-exported here for the import paths that predate them.
 """
 
 from __future__ import annotations
@@ -19,8 +24,6 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 from uuid import NAMESPACE_URL, uuid4, uuid5
@@ -28,6 +31,8 @@ from uuid import NAMESPACE_URL, uuid4, uuid5
 from ..errors import BoardUnavailable, ConcurrentUpdate, ConfigurationError, JobNotFound
 from ..factory import FactoryRef
 from ..models import FlowDetail
+from .records import Claim, Job, JobOutcome, JobState
+from .schedule import Schedule, check_cron, next_fire
 
 if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
@@ -37,162 +42,6 @@ if TYPE_CHECKING:
 __all__ = ["Claim", "Job", "JobBoard", "JobOutcome", "JobState", "Schedule", "next_fire"]
 
 logger = logging.getLogger("zag_async.jobs")
-
-
-class JobState(StrEnum):
-    UNCLAIMED = "UNCLAIMED"
-    CLAIMED = "CLAIMED"
-    COMPLETE = "COMPLETE"
-    TRASHED = "TRASHED"
-
-
-@dataclass(eq=False)
-class Job:
-    """A posted job, as last read from its board."""
-
-    uuid: str
-    name: str
-    flow_id: str
-    factory: FactoryRef
-    priority: int = 0
-    due_at: float = 0.0  #: board-clock seconds; 0 means at once
-    posted_at: float = 0.0  #: board-clock seconds
-    idempotency_key: str | None = None
-    schedule: str | None = None
-    build_failures: int = 0
-    order: int = 0  #: the board's posting order (ties between equal priorities)
-    state: JobState = JobState.UNCLAIMED
-    version: int = 0  #: the stored record's version (for conditional updates)
-    board: JobBoard | None = field(default=None, repr=False)
-
-    async def wait(self) -> JobOutcome:
-        """Wait until the job is consumed or trashed; returns its outcome.
-
-        Bound the wait with `asyncio.timeout(...)` around it if needed.
-        """
-        if self.board is None:
-            raise ConfigurationError(f"job {self.uuid} is not attached to a board")
-        return await self.board.wait(self.uuid)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "uuid": self.uuid,
-            "name": self.name,
-            "flow_id": self.flow_id,
-            "factory": self.factory.to_dict(),
-            "priority": self.priority,
-            "due_at": self.due_at,
-            "posted_at": self.posted_at,
-            "idempotency_key": self.idempotency_key,
-            "schedule": self.schedule,
-            "build_failures": self.build_failures,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], **extra: Any) -> Job:
-        return cls(
-            uuid=data["uuid"],
-            name=data["name"],
-            flow_id=data["flow_id"],
-            factory=FactoryRef.from_dict(data["factory"]),
-            priority=data.get("priority", 0),
-            due_at=data.get("due_at", 0.0),
-            posted_at=data.get("posted_at", 0.0),
-            idempotency_key=data.get("idempotency_key"),
-            schedule=data.get("schedule"),
-            build_failures=data.get("build_failures", 0),
-            **extra,
-        )
-
-
-@dataclass(frozen=True)
-class Claim:
-    """Proof of ownership of a job; `token` is the fencing token."""
-
-    job: Job
-    owner: str
-    token: int
-
-    @property
-    def fence(self) -> str:
-        """The owner string storage records (owner and token together)."""
-        return f"{self.owner}#{self.token}"
-
-
-@dataclass(frozen=True)
-class JobOutcome:
-    """How a job ended: the flow's final state (or TRASHED) and its results."""
-
-    job_id: str
-    flow_id: str
-    state: str  #: "SUCCESS", "REVERTED", "FAILURE" or "TRASHED"
-    results: dict[str, Any] | None = None
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.state == "SUCCESS"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "job_id": self.job_id,
-            "flow_id": self.flow_id,
-            "state": self.state,
-            "results": self.results,
-            "error": self.error,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> JobOutcome:
-        return cls(
-            data["job_id"], data["flow_id"], data["state"], data.get("results"), data.get("error")
-        )
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """A job re-posted on a cron schedule; every run starts from the same store."""
-
-    name: str
-    cron: str
-    factory: FactoryRef
-    store: Mapping[str, Any] = field(default_factory=dict)
-    priority: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "cron": self.cron,
-            "factory": self.factory.to_dict(),
-            "store": dict(self.store),
-            "priority": self.priority,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Schedule:
-        return cls(
-            data["name"],
-            data["cron"],
-            FactoryRef.from_dict(data["factory"]),
-            dict(data.get("store", {})),
-            data.get("priority", 0),
-        )
-
-
-def next_fire(cron: str, after: float) -> float:
-    """The first time strictly after `after` (epoch seconds, UTC) that `cron` fires."""
-    try:
-        from croniter import croniter
-    except ImportError as exc:  # pragma: no cover - depends on installed extras
-        raise ConfigurationError("cron schedules need: pip install 'zag-async[cron]'") from exc
-    try:
-        return float(croniter(cron, after).get_next(float))
-    except (ValueError, KeyError) as exc:
-        raise ConfigurationError(f"bad cron expression {cron!r}: {exc}") from exc
-
-
-def _check_cron(cron: str) -> None:
-    next_fire(cron, time.time())
 
 
 ChangeCallback = Callable[[], None]
@@ -232,6 +81,11 @@ class JobBoard(abc.ABC):
 
     async def aclose(self) -> None:
         self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        """True once `aclose()` was called."""
+        return self._closed
 
     # -- change notification -----------------------------------------------------
 
@@ -351,7 +205,7 @@ class JobBoard(abc.ABC):
         schedule = Schedule(
             name, cron, FactoryRef.of(factory, args, kwargs), dict(store or {}), priority
         )
-        _check_cron(cron)
+        check_cron(cron)
         await self._save_schedules({name: schedule}, replace=False)
         pending = await self._pending_run(name)
         if pending is not None:  # declared before (and unchanged): keep its pending run
@@ -367,7 +221,7 @@ class JobBoard(abc.ABC):
         for key, schedule in schedules.items():
             if key != schedule.name:
                 raise ConfigurationError(f"schedule {schedule.name!r} is filed under {key!r}")
-            _check_cron(schedule.cron)
+            check_cron(schedule.cron)
         added = await self._save_schedules(dict(schedules), replace=True)
         now = await self.now()
         for name in added:

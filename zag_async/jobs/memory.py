@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 from ..errors import AlreadyClaimed, ClaimLost, NotYetDue
@@ -33,7 +33,8 @@ class _Shared:
         self.trash: dict[str, tuple[Job, str]] = {}
         self.schedules: dict[str, Schedule] = {}
         self.finished: dict[str, Job] = {}
-        self.boards: set[MemoryBoard] = set()
+        #: each open board's change notifier: a change made through one board wakes all
+        self.notifiers: set[Callable[[], None]] = set()
         self.locks: dict[str, asyncio.Lock] = {}
         self.order = itertools.count(1)
         self.tokens = itertools.count(1)
@@ -47,15 +48,15 @@ class MemoryBoard(JobBoard):
         super().__init__(url, persistence=persistence)
         name = url.partition("://")[2].strip("/")
         self._s = _BOARDS.setdefault(name, _Shared()) if name else _Shared()
-        self._s.boards.add(self)
+        self._s.notifiers.add(self._notify)
 
     async def aclose(self) -> None:
         await super().aclose()
-        self._s.boards.discard(self)
+        self._s.notifiers.discard(self._notify)
 
     def _changed(self) -> None:
-        for board in list(self._s.boards):
-            board._notify()
+        for notify in list(self._s.notifiers):
+            notify()
 
     async def now(self) -> float:
         return time.time()

@@ -11,8 +11,11 @@ does not re-register delete-only watches after a reconnect. So here:
   connection, or on reconnecting with a different session id, the session is
   declared *lost* and every `on_lost` callback runs (claims and locks taken
   under it are gone: their holders must stop);
-- every reconnect bumps `generation` and wakes `reconnected()` waiters, so
-  watch loops re-read (and so re-arm) their watches themselves.
+- every reconnect bumps `generation` and wakes `event_or_reconnect()`
+  waiters, so watch loops re-read (and so re-arm) their watches themselves.
+
+The monitor runs in the session's own `Background` task group; call retries and
+the server search pause on `Backoff` schedules.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ import aiozk
 from aiozk import exc as zk_exc
 from aiozk.states import States
 
+from ..backoff import Backoff
 from ..errors import BoardUnavailable
+from .background import Background
 
 __all__ = ["ZkSession"]
 
@@ -56,36 +61,43 @@ TRANSIENT = (
 )
 
 
-async def _find_server(session: Any, allow_read_only: bool) -> None:
+#: Pauses between rounds of the server search (no bound: the session waits for a server).
+SEARCH_BACKOFF = Backoff(first=0.1, factor=2.0, cap=1.0)
+
+
+async def find_server(session: Any, allow_read_only: bool) -> None:
     """aiozk's Session.find_server with short, bounded pauses between attempts."""
     conn = None
-    pause = 0.1
-    # aiozk's handshake reads the answer to 'srvr' without a deadline: a server that
-    # accepts but does not answer (still starting, overloaded) held the repair loop
-    # forever, so the session never came back. Bound each attempt.
-    limit = min(max(float(session.timeout or 0), 1.0), 5.0)
-    while conn is None:
-        for host, port in random.sample(session.hosts, len(session.hosts)):
-            try:
-                async with asyncio.timeout(limit):
-                    conn = await session.make_connection(host, port)
-            except TimeoutError:
-                logger.warning("ZooKeeper at %s:%s did not answer within %gs", host, port, limit)
-                conn = None
-            if conn is None:
-                continue
-            if conn.start_read_only and not allow_read_only:
-                await conn.close(session.timeout)
-                conn = None
-                continue
+    async for _attempt in SEARCH_BACKOFF.attempts():
+        conn = await _probe_servers(session, allow_read_only)
+        if conn is not None:
             break
-        if conn is None:
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 1.0)
     old, session.conn = session.conn, conn
     if old is not None:
         with contextlib.suppress(Exception):
             await old.close(session.timeout)
+
+
+async def _probe_servers(session: Any, allow_read_only: bool) -> Any:
+    """One round over the servers in random order: the first usable connection, or None."""
+    # aiozk's handshake reads the answer to 'srvr' without a deadline: a server that
+    # accepts but does not answer (still starting, overloaded) held the repair loop
+    # forever, so the session never came back. Bound each attempt.
+    limit = min(max(float(session.timeout or 0), 1.0), 5.0)
+    for host, port in random.sample(session.hosts, len(session.hosts)):
+        try:
+            async with asyncio.timeout(limit):
+                conn = await session.make_connection(host, port)
+        except TimeoutError:
+            logger.warning("ZooKeeper at %s:%s did not answer within %gs", host, port, limit)
+            continue
+        if conn is None:
+            continue
+        if conn.start_read_only and not allow_read_only:
+            await conn.close(session.timeout)
+            continue
+        return conn
+    return None
 
 
 class ZkSession:
@@ -109,9 +121,10 @@ class ZkSession:
         self.generation = 0  #: bumped at every (re)connection
         self.lost_count = 0  #: bumped every time the session is declared lost
         self.on_lost: list[Callable[[], None]] = []
+        self._retry = Backoff(first=0.1, factor=2.0, cap=1.0, max_attempts=attempts)
         self._session_id: int | None = None
-        self._reconnected = asyncio.Event()
-        self._monitor: asyncio.Task[None] | None = None
+        self._wake_on_reconnect: set[asyncio.Event] = set()
+        self._tasks = Background("zag-zk-session")
         self._lost_timer: asyncio.TimerHandle | None = None
         self._declared_lost = False
         self._closed = False
@@ -137,8 +150,9 @@ class ZkSession:
         # aiozk backs off 2, 4, 8 ... 60 s between reconnect attempts, so a server
         # back after one second was only found seconds later and sessions expired
         # for nothing: look for a server every 0.1 to 1 s instead.
-        self.client.session.find_server = functools.partial(_find_server, self.client.session)
-        self._monitor = asyncio.create_task(self._follow(), name="zag-zk-monitor")
+        self.client.session.find_server = functools.partial(find_server, self.client.session)
+        await self._tasks.start()
+        self._tasks.spawn(self._follow(), name="zag-zk-monitor")
 
     async def aclose(self) -> None:
         if self._closed:
@@ -146,11 +160,10 @@ class ZkSession:
         self._closed = True
         if self._lost_timer is not None:
             self._lost_timer.cancel()
-        if self._monitor is not None:
-            self._monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._monitor
-        await self._close_client()
+        try:
+            await self._tasks.aclose()
+        finally:
+            await self._close_client()
 
     async def _close_client(self) -> None:
         if self.client is None:
@@ -166,6 +179,11 @@ class ZkSession:
         if self._closed or self.client is None:
             raise BoardUnavailable(f"ZooKeeper session to {self.servers} is closed")
         return self.client
+
+    @property
+    def closed(self) -> bool:
+        """True once `aclose()` was called."""
+        return self._closed
 
     @property
     def session_id(self) -> int | None:
@@ -186,7 +204,7 @@ class ZkSession:
         if len(cache) > 10_000:
             # aiozk remembers the stat of every path ever touched; we never use it.
             cache.clear()
-        for attempt in range(self.attempts):
+        async for attempt in self._retry.attempts():
             try:
                 async with asyncio.timeout(self.call_timeout):
                     return await fn(*args, **kwargs)
@@ -194,34 +212,32 @@ class ZkSession:
                 raise
             except TRANSIENT as exc:
                 last = exc
-                if attempt + 1 < self.attempts:
-                    await asyncio.sleep(min(0.1 * 2**attempt, 1.0))
+                if attempt.last:
+                    break
         name = getattr(fn, "__name__", "call")
         raise BoardUnavailable(
             f"ZooKeeper at {self.servers}: {name} failed {self.attempts} times "
             f"within {self.call_timeout:g}s each: {last!r}"
         ) from last
 
-    async def reconnected(self, generation: int) -> None:
-        """Return once the connection was re-established after `generation`."""
-        while self.generation == generation and not self._closed:
-            self._reconnected.clear()
-            await self._reconnected.wait()
-
     async def event_or_reconnect(
         self, event: asyncio.Event, generation: int, within: float | None = None
     ) -> None:
         """Wait until `event` is set or the connection was re-established after `generation`
-        (or `within` seconds passed: for retrying what no watch will announce)."""
-        waiters = [
-            asyncio.ensure_future(event.wait()),
-            asyncio.ensure_future(self.reconnected(generation)),
-        ]
+        (or `within` seconds passed: for retrying what no watch will announce).
+
+        A reconnect meanwhile sets `event` itself (callers clear it before re-reading),
+        so there is one thing to wait for and no helper task.
+        """
+        self._wake_on_reconnect.add(event)
         try:
-            await asyncio.wait(waiters, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+            if self.generation != generation or self._closed:
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(within):
+                    await event.wait()
         finally:
-            for waiter in waiters:
-                waiter.cancel()
+            self._wake_on_reconnect.discard(event)
 
     def watch(
         self, event_types: list[int], path: str, callback: Callable[[Any], None]
@@ -252,21 +268,29 @@ class ZkSession:
             await state.wait_for(States.SUSPENDED, States.LOST)
             logger.warning("ZooKeeper connection to %s interrupted", self.servers)
             if self._lost_timer is None and not self._declared_lost:
-                self._lost_timer = loop.call_later(self.session_timeout, self._lose, "timed out")
+                self._lost_timer = loop.call_later(
+                    self.session_timeout, self.declare_lost, "timed out"
+                )
             await state.wait_for(States.CONNECTED, States.READ_ONLY)
             if self._lost_timer is not None:
                 self._lost_timer.cancel()
                 self._lost_timer = None
             new_id = self.client.session.session_id
             if new_id != self._session_id:
-                self._lose("expired")
+                self.declare_lost("expired")
                 self._session_id = new_id
             self._declared_lost = False
             self.generation += 1
-            self._reconnected.set()
+            for event in list(self._wake_on_reconnect):
+                event.set()
             logger.warning("ZooKeeper connection to %s re-established", self.servers)
 
-    def _lose(self, why: str) -> None:
+    def declare_lost(self, why: str) -> None:
+        """Declare the session lost (`why` is logged): every `on_lost` callback runs.
+
+        The monitor calls this after `session_timeout` without a connection or on
+        a changed session id; tests call it to drive the loss path directly.
+        """
         self._lost_timer = None
         if self._declared_lost:
             return

@@ -1,15 +1,10 @@
 """`zookeeper://host:port[,host:port]/path`: a job board in ZooKeeper.
 
-Layout under the path:
-
-    jobs/<uuid>        a posted job (JSON); its creation time is the post time
-    claims/<uuid>      ephemeral: who holds the job; its czxid is the fencing token
-    keys/<key>         idempotency key -> job uuid (kept after the job completes)
-    results/<uuid>     how a finished job ended (what `job.wait()` returns)
-    trash/<uuid>       jobs that could not run, with the reason
-    schedules/<name>   cron schedules
-    locks/<name>/      distributed lock queues
-    clock              touched to read ZooKeeper's clock
+This module is the board itself, what the `JobBoard` ABC asks of a backend:
+posting and reading jobs, outcomes, and the schedules' atomic replacement. It
+is built from rooms of their own: the node layout and encoding (`zknodes`),
+the watch-fed job cache (`zkcache`), the claim protocol (`zkclaims`), lock
+queues (`zklock`) and the session that absorbs aiozk's defects (`zksession`).
 
 A claim is an ephemeral node, so it vanishes with its owner's session. Delays
 and schedules are measured on ZooKeeper's clock (node creation times), never
@@ -20,27 +15,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from aiozk import exc as zk_exc
 from aiozk import protocol
 from aiozk.transaction import Transaction
 
-from ..errors import (
-    AlreadyClaimed,
-    BoardUnavailable,
-    ClaimLost,
-    ConfigurationError,
-    LockLost,
-    NotYetDue,
+from ..errors import BoardUnavailable, ConfigurationError
+from .base import JobBoard
+from .records import Claim, Job, JobOutcome, JobState
+from .schedule import Schedule
+from .zkcache import JobCache
+from .zkclaims import ZkClaims
+from .zklock import hold_lock
+from .zknodes import (
+    DIRS,
+    EV,
+    ScheduleOps,
+    ZkClock,
+    dumps,
+    failed,
+    key_node,
+    load_schedules,
+    loads,
+    multi,
+    read_result,
 )
-from .base import Claim, Job, JobBoard, JobOutcome, JobState, Schedule
 from .zksession import ZkSession
 
 if TYPE_CHECKING:
@@ -49,51 +52,6 @@ if TYPE_CHECKING:
 __all__ = ["ZooKeeperBoard"]
 
 logger = logging.getLogger("zag_async.jobs")
-
-DIRS = ("jobs", "claims", "keys", "results", "trash", "schedules", "locks")
-EV = protocol.WatchEvent
-
-
-def _dumps(data: Any) -> bytes:
-    return json.dumps(data, separators=(",", ":")).encode()
-
-
-def _loads(raw: bytes | None) -> Any:
-    return json.loads(raw) if raw else None
-
-
-class _ScheduleOps:
-    """The operations of one schedule replacement, as one multi."""
-
-    def __init__(
-        self,
-        removed: list[str],
-        pending: list[str],
-        changed: dict[str, Schedule],
-        existing: set[str],
-    ) -> None:
-        self.removed, self.pending, self.changed, self.existing = (
-            removed,
-            pending,
-            changed,
-            existing,
-        )
-
-    def build(self, tx: Transaction) -> None:
-        for name in self.removed:
-            tx.delete(f"/schedules/{name}", -1)
-        for job_id in self.pending:
-            tx.delete(f"/jobs/{job_id}", -1)
-        for name, schedule in self.changed.items():
-            if name in self.existing:
-                tx.set_data(f"/schedules/{name}", _dumps(schedule.to_dict()), -1)
-            else:
-                tx.create(f"/schedules/{name}", _dumps(schedule.to_dict()))
-
-
-def _key_node(key: str) -> str:
-    # Keys may hold '/' (schedule keys do not, user keys might): keep one path segment.
-    return "keys/" + key.replace("%", "%25").replace("/", "%2F")
 
 
 class ZooKeeperBoard(JobBoard):
@@ -124,15 +82,17 @@ class ZooKeeperBoard(JobBoard):
         self.zk = ZkSession(
             self.servers, self.root, session_timeout=session_timeout, call_timeout=call_timeout
         )
-        self._cache: dict[str, Job] = {}
-        self._claimed: set[str] = set()
-        self._refresh_lock = asyncio.Lock()
-        self._held: dict[str, Claim] = {}  # claims taken through this board object
-        self._versions: dict[str, int] = {}  # held job -> the job node's version we wrote
-        self._held_lost: list[Claim] = []  # claims to clean up once reconnected
-        self._watchers: list[asyncio.Task[None]] = []
-        self._armed: dict[str, int] = {}  # watched path -> connection generation it is armed for
-        self._offset = 0.0  # ZooKeeper clock - local clock, from the latest write we saw
+        self._clock = ZkClock(self.zk)
+        self._view = JobCache(
+            self.zk,
+            board=self,
+            url=url,
+            notify=self._notify,
+            claims_listed=self._clean_lost_claims,
+        )
+        self._claims = ZkClaims(
+            self.zk, view=self._view, clock=self._clock, url=url, missing=self._missing
+        )
         self._opened = False
 
     # -- lifecycle ---------------------------------------------------------------
@@ -142,6 +102,7 @@ class ZooKeeperBoard(JobBoard):
             return
         self._opened = True
         await self.zk.start()
+        await self._view.start()
         self.zk.on_lost.append(self._session_lost)
         for name in DIRS:
             await self.zk.call(self.zk.c.ensure_path, "/" + name)
@@ -150,157 +111,41 @@ class ZooKeeperBoard(JobBoard):
         if self._closed:
             return
         await super().aclose()
-        for task in self._watchers:
-            task.cancel()
-        for task in self._watchers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self.zk.aclose()
+        try:
+            await self._view.aclose()
+        finally:
+            await self.zk.aclose()
 
     def _session_lost(self) -> None:
-        self._held_lost.extend(self._held.values())
-        self._held.clear()
-        self._versions.clear()
+        self._claims.session_lost()
         self._claims_lost()
         self._notify()
 
     def holds(self, claim: Claim) -> bool:
-        held = self._held.get(claim.job.uuid)
-        return held is not None and held.token == claim.token
+        return self._claims.holds(claim)
 
     # -- watching ----------------------------------------------------------------
 
     def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
-        self._start_watching()
+        self._view.watch()
         return super().subscribe(callback)
 
-    def _start_watching(self) -> None:
-        """Keep the job cache current through watches (only boards that read jobs do)."""
-        if self._watchers or self._closed or not self._opened:
-            return
-        for path, apply in (("/jobs", self._apply_jobs), ("/claims", self._apply_claims)):
-            self._watchers.append(
-                asyncio.create_task(self._watch_children(path, apply), name=f"zag-zk-watch{path}")
-            )
-
-    def _watching(self) -> bool:
-        generation = self.zk.generation
-        return all(self._armed.get(p) == generation for p in ("/jobs", "/claims"))
-
-    async def _watch_children(
-        self, path: str, apply: Callable[[list[str]], Awaitable[None]]
-    ) -> None:
-        """Keep a children watch on `path` armed, re-arming after every reconnect.
-
-        Each event costs one listing, which also re-arms the watch.
-        """
-        changed = asyncio.Event()
-        remove = self.zk.watch([EV.CHILDREN_CHANGED], path, lambda _p: changed.set())
-        try:
-            while True:
-                generation = self.zk.generation
-                changed.clear()
-                try:
-                    # List and apply under one lock, so an older listing (a
-                    # concurrent _refresh) can never be applied after a newer one.
-                    async with self._refresh_lock:
-                        names = await self.zk.call(self.zk.c.get_children, path, watch=True)
-                        await apply(names)
-                    self._armed[path] = generation
-                    if path == "/claims":
-                        await self._clean_lost_claims()
-                except BoardUnavailable as exc:
-                    self._armed.pop(path, None)
-                    logger.warning("board %s: watch on %s not armed: %s", self.url, path, exc)
-                    self._notify()
-                    # No watch is set to wake us, and the link may come back without
-                    # another reconnect (a slow server): try again within a second.
-                    await self.zk.event_or_reconnect(changed, generation, within=1.0)
-                    continue
-                self._notify()
-                await self.zk.event_or_reconnect(changed, generation)
-        finally:
-            remove()
-
-    async def _apply_jobs(self, names: list[str]) -> None:
-        """Bring the job cache in line with a listing (call with _refresh_lock held)."""
-        present = set(names)
-        for gone in [u for u in self._cache if u not in present]:
-            del self._cache[gone]
-        new = [n for n in names if n not in self._cache]
-        if new:
-            read = await asyncio.gather(*(self._read_job(n) for n in new))
-            for job in read:
-                if job is not None and job.uuid in present:
-                    self._cache.setdefault(job.uuid, job)
-
-    async def _apply_claims(self, names: list[str]) -> None:
-        self._claimed = set(names)
-
-    async def _refresh(self) -> None:
-        """Re-read both listings (when the watches are not armed)."""
-        async with self._refresh_lock:
-            names = await self.zk.call(self.zk.c.get_children, "/jobs")
-            claimed = await self.zk.call(self.zk.c.get_children, "/claims")
-            await self._apply_jobs(names)
-            await self._apply_claims(claimed)
-
-    async def _read_job(self, job_id: str) -> Job | None:
-        try:
-            raw, stat = await self.zk.call(self.zk.c.get, f"/jobs/{job_id}")
-        except zk_exc.NoNode:
-            return None
-        return self._job_from(raw, stat)
-
-    def _job_from(self, raw: bytes, stat: Any) -> Job:
-        data = _loads(raw)
-        job = Job.from_dict(data, order=stat.created_zxid, version=stat.version)
-        job.posted_at = stat.created / 1000.0
-        if "delay" in data:
-            job.due_at = job.posted_at + float(data["delay"]) if data["delay"] > 0 else 0.0
-        job.board = self
-        return job
-
-    def _with_state(self, job: Job) -> Job:
-        copy = Job.from_dict(job.to_dict(), order=job.order, version=job.version)
-        copy.posted_at, copy.due_at = job.posted_at, job.due_at
-        copy.board = self
-        copy.state = JobState.CLAIMED if job.uuid in self._claimed else JobState.UNCLAIMED
-        return copy
+    async def refresh(self) -> None:
+        """Re-read the board's listings now (`jobs()` answers from a watch-fed cache,
+        which may lag another board's last change by one watch event)."""
+        await self._view.refresh()
 
     # -- clock -------------------------------------------------------------------
 
     async def now(self) -> float:
         """ZooKeeper's clock: the modification time of a node we touch now."""
-        try:
-            stat = await self.zk.call(self.zk.c.set, "/clock", b"", -1)
-        except zk_exc.NoNode:
-            with contextlib.suppress(zk_exc.NodeExists):
-                await self.zk.call(self.zk.c.create, "/clock", b"")
-            stat = await self.zk.call(self.zk.c.set, "/clock", b"", -1)
-        server = float(stat.modified) / 1000.0
-        self._offset = server - time.time()
-        return server
+        return await self._clock.now()
 
     def estimate_now(self) -> float:
         """ZooKeeper's clock estimated without a round trip (from the last one seen)."""
-        return time.time() + self._offset
+        return self._clock.estimate()
 
     # -- jobs --------------------------------------------------------------------
-
-    async def _multi(self, build: Callable[[Transaction], None]) -> list[Any]:
-        tx = Transaction(self.zk.c)
-        build(tx)
-        response = await self.zk.call(self.zk.c.send, tx.request)
-        return list(response.responses)
-
-    @staticmethod
-    def _failed(responses: list[Any]) -> bool:
-        """A multi that failed answers with error objects instead of results."""
-        return any(
-            isinstance(r, zk_exc.ZKError) or (isinstance(r, type) and issubclass(r, zk_exc.ZKError))
-            for r in responses
-        )
 
     async def _post(self, job: Job, delay: float | None) -> Job:
         data = job.to_dict()
@@ -312,51 +157,51 @@ class ZooKeeperBoard(JobBoard):
             # One round trip: create with stat (the post time is the node's ctime).
             request = protocol.Create2Request(
                 path=self.zk.c.normalize_path(f"/jobs/{job.uuid}"),
-                data=_dumps(data),
+                data=dumps(data),
                 acl=self.zk.c.default_acl,
             )
             request.set_flags(False, False, False)
             try:
                 response = await self.zk.call(self.zk.c.send, request)
             except zk_exc.NodeExists:  # our own earlier attempt landed
-                found = await self._read_job(job.uuid)
+                found = await self._view.read(job.uuid)
                 if found is None:
                     raise self._missing(job.uuid) from None
-                return self._with_state(found)
-            stored = self._job_from(_dumps(data), response.stat)
-            self._cache.setdefault(stored.uuid, stored)
-            return self._with_state(stored)
+                return self._view.with_state(found)
+            stored = self._view.decode(dumps(data), response.stat)
+            self._view.jobs.setdefault(stored.uuid, stored)
+            return self._view.with_state(stored)
 
         def build(tx: Transaction) -> None:
-            tx.create(f"/jobs/{job.uuid}", _dumps(data))
-            tx.create("/" + _key_node(key), job.uuid.encode())
+            tx.create(f"/jobs/{job.uuid}", dumps(data))
+            tx.create("/" + key_node(key), job.uuid.encode())
 
-        if self._failed(await self._multi(build)):
+        if failed(await multi(self.zk, build)):
             found = await self.find_key(key)
             if found is not None:
                 return found
-            found_job = await self._read_job(job.uuid)
+            found_job = await self._view.read(job.uuid)
             if found_job is not None:  # our own earlier attempt landed
-                return self._with_state(found_job)
+                return self._view.with_state(found_job)
             raise BoardUnavailable(f"board {self.url}: could not post job {job.name!r}")
-        stored_job = await self._read_job(job.uuid)
+        stored_job = await self._view.read(job.uuid)
         if stored_job is None:
             raise self._missing(job.uuid)
-        self._cache.setdefault(stored_job.uuid, stored_job)
-        return self._with_state(stored_job)
+        self._view.jobs.setdefault(stored_job.uuid, stored_job)
+        return self._view.with_state(stored_job)
 
     async def find_key(self, key: str) -> Job | None:
         try:
-            raw, _ = await self.zk.call(self.zk.c.get, "/" + _key_node(key))
+            raw, _ = await self.zk.call(self.zk.c.get, "/" + key_node(key))
         except zk_exc.NoNode:
             return None
         job_id = raw.decode()
-        job = await self._read_job(job_id)
+        job = await self._view.read(job_id)
         if job is not None:
             claimed = await self.zk.call(self.zk.c.exists, f"/claims/{job_id}")
             job.state = JobState.CLAIMED if claimed else JobState.UNCLAIMED
             return job
-        result = await self._read_result(job_id)
+        result = await read_result(self.zk, job_id)
         if result is None or "job" not in result:
             return None
         done = Job.from_dict(result["job"])
@@ -373,13 +218,13 @@ class ZooKeeperBoard(JobBoard):
         include_delayed: bool = True,
         limit: int | None = None,
     ) -> list[Job]:
-        self._start_watching()
-        if not self._watching():
-            await self._refresh()
+        self._view.watch()
+        if not self._view.current:
+            await self._view.refresh()
         now = self.estimate_now()
-        claimed = self._claimed
+        claimed = self._view.claimed
         picked = []
-        for job in self._cache.values():
+        for job in self._view.jobs.values():
             if state is not None and (job.uuid in claimed) != (state is JobState.CLAIMED):
                 continue
             if not include_delayed and job.due_at > now:
@@ -388,248 +233,53 @@ class ZooKeeperBoard(JobBoard):
         ordered = self.claim_order(picked)
         if limit is not None:
             ordered = ordered[:limit]
-        return [self._with_state(job) for job in ordered]
+        return [self._view.with_state(job) for job in ordered]
 
     async def get(self, job_id: str) -> Job:
-        job = await self._read_job(job_id)
+        job = await self._view.read(job_id)
         if job is None:
             raise self._missing(job_id)
         claimed = await self.zk.call(self.zk.c.exists, f"/claims/{job_id}")
         job.state = JobState.CLAIMED if claimed else JobState.UNCLAIMED
         return job
 
-    # -- claims ------------------------------------------------------------------
-    #
-    # A claim is one multi: create the ephemeral claim node and rewrite the job
-    # node at the version we know. The job node's new modification zxid is the
-    # fencing token (it only grows), its modification time is ZooKeeper's clock
-    # at the claim, and every later step of the claim (consume, trash, abandon,
-    # counting a failed build) checks the job node's version, so an owner whose
-    # claim was lost and retaken cannot touch the job any more.
+    # -- claims (the protocol is in zkclaims) --------------------------------------
 
     async def claim(self, job: Job | str, owner: str) -> Claim:
-        job_id = self._id(job)
-        known = self._cache.get(job_id)
-        if known is None:
-            known = await self._read_job(job_id)
-            if known is None:
-                raise self._missing(job_id)
-        for _ in range(3):
-            marker = uuid.uuid4().hex
-            data = known.to_dict()
-            if known.due_at and "delay" not in data:
-                data["due_at"] = known.due_at
-            data["claim"] = {"owner": owner, "marker": marker}
-            payload, version = _dumps(data), known.version
-
-            holder = _dumps({"owner": owner, "marker": marker})
-
-            def build(
-                tx: Transaction,
-                payload: bytes = payload,
-                version: int = version,
-                holder: bytes = holder,
-            ) -> None:
-                tx.create(f"/claims/{job_id}", holder, ephemeral=True)
-                tx.set_data(f"/jobs/{job_id}", payload, version)
-
-            responses = await self._multi(build)
-            if not self._failed(responses):
-                stat = responses[1].stat
-                return await self._claimed_now(known, owner, marker, stat)
-            first, second = responses[0], responses[1]
-            if isinstance(first, zk_exc.NodeExists):
-                if await self._own_claim(job_id, marker) is not None:  # a retried send landed
-                    fresh = await self._read_job(job_id)
-                    if fresh is not None:
-                        return await self._claimed_now(known, owner, marker, None, fresh)
-                raise AlreadyClaimed(f"job {job_id!r} is already claimed")
-            if isinstance(second, zk_exc.NoNode):
-                self._cache.pop(job_id, None)
-                raise self._missing(job_id)
-            # BadVersion: our copy of the job is stale (e.g. a build failure was counted).
-            fresh = await self._read_job(job_id)
-            if fresh is None:
-                self._cache.pop(job_id, None)
-                raise self._missing(job_id)
-            self._cache[job_id] = known = fresh
-        raise AlreadyClaimed(f"job {job_id!r} keeps changing; try again")
-
-    async def _claimed_now(
-        self, known: Job, owner: str, marker: str, stat: Any, fresh: Job | None = None
-    ) -> Claim:
-        job_id = known.uuid
-        if stat is None:  # recovered after a lost reply: take the stat from a read
-            assert fresh is not None
-            _, stat = await self.zk.call(self.zk.c.get, f"/jobs/{job_id}")
-        claimed_at = stat.modified / 1000.0
-        self._offset = claimed_at - time.time()
-        version = stat.version
-        if known.due_at > claimed_at:
-            await self._release(job_id, version)
-            raise NotYetDue(job_id, known.due_at - claimed_at)
-        copy = self._with_state(known)
-        copy.version = version
-        copy.state = JobState.CLAIMED
-        cached = self._cache.get(job_id)
-        if cached is not None:
-            cached.version = version
-        claim = Claim(copy, owner, stat.last_modified_zxid)
-        self._held[job_id] = claim
-        self._versions[job_id] = version
-        self._claimed.add(job_id)
-        return claim
-
-    async def _own_claim(self, job_id: str, marker: str) -> Any:
-        """After NodeExists: was it our own create, retried after a lost reply?"""
-        try:
-            raw, stat = await self.zk.call(self.zk.c.get, f"/claims/{job_id}")
-        except zk_exc.NoNode:
-            return None
-        data = _loads(raw) or {}
-        return stat if data.get("marker") == marker else None
-
-    async def _release(self, job_id: str, version: int) -> None:
-        """Drop our claim node if the job is still at the version our claim wrote."""
-
-        def build(tx: Transaction) -> None:
-            tx.check_version(f"/jobs/{job_id}", version)
-            tx.delete(f"/claims/{job_id}", -1)
-
-        with contextlib.suppress(BoardUnavailable):
-            await self._multi(build)
-
-    def _check(self, claim: Claim) -> int:
-        held = self._held.get(claim.job.uuid)
-        if held is None or held.token != claim.token:
-            raise ClaimLost(
-                f"job {claim.job.uuid!r}: claim {claim.fence!r} is no longer held "
-                f"(session lost, or already released)"
-            )
-        return self._versions[claim.job.uuid]
-
-    def _drop(self, job_id: str) -> None:
-        self._held.pop(job_id, None)
-        self._versions.pop(job_id, None)
+        return await self._claims.claim(self._id(job), owner)
 
     async def _clean_lost_claims(self) -> None:
         """After a reconnect: drop claims we gave up on while disconnected."""
-        lost, self._held_lost = self._held_lost, []
-        for claim in lost:
-            await self._release(claim.job.uuid, claim.job.version)
+        await self._claims.clean_lost()
 
     async def abandon(self, claim: Claim) -> None:
-        version = self._check(claim)
-        job_id = claim.job.uuid
-
-        def build(tx: Transaction) -> None:
-            tx.check_version(f"/jobs/{job_id}", version)
-            tx.delete(f"/claims/{job_id}", -1)
-
-        responses = await self._multi(build)
-        self._drop(job_id)
-        if self._failed(responses):
-            raise ClaimLost(
-                f"job {job_id!r}: claim {claim.fence!r} was lost before it was given back"
-            )
-        self._claimed.discard(job_id)
+        await self._claims.abandon(claim)
 
     async def consume(
         self, claim: Claim, outcome: JobOutcome, *, next_job: Job | None = None
     ) -> None:
-        await self._finish(claim, outcome, None, next_job)
+        await self._claims.finish(claim, outcome, None, next_job)
 
     async def trash(self, claim: Claim, reason: str) -> None:
         job = claim.job
         outcome = JobOutcome(job.uuid, job.flow_id, "TRASHED", error=reason)
-        await self._finish(claim, outcome, reason, None)
-
-    async def _finish(
-        self, claim: Claim, outcome: JobOutcome, trash: str | None, next_job: Job | None
-    ) -> None:
-        """Remove the job and its claim, record the outcome (and post the next run), atomically."""
-        version = self._check(claim)
-        job_id = claim.job.uuid
-        record = {"outcome": outcome.to_dict(), "job": claim.job.to_dict()}
-
-        def build(tx: Transaction, with_next: bool) -> None:
-            tx.check_version(f"/jobs/{job_id}", version)
-            tx.delete(f"/claims/{job_id}", -1)
-            tx.delete(f"/jobs/{job_id}", -1)
-            tx.create(f"/results/{job_id}", _dumps(record))
-            if trash is not None:
-                tx.create(f"/trash/{job_id}", _dumps({"job": claim.job.to_dict(), "reason": trash}))
-            if with_next and next_job is not None:
-                tx.create(f"/jobs/{next_job.uuid}", _dumps(next_job.to_dict()))
-                if next_job.idempotency_key is not None:
-                    tx.create("/" + _key_node(next_job.idempotency_key), next_job.uuid.encode())
-
-        for with_next in (True, False):
-            responses = await self._multi(lambda tx, w=with_next: build(tx, w))  # type: ignore[misc]
-            if not self._failed(responses):
-                self._drop(job_id)
-                self._cache.pop(job_id, None)
-                self._claimed.discard(job_id)
-                if with_next and next_job is not None:  # read our own write into the cache
-                    posted = await self._read_job(next_job.uuid)
-                    if posted is not None:
-                        self._cache.setdefault(posted.uuid, posted)
-                return
-            if isinstance(responses[0], zk_exc.ZKError):  # the job moved on without us
-                self._drop(job_id)
-                if await self._read_result(job_id) is not None:  # our earlier attempt landed
-                    return
-                raise ClaimLost(f"job {job_id!r}: claim {claim.fence!r} is gone")
-            if next_job is None:
-                break
-            # The next run exists already (posted by an earlier attempt): finish without it.
-        raise BoardUnavailable(f"board {self.url}: could not finish job {job_id!r}")
+        await self._claims.finish(claim, outcome, reason, None)
 
     async def record_build_failure(self, claim: Claim, error: str) -> int:
-        version = self._check(claim)
-        job_id = claim.job.uuid
-        try:
-            raw, stat = await self.zk.call(self.zk.c.get, f"/jobs/{job_id}")
-        except zk_exc.NoNode:
-            raise self._missing(job_id) from None
-        if stat.version != version:
-            self._drop(job_id)
-            raise ClaimLost(f"job {job_id!r}: claim {claim.fence!r} is gone")
-        data = _loads(raw)
-        data["build_failures"] = data.get("build_failures", 0) + 1
-        data["last_build_error"] = error[:2000]
-        try:
-            new = await self.zk.call(self.zk.c.set, f"/jobs/{job_id}", _dumps(data), version)
-        except zk_exc.BadVersion:
-            self._drop(job_id)
-            raise ClaimLost(f"job {job_id!r}: claim {claim.fence!r} is gone") from None
-        self._versions[job_id] = new.version
-        cached = self._cache.get(job_id)
-        if cached is not None:  # keep the cache in step with what we wrote
-            cached.build_failures = int(data["build_failures"])
-            cached.version = new.version
-        return int(data["build_failures"])
+        return await self._claims.record_build_failure(claim, error)
 
     async def find_owner(self, job: Job | str) -> str | None:
         try:
             raw, _ = await self.zk.call(self.zk.c.get, f"/claims/{self._id(job)}")
         except zk_exc.NoNode:
             return None
-        owner = (_loads(raw) or {}).get("owner")
+        owner = (loads(raw) or {}).get("owner")
         return None if owner is None else str(owner)
 
     # -- outcomes ----------------------------------------------------------------
 
-    async def _read_result(self, job_id: str) -> dict[str, Any] | None:
-        try:
-            raw, _ = await self.zk.call(self.zk.c.get, f"/results/{job_id}")
-        except zk_exc.NoNode:
-            return None
-        data = _loads(raw)
-        return data if isinstance(data, dict) else None
-
     async def outcome(self, job_id: str) -> JobOutcome | None:
-        found = await self._read_result(job_id)
+        found = await read_result(self.zk, job_id)
         return None if found is None else JobOutcome.from_dict(found["outcome"])
 
     async def _wait_outcome(self, job_id: str) -> JobOutcome:
@@ -654,16 +304,7 @@ class ZooKeeperBoard(JobBoard):
     # -- schedules ---------------------------------------------------------------
 
     async def _load_schedules(self) -> dict[str, Schedule]:
-        names = await self.zk.call(self.zk.c.get_children, "/schedules")
-        out = {}
-        for name in names:
-            try:
-                raw, _ = await self.zk.call(self.zk.c.get, f"/schedules/{name}")
-            except zk_exc.NoNode:
-                continue
-            schedule = Schedule.from_dict(_loads(raw))
-            out[schedule.name] = schedule
-        return out
+        return await load_schedules(self.zk)
 
     async def _save_schedules(self, schedules: dict[str, Schedule], *, replace: bool) -> list[str]:
         for _ in range(10):
@@ -673,17 +314,17 @@ class ZooKeeperBoard(JobBoard):
             stale = set(removed) | {n for n in added if n in current}
             pending = []
             if stale:
-                await self._refresh()
+                await self._view.refresh()
                 pending = [
                     j.uuid
-                    for j in self._cache.values()
-                    if j.schedule in stale and j.uuid not in self._claimed
+                    for j in self._view.jobs.values()
+                    if j.schedule in stale and j.uuid not in self._view.claimed
                 ]
 
             if not (added or removed):
                 return []
-            ops = _ScheduleOps(removed, pending, {n: schedules[n] for n in added}, set(current))
-            if not self._failed(await self._multi(ops.build)):
+            ops = ScheduleOps(removed, pending, {n: schedules[n] for n in added}, set(current))
+            if not failed(await multi(self.zk, ops.build)):
                 return added
             # Someone changed schedules or jobs at the same time: look again.
         raise BoardUnavailable(f"board {self.url}: schedules kept changing under us")
@@ -693,76 +334,4 @@ class ZooKeeperBoard(JobBoard):
     def lock(self, name: str) -> contextlib.AbstractAsyncContextManager[None]:
         if not name or "/" in name:
             raise ConfigurationError(f"lock names are one path segment, got {name!r}")
-        return self._lock(name)
-
-    @contextlib.asynccontextmanager
-    async def _lock(self, name: str) -> AsyncIterator[None]:
-        base = f"/locks/{name}"
-        await self.zk.call(self.zk.c.ensure_path, base)
-        me = await self.zk.call(
-            self.zk.c.create, f"{base}/lock-", b"", ephemeral=True, sequential=True
-        )
-        mine = me.rsplit("/", 1)[1]
-        lost_at_start = self.zk.lost_count
-        try:
-            await self._acquire(base, mine, lost_at_start)
-            task = asyncio.current_task()
-            lost = False
-
-            def on_lost() -> None:
-                nonlocal lost
-                lost = True
-                if task is not None:
-                    task.cancel()
-
-            self.zk.on_lost.append(on_lost)
-            try:
-                yield
-            except asyncio.CancelledError:
-                if lost and task is not None and task.uncancel() == 0:
-                    raise LockLost(f"lock {name!r} was lost with the ZooKeeper session") from None
-                raise
-            finally:
-                self.zk.on_lost.remove(on_lost)
-            if lost:
-                raise LockLost(f"lock {name!r} was lost with the ZooKeeper session")
-        finally:
-            with contextlib.suppress(zk_exc.NoNode, BoardUnavailable):
-                await self.zk.call(self.zk.c.delete, f"{base}/{mine}", True)
-
-    async def _acquire(self, base: str, mine: str, lost_at_start: int) -> None:
-        """Wait until our node is first in line, re-checking after every reconnect."""
-        gone = asyncio.Event()
-        while True:
-            if self.zk.lost_count != lost_at_start:
-                raise LockLost(f"lock {base} lost its session while waiting")
-            generation = self.zk.generation
-            gone.clear()
-            try:
-                children = sorted(await self.zk.call(self.zk.c.get_children, base))
-            except BoardUnavailable as exc:
-                await self._ride_out(base, exc, gone, generation)
-                continue
-            if mine not in children:
-                raise LockLost(f"lock {base}: our place in line vanished (session expired)")
-            index = children.index(mine)
-            if index == 0:
-                return
-            before = f"{base}/{children[index - 1]}"
-            remove = self.zk.watch([EV.DELETED], before, lambda _p: gone.set())
-            try:
-                if not await self.zk.call(self.zk.c.exists, before, watch=True):
-                    continue
-                await self.zk.event_or_reconnect(gone, generation)
-            except BoardUnavailable as exc:
-                await self._ride_out(base, exc, gone, generation)
-            finally:
-                remove()
-
-    async def _ride_out(
-        self, base: str, exc: BoardUnavailable, gone: asyncio.Event, generation: int
-    ) -> None:
-        """The server is away: a place in line lasts as long as the session (checked
-        at the top of the loop), so wait for the reconnect (or a second) and look again."""
-        logger.warning("lock %s: waiting out an outage: %s", base, exc)
-        await self.zk.event_or_reconnect(gone, generation, within=1.0)
+        return hold_lock(self.zk, name)

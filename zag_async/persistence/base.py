@@ -18,8 +18,7 @@ from typing import Any, Self
 from ..codec import Codec, JsonCodec
 from ..errors import ConcurrentUpdate, StorageError
 from ..failure import Failure
-from ..models import AtomDetail, FlowDetail, FlowSummary, LogBook
-from ..retry import History
+from ..models import AtomDetail, FlowDetail, FlowSummary, History, LogBook
 from ..states import AtomState, FlowState, Intention
 
 __all__ = ["Backend", "Row"]
@@ -56,6 +55,11 @@ class Backend(abc.ABC):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    @property
+    def closed(self) -> bool:
+        """True once `aclose()` has been called."""
+        return self._closed
 
     def _check_open(self) -> None:
         if self._closed:

@@ -213,15 +213,17 @@ class SqlBackend(Backend):
 
     async def get_logbook(self, uuid: str) -> LogBook:
         async with self._connect() as conn:
-            row = (await conn.execute(select(logbooks).where(logbooks.c.uuid == uuid))).first()
+            query = select(logbooks).where(logbooks.c.uuid == uuid)
+            row = (await conn.execute(query)).mappings().first()
         if row is None:
             raise NotFound(f"no logbook {uuid!r} in {self._display}")
-        return self.logbook_from_row(dict(row._mapping))
+        return self.logbook_from_row(dict(row))
 
     async def list_logbooks(self) -> list[LogBook]:
         async with self._connect() as conn:
-            rows = (await conn.execute(select(logbooks).order_by(logbooks.c.created_at))).all()
-        return [self.logbook_from_row(dict(r._mapping)) for r in rows]
+            query = select(logbooks).order_by(logbooks.c.created_at)
+            rows = (await conn.execute(query)).mappings().all()
+        return [self.logbook_from_row(dict(r)) for r in rows]
 
     async def delete_logbook(self, uuid: str) -> None:
         async with self._begin() as conn:
@@ -248,11 +250,12 @@ class SqlBackend(Backend):
 
     async def _read(self, uuid: str) -> tuple[Row, list[Row]]:
         async with self._connect() as conn:
-            row = (await conn.execute(select(flows).where(flows.c.uuid == uuid))).first()
+            row = (await conn.execute(select(flows).where(flows.c.uuid == uuid))).mappings().first()
             if row is None:
                 raise NotFound(f"no flow {uuid!r} in {self._display}")
-            rows = (await conn.execute(select(atoms).where(atoms.c.flow_uuid == uuid))).all()
-        return dict(row._mapping), [dict(r._mapping) for r in rows]
+            query = select(atoms).where(atoms.c.flow_uuid == uuid)
+            rows = (await conn.execute(query)).mappings().all()
+        return dict(row), [dict(r) for r in rows]
 
     async def _claim(self, uuid: str, owner: str, expected: int) -> None:
         async with self._begin() as conn:
@@ -277,8 +280,8 @@ class SqlBackend(Backend):
         if states is not None:
             query = query.where(flows.c.state.in_([str(s) for s in states]))
         async with self._connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return [self.summary_from_row(dict(r._mapping)) for r in rows]
+            rows = (await conn.execute(query)).mappings().all()
+        return [self.summary_from_row(dict(r)) for r in rows]
 
     async def delete_flow(self, uuid: str) -> None:
         async with self._begin() as conn:

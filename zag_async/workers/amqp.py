@@ -716,7 +716,7 @@ class Worker:
     async def _run(
         self, atom: Atom, request: Request, message: AbstractIncomingMessage
     ) -> Response:
-        from ..engine import _in_thread
+        from ..execution import _in_thread
 
         def emit(event: Event) -> None:
             if event.kind == "progress" and event.progress is not None:
@@ -787,7 +787,9 @@ class RemoteExecutor:
         publish_timeout: how long a publish may wait for the broker to come back.
     """
 
-    remote_delays = True
+    async def before_retry(self, delay: float) -> float:
+        """Wait for nothing here: the broker's delay queues hold the guarded requests."""
+        return delay
 
     def __init__(
         self,

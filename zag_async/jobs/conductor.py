@@ -27,9 +27,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self
 
-from .codec import plain_json
-from .engine import Engine
-from .errors import (
+from ..engine import Engine
+from ..errors import (
     BoardUnavailable,
     ClaimLost,
     ConcurrentUpdate,
@@ -41,13 +40,16 @@ from .errors import (
     StorageError,
     ZagError,
 )
-from .events import Listener
-from .jobs.base import Claim, Job, JobBoard, JobOutcome, JobState
-from .persistence.base import Backend
-from .states import FlowState
+from ..events import Listener
+from ..failure import error_text
+from ..persistence.base import Backend
+from ..states import FlowState
+from ..status import job_outcome
+from .base import Claim, Job, JobBoard, JobOutcome, JobState
 
 __all__ = ["Conductor", "ConductorEvent"]
 
+# The name from before the move into jobs/: logging settings that name it still apply.
 logger = logging.getLogger("zag_async.conductor")
 
 EventKind = Literal["claimed", "started", "consumed", "abandoned", "trashed", "lost"]
@@ -139,6 +141,11 @@ class Conductor:
     async def wait_stopped(self) -> None:
         if self._running:
             await self._stopped.wait()
+
+    @property
+    def running(self) -> bool:
+        """True while `run()` is claiming jobs or handing them back."""
+        return self._running
 
     @property
     def running_jobs(self) -> list[Job]:
@@ -290,12 +297,9 @@ class Conductor:
         if state is FlowState.SUSPENDED:
             await self._give_back(claim, "suspended")
             return
-        if state is FlowState.SUCCESS:
-            outcome = JobOutcome(job.uuid, job.flow_id, "SUCCESS", plain_json(results))
-        else:
-            outcome = JobOutcome(job.uuid, job.flow_id, str(state), error=_describe(error))
+        outcome = job_outcome(job, state, results, error)
         if state is FlowState.FAILURE:
-            await self._finish(claim, "trashed", outcome, f"flow ended FAILURE: {_describe(error)}")
+            await self._finish(claim, "trashed", outcome, f"flow ended FAILURE: {outcome.error}")
         else:
             await self._finish(claim, "consumed", outcome, None)
 
@@ -323,7 +327,7 @@ class Conductor:
 
     async def _build_failed(self, claim: Claim, exc: BaseException) -> None:
         job = claim.job
-        reason = f"{type(exc).__name__}: {exc}"
+        reason = error_text(exc)
         try:
             count = await self.board.record_build_failure(claim, reason)
         except JobError as board_exc:
@@ -346,7 +350,3 @@ class Conductor:
             self._emit("lost", claim.job, f"{why}; and the claim could not be released: {exc}")
             return
         self._emit("abandoned", claim.job, why)
-
-
-def _describe(error: BaseException | None) -> str | None:
-    return None if error is None else f"{type(error).__name__}: {error}"

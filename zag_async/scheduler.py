@@ -1,0 +1,556 @@
+"""The engine's decisions, as a plain synchronous state machine over a compiled flow.
+
+Given the atoms' recorded states, the scheduler says what may run next
+(readiness by predecessor counts), records what came back (success, failure,
+revert), propagates reverts backwards in dependency order, asks retry
+controllers what a failure means and restarts their scope, and skips what a
+decider rejected. It never awaits and never calls an atom: the engine does
+that and feeds outcomes back. So every rule of the model can be exercised in a
+unit test without an event loop, and the engine's loop stays about I/O.
+
+State changes go to the atom records (`AtomDetail`) and are marked in
+`Storage` as pending writes; the engine commits them before launching what
+`pick()` returned, so a durable backend always knows what was running.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Iterable
+from typing import Any, Literal
+
+from .bus import EventBus
+from .compiler import CompiledFlow, DeciderSpec
+from .errors import AtomInterrupted, SerializationError, ZagError
+from .events import Event
+from .failure import Failure
+from .flow import Depth
+from .models import AtomDetail, History
+from .resolver import Resolver
+from .retry import Decision
+from .states import (
+    RETRY_TRANSITIONS,
+    TASK_TRANSITIONS,
+    AtomState,
+    FlowState,
+    Intention,
+    check_atom_transition,
+)
+from .storage import Storage
+
+__all__ = ["Launch", "Outcome", "Scheduler"]
+
+logger = logging.getLogger("zag_async")
+
+S = AtomState
+_DONE = (S.SUCCESS, S.IGNORE)
+_BUSY = (S.RUNNING, S.REVERTING, S.RETRYING)
+_REVERTIBLE = (S.SUCCESS, S.FAILURE)
+
+Kind = Literal["exec", "revert"]
+
+
+#: Call node `index`'s execute or revert with `kwargs`: (kind, index, kwargs), what
+#: `pick()` returns. Plain tuples: one is made per atom call, on the hot path.
+Launch = tuple[Kind, int, dict[str, Any]]
+
+#: What a call came back with: (kind, index, ok, value or `Failure`, duration in seconds).
+Outcome = tuple[Kind, int, bool, Any, float]
+
+
+class Scheduler:
+    """Decides what runs next and what a finished call means for the rest.
+
+    Args:
+        compiled: the compiled flow.
+        details: the atom records, by node index.
+        storage: where changes are marked for the next commit.
+        resolver: reads the atoms' arguments.
+        bus: receives an `Event` per atom state change while it has listeners.
+        active: the nodes to consider (a target run); None means all.
+        max_concurrency: how many calls may run at once (None: no limit).
+        defer_reverts: a REVERT with no enclosing controller reverts the whole flow.
+    """
+
+    def __init__(
+        self,
+        compiled: CompiledFlow,
+        details: list[AtomDetail],
+        storage: Storage,
+        resolver: Resolver,
+        *,
+        bus: EventBus | None = None,
+        active: list[bool] | None = None,
+        max_concurrency: int | None = None,
+        defer_reverts: bool = False,
+    ) -> None:
+        self.name = compiled.name
+        self.nodes = compiled.nodes
+        self.details = details
+        self.storage = storage
+        self._durable = storage.durable  # in memory, nothing is marked for a commit
+        self.resolver = resolver
+        self.bus = bus if bus is not None else EventBus()
+        self.active = active
+        self.max_concurrency = max_concurrency
+        self.defer_reverts = defer_reverts
+        n = len(self.nodes)
+        self.waiting = [0] * n
+        self.ready: deque[int] = deque()
+        self.revert_ready: deque[int] = deque()
+        self.running: set[int] = set()
+        self.retrying: set[int] = set()
+        self.revert_all = False
+        self.revert_failed = False
+        self._cleared: set[int] = set()  # nodes whose deciders passed, not yet launched
+
+    # -- state changes ---------------------------------------------------------------
+
+    def set(self, i: int, new: AtomState, **fields: Any) -> None:
+        """Move node i to `new` (checked), set record fields, mark it for the commit."""
+        d = self.details[i]
+        node = self.nodes[i]
+        if (d.state, new) not in (RETRY_TRANSITIONS if node.is_retry else TASK_TRANSITIONS):
+            check_atom_transition(node.name, d.state, new, retry=node.is_retry)
+        d.state = new
+        for key, value in fields.items():
+            setattr(d, key, value)
+        if self._durable:
+            self.storage.touch(d)
+        if self.bus.wanted:
+            self.bus.emit(
+                Event(
+                    "atom",
+                    self.name,
+                    new,
+                    node.name,
+                    result=fields.get("result", fields.get("revert_result")),
+                    failure=fields.get("failure", fields.get("revert_failure")),
+                    duration=fields.get("duration"),
+                )
+            )
+
+    def intend(self, i: int, intention: Intention) -> None:
+        d = self.details[i]
+        if d.intention is not intention:
+            d.intention = intention
+            if self._durable:
+                self.storage.touch(d)
+
+    # -- starting ----------------------------------------------------------------------
+
+    def scan(self) -> None:
+        """Work out what to do from the recorded states (a fresh run or a resume)."""
+        nodes, details, active = self.nodes, self.details, self.active
+        waiting = self.waiting
+        self.ready.clear()
+        self.revert_ready.clear()
+        self.running.clear()
+        self.retrying.clear()
+        self._cleared.clear()
+        self.revert_all = bool(self.storage.flow.meta.get("revert_all"))
+        self.revert_failed = any(d.state is S.REVERT_FAILURE for d in details)
+        for i, node in enumerate(nodes):
+            if active is not None and not active[i]:
+                continue
+            d = details[i]
+            count = 0
+            for p in node.preds:
+                if details[p].state not in _DONE:
+                    count += 1
+            waiting[i] = count
+            if d.intention is Intention.EXECUTE:
+                if d.state is S.PENDING and count == 0 or d.state in (S.RUNNING, S.RETRYING):
+                    self.ready.append(i)
+            elif d.intention is Intention.REVERT:
+                if d.state is S.REVERTING:
+                    self.revert_ready.append(i)
+                else:
+                    self.maybe_revert(i)
+            elif d.intention is Intention.RETRY:
+                self.retrying.add(i)
+        interrupted = [
+            i
+            for i in self.ready
+            if details[i].state is S.RUNNING and not nodes[i].atom.is_idempotent
+        ]
+        if interrupted:
+            # Whether they finished is unknown: fail them (which reverts them) instead.
+            self.ready = deque(i for i in self.ready if i not in interrupted)
+            for i in interrupted:
+                failure = Failure.from_exception(AtomInterrupted(nodes[i].name))
+                self.set(i, S.FAILURE, failure=failure)
+                self.on_failure(i, failure)
+
+    @property
+    def queued(self) -> bool:
+        """True when some call waits for room (or for a failure found while picking)."""
+        return bool(self.ready or self.revert_ready)
+
+    def pick(self) -> tuple[list[Launch], int | None]:
+        """What to launch now, and a node whose deciders must be asked first.
+
+        When a node guarded by deciders comes up, picking stops there and its
+        index is returned: the caller evaluates `deciders(i)` (they may be
+        coroutines), reports with `decided()`, and picks again, so launch order
+        is the same as if the deciders had been asked in line.
+        """
+        limit = self.max_concurrency
+        room = (limit - len(self.running)) if limit is not None else len(self.nodes)
+        if room <= 0:
+            return [], None
+        details, nodes = self.details, self.nodes
+        launch: list[Launch] = []
+        revert_ready = self.revert_ready
+        while revert_ready and room > 0:
+            i = revert_ready.popleft()
+            d = details[i]
+            if i in self.running or d.intention is not Intention.REVERT:
+                continue
+            if d.state is not S.REVERTING:
+                if d.state not in _REVERTIBLE:
+                    continue
+                self.set(i, S.REVERTING)
+            try:
+                kwargs = self.revert_kwargs(i)
+            except ZagError as exc:
+                self.finished([("revert", i, False, Failure.from_exception(exc), 0.0)])
+                continue
+            launch.append(("revert", i, kwargs))
+            room -= 1
+        ready = self.ready
+        while ready and room > 0:
+            i = ready.popleft()
+            d = details[i]
+            if d.intention is not Intention.EXECUTE or i in self.running:
+                continue
+            state = d.state
+            if state is S.PENDING:
+                if nodes[i].deciders is not None:
+                    if i not in self._cleared:
+                        ready.appendleft(i)
+                        return launch, i
+                    self._cleared.discard(i)
+                self.set(i, S.RUNNING)
+            elif state is S.RETRYING:
+                self.set(i, S.RUNNING)
+            elif state is not S.RUNNING:
+                continue
+            d.attempts += 1
+            node = nodes[i]
+            try:
+                kwargs = self.resolver.arguments(i, node.atom.args, node.cands)
+            except ZagError as exc:
+                self.finished([("exec", i, False, Failure.from_exception(exc), 0.0)])
+                continue
+            launch.append(("exec", i, kwargs))
+            room -= 1
+        return launch, None
+
+    def deciders(self, i: int) -> list[tuple[DeciderSpec, dict[str, Any]]]:
+        """Node i's deciders, each with the results of its sources that succeeded."""
+        details, nodes = self.details, self.nodes
+        out = []
+        for spec in nodes[i].deciders or ():
+            history = {
+                nodes[s].name: details[s].result
+                for s in spec.sources
+                if details[s].state is S.SUCCESS
+            }
+            if history:
+                out.append((spec, history))
+        return out
+
+    def decided(self, i: int, rejected_by: DeciderSpec | None, error: Failure | None) -> None:
+        """Report node i's deciders: all passed, one rejected it, or one raised."""
+        if error is not None:
+            self.ready.remove(i)
+            self.set(i, S.RUNNING)
+            self.finished([("exec", i, False, error, 0.0)])
+        elif rejected_by is not None:
+            self.ready.remove(i)
+            self.ignore(rejected_by.target, rejected_by.depth, rejected_by.scope)
+        else:
+            self._cleared.add(i)
+
+    def started(self, i: int) -> None:
+        self.running.add(i)
+
+    def revert_kwargs(self, i: int) -> dict[str, Any]:
+        node = self.nodes[i]
+        atom = node.atom
+        d = self.details[i]
+        if atom.revert_fn is None:
+            return {}
+        resolver = self.resolver
+        if atom.revert_var_kw:
+            kwargs = resolver.arguments(i, atom.args, node.cands, optional=True)
+        else:
+            kwargs = dict(atom.revert_injected)
+        kwargs.update(resolver.arguments(i, atom.revert_args, node.revert_cands))
+        if atom.revert_var_kw or "result" in atom.revert_keywords:
+            kwargs["result"] = d.failure if d.failure is not None else d.result
+        if atom.revert_var_kw or "flow_failures" in atom.revert_keywords:
+            kwargs["flow_failures"] = self.storage.failures
+        return kwargs
+
+    # -- completions -------------------------------------------------------------------
+
+    def finished(self, outcomes: list[Outcome]) -> None:
+        """Record finished calls and what follows from each; empties `outcomes`."""
+        items = outcomes[:]
+        outcomes.clear()
+        running = self.running
+        for kind, i, ok, value, duration in items:
+            running.discard(i)
+            if kind == "exec":
+                self._executed(i, ok, value, duration)
+            else:
+                self._reverted(i, ok, value, duration)
+
+    def _executed(self, i: int, ok: bool, value: Any, duration: float) -> None:
+        node = self.nodes[i]
+        d = self.details[i]
+        if ok and self.storage.durable:
+            ok, value = self._storable(node.name, "result", value)
+        if ok:
+            if node.is_retry:
+                assert d.history is not None
+                d.history.add_attempt(value)
+            self.set(i, S.SUCCESS, result=value, failure=None, duration=duration)
+            if d.intention is Intention.EXECUTE:
+                waiting, details, ready, active = (
+                    self.waiting,
+                    self.details,
+                    self.ready,
+                    self.active,
+                )
+                for s in node.succs:
+                    waiting[s] -= 1
+                    if (
+                        waiting[s] == 0
+                        and details[s].state is S.PENDING
+                        and (active is None or active[s])
+                    ):
+                        ready.append(s)
+            else:
+                self.maybe_revert(i)
+        else:
+            self.set(i, S.FAILURE, failure=value, duration=duration)
+            self.on_failure(i, value)
+        self._recheck_preds(i)
+
+    def _storable(self, atom: str, what: str, value: Any) -> tuple[bool, Any]:
+        """Check a value can be saved; if not, the atom fails now (not on a later load)."""
+        try:
+            self.storage.check_value(value)
+        except SerializationError as exc:
+            error = SerializationError(f"atom {atom!r}: its {what} cannot be saved: {exc}")
+            error.__cause__ = exc
+            return False, Failure.from_exception(error)
+        return True, value
+
+    def _reverted(self, i: int, ok: bool, value: Any, duration: float) -> None:
+        if ok and self.storage.durable:
+            ok, value = self._storable(self.nodes[i].name, "revert result", value)
+        if ok:
+            self.set(i, S.REVERTED, revert_result=value, duration=duration)
+            self._recheck_preds(i)
+        else:
+            self.set(i, S.REVERT_FAILURE, revert_failure=value, duration=duration)
+            self.revert_failed = True
+
+    def _recheck_preds(self, i: int) -> None:
+        """Node i settled: its predecessors (seen through skipped atoms) may revert now."""
+        details, nodes = self.details, self.nodes
+        stack = list(nodes[i].preds)
+        seen: set[int] | None = None
+        while stack:
+            p = stack.pop()
+            dp = details[p]
+            if dp.state is S.IGNORE:
+                seen = seen if seen is not None else set()
+                for q in nodes[p].preds:
+                    if q not in seen:
+                        seen.add(q)
+                        stack.append(q)
+            elif dp.intention is Intention.REVERT:
+                self.maybe_revert(p)
+
+    def maybe_revert(self, i: int) -> None:
+        """Queue node i's revert once nothing that ran after it is still to be reverted."""
+        d = self.details[i]
+        if d.intention is not Intention.REVERT or d.state not in _REVERTIBLE or i in self.running:
+            return
+        details, nodes = self.details, self.nodes
+        stack = list(nodes[i].succs)
+        seen: set[int] | None = None
+        while stack:
+            s = stack.pop()
+            ds = details[s]
+            if ds.state in _BUSY or (ds.intention is Intention.REVERT and ds.state in _REVERTIBLE):
+                return
+            if ds.state is S.IGNORE:  # look through skipped atoms to what ran after them
+                seen = seen if seen is not None else set()
+                for t in nodes[s].succs:
+                    if t not in seen:
+                        seen.add(t)
+                        stack.append(t)
+        self.revert_ready.append(i)
+
+    # -- failures and retry controllers ---------------------------------------------------
+
+    def on_failure(self, i: int, failure: Failure) -> None:
+        kind, r = self._resolve(self.nodes[i].retry, self.nodes[i].name, failure)
+        if self.revert_all:
+            self.intend(i, Intention.REVERT)
+            self.maybe_revert(i)
+            return
+        if kind == "all":
+            self.revert_all = True
+            self.storage.flow.meta["revert_all"] = True
+            self.storage.touch_flow()
+            targets: Iterable[int] = range(len(self.nodes))
+        else:
+            rd = self.details[r]
+            scope = self.nodes[r].scope or []
+            if kind == "retry" and rd.intention is Intention.REVERT:
+                targets = (i,)  # an enclosing revert already covers this scope
+            elif kind == "retry":
+                if rd.intention is not Intention.RETRY:
+                    self.intend(r, Intention.RETRY)
+                    self.retrying.add(r)
+                targets = scope
+            else:
+                targets = [r, *scope]
+                self.retrying.discard(r)
+        for n in targets:
+            self.intend(n, Intention.REVERT)
+        for n in targets:
+            self.maybe_revert(n)
+
+    def _resolve(self, r: int, failed: str, failure: Failure) -> tuple[str, int]:
+        """Ask the retry controllers, innermost first, what this failure means."""
+        if r < 0:
+            return ("all", -1)
+        node = self.nodes[r]
+        d = self.details[r]
+        if d.history is None:
+            d.history = History()
+        d.history.add_failure(failed, failure)
+        self.storage.touch(d)
+        ctl = node.atom
+        try:
+            extra: dict[str, Any] = {}
+            wanted = getattr(ctl, "on_failure_args", ())
+            if wanted:
+                args = self.resolver.arguments(r, ctl.args, node.cands, optional=True)
+                extra = {k: v for k, v in args.items() if k in wanted}
+            decision = Decision(ctl.on_failure(d.history.copy(), **extra))  # type: ignore[attr-defined]
+        except Exception:
+            logger.exception("retry controller %r failed to decide", node.name)
+            return ("all", -1)
+        if decision is Decision.RETRY:
+            return ("retry", r)
+        if decision is Decision.REVERT_ALL:
+            return ("all", -1)
+        # REVERT defers to the enclosing controller; with none, only this scope
+        # is reverted unless the engine was asked to defer reverts to the flow.
+        if node.retry >= 0 or self.defer_reverts:
+            return self._resolve(node.retry, node.name, failure)
+        return ("scope", r)
+
+    def settle_retries(self) -> None:
+        """Restart each retry scope whose atoms have all been reverted."""
+        details = self.details
+        for r in list(self.retrying):
+            rd = details[r]
+            if rd.intention is not Intention.RETRY:
+                self.retrying.discard(r)
+                continue
+            scope = self.nodes[r].scope or []
+            if any(details[n].state not in (S.PENDING, S.REVERTED, S.IGNORE) for n in scope):
+                continue
+            if rd.state in _BUSY or r in self.running:
+                continue
+            self.retrying.discard(r)
+            for n in scope:
+                d = details[n]
+                if d.state is not S.PENDING:
+                    self.set(n, S.PENDING)
+                d.result = d.failure = d.revert_result = d.revert_failure = None
+                if d.history is not None:
+                    d.history = History()
+                self.intend(n, Intention.EXECUTE)
+                self.storage.touch(d)
+            self.set(r, S.RETRYING)
+            self.intend(r, Intention.EXECUTE)
+            waiting = self.waiting
+            for n in scope:
+                waiting[n] = sum(1 for p in self.nodes[n].preds if details[p].state not in _DONE)
+            self.ready.append(r)
+
+    # -- deciders ------------------------------------------------------------------------
+
+    def ignore(self, targets: list[int], depth: Depth, scope: list[int]) -> None:
+        """Skip what a decider rejected (how far: `depth`) and release what follows it."""
+        nodes, details = self.nodes, self.details
+        chosen: list[int] = list(targets)
+        seen = set(chosen)
+        if depth is Depth.NEIGHBORS:
+            for t in targets:
+                for s in nodes[t].succs:
+                    if s not in seen:
+                        seen.add(s)
+                        chosen.append(s)
+        elif depth in (Depth.ALL, Depth.FLOW):
+            allowed = set(scope) if depth is Depth.FLOW else None
+            stack = list(targets)
+            while stack:
+                t = stack.pop()
+                for s in nodes[t].succs:
+                    if s not in seen and (allowed is None or s in allowed):
+                        seen.add(s)
+                        chosen.append(s)
+                        stack.append(s)
+        ignored = [n for n in chosen if details[n].state is S.PENDING]
+        for n in ignored:
+            self.set(n, S.IGNORE)
+            self.intend(n, Intention.IGNORE)
+        waiting, ready = self.waiting, self.ready
+        for n in ignored:
+            for s in nodes[n].succs:
+                waiting[s] -= 1
+                if waiting[s] == 0 and details[s].state is S.PENDING:
+                    ready.append(s)
+
+    # -- the end ----------------------------------------------------------------------------
+
+    def work_left(self) -> bool:
+        """True when some atom could still make progress."""
+        active, waiting = self.active, self.waiting
+        if self.retrying:
+            return True
+        for i, d in enumerate(self.details):
+            if active is not None and not active[i]:
+                continue
+            if d.state in _BUSY:
+                return True
+            if d.intention is Intention.EXECUTE and d.state is S.PENDING and waiting[i] == 0:
+                return True
+            if d.intention in (Intention.REVERT, Intention.RETRY) and d.state in _REVERTIBLE:
+                return True
+        return False
+
+    def verdict(self) -> tuple[FlowState, bool]:
+        """How the run ended (SUCCESS, REVERTED or FAILURE), and whether it stopped
+        with work left that nothing blocks (an engine bug, reported as FAILURE)."""
+        failures = self.storage.failures
+        revert_failed = any(d.state is S.REVERT_FAILURE for d in self.details)
+        stuck = not (failures or revert_failed) and self.work_left()
+        if revert_failed or stuck:
+            return FlowState.FAILURE, stuck
+        if failures:
+            return FlowState.REVERTED, False
+        return FlowState.SUCCESS, False

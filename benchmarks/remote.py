@@ -329,21 +329,25 @@ def whatif_patches(flags: tuple[str, ...]) -> list[tuple[Any, str, Any]]:
         return patches
     from aio_pika.robust_connection import RobustConnection
 
-    from zag_async.workers import amqp
+    try:
+        from zag_async.workers import topology
+    except ImportError:  # a revision from before the split: one amqp module
+        from zag_async.workers import amqp as topology  # type: ignore[no-redef]
 
     if "classic" in flags:
-        declare = amqp.declare_topology
+        declare = topology.declare_topology
 
         async def classic_topology(channel: Any, topics: Any, delivery_limit: int) -> Any:
             work = await declare(channel, [], delivery_limit)  # everything but the topic queues
             for topic in topics:
                 queue = await channel.declare_queue(
                     f"zag.q.{topic}", durable=True,
-                    arguments={"x-dead-letter-exchange": amqp.DEAD})
+                    arguments={"x-dead-letter-exchange": topology.DEAD})
                 await queue.bind(work, routing_key=topic)
             return work
 
-        patches.append((amqp, "declare_topology", classic_topology))
+        # Worker and RemoteExecutor look it up in the topology module at each call.
+        patches.append((topology, "declare_topology", classic_topology))
     if "noconfirms" in flags:
         channel = RobustConnection.channel
 

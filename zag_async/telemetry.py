@@ -12,7 +12,7 @@ ended in):
       zag.atom <atom>        one per execute attempt: a retried atom has one per attempt
       zag.revert <atom>      one per revert (a span, not an event: a revert runs code,
                              possibly on a remote worker)
-        zag.remote <atom>    on the worker that ran the request (`trace_workers()`)
+        zag.remote <atom>    on the worker that ran the request (`trace_workers()` hooks)
 
 A failure is recorded on its span (an `exception` event and status ERROR); so
 is the exception a failed run raises, on the flow span. A call cancelled with
@@ -52,8 +52,12 @@ except ImportError as exc:  # pragma: no cover - depends on installed extras
 if TYPE_CHECKING:
     from .engine import Engine
     from .workers.protocol import Request, Response
+    from .workers.tracing import TracingHooks
 
-__all__ = ["Tracing", "trace_workers"]
+    def _hooks_fit(hooks: WorkerTracing) -> TracingHooks:
+        return hooks  # mypy checks WorkerTracing against the workers' protocol
+
+__all__ = ["Tracing", "WorkerTracing", "trace_workers"]
 
 _SCOPE = "zag_async"
 _END_STATES = {
@@ -212,8 +216,12 @@ class _HeaderGetter(Getter[Mapping[str, object]]):
 _GETTER = _HeaderGetter()
 
 
-class _RemoteTracing:
-    """The hooks `trace_workers()` installs in `zag_async.workers.amqp`."""
+class WorkerTracing:
+    """Trace hooks for remote workers: pass to `Worker(tracing=)` and `RemoteExecutor(tracing=)`.
+
+    Built by `trace_workers()`; one object may serve any number of workers
+    and executors.
+    """
 
     def __init__(self, tracer: trace.Tracer) -> None:
         self._tracer = tracer
@@ -255,29 +263,17 @@ class _RemoteTracing:
             yield record
 
 
-def trace_workers(*, tracer_provider: trace.TracerProvider | None = None) -> Callable[[], None]:
-    """Carry traces through RabbitMQ: call it in the engine's process and in each worker's.
+def trace_workers(*, tracer_provider: trace.TracerProvider | None = None) -> WorkerTracing:
+    """Hooks that carry traces through RabbitMQ, for the engine's process and each worker's.
+
+        hooks = trace_workers()
+        Worker(url, topic="compute", tasks=[...], tracing=hooks)    # worker process
+        RemoteExecutor(url, topics=["compute"], tracing=hooks)      # engine process
 
     Requests a `RemoteExecutor` sends then carry the W3C trace context of
     their atom span in their headers, and a `Worker` runs each request in a
     `zag.remote <atom>` span continuing that trace (a child of the engine's
-    atom span, so one trace shows both sides). Returns a function that turns
-    this off again. Needs the amqp extra.
+    atom span, so one trace shows both sides). Nothing is installed globally:
+    a worker or executor given no hooks traces nothing.
     """
-    try:
-        from .workers import amqp
-    except ImportError as exc:  # pragma: no cover - depends on installed extras
-        raise ConfigurationError(
-            f"remote workers need: pip install 'zag-async[amqp]' ({exc})"
-        ) from exc
-
-    hooks = _RemoteTracing(trace.get_tracer(_SCOPE, __version__, tracer_provider=tracer_provider))
-    # TODO(lead): remove the noqa once workers/amqp.py offers a public way to set its
-    # tracing hooks (it is being reworked on another branch).
-    amqp._tracing = hooks  # noqa: SLF001
-
-    def off() -> None:
-        if amqp._tracing is hooks:  # noqa: SLF001
-            amqp._tracing = None  # noqa: SLF001
-
-    return off
+    return WorkerTracing(trace.get_tracer(_SCOPE, __version__, tracer_provider=tracer_provider))

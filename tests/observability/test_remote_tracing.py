@@ -14,7 +14,6 @@ from support import eventually
 
 import zag_async as zag
 from zag_async.telemetry import Tracing, trace_workers
-from zag_async.workers import amqp
 from zag_async.workers.amqp import RemoteExecutor, Worker
 
 from . import flows
@@ -26,28 +25,25 @@ async def executor(
     amqp_url: str, topic: str, provider: TracerProvider
 ) -> AsyncIterator[RemoteExecutor]:
     """A worker serving flows' tasks and an executor for them, both traced."""
-    off = trace_workers(tracer_provider=provider)
-    try:
-        async with Worker(
-            amqp_url,
-            topic=topic,
-            tasks=[flows.double, flows.charge, flows.explode],
-            announce_every=0.5,
-        ) as worker:
-            serving = asyncio.create_task(worker.serve())
-            try:
-                async with RemoteExecutor(
-                    amqp_url, topics=[topic], discovery_timeout=10
-                ) as executor:
-                    await eventually(lambda: executor.workers(), what="the worker to announce")
-                    yield executor
-            finally:
-                worker.stop()
-                async with asyncio.timeout(10):
-                    await serving
-    finally:
-        off()
-    assert amqp._tracing is None
+    hooks = trace_workers(tracer_provider=provider)
+    async with Worker(
+        amqp_url,
+        topic=topic,
+        tasks=[flows.double, flows.charge, flows.explode],
+        announce_every=0.5,
+        tracing=hooks,
+    ) as worker:
+        serving = asyncio.create_task(worker.serve())
+        try:
+            async with RemoteExecutor(
+                amqp_url, topics=[topic], discovery_timeout=10, tracing=hooks
+            ) as executor:
+                await eventually(lambda: executor.workers(), what="the worker to announce")
+                yield executor
+        finally:
+            worker.stop()
+            async with asyncio.timeout(10):
+                await serving
 
 
 async def test_worker_span_is_a_child_of_the_engine_atom_span(
@@ -120,7 +116,7 @@ async def test_a_remote_failure_is_recorded_on_both_sides(
 async def test_without_trace_workers_requests_carry_no_trace_context(
     amqp_url: str, topic: str, provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
-    assert amqp._tracing is None
+    trace_workers(tracer_provider=provider)  # hooks not passed on: nothing traced
     async with Worker(amqp_url, topic=topic, tasks=[flows.double], announce_every=0.5) as worker:
         serving = asyncio.create_task(worker.serve())
         try:

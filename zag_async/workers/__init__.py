@@ -5,14 +5,25 @@
     async with zag.RemoteExecutor(url, topics=["compute"]) as executor:      # engine process
         await zag.Engine(flow, executor=executor).run()
 
-Needs `pip install 'zag-async[amqp]'`.
+`LoopbackExecutor(tasks=[...])` runs the same protocol in one process, without
+a broker (for tests). Worker and RemoteExecutor need `pip install
+'zag-async[amqp]'`.
 """
 
 from __future__ import annotations
 
+from .loopback import LoopbackExecutor
 from .protocol import PROTOCOL_VERSION, Request, Response, task_key
 
-__all__ = ["PROTOCOL_VERSION", "RemoteExecutor", "Request", "Response", "Worker", "task_key"]
+__all__ = [
+    "PROTOCOL_VERSION",
+    "LoopbackExecutor",
+    "RemoteExecutor",
+    "Request",
+    "Response",
+    "Worker",
+    "task_key",
+]
 
 
 def __getattr__(name: str) -> object:

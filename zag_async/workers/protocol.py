@@ -1,12 +1,20 @@
 """The messages engines and remote workers exchange (versioned JSON).
 
-A request names a task by its *task key* (`module:qualname` of the task's
-function or class), the action (execute or revert) and the arguments the
-engine resolved for it. Responses carry the same request id: `heartbeat` and
-`progress` while it runs (`started` is accepted but our workers do not send
-it: a short task answers with its outcome alone), then exactly one of
-`result`, `failure` or `rejected`. Values go through the codec; failures travel as
-`Failure.to_dict()`.
+Every message kind is defined and validated here, so a malformed one is
+refused with a reason wherever it arrives (`MessageError`):
+
+- `Request` (engine -> topic queue): names a task by its *task key*
+  (`module:qualname` of the task's function or class), the action (execute
+  or revert) and the arguments the engine resolved for it.
+- `Response` (worker -> the request's reply queue), same request id:
+  `heartbeat` and `progress` while it runs (`started` is accepted but our
+  workers do not send it: a short task answers with its outcome alone), then
+  exactly one of `result`, `failure` or `rejected`.
+- `Announcement` and `Ping` (discovery fanout): a worker says which tasks it
+  serves on which topic, for how long, or that it is leaving; an engine asks
+  every worker to announce itself now. `load_discovery` reads either.
+
+Values go through the codec; failures travel as `Failure.to_dict()`.
 """
 
 from __future__ import annotations
@@ -18,10 +26,19 @@ from typing import Any
 
 from ..atom import Atom, FunctionTask
 from ..codec import Codec, JsonCodec
-from ..errors import SerializationError
+from ..errors import ExecutionError, RemoteFailure, SerializationError
 from ..failure import Failure
 
-__all__ = ["PROTOCOL_VERSION", "Request", "Response", "task_key"]
+__all__ = [
+    "PROTOCOL_VERSION",
+    "Announcement",
+    "MessageError",
+    "Ping",
+    "Request",
+    "Response",
+    "load_discovery",
+    "task_key",
+]
 
 PROTOCOL_VERSION = 1
 ACTIONS = ("execute", "revert")
@@ -34,7 +51,8 @@ class MessageError(ValueError):
 
 def task_key(atom: Atom) -> str:
     """How workers and engines name a task: its function's or class's import path."""
-    target: Any = atom._execute_callable() if isinstance(atom, FunctionTask) else type(atom)
+    fn = atom.execute_fn if isinstance(atom, FunctionTask) else None
+    target: Any = fn if fn is not None else type(atom)
     return f"{target.__module__}:{target.__qualname__}"
 
 
@@ -205,3 +223,78 @@ class Response:
             reason=data.get("reason") if isinstance(data.get("reason"), str) else None,
             details=dict(data["details"]) if isinstance(data.get("details"), dict) else {},
         )
+
+    def outcome(self, atom: str) -> Any:
+        """What the engine's call returns: the result, or the error it raises.
+
+        Only for the final kinds (`result`, `failure`, `rejected`).
+        """
+        if self.kind == "result":
+            return self.result
+        if self.kind == "rejected":
+            raise ExecutionError(
+                f"atom {atom!r}: worker {self.worker} rejected the request: {self.reason}"
+            )
+        if self.failure is None:
+            raise ExecutionError(f"atom {atom!r}: a {self.kind!r} response is not an outcome")
+        raise RemoteFailure(self.failure)
+
+    @property
+    def final(self) -> bool:
+        """True for the one response that ends a request."""
+        return self.kind in ("result", "failure", "rejected")
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """A worker's word on discovery: it serves `tasks` on `topic` for `ttl` s, or leaves."""
+
+    worker: str
+    topic: str
+    tasks: frozenset[str]
+    ttl: float
+    leaving: bool = False
+
+    def dumps(self) -> bytes:
+        return json.dumps(
+            {
+                "v": PROTOCOL_VERSION,
+                "kind": "leaving" if self.leaving else "worker",
+                "worker": self.worker,
+                "topic": self.topic,
+                "tasks": sorted(self.tasks),
+                "ttl": self.ttl,
+            }
+        ).encode()
+
+
+@dataclass(frozen=True)
+class Ping:
+    """An engine asks every worker to announce itself now."""
+
+    def dumps(self) -> bytes:
+        return json.dumps({"v": PROTOCOL_VERSION, "kind": "ping"}).encode()
+
+
+def load_discovery(body: bytes) -> Announcement | Ping:
+    """Read a discovery message; MessageError says what is wrong with a malformed one."""
+    data = _load(body)
+    kind = data.get("kind")
+    if kind == "ping":
+        return Ping()
+    if kind not in ("worker", "leaving"):
+        raise MessageError(f"kind {kind!r} is not a discovery message")
+    worker = _require(data, "worker", str)
+    if not worker:
+        raise MessageError("field 'worker' is empty")
+    if kind == "leaving":
+        topic = data.get("topic")
+        return Announcement(worker, topic if isinstance(topic, str) else "", frozenset(), 0.0, True)
+    topic = _require(data, "topic", str)
+    tasks = _require(data, "tasks", list)
+    if not all(isinstance(t, str) for t in tasks):
+        raise MessageError("field 'tasks' must list task keys (strings)")
+    ttl = _require(data, "ttl", (int, float))
+    if isinstance(ttl, bool) or not ttl > 0:
+        raise MessageError(f"field 'ttl' must be a positive number, got {ttl!r}")
+    return Announcement(worker, topic, frozenset(tasks), float(ttl))

@@ -1,0 +1,209 @@
+"""What a worker does with one request, whatever carried it there.
+
+The AMQP `Worker` and the in-process `LoopbackExecutor` both hand a request's
+bytes to `RequestHandler.handle`, which decodes and checks it, runs the task
+through `zag_async.execution.invoke` (the one way a step is called, locally
+or remotely), sends heartbeats and progress while it runs, and returns the
+final `Response` with what to do with the request afterwards. Transport
+chores (acks, dead-lettering, retried publishes) stay with the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..atom import Atom
+from ..codec import Codec
+from ..errors import ConfigurationError, ExecutionError
+from ..events import Event, reporting
+from ..execution import invoke
+from ..failure import Failure
+from .protocol import MessageError, Request, Response, task_key
+from .tracing import TracingHooks
+
+__all__ = ["Outcome", "RequestHandler", "Send", "by_task_key", "delivery_count"]
+
+#: Sends one response to the engine that made the request.
+Send = Callable[[Response], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a request ended: the final response, and whether to park the request.
+
+    Attributes:
+        response: the engine's answer (None when the request named no id to answer).
+        dead_letter: why the request must go to the dead letters instead of
+            being acknowledged as served (None: it was served).
+    """
+
+    response: Response | None
+    dead_letter: str | None = None
+
+
+class RequestHandler:
+    """Runs requests for a worker's tasks.
+
+    Args:
+        tasks: the atoms served, by task key.
+        worker: the worker's name, put on every response.
+        topic: the topic served (named in rejections).
+        codec: how arguments and results travel.
+        heartbeat: seconds between heartbeats while a request runs.
+        delivery_limit: deliveries of one request before it counts as poison.
+        tracing: trace hooks, or None.
+    """
+
+    def __init__(
+        self,
+        tasks: Mapping[str, Atom],
+        *,
+        worker: str,
+        topic: str,
+        codec: Codec,
+        heartbeat: float,
+        delivery_limit: int,
+        tracing: TracingHooks | None = None,
+    ) -> None:
+        self.tasks = tasks
+        self.worker = worker
+        self.topic = topic
+        self.codec = codec
+        self.heartbeat = heartbeat
+        self.delivery_limit = delivery_limit
+        self.tracing = tracing
+
+    async def handle(
+        self,
+        body: bytes,
+        *,
+        correlation_id: str,
+        headers: Mapping[str, Any],
+        deliveries: int,
+        send: Send,
+    ) -> Outcome:
+        """Decode, check and run one request; `send` carries heartbeats and progress.
+
+        Args:
+            body: the request as it travelled.
+            correlation_id: the request id the transport saw (for a body too
+                broken to name its own).
+            headers: the transport's headers (trace context).
+            deliveries: how often the request was delivered before.
+            send: where heartbeats and progress go (best effort: errors are ignored).
+        """
+        try:
+            request = Request.loads(body, self.codec)
+        except MessageError as exc:
+            reason = f"malformed request: {exc}"
+            rejected = Response(correlation_id, "rejected", self.worker, reason=reason)
+            return Outcome(rejected if correlation_id else None, reason)
+        atom = self.tasks.get(request.task)
+        if atom is None:
+            reason = f"worker {self.worker} on topic {self.topic!r} has no task {request.task!r}"
+            return Outcome(Response(request.id, "rejected", self.worker, reason=reason), reason)
+        if deliveries >= self.delivery_limit - 1:
+            reason = (
+                f"request for {request.task!r} (atom {request.atom!r}) was delivered "
+                f"{deliveries + 1} times: its workers keep dying on it (poison message)"
+            )
+            failure = Failure.from_exception(ExecutionError(reason))
+            return Outcome(Response(request.id, "failure", self.worker, failure=failure), reason)
+        # No "started" message: a short task answers with its outcome alone (one
+        # broker round trip less); a long one is announced by its heartbeats.
+        done = asyncio.Event()
+        async with asyncio.TaskGroup() as news:  # heartbeats and progress reports
+            news.create_task(self._heartbeats(request.id, send, done))
+            try:
+                if self.tracing is None:
+                    response = await self._run(atom, request, news, send)
+                else:  # run it in a span continuing the engine's trace
+                    with self.tracing.remote_span(request, headers, self.worker) as record:
+                        response = await self._run(atom, request, news, send)
+                        record(response)
+            finally:
+                done.set()
+        return Outcome(response)
+
+    async def _heartbeats(self, rid: str, send: Send, done: asyncio.Event) -> None:
+        # The first beat comes early (a task still running after 20 ms is worth
+        # announcing, so the engine can tell if its worker dies); then steady.
+        pause = min(self.heartbeat, 0.02)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(pause):
+                    await done.wait()
+                    return
+            pause = self.heartbeat
+            await _quietly(send(Response(rid, "heartbeat", self.worker)))
+
+    async def _run(
+        self, atom: Atom, request: Request, news: asyncio.TaskGroup, send: Send
+    ) -> Response:
+        loop = asyncio.get_running_loop()
+
+        def emit(event: Event) -> None:
+            # Called from the task's code: on this loop, or in its worker thread.
+            if event.kind != "progress" or event.progress is None:
+                return
+            response = Response(request.id, "progress", self.worker, progress=event.progress)
+            try:
+                here = asyncio.get_running_loop()
+            except RuntimeError:
+                here = None
+            if here is loop:
+                news.create_task(_quietly(send(response)))
+            else:
+                loop.call_soon_threadsafe(lambda: news.create_task(_quietly(send(response))))
+
+        name = request.atom or request.task
+        with reporting(emit, request.flow, request.atom):
+            try:
+                if request.action == "execute":
+                    fn = atom.execute_fn or atom.execute
+                    is_async = atom.execute_async
+                else:
+                    revert = atom.revert_fn
+                    if revert is None:
+                        return Response(request.id, "result", self.worker, result=None)
+                    fn, is_async = revert, atom.revert_async
+                value = await invoke(
+                    fn,
+                    request.args,
+                    is_async=is_async,
+                    name=name,
+                    time_limit=request.timeout or None,
+                )
+                self.codec.dumps(value)  # fail here, as a task failure, if it cannot travel
+                return Response(request.id, "result", self.worker, result=value)
+            except Exception as exc:
+                failure = Failure.from_exception(exc)
+                return Response(request.id, "failure", self.worker, failure=failure)
+
+
+async def _quietly(sending: Awaitable[None]) -> None:
+    """News is best effort: the outcome, sent later, is what counts."""
+    with contextlib.suppress(Exception):
+        await sending
+
+
+def delivery_count(headers: Mapping[str, Any]) -> int:
+    """How often the broker delivered a message before (RabbitMQ's x-delivery-count)."""
+    count = headers.get("x-delivery-count", 0)
+    return int(count) if isinstance(count, (int, str)) else 0
+
+
+def by_task_key(tasks: Iterable[Atom], owner: str) -> dict[str, Atom]:
+    """The atoms `owner` serves, by task key; ConfigurationError for anything else."""
+    served: dict[str, Atom] = {}
+    for atom in tasks:
+        if not isinstance(atom, Atom):
+            raise ConfigurationError(
+                f"{owner} tasks must be atoms (@zag.task or zag.Task), got {atom!r}"
+            )
+        served[task_key(atom)] = atom
+    return served

@@ -1,0 +1,324 @@
+"""`Worker`: serves one topic's requests from RabbitMQ, in its own process.
+
+Delivery is at-least-once: a worker acks a request only after publishing its
+outcome, so a worker killed mid-task has its request redelivered. While a
+request runs the worker sends heartbeats, so the engine can tell a dead
+worker from a slow task. Requests arrive on a channel of their own (see
+`channel.py` for why and for the recovery bound); outcomes, heartbeats and
+announcements go out on the worker's other channel. What is done with one
+request is `serving.RequestHandler`'s job, shared with the loopback executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Self
+
+import aio_pika
+import aiormq
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+
+from ..atom import Atom
+from ..backoff import Backoff
+from ..codec import Codec, JsonCodec
+from ..errors import ConfigurationError
+from ..jobs.background import Background
+from . import topology
+from .channel import (
+    CLEANUP_TIMEOUT,
+    PUBLISH_ATTEMPT_TIMEOUT,
+    ChannelKeeper,
+    QueueConsumer,
+    connect,
+)
+from .protocol import Announcement, MessageError, Ping, Response, load_discovery
+from .serving import RequestHandler, by_task_key, delivery_count
+from .tracing import TracingHooks
+
+__all__ = ["Worker"]
+
+logger = logging.getLogger("zag_async.workers")
+
+
+class Worker:
+    """Serves tasks of one topic from RabbitMQ.
+
+        async with zag.Worker("amqp://guest:guest@127.0.0.1/", topic="compute",
+                              tasks=[resize, Encode()]) as worker:
+            await worker.serve()          # until worker.stop()
+
+    Args:
+        url: the broker.
+        topic: the queue this worker takes requests from.
+        tasks: atoms (decorated functions or Task instances) it can run.
+        concurrency: requests run at once (the request channel's prefetch).
+        heartbeat: seconds between "still running" messages for a request.
+        delivery_limit: deliveries of one request before it counts as poison.
+        announce_every: seconds between discovery announcements.
+        name: how engines and logs name this worker (default: host:pid:random).
+        codec: how arguments and results travel (default: JSON).
+        tracing: trace hooks (`zag_async.telemetry.trace_workers()`), or None.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        topic: str,
+        tasks: Iterable[Atom],
+        concurrency: int = 8,
+        heartbeat: float = 1.0,
+        delivery_limit: int = 5,
+        announce_every: float = 2.0,
+        name: str | None = None,
+        codec: Codec | None = None,
+        tracing: TracingHooks | None = None,
+    ) -> None:
+        self.url = url
+        self.topic = topology.check_topic(topic)
+        self.tasks: dict[str, Atom] = by_task_key(tasks, "worker")
+        if not self.tasks:
+            raise ConfigurationError("a worker needs at least one task")
+        if concurrency < 1:
+            raise ConfigurationError(f"concurrency must be >= 1, got {concurrency!r}")
+        self.concurrency = concurrency
+        self.heartbeat = heartbeat
+        self.delivery_limit = delivery_limit
+        self.announce_every = announce_every
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.codec = codec or JsonCodec()
+        self.handler = RequestHandler(
+            self.tasks,
+            worker=self.name,
+            topic=self.topic,
+            codec=self.codec,
+            heartbeat=heartbeat,
+            delivery_limit=delivery_limit,
+            tracing=tracing,
+        )
+        self._connection: AbstractRobustConnection | None = None
+        self._channels: ChannelKeeper | None = None
+        self._pings: list[tuple[AbstractQueue, str]] = []  # on the current channel
+        self._serving = False
+        self._stop = asyncio.Event()
+        self._handlers: asyncio.TaskGroup | None = None  # while taking requests
+        self.served = 0
+        #: How long an outcome is retried while the broker is away (then the
+        #: request is left unacked, so it is redelivered: at-least-once).
+        self.reply_timeout = 60.0
+
+    async def __aenter__(self) -> Self:
+        self._connection = await connect(self.url)
+        self._channels = ChannelKeeper(self._connection, self._setup, f"worker {self.name}")
+        await self._channels.open()
+        return self
+
+    async def _setup(self, channel: AbstractChannel) -> None:
+        """Prepare a (new) channel: topology and, while serving, the ping consumer."""
+        await topology.declare_topology(channel, [self.topic], self.delivery_limit)
+        self._pings = []
+        if self._serving:
+            await self._consume_pings(channel)
+
+    async def _consume_pings(self, channel: AbstractChannel) -> None:
+        """Start the ping consumer on `channel` (set up by `_setup`)."""
+        discovery = await channel.get_exchange(topology.DISCOVERY, ensure=False)
+        pings = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await pings.bind(discovery)
+        self._pings = [(pings, await pings.consume(self._on_ping, no_ack=True))]
+
+    async def _discovery(self) -> AbstractExchange:
+        assert self._channels is not None
+        channel = await self._channels.current()
+        return await channel.get_exchange(topology.DISCOVERY, ensure=False)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+    def stop(self) -> None:
+        """Stop taking requests; `serve()` returns once running ones are answered."""
+        self._stop.set()
+
+    async def serve(self) -> None:
+        """Take and run requests until `stop()` (graceful: in-flight requests finish)."""
+        channels = self._channels
+        if channels is None:
+            raise ConfigurationError("use the worker as 'async with Worker(...) as worker:'")
+        channel = await channels.current()  # its topology was declared when it opened
+        self._serving = True  # from now on a replacement channel consumes pings too
+        await self._consume_pings(channel)
+        requests = QueueConsumer(
+            channels.connection,
+            topology.topic_queue(self.topic),
+            self._on_request,
+            prefetch=self.concurrency,
+            owner=f"worker {self.name}",
+        )
+        background = Background(f"worker {self.name}")
+        await background.start()
+        try:
+            # Graceful: leaving this group waits for the requests in hand. It opens
+            # before the consumer starts: a queued request arrives at once.
+            async with asyncio.TaskGroup() as handlers:
+                self._handlers = handlers
+                try:
+                    await requests.start()
+                    background.spawn(channels.keep(), name=f"{self.name} channel")
+                    background.spawn(requests.keep(), name=f"{self.name} consumer")
+                    background.spawn(self._announce_loop(), name=f"{self.name} announcer")
+                    await self._announce()
+                    await self._stop.wait()
+                finally:
+                    self._handlers = None
+                    self._serving = False
+                    await requests.cancel()
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(CLEANUP_TIMEOUT):  # the broker may be away
+                            for queue, tag in self._pings:
+                                await queue.cancel(tag)
+        finally:
+            self._serving = False
+            await background.aclose()
+            await requests.close()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(CLEANUP_TIMEOUT):
+                    await self._announce(leaving=True)
+
+    async def _announce_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.announce_every)
+            with contextlib.suppress(Exception):
+                await self._announce()
+
+    async def _announce(self, leaving: bool = False) -> None:
+        word = Announcement(
+            self.name, self.topic, frozenset(self.tasks), self.announce_every * 3, leaving
+        )
+        discovery = await self._discovery()
+        await discovery.publish(aio_pika.Message(word.dumps()), routing_key="")
+
+    async def _on_ping(self, message: AbstractIncomingMessage) -> None:
+        try:
+            word = load_discovery(message.body)
+        except MessageError as exc:
+            logger.warning("worker %s: ignoring a discovery message: %s", self.name, exc)
+            return
+        if isinstance(word, Ping):
+            await self._announce()
+
+    async def _on_request(self, message: AbstractIncomingMessage) -> None:
+        handlers = self._handlers
+        if handlers is None or self._stop.is_set():
+            await message.nack(requeue=True)  # hand it back: another worker takes it
+            return
+        handlers.create_task(self._handle(message), name=f"request {message.correlation_id}")
+
+    async def _reply(
+        self, message: AbstractIncomingMessage, response: Response, *, retry: bool = False
+    ) -> None:
+        """Send news to the engine; outcomes are retried across a broker outage."""
+        if not message.reply_to or self._channels is None:
+            return
+        reply = aio_pika.Message(
+            response.dumps(self.codec),
+            correlation_id=response.id,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        window = self.reply_timeout if retry else 0.0
+        deadline = time.monotonic() + window
+        async for attempt in Backoff(first=0.1, cap=2.0, within=window).attempts():
+            try:
+                bound = max(deadline - time.monotonic(), PUBLISH_ATTEMPT_TIMEOUT)
+                async with asyncio.timeout(bound):
+                    channel = await self._channels.current()
+                    await channel.default_exchange.publish(reply, routing_key=message.reply_to)
+                return
+            except Exception as exc:
+                if attempt.last:
+                    raise
+                logger.warning(
+                    "worker %s: reply %s not sent (%r); retrying", self.name, response.id, exc
+                )
+
+    async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
+        """Park a bad request in zag.dead with its reason, then drop it from the queue."""
+        logger.error("worker %s: dead-lettering a request: %s", self.name, reason)
+        if self._channels is not None:
+            channel = await self._channels.current()
+            dead = await channel.get_exchange(topology.DEAD, ensure=False)
+            headers = dict(message.headers or {})
+            headers["x-zag-reason"] = reason[:1000]
+            headers["x-zag-worker"] = self.name
+            await dead.publish(
+                aio_pika.Message(
+                    message.body, headers=headers, correlation_id=message.correlation_id
+                ),
+                routing_key="",
+            )
+        await message.ack()
+
+    async def _handle(self, message: AbstractIncomingMessage) -> None:
+        try:
+            await self._handle_request(message)
+        except (
+            aiormq.exceptions.AMQPError,
+            aiormq.exceptions.ChannelInvalidStateError,
+            ConnectionError,
+            TimeoutError,
+        ) as exc:
+            # The broker went away (its channel died under us, or it stayed away
+            # longer than reply_timeout): the request is still unacked there and
+            # is redelivered once it is back. Expected during outages: a warning.
+            logger.warning(
+                "worker %s: request %s left to the broker for redelivery (%r)",
+                self.name,
+                message.correlation_id,
+                exc,
+            )
+        except Exception:
+            logger.exception("worker %s: could not finish handling a request", self.name)
+
+    async def _handle_request(self, message: AbstractIncomingMessage) -> None:
+        async def send(response: Response) -> None:
+            await self._reply(message, response)
+
+        headers = message.headers or {}
+        outcome = await self.handler.handle(
+            message.body,
+            correlation_id=message.correlation_id or "",
+            headers=headers,
+            deliveries=delivery_count(headers),
+            send=send,
+        )
+        if outcome.dead_letter is not None:
+            if outcome.response is not None:
+                await self._reply(message, outcome.response)
+            await self._dead_letter(message, outcome.dead_letter)
+            return
+        assert outcome.response is not None
+        await self._reply(message, outcome.response, retry=True)
+        await message.ack()  # only now: a worker that dies before this gets redelivered
+        self.served += 1

@@ -291,7 +291,6 @@ async def test_publish_during_outage_is_retried_after_reconnect(
     assert [results[f"out{i}"] for i in range(n)] == [f"step{i} done" for i in range(n)]
 
 
-
 async def test_kill_9_and_restart_mid_flow(
     broker: PrivateNode, start_workers: StartWorkers, remote: Remote
 ) -> None:

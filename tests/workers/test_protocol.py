@@ -13,7 +13,7 @@ import pytest
 import zag_async as zag
 from zag_async.errors import SerializationError
 from zag_async.workers import PROTOCOL_VERSION, Request, Response, task_key
-from zag_async.workers.protocol import MessageError
+from zag_async.workers.protocol import Announcement, MessageError, Ping, load_discovery
 
 from . import tasks
 
@@ -225,3 +225,93 @@ def test_request_bad_field_is_rejected(field: str, value: Any) -> None:
 def test_response_missing_or_bad_field_is_rejected(body: dict[str, Any]) -> None:
     with pytest.raises(MessageError):
         Response.loads(encode(body))
+
+
+# -- discovery ------------------------------------------------------------------------------
+
+
+def test_announcement_round_trips_in_the_wire_format() -> None:
+    word = Announcement("w1", "compute", frozenset({"m:b", "m:a"}), 6.0)
+    body = json.loads(word.dumps())
+    assert body == {
+        "v": PROTOCOL_VERSION,
+        "kind": "worker",
+        "worker": "w1",
+        "topic": "compute",
+        "tasks": ["m:a", "m:b"],
+        "ttl": 6.0,
+    }
+    assert load_discovery(word.dumps()) == word
+
+
+def test_leaving_and_ping_round_trip() -> None:
+    leaving = Announcement("w1", "compute", frozenset({"m:a"}), 6.0, leaving=True)
+    back = load_discovery(leaving.dumps())
+    assert isinstance(back, Announcement) and back.leaving and back.worker == "w1"
+    assert json.loads(Ping().dumps()) == {"v": PROTOCOL_VERSION, "kind": "ping"}
+    assert load_discovery(Ping().dumps()) == Ping()
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"not json", "not JSON"),
+        ({"v": 99, "kind": "ping"}, "protocol version"),
+        ({"v": PROTOCOL_VERSION, "kind": "request"}, "not a discovery message"),
+        ({"v": PROTOCOL_VERSION, "kind": "worker", "topic": "t", "tasks": [], "ttl": 1}, "worker"),
+        ({"v": PROTOCOL_VERSION, "kind": "worker", "worker": "", "topic": "t"}, "empty"),
+        ({"v": PROTOCOL_VERSION, "kind": "worker", "worker": "w", "tasks": [], "ttl": 1}, "topic"),
+        (
+            {"v": PROTOCOL_VERSION, "kind": "worker", "worker": "w", "topic": "t", "tasks": "a"},
+            "tasks",
+        ),
+        (
+            {"v": PROTOCOL_VERSION, "kind": "worker", "worker": "w", "topic": "t", "tasks": [1]},
+            "task keys",
+        ),
+        (
+            {"v": PROTOCOL_VERSION, "kind": "worker", "worker": "w", "topic": "t", "tasks": []},
+            "ttl",
+        ),
+        (
+            {
+                "v": PROTOCOL_VERSION,
+                "kind": "worker",
+                "worker": "w",
+                "topic": "t",
+                "tasks": [],
+                "ttl": 0,
+            },
+            "positive",
+        ),  # fmt: skip
+        ({"v": PROTOCOL_VERSION, "kind": "leaving"}, "worker"),
+    ],
+    ids=[
+        "not-json",
+        "version",
+        "kind",
+        "no-worker",
+        "empty-worker",
+        "no-topic",
+        "tasks-not-list",
+        "tasks-not-keys",
+        "no-ttl",
+        "ttl-zero",
+        "leaving-anonymous",
+    ],
+)
+def test_malformed_discovery_message_is_rejected_with_its_reason(
+    body: bytes | dict[str, Any], reason: str
+) -> None:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    with pytest.raises(MessageError, match=reason):
+        load_discovery(raw)
+
+
+def test_final_responses_give_the_outcome_or_raise() -> None:
+    assert Response("r", "result", "w", result=3).outcome("a") == 3
+    with pytest.raises(zag.errors.ExecutionError, match="rejected the request: nope"):
+        Response("r", "rejected", "w", reason="nope").outcome("a")
+    with pytest.raises(zag.errors.RemoteFailure):
+        Response("r", "failure", "w", failure=boom_failure()).outcome("a")
+    assert not Response("r", "heartbeat", "w").final

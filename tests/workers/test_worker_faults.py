@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from dataclasses import replace
@@ -325,3 +326,26 @@ async def test_sigterm_finishes_the_in_flight_request(
     assert engine.state is zag.FlowState.SUCCESS
     # It said goodbye on the way out, so discovery forgets it at once.
     assert worker.name not in executor.workers()
+
+
+async def test_malformed_discovery_message_is_refused_with_its_reason(
+    start_workers: StartWorkers,
+    remote: Remote,
+    amqp_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Both ends read discovery through the protocol module: a message missing a field is
+    logged with what is wrong, and changes nothing."""
+    (worker,) = await start_workers()
+    executor = await remote()
+    await wait_for_workers(executor, worker.name)
+    caplog.set_level(logging.WARNING, logger="zag_async.workers")
+    bad = json.dumps({"v": 1, "kind": "worker", "worker": "intruder", "tasks": [], "ttl": 5})
+    async with channel(amqp_url) as ch:
+        discovery = await ch.get_exchange("zag.discovery", ensure=False)
+        await discovery.publish(aio_pika.Message(bad.encode()), routing_key="")
+    await eventually(
+        lambda: sum("field 'topic' missing" in r.getMessage() for r in caplog.records) >= 2,
+        what="worker and executor to refuse the announcement",
+    )
+    assert "intruder" not in executor.workers()

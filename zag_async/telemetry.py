@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     def _hooks_fit(hooks: WorkerTracing) -> TracingHooks:
         return hooks  # mypy checks WorkerTracing against the workers' protocol
 
+
 __all__ = ["Tracing", "WorkerTracing", "trace_workers"]
 
 _SCOPE = "zag_async"

@@ -86,7 +86,7 @@ async def test_kill_9_with_no_other_worker_fails_with_worker_lost(
     # Workers send no "started" message (a quick task answers with its outcome
     # alone); kill it once its first heartbeat has reached the engine.
     await eventually(
-        lambda: any(p.last_seen for p in executor._pending.values()),
+        lambda: any(executor.in_flight().values()),
         what="the worker's first heartbeat",
     )
     worker.kill()
@@ -165,10 +165,10 @@ async def test_a_worker_whose_channel_died_opens_a_new_one(
     executor = await remote()
     flow = zag.linear("again", tasks.slow.bind(name="x", inject={"tag": "x"}))
     await zag.Engine(flow, store={"seconds": 0.0}, executor=executor).run()
-    assert worker._channels is not None and worker._channels.channel is not None
-    dead = worker._channels.channel
+    dead = worker.channel
+    assert dead is not None
     await dead.close()  # as aio-pika leaves a channel whose restore failed
-    await eventually(lambda: worker._channels.channel is not dead, what="a new channel")
+    await eventually(lambda: worker.channel is not dead, what="a new channel")
     served = worker.served
     async with asyncio.timeout(10):
         await zag.Engine(flow, store={"seconds": 0.0}, executor=executor).run()
@@ -207,13 +207,13 @@ async def test_an_executor_whose_channel_died_opens_a_new_one(
     await start_workers()
     executor = await remote()
     flow = zag.linear("again", tasks.slow.bind(name="x", provides="x_out", inject={"tag": "x"}))
-    assert executor._channels is not None and executor._channels.channel is not None
-    dead = executor._channels.channel
+    dead = executor.channel
+    assert dead is not None
     await dead.close()
     async with asyncio.timeout(10):
         results = await zag.Engine(flow, store={"seconds": 0.0}, executor=executor).run()
     assert results["x_out"] == "x done"
-    assert executor._channels.channel is not dead
+    assert executor.channel is not dead
 
 
 async def test_poison_request_goes_to_dead_letters_after_delivery_limit(

@@ -204,6 +204,15 @@ class RemoteExecutor:
             self._workers[word.worker] = (word.topic, word.tasks, time.monotonic() + word.ttl)
             self._workers_changed.set()
 
+    @property
+    def channel(self) -> AbstractChannel | None:
+        """The channel requests go out on now (None before `async with`)."""
+        return None if self._channels is None else self._channels.channel
+
+    def in_flight(self) -> dict[str, str]:
+        """Outstanding requests: id -> the worker last heard from on it ('' if none yet)."""
+        return {rid: p.worker for rid, p in self._pending.items() if not p.future.done()}
+
     def workers(self) -> dict[str, tuple[str, frozenset[str]]]:
         """Live workers seen through discovery: name -> (topic, task keys)."""
         now = time.monotonic()

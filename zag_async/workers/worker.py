@@ -157,6 +157,11 @@ class Worker:
             await self._connection.close()
             self._connection = None
 
+    @property
+    def channel(self) -> AbstractChannel | None:
+        """The channel outcomes and announcements go out on now (None before `async with`)."""
+        return None if self._channels is None else self._channels.channel
+
     def stop(self) -> None:
         """Stop taking requests; `serve()` returns once running ones are answered."""
         self._stop.set()

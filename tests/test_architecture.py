@@ -15,7 +15,9 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "zag_async"
 
 LAYERS: dict[str, int] = {
-    **dict.fromkeys(["errors", "states", "failure", "models", "codec", "events", "backoff"], 1),
+    **dict.fromkeys(
+        ["errors", "states", "failure", "models", "codec", "events", "backoff", "background"], 1
+    ),
     **dict.fromkeys(["atom", "retry", "flow", "factory", "compiler"], 2),
     **dict.fromkeys(["persistence", "storage", "resolver"], 3),
     **dict.fromkeys(["execution", "scheduler", "calls", "bus", "engine"], 4),

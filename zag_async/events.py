@@ -51,7 +51,6 @@ Listener = Callable[[Event], None | Awaitable[None]]
 current_atom: contextvars.ContextVar[tuple[Callable[[Event], None], str, str] | None] = (
     contextvars.ContextVar("zag_current_atom", default=None)
 )
-_current = current_atom  # TODO(lead): drop once the workers use `reporting`
 
 
 class reporting:  # noqa: N801 - used as a function: `with reporting(emit, flow, atom):`

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiozk import exc as zk_exc
 
+from ..background import Background
 from ..errors import BoardUnavailable
-from .background import Background
 from .records import Job, JobState
 from .zknodes import EV, decode_job
 from .zksession import ZkSession

@@ -32,9 +32,9 @@ import aiozk
 from aiozk import exc as zk_exc
 from aiozk.states import States
 
+from ..background import Background
 from ..backoff import Backoff
 from ..errors import BoardUnavailable
-from .background import Background
 
 __all__ = ["ZkSession"]
 

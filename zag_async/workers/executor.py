@@ -32,11 +32,11 @@ from aio_pika.abc import (
 )
 
 from ..atom import Atom
+from ..background import Background
 from ..backoff import Backoff
 from ..codec import Codec, JsonCodec
 from ..errors import AtomTimeout, ConfigurationError, ExecutionError, NoWorkers, WorkerLost
 from ..events import Event, current_atom
-from ..jobs.background import Background
 from . import topology
 from .channel import CLEANUP_TIMEOUT, ChannelKeeper, connect
 from .protocol import (

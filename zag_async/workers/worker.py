@@ -33,10 +33,10 @@ from aio_pika.abc import (
 )
 
 from ..atom import Atom
+from ..background import Background
 from ..backoff import Backoff
 from ..codec import Codec, JsonCodec
 from ..errors import ConfigurationError
-from ..jobs.background import Background
 from . import topology
 from .channel import (
     CLEANUP_TIMEOUT,

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from zag_async.jobs.background import Background
+from zag_async.background import Background
 
 
 async def test_tasks_run_until_the_group_is_closed() -> None:

@@ -4,21 +4,28 @@ The engine changes state only through here: changes mark records dirty and
 `commit()` writes them all in one backend call (one transaction), so a
 linear flow costs one commit per atom and concurrent atoms share commits.
 With no backend, state lives only in memory and commits cost nothing.
+
+On a backend, the engine running the flow holds its lease through here too:
+a new flow's record is written holding it, a loaded one takes it in one
+statement, `keep_lease()` renews it while the run goes on and the run's last
+commit clears it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .backoff import Backoff
-from .errors import ConcurrentUpdate, NotFound, StorageUnavailable
+from .errors import ConcurrentUpdate, NotFound, StorageError, StorageUnavailable
 from .failure import Failure
 from .models import AtomDetail, FlowDetail
+from .persistence.leases import Lease
 from .states import AtomState, FlowState, check_flow_transition
 
 if TYPE_CHECKING:
@@ -26,6 +33,8 @@ if TYPE_CHECKING:
     from .resolver import Resolver
 
 __all__ = ["Storage", "WritePolicy"]
+
+logger = logging.getLogger("zag_async")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +63,16 @@ class Storage:
         backend: Backend | None = None,
         store: Mapping[str, Any] | None = None,
         policy: WritePolicy | None = None,
+        lease: Lease | None = None,
     ) -> None:
         self.flow = flow
         self.backend = backend
         self.durable = backend is not None
+        #: The lease this storage's engine holds on the flow (None without a backend).
+        self.lease: Lease | None = None
+        if backend is not None:
+            self.lease = lease if lease is not None else Lease(seconds=backend.lease_seconds)
+        self._release = False  # the next commit clears the lease
         self.policy = policy if policy is not None else WritePolicy()
         if store:
             flow.store.update(store)
@@ -174,12 +189,15 @@ class Storage:
         # dirty for the next commit.
         atoms, self._dirty = self._dirty, {}
         self._flow_dirty = False
-        self._writing = writing = asyncio.ensure_future(self._write(self.backend, atoms))
+        release, self._release = self._release, False
+        self._writing = writing = asyncio.ensure_future(self._write(self.backend, atoms, release))
         writing.add_done_callback(_retrieve)  # a write outliving a cancelled commit
         await asyncio.shield(writing)
 
-    async def _write(self, backend: Backend, atoms: dict[str, AtomDetail]) -> None:
+    async def _write(self, backend: Backend, atoms: dict[str, AtomDetail], release: bool) -> None:
         flow = self.flow
+        lease = self.lease
+        inserting = flow.version == 0
         flow.updated_at = time.time()  # also identifies this write if an attempt's ack is lost
         policy = self.policy
         backoff = Backoff(
@@ -191,10 +209,10 @@ class Storage:
         try:
             async for attempt in backoff.attempts():
                 try:
-                    await backend.save(flow, list(atoms.values()))
-                    return
+                    await self._save(backend, atoms, lease if inserting else None, release)
                 except ConcurrentUpdate:
                     if attempt.number > 1 and await self._landed(backend):
+                        _note_lease(lease, inserting, release)
                         return
                     raise
                 except StorageUnavailable as exc:
@@ -203,12 +221,102 @@ class Storage:
                             f"flow {flow.name!r} ({flow.uuid}): could not write its state "
                             f"after {attempt.number} attempts: {exc}"
                         ) from exc
+                else:
+                    _note_lease(lease, inserting, release)
+                    return
         except BaseException:
             # Not written: everything stays dirty for the next commit.
             for name, detail in atoms.items():
                 self._dirty.setdefault(name, detail)
             self._flow_dirty = True
+            self._release = self._release or release
             raise
+
+    async def _save(
+        self,
+        backend: Backend,
+        atoms: dict[str, AtomDetail],
+        taking: Lease | None,
+        release: bool,
+    ) -> None:
+        """One attempt at the write, carrying the lease if it takes or clears it."""
+        flow = self.flow
+        if taking is None and not release:
+            await backend.save(flow, list(atoms.values()))
+            return
+        kept = flow.lease_owner
+        flow.lease_owner = taking.owner if taking is not None else None
+        flow.lease_term = taking.seconds if taking is not None else 0.0
+        try:
+            await backend.save(flow, list(atoms.values()))
+        except BaseException:
+            flow.lease_owner = kept
+            raise
+        finally:
+            flow.lease_term = None
+
+    # -- the lease ---------------------------------------------------------------
+
+    async def take_lease(self, *, claim: bool = False, takeover: bool = False) -> None:
+        """Hold the flow's lease (see `Backend.take_lease`): at load, and when a run starts.
+
+        A flow not stored yet takes it with its first write; one already held
+        costs nothing.
+        """
+        lease, backend = self.lease, self.backend
+        if lease is None or backend is None:
+            return
+        if lease.held or self.flow.version == 0:
+            if lease.held:
+                lease.taken()  # live again in this process
+            return  # (a new record is inserted holding the lease)
+        if self._writing is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._writing)
+        await backend.take_lease(self.flow, lease, claim=claim, takeover=takeover)
+
+    def release_lease_on_commit(self) -> None:
+        """Clear the lease with the next commit (the run's last)."""
+        if self.lease is not None and self.lease.held:
+            self._release = True
+            self._flow_dirty = True
+
+    def lease_idle(self) -> None:
+        """The run is over: whatever it left stored is free to this process."""
+        self._release = False
+        if self.lease is not None:
+            self.lease.idle()
+
+    async def keep_lease(self, stop: asyncio.Event, lost: Callable[[], None]) -> None:
+        """Renew the lease every third of its term until `stop` is set.
+
+        A renewal that finds the lease taken over calls `lost` (the engine
+        suspends: its next write would be refused anyway); one that cannot
+        reach the database is logged and tried again at the next beat.
+        """
+        lease, backend = self.lease, self.backend
+        if lease is None or backend is None:
+            return
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), lease.renew_every)
+            if stop.is_set():
+                return
+            if not lease.held:
+                continue  # not stored yet: its first write takes it
+            try:
+                if await backend.renew_lease(self.flow.uuid, lease):
+                    continue
+            except StorageError as exc:
+                logger.warning("flow %r: could not renew its lease: %s", self.flow.name, exc)
+                continue
+            logger.warning(
+                "flow %r (%s): its lease was taken over; stopping this run",
+                self.flow.name,
+                self.flow.uuid,
+            )
+            lost()
+            return
 
     async def _landed(self, backend: Backend) -> bool:
         """Did an earlier attempt of this write commit before its connection died?"""
@@ -223,6 +331,16 @@ class Storage:
             self.flow.version += 1
             return True
         return False
+
+
+def _note_lease(lease: Lease | None, inserted: bool, released: bool) -> None:
+    """A write went through: the record now holds the lease, or no longer does."""
+    if lease is None:
+        return
+    if released:
+        lease.released()
+    elif inserted:
+        lease.taken()
 
 
 def _retrieve(write: asyncio.Future[None]) -> None:

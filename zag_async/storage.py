@@ -292,7 +292,8 @@ class Storage:
 
         A renewal that finds the lease taken over calls `lost` (the engine
         suspends: its next write would be refused anyway); one that cannot
-        reach the database is logged and tried again at the next beat.
+        reach the database in a beat's time is logged and tried again at the
+        next beat.
         """
         lease, backend = self.lease, self.backend
         if lease is None or backend is None:
@@ -305,10 +306,11 @@ class Storage:
             if not lease.held:
                 continue  # not stored yet: its first write takes it
             try:
-                if await backend.renew_lease(self.flow.uuid, lease):
-                    continue
-            except StorageError as exc:
-                logger.warning("flow %r: could not renew its lease: %s", self.flow.name, exc)
+                async with asyncio.timeout(lease.renew_every):
+                    if await backend.renew_lease(self.flow.uuid, lease):
+                        continue
+            except (StorageError, TimeoutError) as exc:
+                logger.warning("flow %r: could not renew its lease: %r", self.flow.name, exc)
                 continue
             logger.warning(
                 "flow %r (%s): its lease was taken over; stopping this run",

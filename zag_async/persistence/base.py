@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from ..codec import Codec, JsonCodec
-from ..errors import ConcurrentUpdate, FlowBusy, StorageError
+from ..errors import ConcurrentUpdate, ConfigurationError, FlowBusy, StorageError
 from ..failure import Failure
 from ..models import AtomDetail, FlowDetail, FlowSummary, History, LogBook
 from ..states import AtomState, FlowState, Intention
@@ -50,7 +50,7 @@ class Backend(abc.ABC):
         self, url: str, *, codec: Codec | None = None, lease: float = DEFAULT_LEASE
     ) -> None:
         if not (isinstance(lease, int | float) and lease > 0):
-            raise ValueError(f"lease must be a number of seconds > 0, got {lease!r}")
+            raise ConfigurationError(f"lease must be a number of seconds > 0, got {lease!r}")
         self.url = url
         self.codec: Codec = codec if codec is not None else JsonCodec()
         self.lease_seconds = float(lease)
@@ -170,7 +170,7 @@ class Backend(abc.ABC):
         if `flow` is stale, `NotFound` if it does not exist.
         """
         self._check_open()
-        owner = claim_owner = lease.owner
+        owner = lease.owner
         holder = await self._take(
             flow.uuid, owner, flow.version, lease.seconds, claim=claim, steal=takeover
         )
@@ -189,7 +189,7 @@ class Backend(abc.ABC):
         flow.version += 1
         flow.lease_owner = owner
         if claim:
-            flow.owner = claim_owner
+            flow.owner = owner
         lease.taken()
 
     async def renew_lease(self, flow_id: str, lease: Lease) -> bool:

@@ -22,6 +22,8 @@ import socket
 import weakref
 from dataclasses import dataclass
 
+from ..errors import ConfigurationError
+
 __all__ = ["DEFAULT_LEASE", "Holder", "Lease", "abandoned", "default_owner"]
 
 #: Seconds a lease lasts unless renewed (renewed every third of that while running).
@@ -90,8 +92,8 @@ class Lease:
     """
 
     def __init__(self, owner: str | None = None, seconds: float = DEFAULT_LEASE) -> None:
-        if not seconds > 0:
-            raise ValueError(f"a lease must last some seconds, got {seconds!r}")
+        if not (isinstance(seconds, int | float) and seconds > 0):
+            raise ConfigurationError(f"lease must be a number of seconds > 0, got {seconds!r}")
         self.owner = owner if owner is not None else default_owner()
         self.seconds = float(seconds)
         self.held = False

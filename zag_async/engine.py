@@ -38,7 +38,6 @@ from .factory import FactoryRef
 from .failure import Failure
 from .flow import Flow
 from .models import AtomDetail, FlowDetail, History
-from .persistence.leases import Lease
 from .resolver import Resolver
 from .scheduler import Launch, Outcome, Scheduler
 from .states import AtomState, FlowState, Intention
@@ -46,6 +45,7 @@ from .storage import Storage, WritePolicy
 
 if TYPE_CHECKING:
     from .persistence.base import Backend
+    from .persistence.leases import Lease
 
 __all__ = ["Engine", "Executor", "TraceHook", "resume", "run"]
 
@@ -121,9 +121,7 @@ class Engine:
         self.defer_reverts = defer_reverts
         self.executor: Executor = executor if executor is not None else LocalExecutor()
         self.bus = EventBus(listeners)
-        terms = None
-        if backend is not None:
-            terms = Lease(owner, lease if lease is not None else backend.lease_seconds)
+        terms = backend.lease_for(owner, lease) if backend is not None else None
         with gc_paused():
             self._setup(
                 flow, store, storage, backend, logbook, target, allow_changes, _factory, terms
@@ -187,12 +185,9 @@ class Engine:
                     f"pass flow= to resume it"
                 )
             flow = FactoryRef.from_dict(saved).build()
-        terms = Lease(owner, lease if lease is not None else backend.lease_seconds)
+        terms = backend.lease_for(owner, lease)
         engine = cls(flow, storage=Storage(detail, backend=backend, lease=terms), **options)
-        if detail.state not in (FlowState.SUCCESS, FlowState.REVERTED, FlowState.FAILURE):
-            await engine.storage.take_lease(claim=owner is not None, takeover=takeover)
-        elif owner is not None:
-            await backend.claim_flow(detail, owner)
+        await engine.storage.take_lease(claim=owner is not None, takeover=takeover)
         return engine
 
     def _setup(
@@ -422,13 +417,8 @@ class Engine:
         self.scheduler.scan()
         self._done.clear()
         async with asyncio.TaskGroup() as tg:
-            stop = asyncio.Event()
-            if self.storage.lease is not None:
-                tg.create_task(self.storage.keep_lease(stop, self.suspend))
-            try:
+            with self.storage.heartbeat(tg, self.suspend):
                 await self._loop_body(tg)
-            finally:
-                stop.set()
 
     async def _loop_body(self, tg: asyncio.TaskGroup) -> None:
         done = self._done
@@ -558,7 +548,7 @@ class Engine:
             self._set_flow(FlowState.SUSPENDED)
         self.storage.release_lease_on_commit()
         try:
-            await _shielded_commit(self.storage)
+            await self.storage.commit_shielded()
         except StorageError as exc:
             # The canceller must still see CancelledError; the stored state stays
             # at its last commit, from which a later run() resumes.
@@ -580,21 +570,6 @@ def _as_exception(failures: Mapping[str, Failure]) -> BaseException | None:
     if len(failures) == 1:
         return next(iter(failures.values())).to_exception()
     return WrappedFailure(failures)
-
-
-async def _shielded_commit(storage: Storage) -> None:
-    """Finish this commit even if the caller is cancelled again while it runs.
-
-    Plain asyncio on purpose: an anyio shielded scope does not hold off a
-    native `Task.cancel()`, which is how callers (a server's shutdown, a
-    timeout) stop a run.
-    """
-    task = asyncio.ensure_future(storage.commit())
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await task
-        raise
 
 
 async def run(

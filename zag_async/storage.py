@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from .resolver import Resolver
 
 __all__ = ["Storage", "WritePolicy"]
+
+_FINISHED = (FlowState.SUCCESS, FlowState.REVERTED, FlowState.FAILURE)
 
 logger = logging.getLogger("zag_async")
 
@@ -71,7 +73,7 @@ class Storage:
         #: The lease this storage's engine holds on the flow (None without a backend).
         self.lease: Lease | None = None
         if backend is not None:
-            self.lease = lease if lease is not None else Lease(seconds=backend.lease_seconds)
+            self.lease = lease if lease is not None else backend.lease_for()
         self._release = False  # the next commit clears the lease
         self.policy = policy if policy is not None else WritePolicy()
         if store:
@@ -261,10 +263,15 @@ class Storage:
         """Hold the flow's lease (see `Backend.take_lease`): at load, and when a run starts.
 
         A flow not stored yet takes it with its first write; one already held
-        costs nothing.
+        costs nothing. A finished flow is not leased at load (only `claim`ed:
+        its owner recorded, its version bumped).
         """
         lease, backend = self.lease, self.backend
         if lease is None or backend is None:
+            return
+        if self.flow.state in _FINISHED and not lease.held:
+            if claim:
+                await backend.claim_flow(self.flow, lease.owner)
             return
         if lease.held or self.flow.version == 0:
             if lease.held:
@@ -286,6 +293,19 @@ class Storage:
         self._release = False
         if self.lease is not None:
             self.lease.idle()
+
+    @contextlib.contextmanager
+    def heartbeat(self, tg: asyncio.TaskGroup, lost: Callable[[], None]) -> Iterator[None]:
+        """Keep the lease renewed from a task of `tg` while the block runs."""
+        if self.lease is None:
+            yield
+            return
+        stop = asyncio.Event()
+        tg.create_task(self.keep_lease(stop, lost), name=f"zag-lease-{self.flow.uuid}")
+        try:
+            yield
+        finally:
+            stop.set()
 
     async def keep_lease(self, stop: asyncio.Event, lost: Callable[[], None]) -> None:
         """Renew the lease every third of its term until `stop` is set.
@@ -319,6 +339,20 @@ class Storage:
             )
             lost()
             return
+
+    async def commit_shielded(self) -> None:
+        """Finish this commit even if the caller is cancelled again while it runs.
+
+        Plain asyncio on purpose: an anyio shielded scope does not hold off a
+        native `Task.cancel()`, which is how callers (a server's shutdown, a
+        timeout) stop a run.
+        """
+        task = asyncio.ensure_future(self.commit())
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await task
+            raise
 
     async def _landed(self, backend: Backend) -> bool:
         """Did an earlier attempt of this write commit before its connection died?"""

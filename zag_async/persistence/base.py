@@ -192,6 +192,10 @@ class Backend(abc.ABC):
             flow.owner = owner
         lease.taken()
 
+    def lease_for(self, owner: str | None = None, seconds: float | None = None) -> Lease:
+        """A lease for an engine on this backend (`seconds` defaults to the backend's term)."""
+        return Lease(owner, self.lease_seconds if seconds is None else seconds)
+
     async def renew_lease(self, flow_id: str, lease: Lease) -> bool:
         """Extend our lease by its term; False if the flow's lease is no longer ours."""
         self._check_open()

@@ -226,3 +226,16 @@ async def test_a_version_1_database_gets_the_lease_columns(tmp_path: Any) -> Non
         await backend.take_lease(detail, Lease("me", 5))
         assert (await lease_row(backend, "f1"))[0] == "me"
         assert detail.version == 4
+
+
+async def test_a_busy_flow_is_busy_even_to_a_stale_reader(backend: Backend) -> None:
+    first = zag.Engine.from_factory(flows.linear_steps, args=(2,), backend=backend)
+    run = await held_at(first, "s0")
+    stale = await backend.load_flow(first.flow_id)
+    stale.version -= 1  # the running engine wrote again since this was read
+    with pytest.raises(FlowBusy):
+        await backend.take_lease(stale, backend.lease_for("late"))
+    flows.release("s0")
+    await run
+    with pytest.raises(ConcurrentUpdate):  # free now, but still stale
+        await backend.take_lease(stale, backend.lease_for("late"))

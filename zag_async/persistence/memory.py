@@ -111,13 +111,13 @@ class MemoryBackend(Backend):
         row = self._t.flows.get(uuid)
         if row is None:
             raise NotFound(f"no flow {uuid!r} in {self.url}")
-        if row["version"] != expected:
-            raise self.stale(uuid, expected)
         now = time.time()
         holder, expires = row["lease_owner"], row["lease_expires"]
         free = holder is None or holder == owner or expires is None or expires < now
         if not (free or steal is True or steal == holder):
-            return Holder(holder, expires, now)
+            return Holder(holder, expires, now)  # busy, whatever the version
+        if row["version"] != expected:
+            raise self.stale(uuid, expected)
         row["lease_owner"], row["lease_expires"] = owner, now + seconds
         row["version"] = expected + 1
         if claim:

@@ -350,9 +350,10 @@ class SqlBackend(Backend):
         if found is None:
             raise NotFound(f"no flow {uuid!r} in {self._display}")
         version, holder, expires, db_now = found
-        if version != expected or holder is None or expires is None:
-            raise self.stale(uuid, expected)
-        return Holder(holder, float(expires), float(db_now))
+        live = holder is not None and expires is not None and expires >= db_now
+        if live and holder not in (owner, steal) and steal is not True:
+            return Holder(holder, float(expires), float(db_now))  # busy, whatever the version
+        raise self.stale(uuid, expected)
 
     async def _renew(self, uuid: str, owner: str, seconds: float) -> bool:
         query = (

@@ -126,11 +126,11 @@ async def test_a_second_process_resumes_only_once_the_first_is_gone(
 ) -> None:
     run = uuid.uuid4().hex
     await flows.create_log(url)
-    lease = 1.5 if stop == "frozen" else 60.0
+    lease = 3.0 if stop == "frozen" else 60.0
     a = await _start_frozen_in_b(url, run, tmp_path, lease)
     try:
         flow_id = (tmp_path / "flow_id").read_text()
-        await asyncio.sleep(0.75)  # with the short lease, a renewal: A holds it by its heartbeat
+        await asyncio.sleep(1.5)  # with the short lease, a renewal: A holds it by its heartbeat
         busy = await _resume(url, flow_id)
         assert busy["busy"].split(":")[1] == str(a.pid), busy
         assert 0 < busy["expires_in"] <= lease, busy

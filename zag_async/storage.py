@@ -270,8 +270,8 @@ class Storage:
         if lease is None or backend is None:
             return
         if self.flow.state in _FINISHED and not lease.held:
-            if claim:
-                await backend.claim_flow(self.flow, lease.owner)
+            if claim and lease.stable_owner is not None:
+                await backend.claim_flow(self.flow, lease.stable_owner)
             return
         if lease.held or self.flow.version == 0:
             if lease.held:

@@ -16,7 +16,7 @@ from support import eventually
 import zag_async as zag
 from zag_async.errors import ConcurrentUpdate, ConfigurationError, FlowBusy
 from zag_async.persistence import Backend
-from zag_async.persistence.leases import Lease, default_owner
+from zag_async.persistence.leases import Lease, engine_name
 from zag_async.states import FlowState as F
 
 from . import flows
@@ -139,7 +139,7 @@ async def test_a_lease_taken_over_stops_the_run(
     with pytest.raises(ConcurrentUpdate):
         await run
     assert flows.count("s2") == 0
-    assert (await lease_row(backend, first.flow_id))[0] == "board"
+    assert str((await lease_row(backend, first.flow_id))[0]).startswith("board@")
 
 
 async def test_a_run_that_ended_leaves_its_flow_free(backend: Backend) -> None:
@@ -165,13 +165,14 @@ async def test_a_lease_left_by_a_dead_process_of_this_host_is_free_at_once(
     # Hand the lease to a process of this machine that has exited since.
     gone = await asyncio.create_subprocess_exec("true")
     await gone.wait()  # reaped: its PID names no process now
-    host, _, token = default_owner().split(":")
-    ghost = f"{host}:{gone.pid}:{token}"
-    await zag.Engine.load(engine.flow_id, backend=backend, owner=ghost, takeover=True)
+    host, _, token = engine_name().split(":")
+    ghost = backend.lease_for()
+    ghost.owner = f"{host}:{gone.pid}:{token}"
+    await backend.take_lease(await backend.load_flow(engine.flow_id), ghost, takeover=True)
     run.cancel()
     with pytest.raises((asyncio.CancelledError, ConcurrentUpdate)):
         await run
-    assert (await lease_row(backend, engine.flow_id))[0] == ghost
+    assert (await lease_row(backend, engine.flow_id))[0] == ghost.owner
 
     flows.HOLD_EXEC.clear()
     resumed = await zag.Engine.load(engine.flow_id, backend=backend)  # no wait for 60 s
@@ -224,7 +225,7 @@ async def test_a_version_1_database_gets_the_lease_columns(tmp_path: Any) -> Non
         detail = await backend.load_flow("f1")
         assert (detail.version, detail.lease_owner) == (3, None)
         await backend.take_lease(detail, Lease("me", 5))
-        assert (await lease_row(backend, "f1"))[0] == "me"
+        assert str((await lease_row(backend, "f1"))[0]).startswith("me@")
         assert detail.version == 4
 
 

@@ -22,7 +22,7 @@ from ..errors import ConcurrentUpdate, ConfigurationError, FlowBusy, StorageErro
 from ..failure import Failure
 from ..models import AtomDetail, FlowDetail, FlowSummary, History, LogBook
 from ..states import AtomState, FlowState, Intention
-from .leases import DEFAULT_LEASE, Holder, Lease, abandoned
+from .leases import DEFAULT_LEASE, Holder, Lease
 
 __all__ = ["Backend", "Row"]
 
@@ -160,23 +160,26 @@ class Backend(abc.ABC):
     async def take_lease(
         self, flow: FlowDetail, lease: Lease, *, claim: bool = False, takeover: bool = False
     ) -> None:
-        """Take the flow's lease for `lease.owner` (or renew our own) in one statement.
+        """Take the flow's lease for `lease.owner` (or renew our own), in one statement.
 
         Like `claim_flow`, this bumps the stored version, so an earlier engine
         still holding the flow can no longer write; with `claim`, the flow's
-        `owner` becomes the lease owner too. Raises `FlowBusy` while another
-        owner's lease is live (unless `takeover`: the caller holds the flow by
-        some other authority, such as a job board claim), `ConcurrentUpdate`
-        if `flow` is stale, `NotFound` if it does not exist.
+        `owner` becomes the lease's stable owner. Raises `FlowBusy` while
+        another owner's lease is live (unless `takeover`: the caller holds the
+        flow by some other authority, such as a job board claim),
+        `ConcurrentUpdate` if `flow` is stale, `NotFound` if it does not exist.
+        A live lease of the same stable owner, or of an engine known to be gone
+        (`Lease.may_take_from`), is taken with a second statement at once.
         """
         self._check_open()
         owner = lease.owner
+        claimant = lease.stable_owner if claim else None
         holder = await self._take(
-            flow.uuid, owner, flow.version, lease.seconds, claim=claim, steal=takeover
+            flow.uuid, owner, flow.version, lease.seconds, claim=claimant, steal=takeover
         )
-        if holder is not None and abandoned(holder.owner):
+        if holder is not None and lease.may_take_from(holder.owner):
             holder = await self._take(
-                flow.uuid, owner, flow.version, lease.seconds, claim=claim, steal=holder.owner
+                flow.uuid, owner, flow.version, lease.seconds, claim=claimant, steal=holder.owner
             )
         if holder is not None:
             raise FlowBusy(
@@ -188,8 +191,8 @@ class Backend(abc.ABC):
             )
         flow.version += 1
         flow.lease_owner = owner
-        if claim:
-            flow.owner = owner
+        if claimant is not None:
+            flow.owner = claimant
         lease.taken()
 
     def lease_for(self, owner: str | None = None, seconds: float | None = None) -> Lease:
@@ -218,11 +221,12 @@ class Backend(abc.ABC):
         expected: int,
         seconds: float,
         *,
-        claim: bool,
+        claim: str | None,
         steal: bool | str,
     ) -> Holder | None:
         """Set the lease if the flow is at `expected` and the lease is free, ours,
-        expired or (`steal`) held by that owner (True: by anyone); bump the version.
+        expired or (`steal`) held by that owner (True: by anyone); bump the
+        version, and record `claim` as the flow's owner if given.
 
         Returns None when taken, the holder when another owner's lease is live.
         """

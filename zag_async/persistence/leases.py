@@ -6,10 +6,12 @@ refused. A lease (owner and expiry, kept on the flow's row and renewed while
 the flow runs) makes that second load fail at once with `FlowBusy` instead.
 An owner that dies stops renewing, so its lease lapses and anyone may resume.
 
-The default owner names this engine's host and process (`host:pid:node.token`)
-so that a lease left by a process that is known to be gone (this process, once
-the engine's run is over, or a dead process of this machine and PID namespace)
-is free at once instead of after its expiry.
+A lease is held in the name of one engine: `host:pid:node.token` (its host and
+process), prefixed with `owner@` when the engine was given a stable owner (a
+service's name, a job board claim). So a lease is free at once, instead of
+after its expiry, to the same stable owner (a restarted service taking its own
+flows back) and whenever its process is known to be gone (this process once the
+engine's run is over, or a dead process of this machine and PID namespace).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 
 from ..errors import ConfigurationError
 
-__all__ = ["DEFAULT_LEASE", "Holder", "Lease", "abandoned", "default_owner"]
+__all__ = ["DEFAULT_LEASE", "Holder", "Lease", "abandoned", "engine_name"]
 
 #: Seconds a lease lasts unless renewed (renewed every third of that while running).
 DEFAULT_LEASE = 30.0
@@ -48,15 +50,15 @@ _NODE = _node()
 _LIVE: weakref.WeakValueDictionary[str, Lease] = weakref.WeakValueDictionary()
 
 
-def default_owner() -> str:
-    """A new owner name for one engine: `host:pid:node.token`."""
+def engine_name() -> str:
+    """A new name for one engine: `host:pid:node.token`."""
     return f"{_HOST}:{os.getpid()}:{_NODE or 'x'}.{secrets.token_hex(4)}"
 
 
-def abandoned(owner: str) -> bool:
-    """True when `owner` is a default owner whose process is known to be gone,
-    or one of this process whose engine is no longer running."""
-    parts = owner.rsplit(":", 2)
+def abandoned(holder: str) -> bool:
+    """True when the engine named by lease holder `holder` is known to be gone:
+    its process is a dead one of this machine, or this one and its run is over."""
+    parts = holder.rpartition("@")[2].rsplit(":", 2)
     if len(parts) != 3 or not _NODE:
         return False
     host, pid_text, token = parts
@@ -64,7 +66,7 @@ def abandoned(owner: str) -> bool:
         return False
     pid = int(pid_text)
     if pid == os.getpid():
-        return owner not in _LIVE
+        return holder not in _LIVE
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -84,8 +86,12 @@ class Holder:
 
 
 class Lease:
-    """One engine's lease on its flow: the owner name, how long a term lasts,
-    and whether it is held now.
+    """One engine's lease on its flow: whose it is, how long a term lasts, and
+    whether it is held now.
+
+    Attributes:
+        stable_owner: the owner the engine was given (None: just this engine).
+        owner: the name the lease is held in (`stable_owner@` + the engine's name).
 
     While held, the lease is registered as live in this process, so
     `abandoned()` does not hand it to another engine of this process early.
@@ -94,9 +100,17 @@ class Lease:
     def __init__(self, owner: str | None = None, seconds: float = DEFAULT_LEASE) -> None:
         if not (isinstance(seconds, int | float) and seconds > 0):
             raise ConfigurationError(f"lease must be a number of seconds > 0, got {seconds!r}")
-        self.owner = owner if owner is not None else default_owner()
+        self.stable_owner = owner
+        self.owner = engine_name() if owner is None else f"{owner}@{engine_name()}"
         self.seconds = float(seconds)
         self.held = False
+
+    def may_take_from(self, holder: str) -> bool:
+        """Whether this lease may replace `holder`'s live one at once: it has the
+        same stable owner (an earlier incarnation), or is known to be gone."""
+        if self.stable_owner is not None and holder.rpartition("@")[0] == self.stable_owner:
+            return True
+        return abandoned(holder)
 
     @property
     def renew_every(self) -> float:

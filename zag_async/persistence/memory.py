@@ -105,7 +105,7 @@ class MemoryBackend(Backend):
         expected: int,
         seconds: float,
         *,
-        claim: bool,
+        claim: str | None,
         steal: bool | str,
     ) -> Holder | None:
         row = self._t.flows.get(uuid)
@@ -120,8 +120,8 @@ class MemoryBackend(Backend):
             raise self.stale(uuid, expected)
         row["lease_owner"], row["lease_expires"] = owner, now + seconds
         row["version"] = expected + 1
-        if claim:
-            row["owner"] = owner
+        if claim is not None:
+            row["owner"] = claim
         return None
 
     async def _renew(self, uuid: str, owner: str, seconds: float) -> bool:

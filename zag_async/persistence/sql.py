@@ -315,7 +315,7 @@ class SqlBackend(Backend):
         expected: int,
         seconds: float,
         *,
-        claim: bool,
+        claim: str | None,
         steal: bool | str,
     ) -> Holder | None:
         now = self._now
@@ -334,8 +334,8 @@ class SqlBackend(Backend):
             "lease_expires": now + seconds,
             "version": expected + 1,
         }
-        if claim:
-            values["owner"] = owner
+        if claim is not None:
+            values["owner"] = claim
         async with self._begin() as conn:
             result = await conn.execute(query.values(values))
             if result.rowcount == 1:

@@ -7,7 +7,7 @@ With no backend, state lives only in memory and commits cost nothing.
 
 On a backend, the engine running the flow holds its lease through here too:
 a new flow's record is written holding it, a loaded one takes it in one
-statement, `keep_lease()` renews it while the run goes on and the run's last
+statement, `heartbeat()` renews it while the run goes on and the run's last
 commit clears it.
 """
 
@@ -296,19 +296,22 @@ class Storage:
 
     @contextlib.contextmanager
     def heartbeat(self, tg: asyncio.TaskGroup, lost: Callable[[], None]) -> Iterator[None]:
-        """Keep the lease renewed from a task of `tg` while the block runs."""
+        """Keep the lease renewed from a task of `tg` while the block runs.
+
+        The block's end stops the heartbeat at once, even in the middle of a
+        renewal (an outage must not hold up the end of the run).
+        """
         if self.lease is None:
             yield
             return
-        stop = asyncio.Event()
-        tg.create_task(self.keep_lease(stop, lost), name=f"zag-lease-{self.flow.uuid}")
+        beating = tg.create_task(self._keep_lease(lost), name=f"zag-lease-{self.flow.uuid}")
         try:
             yield
         finally:
-            stop.set()
+            beating.cancel()
 
-    async def keep_lease(self, stop: asyncio.Event, lost: Callable[[], None]) -> None:
-        """Renew the lease every third of its term until `stop` is set.
+    async def _keep_lease(self, lost: Callable[[], None]) -> None:
+        """Renew the lease every third of its term.
 
         A renewal that finds the lease taken over calls `lost` (the engine
         suspends: its next write would be refused anyway); one that cannot
@@ -318,11 +321,8 @@ class Storage:
         lease, backend = self.lease, self.backend
         if lease is None or backend is None:
             return
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), lease.renew_every)
-            if stop.is_set():
-                return
+        while True:
+            await asyncio.sleep(lease.renew_every)
             if not lease.held:
                 continue  # not stored yet: its first write takes it
             try:

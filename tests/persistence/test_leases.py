@@ -240,3 +240,20 @@ async def test_a_busy_flow_is_busy_even_to_a_stale_reader(backend: Backend) -> N
     await run
     with pytest.raises(ConcurrentUpdate):  # free now, but still stale
         await backend.take_lease(stale, backend.lease_for("late"))
+
+
+async def test_a_hung_renewal_does_not_hold_up_the_end_of_the_run(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def hung(flow_id: str, lease: Lease) -> bool:
+        await asyncio.Event().wait()  # a database that never answers
+        return True
+
+    monkeypatch.setattr(backend, "renew_lease", hung)
+    engine = zag.Engine.from_factory(flows.linear_steps, args=(2,), backend=backend, lease=3)
+    run = await held_at(engine, "s0")
+    await asyncio.sleep(1.2)  # the first renewal (at 1 s) hangs; it may for a beat (1 s)
+    flows.release("s0")
+    async with asyncio.timeout(0.5):  # the run ends without waiting for it
+        await run
+    assert engine.state is F.SUCCESS

@@ -79,9 +79,9 @@ class Engine:
         executor: run tasks elsewhere (e.g. `zag.RemoteExecutor` on remote
             workers); None runs them in this process. Retry controllers and
             deciders always run here.
-        owner: who runs the flow: its lease owner (and recorded owner). A
-            stable name lets a restarted process resume its own flows at
-            once; None names this engine (`host:pid:token`).
+        owner: who runs the flow (recorded on it; its lease is held as
+            `owner@host:pid:token`). A stable name lets a restarted process
+            resume its own flows at once; None: just this engine.
         lease: seconds the flow's lease lasts unless renewed (default: the
             backend's, 30 s).
     """

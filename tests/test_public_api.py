@@ -82,6 +82,7 @@ ERROR_TREE = [
     (errors.InvalidTransition, errors.ZagError),
     (errors.StorageError, errors.ZagError),
     (errors.ConcurrentUpdate, errors.StorageError),
+    (errors.FlowBusy, errors.StorageError),
     (errors.StorageUnavailable, errors.StorageError),
     (errors.SerializationError, errors.StorageError),
     (errors.FlowChanged, errors.FlowDefinitionError),

@@ -7,7 +7,8 @@ and validates the flow, then drives three parts, each in its own module: the
 `EventBus` (listeners). When there is exactly one thing to do it is awaited
 inline, so serial flows pay no task-creation cost. Every state change goes
 through `Storage` and is committed before the atoms it starts are launched, so
-a durable backend always knows what was running.
+a durable backend always knows what was running; on one, the run also holds
+the flow's lease (renewed by a heartbeat in the run's task group).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from .storage import Storage, WritePolicy
 
 if TYPE_CHECKING:
     from .persistence.base import Backend
+    from .persistence.leases import Lease
 
 __all__ = ["Engine", "Executor", "TraceHook", "resume", "run"]
 
@@ -77,6 +79,11 @@ class Engine:
         executor: run tasks elsewhere (e.g. `zag.RemoteExecutor` on remote
             workers); None runs them in this process. Retry controllers and
             deciders always run here.
+        owner: who runs the flow (recorded on it; its lease is held as
+            `owner@host:pid:token`). A stable name lets a restarted process
+            resume its own flows at once; None: just this engine.
+        lease: seconds the flow's lease lasts unless renewed (default: the
+            backend's, 30 s).
     """
 
     def __init__(
@@ -94,6 +101,8 @@ class Engine:
         allow_changes: bool = False,
         write_policy: WritePolicy | None = None,
         executor: Executor | None = None,
+        owner: str | None = None,
+        lease: float | None = None,
         _factory: FactoryRef | None = None,
     ) -> None:
         if max_concurrency is not None and (
@@ -104,14 +113,21 @@ class Engine:
             raise ConfigurationError(
                 f"max_concurrency must be None or a whole number >= 1, got {max_concurrency!r}"
             )
-        if storage is not None and (backend is not None or logbook is not None):
-            raise ConfigurationError("pass either storage= or backend=/logbook=, not both")
+        if storage is not None and (
+            backend is not None or logbook is not None or owner is not None or lease is not None
+        ):
+            raise ConfigurationError("pass either storage= or backend=/logbook=/owner=, not both")
         self.max_concurrency = max_concurrency
         self.defer_reverts = defer_reverts
         self.executor: Executor = executor if executor is not None else LocalExecutor()
         self.bus = EventBus(listeners)
+        terms = backend.lease_for(owner, lease) if backend is not None else None
         with gc_paused():
-            self._setup(flow, store, storage, backend, logbook, target, allow_changes, _factory)
+            self._setup(
+                flow, store, storage, backend, logbook, target, allow_changes, _factory, terms
+            )
+        if owner is not None and storage is None:
+            self.storage.flow.owner = owner
         if write_policy is not None:
             self.storage.policy = write_policy
         self._suspend_requested = False
@@ -146,13 +162,19 @@ class Engine:
         backend: Backend,
         flow: Flow | Atom | None = None,
         owner: str | None = None,
+        lease: float | None = None,
+        takeover: bool = False,
         **options: Any,
     ) -> Engine:
-        """An engine that resumes the stored flow `flow_id`.
+        """An engine that resumes the stored flow `flow_id`, holding its lease.
 
         The flow is rebuilt from its saved factory unless `flow` is given.
-        With `owner`, the flow is first claimed for that owner: any engine
-        still holding the old state can no longer write (`ConcurrentUpdate`).
+        An unfinished flow's lease is taken here: `FlowBusy` while another
+        owner's lease is live (it is running the flow), else any engine still
+        holding the old state can no longer write (`ConcurrentUpdate`).
+        With `owner`, the lease and the flow's record name that owner (the
+        same owner takes its own lease back at once); `takeover` takes a live
+        lease too, for a caller that holds the flow by some other authority.
         """
         detail = await backend.load_flow(flow_id)
         if flow is None:
@@ -163,9 +185,10 @@ class Engine:
                     f"pass flow= to resume it"
                 )
             flow = FactoryRef.from_dict(saved).build()
-        if owner is not None:
-            await backend.claim_flow(detail, owner)
-        return cls(flow, storage=Storage(detail, backend=backend), **options)
+        terms = backend.lease_for(owner, lease)
+        engine = cls(flow, storage=Storage(detail, backend=backend, lease=terms), **options)
+        await engine.storage.take_lease(claim=owner is not None, takeover=takeover)
+        return engine
 
     def _setup(
         self,
@@ -177,6 +200,7 @@ class Engine:
         target: str | Atom | None,
         allow_changes: bool,
         factory: FactoryRef | None,
+        lease: Lease | None,
     ) -> None:
         """Compile, attach atom records and validate (with the collector paused)."""
         self.flow = flow
@@ -186,7 +210,7 @@ class Engine:
         resumed = storage is not None
         if storage is None:
             detail = FlowDetail(self.compiled.name, logbook=logbook)
-            storage = Storage(detail, backend=backend, store=store)
+            storage = Storage(detail, backend=backend, store=store, lease=lease)
             if storage.durable:
                 detail.meta["fingerprint"] = _fingerprint(nodes)
                 if factory is not None:
@@ -330,8 +354,10 @@ class Engine:
             self._running_flag = False
             self._wakeup = None
             self._caller.hooks = []
+            self.storage.lease_idle()
 
     async def _run(self, state: FlowState) -> Mapping[str, Any]:
+        await self.storage.take_lease()
         if state in (FlowState.RUNNING, FlowState.SUSPENDING):
             # Left mid-run by a crash: the recorded way back is through RESUMING.
             self._set_flow(FlowState.RESUMING)
@@ -391,7 +417,8 @@ class Engine:
         self.scheduler.scan()
         self._done.clear()
         async with asyncio.TaskGroup() as tg:
-            await self._loop_body(tg)
+            with self.storage.heartbeat(tg, self.suspend):
+                await self._loop_body(tg)
 
     async def _loop_body(self, tg: asyncio.TaskGroup) -> None:
         done = self._done
@@ -472,6 +499,7 @@ class Engine:
             raise error
         suspended = self._suspend_requested and self.scheduler.work_left()
         self._suspend_requested = False
+        self.storage.release_lease_on_commit()
         if suspended:
             self._set_flow(FlowState.SUSPENDING)
             self._set_flow(FlowState.SUSPENDED)
@@ -518,8 +546,9 @@ class Engine:
         if state is FlowState.RUNNING:
             self._set_flow(FlowState.SUSPENDING)
             self._set_flow(FlowState.SUSPENDED)
+        self.storage.release_lease_on_commit()
         try:
-            await _shielded_commit(self.storage)
+            await self.storage.commit_shielded()
         except StorageError as exc:
             # The canceller must still see CancelledError; the stored state stays
             # at its last commit, from which a later run() resumes.
@@ -541,21 +570,6 @@ def _as_exception(failures: Mapping[str, Failure]) -> BaseException | None:
     if len(failures) == 1:
         return next(iter(failures.values())).to_exception()
     return WrappedFailure(failures)
-
-
-async def _shielded_commit(storage: Storage) -> None:
-    """Finish this commit even if the caller is cancelled again while it runs.
-
-    Plain asyncio on purpose: an anyio shielded scope does not hold off a
-    native `Task.cancel()`, which is how callers (a server's shutdown, a
-    timeout) stop a run.
-    """
-    task = asyncio.ensure_future(storage.commit())
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await task
-        raise
 
 
 async def run(

@@ -31,13 +31,16 @@ ZagError
 └── StorageError               flow state could not be read or written
     ├── StorageUnavailable     the database cannot be reached (retried, then raised)
     ├── ConcurrentUpdate       another writer advanced the same record first
+    ├── FlowBusy               another live engine holds the flow's lease
     └── SerializationError     a value cannot be written with the codec
 ```
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -61,6 +64,7 @@ __all__ = [
     "DependencyCycle",
     "DuplicateAtomName",
     "ExecutionError",
+    "FlowBusy",
     "FlowChanged",
     "FlowDefinitionError",
     "InvalidAtom",
@@ -312,6 +316,29 @@ class StorageUnavailable(StorageError):
 
 class ConcurrentUpdate(StorageError):
     """Another writer changed the record first; this writer's view is stale."""
+
+
+class FlowBusy(StorageError):
+    """Another live engine holds the flow's lease: it is running the flow now.
+
+    Attributes:
+        owner: who holds the lease.
+        expires_at: when it lapses unless renewed (epoch seconds, by the database's clock).
+        expires_in: seconds left when this was raised.
+    """
+
+    def __init__(
+        self, name: str, flow_id: str, owner: str, expires_at: float, expires_in: float
+    ) -> None:
+        when = datetime.fromtimestamp(expires_at, UTC).isoformat(timespec="seconds")
+        super().__init__(
+            f"flow {name!r} ({flow_id}) is being run by {owner}; its lease expires at "
+            f"{when} (in {max(0, math.ceil(expires_in))} s)"
+        )
+        self.flow_id = flow_id
+        self.owner = owner
+        self.expires_at = expires_at
+        self.expires_in = expires_in
 
 
 class SerializationError(StorageError):

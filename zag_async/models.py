@@ -123,7 +123,10 @@ class FlowDetail:
 
     `version` counts committed writes; a backend refuses a write whose
     version is stale (`ConcurrentUpdate`), so two engines never advance the
-    same flow at once. `owner` names who holds it (a conductor's claim).
+    same flow at once. `owner` names who holds it (a conductor's claim);
+    `lease_owner` and `lease_expires` (epoch seconds, by the database's clock)
+    are the lease of the engine running it, as last read or taken; setting
+    `lease_term` makes the next save write the lease (see `Backend.save`).
     """
 
     name: str
@@ -137,6 +140,9 @@ class FlowDetail:
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
     version: int = 0
+    lease_owner: str | None = None
+    lease_expires: float | None = None
+    lease_term: float | None = None
 
 
 @dataclass(slots=True, eq=False)

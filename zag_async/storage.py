@@ -4,21 +4,28 @@ The engine changes state only through here: changes mark records dirty and
 `commit()` writes them all in one backend call (one transaction), so a
 linear flow costs one commit per atom and concurrent atoms share commits.
 With no backend, state lives only in memory and commits cost nothing.
+
+On a backend, the engine running the flow holds its lease through here too:
+a new flow's record is written holding it, a loaded one takes it in one
+statement, `heartbeat()` renews it while the run goes on and the run's last
+commit clears it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .backoff import Backoff
-from .errors import ConcurrentUpdate, NotFound, StorageUnavailable
+from .errors import ConcurrentUpdate, NotFound, StorageError, StorageUnavailable
 from .failure import Failure
 from .models import AtomDetail, FlowDetail
+from .persistence.leases import Lease
 from .states import AtomState, FlowState, check_flow_transition
 
 if TYPE_CHECKING:
@@ -26,6 +33,10 @@ if TYPE_CHECKING:
     from .resolver import Resolver
 
 __all__ = ["Storage", "WritePolicy"]
+
+_FINISHED = (FlowState.SUCCESS, FlowState.REVERTED, FlowState.FAILURE)
+
+logger = logging.getLogger("zag_async")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +65,16 @@ class Storage:
         backend: Backend | None = None,
         store: Mapping[str, Any] | None = None,
         policy: WritePolicy | None = None,
+        lease: Lease | None = None,
     ) -> None:
         self.flow = flow
         self.backend = backend
         self.durable = backend is not None
+        #: The lease this storage's engine holds on the flow (None without a backend).
+        self.lease: Lease | None = None
+        if backend is not None:
+            self.lease = lease if lease is not None else backend.lease_for()
+        self._release = False  # the next commit clears the lease
         self.policy = policy if policy is not None else WritePolicy()
         if store:
             flow.store.update(store)
@@ -174,12 +191,15 @@ class Storage:
         # dirty for the next commit.
         atoms, self._dirty = self._dirty, {}
         self._flow_dirty = False
-        self._writing = writing = asyncio.ensure_future(self._write(self.backend, atoms))
+        release, self._release = self._release, False
+        self._writing = writing = asyncio.ensure_future(self._write(self.backend, atoms, release))
         writing.add_done_callback(_retrieve)  # a write outliving a cancelled commit
         await asyncio.shield(writing)
 
-    async def _write(self, backend: Backend, atoms: dict[str, AtomDetail]) -> None:
+    async def _write(self, backend: Backend, atoms: dict[str, AtomDetail], release: bool) -> None:
         flow = self.flow
+        lease = self.lease
+        inserting = flow.version == 0
         flow.updated_at = time.time()  # also identifies this write if an attempt's ack is lost
         policy = self.policy
         backoff = Backoff(
@@ -191,10 +211,10 @@ class Storage:
         try:
             async for attempt in backoff.attempts():
                 try:
-                    await backend.save(flow, list(atoms.values()))
-                    return
+                    await self._save(backend, atoms, lease if inserting else None, release)
                 except ConcurrentUpdate:
                     if attempt.number > 1 and await self._landed(backend):
+                        _note_lease(lease, inserting, release)
                         return
                     raise
                 except StorageUnavailable as exc:
@@ -203,11 +223,135 @@ class Storage:
                             f"flow {flow.name!r} ({flow.uuid}): could not write its state "
                             f"after {attempt.number} attempts: {exc}"
                         ) from exc
+                else:
+                    _note_lease(lease, inserting, release)
+                    return
         except BaseException:
             # Not written: everything stays dirty for the next commit.
             for name, detail in atoms.items():
                 self._dirty.setdefault(name, detail)
             self._flow_dirty = True
+            self._release = self._release or release
+            raise
+
+    async def _save(
+        self,
+        backend: Backend,
+        atoms: dict[str, AtomDetail],
+        taking: Lease | None,
+        release: bool,
+    ) -> None:
+        """One attempt at the write, carrying the lease if it takes or clears it."""
+        flow = self.flow
+        if taking is None and not release:
+            await backend.save(flow, list(atoms.values()))
+            return
+        kept = flow.lease_owner
+        flow.lease_owner = taking.owner if taking is not None else None
+        flow.lease_term = taking.seconds if taking is not None else 0.0
+        try:
+            await backend.save(flow, list(atoms.values()))
+        except BaseException:
+            flow.lease_owner = kept
+            raise
+        finally:
+            flow.lease_term = None
+
+    # -- the lease ---------------------------------------------------------------
+
+    async def take_lease(self, *, claim: bool = False, takeover: bool = False) -> None:
+        """Hold the flow's lease (see `Backend.take_lease`): at load, and when a run starts.
+
+        A flow not stored yet takes it with its first write; one already held
+        costs nothing. A finished flow is not leased at load (only `claim`ed:
+        its owner recorded, its version bumped).
+        """
+        lease, backend = self.lease, self.backend
+        if lease is None or backend is None:
+            return
+        if self.flow.state in _FINISHED and not lease.held:
+            if claim and lease.stable_owner is not None:
+                await backend.claim_flow(self.flow, lease.stable_owner)
+            return
+        if lease.held or self.flow.version == 0:
+            if lease.held:
+                lease.taken()  # live again in this process
+            return  # (a new record is inserted holding the lease)
+        if self._writing is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._writing)
+        await backend.take_lease(self.flow, lease, claim=claim, takeover=takeover)
+
+    def release_lease_on_commit(self) -> None:
+        """Clear the lease with the next commit (the run's last)."""
+        if self.lease is not None and self.lease.held:
+            self._release = True
+            self._flow_dirty = True
+
+    def lease_idle(self) -> None:
+        """The run is over: whatever it left stored is free to this process."""
+        self._release = False
+        if self.lease is not None:
+            self.lease.idle()
+
+    @contextlib.contextmanager
+    def heartbeat(self, tg: asyncio.TaskGroup, lost: Callable[[], None]) -> Iterator[None]:
+        """Keep the lease renewed from a task of `tg` while the block runs.
+
+        The block's end stops the heartbeat at once, even in the middle of a
+        renewal (an outage must not hold up the end of the run).
+        """
+        if self.lease is None:
+            yield
+            return
+        beating = tg.create_task(self._keep_lease(lost), name=f"zag-lease-{self.flow.uuid}")
+        try:
+            yield
+        finally:
+            beating.cancel()
+
+    async def _keep_lease(self, lost: Callable[[], None]) -> None:
+        """Renew the lease every third of its term.
+
+        A renewal that finds the lease taken over calls `lost` (the engine
+        suspends: its next write would be refused anyway); one that cannot
+        reach the database in a beat's time is logged and tried again at the
+        next beat.
+        """
+        lease, backend = self.lease, self.backend
+        if lease is None or backend is None:
+            return
+        while True:
+            await asyncio.sleep(lease.renew_every)
+            if not lease.held:
+                continue  # not stored yet: its first write takes it
+            try:
+                async with asyncio.timeout(lease.renew_every):
+                    if await backend.renew_lease(self.flow.uuid, lease):
+                        continue
+            except (StorageError, TimeoutError) as exc:
+                logger.warning("flow %r: could not renew its lease: %r", self.flow.name, exc)
+                continue
+            logger.warning(
+                "flow %r (%s): its lease was taken over; stopping this run",
+                self.flow.name,
+                self.flow.uuid,
+            )
+            lost()
+            return
+
+    async def commit_shielded(self) -> None:
+        """Finish this commit even if the caller is cancelled again while it runs.
+
+        Plain asyncio on purpose: an anyio shielded scope does not hold off a
+        native `Task.cancel()`, which is how callers (a server's shutdown, a
+        timeout) stop a run.
+        """
+        task = asyncio.ensure_future(self.commit())
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await task
             raise
 
     async def _landed(self, backend: Backend) -> bool:
@@ -223,6 +367,16 @@ class Storage:
             self.flow.version += 1
             return True
         return False
+
+
+def _note_lease(lease: Lease | None, inserted: bool, released: bool) -> None:
+    """A write went through: the record now holds the lease, or no longer does."""
+    if lease is None:
+        return
+    if released:
+        lease.released()
+    elif inserted:
+        lease.taken()
 
 
 def _retrieve(write: asyncio.Future[None]) -> None:

@@ -27,8 +27,9 @@ _EXTRAS = {"sqlite": "sqlite", "postgresql": "postgres"}
 def connect(url: str, *, codec: Codec | None = None, **options: Any) -> Backend:
     """A backend for `url`; use it as `async with connect(url) as backend:`.
 
-    Options are passed to the backend (for SQL: `upgrade=`, `connect_timeout=`,
-    `pool_size=`).
+    Options are passed to the backend (`lease=`: the seconds a flow's lease
+    lasts unless renewed, 30 by default; for SQL also `upgrade=`,
+    `connect_timeout=`, `pool_size=`).
     """
     if not isinstance(url, str) or "://" not in url:
         raise ConfigurationError(
@@ -37,9 +38,9 @@ def connect(url: str, *, codec: Codec | None = None, **options: Any) -> Backend:
         )
     scheme = url.split("://", 1)[0].lower()
     if scheme == "memory":
-        if options:
-            raise ConfigurationError(f"memory:// takes no options, got {sorted(options)}")
-        return MemoryBackend(url, codec=codec)
+        if options.keys() - {"lease"}:
+            raise ConfigurationError(f"memory:// takes only lease=, got {sorted(options)}")
+        return MemoryBackend(url, codec=codec, **options)
     base = scheme.split("+", 1)[0]
     if base in ("sqlite", "postgresql"):
         try:

@@ -5,6 +5,8 @@ supplies (results, store, retry history) goes through the backend's codec,
 so what cannot be stored fails when it is saved, never later on load.
 Writes are conditional: `save()` names the flow version it expects and a
 stale writer gets `ConcurrentUpdate` instead of overwriting newer state.
+An engine running a flow also holds its lease (see `leases`): taking one bumps
+the version too, and a live lease held by someone else is `FlowBusy`.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from types import TracebackType
 from typing import Any, Self
 
 from ..codec import Codec, JsonCodec
-from ..errors import ConcurrentUpdate, StorageError
+from ..errors import ConcurrentUpdate, ConfigurationError, FlowBusy, StorageError
 from ..failure import Failure
 from ..models import AtomDetail, FlowDetail, FlowSummary, History, LogBook
 from ..states import AtomState, FlowState, Intention
+from .leases import DEFAULT_LEASE, Holder, Lease
 
 __all__ = ["Backend", "Row"]
 
@@ -35,13 +38,22 @@ def _failure(text: str | None) -> Failure | None:
 
 
 class Backend(abc.ABC):
-    """Where flow state lives. Use as `async with`; `aclose()` is idempotent."""
+    """Where flow state lives. Use as `async with`; `aclose()` is idempotent.
+
+    `lease` is how many seconds an engine's lease on a flow lasts unless
+    renewed, for engines that do not set their own (`Engine(lease=...)`).
+    """
 
     url: str
 
-    def __init__(self, url: str, *, codec: Codec | None = None) -> None:
+    def __init__(
+        self, url: str, *, codec: Codec | None = None, lease: float = DEFAULT_LEASE
+    ) -> None:
+        if not (isinstance(lease, int | float) and lease > 0):
+            raise ConfigurationError(f"lease must be a number of seconds > 0, got {lease!r}")
         self.url = url
         self.codec: Codec = codec if codec is not None else JsonCodec()
+        self.lease_seconds = float(lease)
         self._closed = False
 
     async def __aenter__(self) -> Self:
@@ -100,9 +112,20 @@ class Backend(abc.ABC):
 
         The write succeeds only if the stored flow is still at `flow.version`
         (or does not exist yet when that is 0); `flow.version` is then bumped.
+        The stored lease is left as it is unless `flow.lease_term` is set: then
+        a new record is written holding `flow.lease_owner`'s lease for that
+        many seconds, and a write with no `lease_owner` clears the lease.
         """
         self._check_open()
         flow_row = self.flow_row(flow)
+        if flow.lease_term is not None:
+            if flow.version == 0 and flow.lease_owner is not None:
+                flow_row["lease_owner"], flow_row["lease_seconds"] = (
+                    flow.lease_owner,
+                    flow.lease_term,
+                )
+            elif flow.lease_owner is None:
+                flow_row["lease_owner"] = None
         atom_rows = [self.atom_row(flow.uuid, a) for a in atoms]
         await self._write(flow_row, atom_rows, flow.version)
         flow.version += 1
@@ -134,8 +157,82 @@ class Backend(abc.ABC):
         flow.owner = owner
         flow.version += 1
 
+    async def take_lease(
+        self, flow: FlowDetail, lease: Lease, *, claim: bool = False, takeover: bool = False
+    ) -> None:
+        """Take the flow's lease for `lease.owner` (or renew our own), in one statement.
+
+        Like `claim_flow`, this bumps the stored version, so an earlier engine
+        still holding the flow can no longer write; with `claim`, the flow's
+        `owner` becomes the lease's stable owner. Raises `FlowBusy` while
+        another owner's lease is live (unless `takeover`: the caller holds the
+        flow by some other authority, such as a job board claim),
+        `ConcurrentUpdate` if `flow` is stale, `NotFound` if it does not exist.
+        A live lease of the same stable owner, or of an engine known to be gone
+        (`Lease.may_take_from`), is taken with a second statement at once.
+        """
+        self._check_open()
+        owner = lease.owner
+        claimant = lease.stable_owner if claim else None
+        holder = await self._take(
+            flow.uuid, owner, flow.version, lease.seconds, claim=claimant, steal=takeover
+        )
+        if holder is not None and lease.may_take_from(holder.owner):
+            holder = await self._take(
+                flow.uuid, owner, flow.version, lease.seconds, claim=claimant, steal=holder.owner
+            )
+        if holder is not None:
+            raise FlowBusy(
+                flow.name,
+                flow.uuid,
+                holder.owner,
+                holder.expires_at,
+                holder.expires_at - holder.now,
+            )
+        flow.version += 1
+        flow.lease_owner = owner
+        if claimant is not None:
+            flow.owner = claimant
+        lease.taken()
+
+    def lease_for(self, owner: str | None = None, seconds: float | None = None) -> Lease:
+        """A lease for an engine on this backend (`seconds` defaults to the backend's term)."""
+        return Lease(owner, self.lease_seconds if seconds is None else seconds)
+
+    async def renew_lease(self, flow_id: str, lease: Lease) -> bool:
+        """Extend our lease by its term; False if the flow's lease is no longer ours."""
+        self._check_open()
+        return await self._renew(flow_id, lease.owner, lease.seconds)
+
     @abc.abstractmethod
-    async def _write(self, flow_row: Row, atom_rows: list[Row], expected: int) -> None: ...
+    async def _write(self, flow_row: Row, atom_rows: list[Row], expected: int) -> None:
+        """Insert (expected 0) or conditionally update the flow row, and upsert atom rows.
+
+        `flow_row` may carry `lease_owner` (with `lease_seconds` on an insert: the
+        lease to write; on an update, always None: clear the lease); without
+        that key the stored lease is left as it is.
+        """
+
+    @abc.abstractmethod
+    async def _take(
+        self,
+        uuid: str,
+        owner: str,
+        expected: int,
+        seconds: float,
+        *,
+        claim: str | None,
+        steal: bool | str,
+    ) -> Holder | None:
+        """Set the lease if the flow is at `expected` and the lease is free, ours,
+        expired or (`steal`) held by that owner (True: by anyone); bump the
+        version, and record `claim` as the flow's owner if given.
+
+        Returns None when taken, the holder when another owner's lease is live.
+        """
+
+    @abc.abstractmethod
+    async def _renew(self, uuid: str, owner: str, seconds: float) -> bool: ...
 
     @abc.abstractmethod
     async def _read(self, uuid: str) -> tuple[Row, list[Row]]: ...
@@ -180,6 +277,8 @@ class Backend(abc.ABC):
             created_at=row["created_at"],
             updated_at=row["updated_at"],
             version=row["version"],
+            lease_owner=row.get("lease_owner"),
+            lease_expires=row.get("lease_expires"),
         )
 
     def summary_from_row(self, row: Row) -> FlowSummary:

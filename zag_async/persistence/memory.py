@@ -3,11 +3,13 @@ database would hold (so the conformance suite means something here too).
 
 `memory://` alone gives a private store; `memory://NAME` shares one store
 per name within the process, which lets a second engine resume a flow.
+Leases expire by this process's clock.
 """
 
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Sequence
 
 from ..codec import Codec
@@ -15,6 +17,7 @@ from ..errors import NotFound
 from ..models import FlowSummary, LogBook
 from ..states import FlowState
 from .base import Backend, Row
+from .leases import DEFAULT_LEASE, Holder
 
 __all__ = ["MemoryBackend"]
 
@@ -30,8 +33,10 @@ _SHARED: dict[str, _Tables] = {}
 
 
 class MemoryBackend(Backend):
-    def __init__(self, url: str = "memory://", *, codec: Codec | None = None) -> None:
-        super().__init__(url, codec=codec)
+    def __init__(
+        self, url: str = "memory://", *, codec: Codec | None = None, lease: float = DEFAULT_LEASE
+    ) -> None:
+        super().__init__(url, codec=codec, lease=lease)
         name = url.partition("://")[2].strip("/")
         self._t = _SHARED.setdefault(name, _Tables()) if name else _Tables()
 
@@ -64,7 +69,16 @@ class MemoryBackend(Backend):
         current = self._t.flows.get(flow_row["uuid"])
         if (current["version"] if current is not None else 0) != expected:
             raise self.stale(flow_row["uuid"], expected)
-        self._t.flows[flow_row["uuid"]] = dict(flow_row)
+        row = dict(flow_row)
+        seconds = row.pop("lease_seconds", None)
+        if "lease_owner" not in row:  # keep the stored lease
+            row["lease_owner"] = current["lease_owner"] if current is not None else None
+            row["lease_expires"] = current["lease_expires"] if current is not None else None
+        elif row["lease_owner"] is None or seconds is None:
+            row["lease_owner"] = row["lease_expires"] = None
+        else:
+            row["lease_expires"] = time.time() + seconds
+        self._t.flows[flow_row["uuid"]] = row
         table = self._t.atoms.setdefault(flow_row["uuid"], {})
         for row in atom_rows:
             table[row["name"]] = dict(row)
@@ -83,6 +97,39 @@ class MemoryBackend(Backend):
             raise self.stale(uuid, expected)
         row["owner"] = owner
         row["version"] = expected + 1
+
+    async def _take(
+        self,
+        uuid: str,
+        owner: str,
+        expected: int,
+        seconds: float,
+        *,
+        claim: str | None,
+        steal: bool | str,
+    ) -> Holder | None:
+        row = self._t.flows.get(uuid)
+        if row is None:
+            raise NotFound(f"no flow {uuid!r} in {self.url}")
+        now = time.time()
+        holder, expires = row["lease_owner"], row["lease_expires"]
+        free = holder is None or holder == owner or expires is None or expires < now
+        if not (free or steal is True or steal == holder):
+            return Holder(holder, expires, now)  # busy, whatever the version
+        if row["version"] != expected:
+            raise self.stale(uuid, expected)
+        row["lease_owner"], row["lease_expires"] = owner, now + seconds
+        row["version"] = expected + 1
+        if claim is not None:
+            row["owner"] = claim
+        return None
+
+    async def _renew(self, uuid: str, owner: str, seconds: float) -> bool:
+        row = self._t.flows.get(uuid)
+        if row is None or row["lease_owner"] != owner:
+            return False
+        row["lease_expires"] = time.time() + seconds
+        return True
 
     async def list_flows(
         self, *, logbook: str | None = None, states: Sequence[FlowState] | None = None

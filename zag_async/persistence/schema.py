@@ -51,6 +51,9 @@ flows = Table(
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("version", Integer, nullable=False),
+    # Migration 2: the lease of the engine running the flow (expiry by the database's clock).
+    Column("lease_owner", Text),
+    Column("lease_expires", Float),
     Index("zag_flows_logbook", "logbook"),
     Index("zag_flows_state", "state"),
 )
@@ -86,13 +89,30 @@ schema_version = Table(
 )
 
 
+_LEASE_COLUMNS = ("lease_owner", "lease_expires")
+
+
 def _v1(conn: Connection) -> None:
     """The first schema: logbooks, flows, atoms."""
     metadata.create_all(conn, tables=[logbooks, flows, atoms])
 
 
+def _v2(conn: Connection) -> None:
+    """Flow leases: who runs the flow now (`lease_owner`) and until when.
+
+    `flows` is declared at its latest shape, so a database created by this
+    code has the columns from migration 1 already; older ones get them here.
+    """
+    present = {column["name"] for column in inspect(conn).get_columns(flows.name)}
+    for name in _LEASE_COLUMNS:
+        if name in present:
+            continue
+        kind = flows.c[name].type.compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE {flows.name} ADD COLUMN {name} {kind}")
+
+
 #: Migration N (1-based) brings the schema from version N-1 to N.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

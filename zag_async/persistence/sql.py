@@ -4,7 +4,8 @@
 synchronous=NORMAL: a commit survives a process crash, and costs tens of
 microseconds); `postgresql+asyncpg://user@host/db` is the server one. Each
 write is one transaction: a conditional UPDATE of the flow row (its version)
-and one multi-row upsert of the changed atoms.
+and one multi-row upsert of the changed atoms. Lease expiries are reckoned by
+the database's clock, so the hosts' clocks need not agree.
 """
 
 from __future__ import annotations
@@ -14,7 +15,17 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, delete, event, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    bindparam,
+    delete,
+    event,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
@@ -27,11 +38,13 @@ from ..models import FlowSummary, LogBook
 from ..states import FlowState
 from . import schema
 from .base import Backend, Row
+from .leases import DEFAULT_LEASE, Holder
 from .schema import atoms, flows, logbooks
 
 __all__ = ["SqlBackend"]
 
-_FLOW_COLUMNS = [c.name for c in flows.columns if c.name != "uuid"]
+_LEASE_COLUMNS = ("lease_owner", "lease_expires")
+_FLOW_COLUMNS = [c.name for c in flows.columns if c.name not in ("uuid", *_LEASE_COLUMNS)]
 _ATOM_COLUMNS = [c.name for c in atoms.columns if c.name not in ("flow_uuid", "name")]
 _SUMMARY_COLUMNS = [flows.c[n] for n in ("uuid", "name", "state", "logbook", "owner")] + [
     flows.c[n] for n in ("created_at", "updated_at", "version")
@@ -47,6 +60,7 @@ class SqlBackend(Backend):
             open fails unless `zag-async db upgrade URL` has been run.
         connect_timeout: seconds to wait for a connection before the write
             counts as failed (then retried by the engine, with backoff).
+        lease: seconds an engine's lease on a flow lasts unless renewed.
     """
 
     def __init__(
@@ -57,8 +71,9 @@ class SqlBackend(Backend):
         upgrade: bool = True,
         connect_timeout: float = 5.0,
         pool_size: int = 5,
+        lease: float = DEFAULT_LEASE,
     ) -> None:
-        super().__init__(url, codec=codec)
+        super().__init__(url, codec=codec, lease=lease)
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
         if self.dialect not in ("sqlite", "postgresql"):
@@ -74,14 +89,26 @@ class SqlBackend(Backend):
             index_elements=[atoms.c.flow_uuid, atoms.c.name],
             set_={name: upsert.excluded[name] for name in _ATOM_COLUMNS},
         )
+        self._now: ColumnElement[float] = literal_column(
+            "EXTRACT(EPOCH FROM statement_timestamp())::float8"
+            if self.dialect == "postgresql"
+            else "((julianday('now') - 2440587.5) * 86400.0)",
+            Float,
+        )
         self._insert_flow = dialect_insert(flows).on_conflict_do_nothing(
             index_elements=[flows.c.uuid]
+        )
+        self._insert_leased_flow = (
+            dialect_insert(flows)
+            .values(lease_expires=self._now + bindparam("lease_seconds", type_=Float))
+            .on_conflict_do_nothing(index_elements=[flows.c.uuid])
         )
         self._update_flow = (
             update(flows)
             .where(flows.c.uuid == bindparam("w_uuid"), flows.c.version == bindparam("w_expected"))
             .values({name: bindparam(f"w_{name}") for name in _FLOW_COLUMNS})
         )
+        self._update_releasing_flow = self._update_flow.values(lease_owner=None, lease_expires=None)
         book = dialect_insert(logbooks)
         self._upsert_logbook = book.on_conflict_do_update(
             index_elements=[logbooks.c.uuid],
@@ -236,13 +263,23 @@ class SqlBackend(Backend):
 
     async def _write(self, flow_row: Row, atom_rows: list[Row], expected: int) -> None:
         uuid = flow_row["uuid"]
+        row = dict(flow_row)
+        lease_seconds = row.pop("lease_seconds", None)
+        leasing = "lease_owner" in row
         async with self._begin() as conn:
             if expected == 0:
-                result = await conn.execute(self._insert_flow, [flow_row])
+                if leasing and lease_seconds is not None:
+                    row["lease_seconds"] = lease_seconds
+                    result = await conn.execute(self._insert_leased_flow, [row])
+                else:
+                    row.pop("lease_owner", None)
+                    result = await conn.execute(self._insert_flow, [row])
             else:
-                params = {f"w_{k}": v for k, v in flow_row.items()}
+                row.pop("lease_owner", None)
+                params = {f"w_{k}": v for k, v in row.items()}
                 params["w_expected"] = expected
-                result = await conn.execute(self._update_flow, params)
+                statement = self._update_releasing_flow if leasing else self._update_flow
+                result = await conn.execute(statement, params)
             if result.rowcount != 1:
                 raise self.stale(uuid, expected)
             if atom_rows:
@@ -270,6 +307,63 @@ class SqlBackend(Backend):
         if exists is None:
             raise NotFound(f"no flow {uuid!r} in {self._display}")
         raise self.stale(uuid, expected)
+
+    async def _take(
+        self,
+        uuid: str,
+        owner: str,
+        expected: int,
+        seconds: float,
+        *,
+        claim: str | None,
+        steal: bool | str,
+    ) -> Holder | None:
+        now = self._now
+        query = update(flows).where(flows.c.uuid == uuid, flows.c.version == expected)
+        if steal is not True:
+            free = [
+                flows.c.lease_owner.is_(None),
+                flows.c.lease_owner == owner,
+                flows.c.lease_expires < now,
+            ]
+            if steal:
+                free.append(flows.c.lease_owner == steal)
+            query = query.where(or_(*free))
+        values: dict[str, Any] = {
+            "lease_owner": owner,
+            "lease_expires": now + seconds,
+            "version": expected + 1,
+        }
+        if claim is not None:
+            values["owner"] = claim
+        async with self._begin() as conn:
+            result = await conn.execute(query.values(values))
+            if result.rowcount == 1:
+                return None
+            found = (
+                await conn.execute(
+                    select(flows.c.version, flows.c.lease_owner, flows.c.lease_expires, now).where(
+                        flows.c.uuid == uuid
+                    )
+                )
+            ).first()
+        if found is None:
+            raise NotFound(f"no flow {uuid!r} in {self._display}")
+        version, holder, expires, db_now = found
+        live = holder is not None and expires is not None and expires >= db_now
+        if live and holder not in (owner, steal) and steal is not True:
+            return Holder(holder, float(expires), float(db_now))  # busy, whatever the version
+        raise self.stale(uuid, expected)
+
+    async def _renew(self, uuid: str, owner: str, seconds: float) -> bool:
+        query = (
+            update(flows)
+            .where(flows.c.uuid == uuid, flows.c.lease_owner == owner)
+            .values(lease_expires=self._now + seconds)
+        )
+        async with self._begin() as conn:
+            result = await conn.execute(query)
+        return bool(result.rowcount == 1)
 
     async def list_flows(
         self, *, logbook: str | None = None, states: Sequence[FlowState] | None = None

@@ -269,6 +269,9 @@ class Conductor:
                 job.flow_id,
                 backend=self.persistence,
                 owner=claim.fence,
+                # The board's claim is the authority: a frozen predecessor's live
+                # lease must not stall the job; the version bump fences it off.
+                takeover=True,
                 listeners=listeners,
                 **self._engine_options,
             )

@@ -1,9 +1,16 @@
 """`ZagService`: zag-async inside a long-running application, such as a web service.
 
-    async with ZagService(backend="sqlite+aiosqlite:///app.db", conductor=True) as zag:
+    async with ZagService(backend="sqlite+aiosqlite:///app.db") as zag:
         status = await zag.run("myapp.flows:order", store={"item": "book"})  # await to the end
+        flow_id = await zag.start("myapp.flows:order", store={"item": "pen"})  # background
         job = await zag.post("order", "myapp.flows:order", store={"item": "lamp"})  # hand off
         print((await zag.job_status(job.uuid)).state)
+
+On a SQL backend the job board lives in the same database and the service
+runs a conductor, so one process on one SQLite file survives its own restarts:
+a flow started in the background is a job on that board, and when the service
+opens it takes back what its previous incarnation left (jobs it held, flows it
+ran, interrupted by a crash or a shutdown) and finishes them.
 
 One object, configured by URLs, opens the flow-state backend and the job
 board, and can run a conductor and remote workers in the application's
@@ -23,8 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
@@ -33,13 +38,21 @@ from typing import TYPE_CHECKING, Any, Self
 
 from .atom import Atom
 from .engine import Engine, Executor
-from .errors import ConfigurationError, ExecutionError
+from .errors import (
+    ConfigurationError,
+    ExecutionError,
+    FlowBusy,
+    FlowDefinitionError,
+    NotFound,
+    StorageError,
+)
 from .flow import Flow
 from .jobs import JobBoard
 from .jobs import connect as connect_board
 from .jobs.conductor import Conductor
 from .persistence import Backend
 from .persistence import connect as connect_backend
+from .persistence.leases import engine_name
 from .states import FlowState
 from .status import FlowStatus, JobStatus, read_flow_status, read_job_status
 
@@ -50,6 +63,13 @@ if TYPE_CHECKING:
 __all__ = ["FlowStatus", "JobStatus", "ZagService"]
 
 logger = logging.getLogger("zag_async.service")
+
+#: The logbook of the flows a service runs itself (`run`, `start` without a board),
+#: by which it finds those to recover.
+SERVICE_LOGBOOK = str(uuid.uuid5(uuid.NAMESPACE_URL, "zag-async:service-flows"))
+
+#: States of a flow whose engine stopped without reaching an end or a suspension.
+_INTERRUPTED = (FlowState.RUNNING, FlowState.SUSPENDING, FlowState.RESUMING)
 
 #: Conductor keyword arguments `conductor={...}` may set.
 _CONDUCTOR_OPTIONS = frozenset(
@@ -66,10 +86,16 @@ class ZagService:
     Args:
         backend: where flow state lives: `memory://[NAME]`, `sqlite+aiosqlite:///path.db`,
             `postgresql+asyncpg://...` (see `zag_async.persistence.connect`).
-        board: the job board URL (`memory://[NAME]`, `zookeeper://host:2181/path`),
-            or None for none (then `post` and `conductor` are unavailable).
-        conductor: True to run a conductor in this process, or the keyword
-            arguments for one (`{"max_jobs": 4, "name": "web-1"}`; see `zag.Conductor`).
+        board: the job board URL (`memory://[NAME]`, `sqlite+aiosqlite:///...`,
+            `postgresql+asyncpg://...`, `zookeeper://host:2181/path`), or None for
+            none (then `post`, `conductor` and background jobs are unavailable).
+            By default ("auto") the backend's own database on a SQL backend, so
+            jobs are as durable as flows, and `memory://` on a memory backend.
+        conductor: True to run a conductor in this process that takes any job on
+            the board, or the keyword arguments for one (`{"max_jobs": 4}`; see
+            `zag.Conductor`), or False to run only this service's own jobs
+            (`start()`, and work taken back from an earlier incarnation). By
+            default (None) True on a SQL board, False otherwise.
         workers: remote workers to serve in this process, as `(topic, tasks)` pairs;
             needs `broker`.
         broker: the RabbitMQ URL the workers take requests from.
@@ -78,32 +104,42 @@ class ZagService:
             and closed with the service, so pass it unopened.
         shutdown_timeout: seconds closing waits for running atoms to finish before
             cancelling them (a cancelled atom runs again when its flow resumes).
-        name: this service's name (owner of the flows it resumes); host:pid:random by default.
+        name: this service's name: the owner of its job claims and flow leases. By
+            default it names this host and process, which is enough for a restart on
+            the same machine to take its own work back at once; give a stable name
+            (unique among live replicas) to do so across machines too.
+        recover_every: seconds between looks for this service's flows whose engine
+            died (their lease lapsed), which it then finishes.
     """
 
     def __init__(
         self,
         *,
         backend: str = "memory://",
-        board: str | None = "memory://",
-        conductor: bool | Mapping[str, Any] = False,
+        board: str | None = "auto",
+        conductor: bool | Mapping[str, Any] | None = None,
         workers: Iterable[tuple[str, Iterable[Atom]]] = (),
         broker: str | None = None,
         executor: Executor | None = None,
         shutdown_timeout: float = 10.0,
         name: str | None = None,
+        recover_every: float = 10.0,
     ) -> None:
         if not isinstance(backend, str) or "://" not in backend:
             raise ConfigurationError(
                 f"backend must be a storage URL such as 'memory://' or "
                 f"'sqlite+aiosqlite:///flows.db', got {backend!r}"
             )
+        if board == "auto":
+            board = backend if _is_sql(backend) else "memory://"
         if board is not None and (not isinstance(board, str) or "://" not in board):
             raise ConfigurationError(
                 f"board must be a job board URL such as 'memory://' or "
                 f"'zookeeper://127.0.0.1:2181/zag', or None, got {board!r}"
             )
         conductor_options: dict[str, Any] | None
+        if conductor is None:
+            conductor = board is not None and _is_sql(board)
         if isinstance(conductor, bool):
             conductor_options = {} if conductor else None
         elif isinstance(conductor, Mapping):
@@ -130,6 +166,8 @@ class ZagService:
             worker_specs.append((spec[0], list(spec[1])))
         if worker_specs and not broker:
             raise ConfigurationError("in-app workers need broker='amqp://...'")
+        if not isinstance(recover_every, (int, float)) or not recover_every > 0:
+            raise ConfigurationError(f"recover_every must be > 0 seconds, got {recover_every!r}")
         if not isinstance(shutdown_timeout, (int, float)) or shutdown_timeout < 0:
             raise ConfigurationError(
                 f"shutdown_timeout must be >= 0 seconds, got {shutdown_timeout!r}"
@@ -138,7 +176,8 @@ class ZagService:
         self.board_url = board
         self.broker = broker
         self.shutdown_timeout = float(shutdown_timeout)
-        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.name = name or engine_name()
+        self.recover_every = float(recover_every)
         self._conductor_options = conductor_options
         self._worker_specs = worker_specs
         self._executor = executor
@@ -154,6 +193,7 @@ class ZagService:
         self._live: dict[Engine, asyncio.Task[Any] | None] = {}
         self._idle = asyncio.Event()
         self._idle.set()
+        self._started: set[str] = set()  # flows of the jobs start() posted
         self._opened = False
         self._closing = False
         self._closed = asyncio.Event()
@@ -184,9 +224,11 @@ class ZagService:
                 for topic, tasks in self._worker_specs:
                     worker = worker_class(self.broker or "", topic=topic, tasks=tasks)
                     self._workers.append(await stack.enter_async_context(worker))
-            if self._conductor_options is not None:
-                assert self._board is not None
-                options = {"name": self.name, **self._conductor_options}
+            if self._board is not None:
+                # Always a conductor with a board: it runs this service's own jobs
+                # (start(), work taken back at open) and, if asked, any job.
+                options = {"name": self.name, **(self._conductor_options or {})}
+                options["claim_new"] = self._conductor_options is not None
                 if self._executor is not None:
                     engine_options = dict(options.get("engine_options") or {})
                     engine_options.setdefault("executor", self._executor)
@@ -232,6 +274,7 @@ class ZagService:
                 tg.create_task(self._conductor.run(), name=f"zag-conductor-{self._conductor.name}")
             for worker in self._workers:
                 tg.create_task(worker.serve(), name=f"zag-worker-{worker.name}")
+            tg.create_task(self._recovery(tg), name=f"zag-recovery-{self.name}")
             ready.set_result(None)
             await self._stop.wait()
             # Leaving the group waits for the conductor, the workers and background flows.
@@ -342,7 +385,8 @@ class ZagService:
 
     @property
     def conductor(self) -> Conductor | None:
-        """The in-app conductor, if one was asked for."""
+        """The in-app conductor (there is one whenever the service has a board; see
+        `conductor=` for whether it takes any job or only the service's own)."""
         return self._conductor
 
     @property
@@ -352,12 +396,17 @@ class ZagService:
 
     @property
     def running_flows(self) -> list[str]:
-        """Ids of the flows this service runs now (not counting its conductor's jobs).
+        """Ids of the flows this service runs now: awaited through `run`, started
+        with `start` (its own jobs) and recovered. Not counting other jobs its
+        conductor took from the board.
 
         A flow awaited through `run` is stored once its first atom starts, so
         `flow_status` may not find it for a moment.
         """
-        return [engine.flow_id for engine in self._live]
+        own = [engine.flow_id for engine in self._live]
+        if self._conductor is not None:
+            own += [f for f in self._conductor.running_flows if f in self._started]
+        return own
 
     # -- running flows -------------------------------------------------------------------
 
@@ -371,6 +420,9 @@ class ZagService:
     ) -> Engine:
         if self._executor is not None:
             options.setdefault("executor", self._executor)
+        options.setdefault("owner", self.name)
+        # The service's flows share a logbook, so recovery finds them by one index.
+        options.setdefault("logbook", SERVICE_LOGBOOK)
         return Engine.from_factory(
             factory, args=args, kwargs=kwargs, store=store, backend=self.backend, **options
         )
@@ -404,18 +456,35 @@ class ZagService:
         store: Mapping[str, Any] | None = None,
         **engine_options: Any,
     ) -> str:
-        """Start the flow in the service's task group and return its id at once.
+        """Start the flow in the background and return its id at once.
 
-        The flow record is written before this returns, so `flow_status(id)`
-        finds it; on shutdown the flow is suspended like every other.
+        With a job board the flow is a job on it, claimed and run by this
+        service at once: a shutdown hands it back, and after a crash or a
+        restart this service (or another replica's conductor) takes it again
+        and finishes it. The flow record is written before this returns, so
+        `flow_status(id)` finds it. Without a board (board=None) the flow runs
+        in the service's task group and is recovered like `run`'s flows.
         """
         self._check_open()
-        engine = self._engine(factory, args, kwargs, store, dict(engine_options))
-        await engine.storage.commit()  # the record exists before anyone asks for it
-        self._check_open()
-        assert self._tg is not None
-        self._tg.create_task(self._background(engine), name=f"zag-flow-{engine.flow_id}")
-        return engine.flow_id
+        if self._board is None:
+            engine = self._engine(factory, args, kwargs, store, dict(engine_options))
+            await engine.storage.commit()  # the record exists before anyone asks for it
+            self._check_open()
+            assert self._tg is not None
+            self._tg.create_task(self._background(engine), name=f"zag-flow-{engine.flow_id}")
+            return engine.flow_id
+        if engine_options:
+            raise ConfigurationError(
+                f"start() runs the flow as a job, and engine options cannot travel with a job "
+                f"(got {sorted(engine_options)}); give them to the service's conductor: "
+                f"conductor={{'engine_options': {{...}}}}"
+            )
+        name = factory if isinstance(factory, str) else getattr(factory, "__name__", "flow")
+        job = await self._board.post(name, factory, *args, kwargs=kwargs, store=store)
+        assert self._conductor is not None
+        self._started.add(job.flow_id)
+        self._conductor.adopt(job)
+        return job.flow_id
 
     async def resume(self, flow_id: str, **engine_options: Any) -> FlowStatus:
         """Resume a stored flow (one suspended at shutdown, say) and run it to its end.
@@ -430,6 +499,49 @@ class ZagService:
         engine = await Engine.load(flow_id, backend=self.backend, owner=self.name, **options)
         self._check_open()
         return await self._drive(engine, asyncio.current_task())
+
+    async def _recovery(self, tg: asyncio.TaskGroup) -> None:
+        """Finish this service's flows that no engine runs: at open, those a crash or
+        a shutdown left (SUSPENDED included); then, every `recover_every` seconds,
+        those whose engine died (a replica's, once its lease lapsed)."""
+        states = [*_INTERRUPTED, FlowState.SUSPENDED]
+        while not self._closing:
+            try:
+                await self._recover(tg, states)
+            except StorageError as exc:
+                logger.warning(
+                    "zag service %s: could not look for flows to recover: %s", self.name, exc
+                )
+            states = list(_INTERRUPTED)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.recover_every):
+                    await self._stop.wait()
+
+    async def _recover(self, tg: asyncio.TaskGroup, states: list[FlowState]) -> None:
+        live = {engine.flow_id for engine in self._live}
+        options: dict[str, Any] = {"owner": self.name}
+        if self._executor is not None:
+            options["executor"] = self._executor
+        for summary in await self.backend.list_flows(logbook=SERVICE_LOGBOOK, states=states):
+            if summary.uuid in live or self._closing:
+                continue
+            try:
+                engine = await Engine.load(summary.uuid, backend=self.backend, **options)
+            except FlowBusy:
+                continue  # a live engine elsewhere runs it
+            except (ConfigurationError, FlowDefinitionError, ImportError, NotFound) as exc:
+                logger.error(
+                    "zag service %s: cannot recover flow %s: %s", self.name, summary.uuid, exc
+                )
+                continue
+            logger.info(
+                "zag service %s: recovering flow %r (%s), left %s",
+                self.name,
+                summary.name,
+                summary.uuid,
+                summary.state,
+            )
+            tg.create_task(self._background(engine), name=f"zag-flow-{summary.uuid}")
 
     async def _background(self, engine: Engine) -> None:
         try:
@@ -505,3 +617,7 @@ def _worker_class() -> type[Worker]:
             f"in-app workers need: pip install 'zag-async[amqp]' ({exc})"
         ) from exc
     return Worker
+
+
+def _is_sql(url: str) -> bool:
+    return url.split("://", 1)[0].lower().split("+", 1)[0] in ("sqlite", "postgresql")

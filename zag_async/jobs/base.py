@@ -380,6 +380,15 @@ class JobBoard(abc.ABC):
     @abc.abstractmethod
     async def find_owner(self, job: Job | str) -> str | None: ...
 
+    async def release_owner(self, owner: str) -> list[str]:
+        """Give back every claim `owner` holds (a restarted process taking back its own
+        work at once); returns the ids of the jobs released.
+
+        Boards whose claims end with their holder (ZooKeeper sessions, a board in
+        memory) have nothing to release: this returns [].
+        """
+        return []
+
     @abc.abstractmethod
     async def outcome(self, job_id: str) -> JobOutcome | None:
         """How the job ended, or None while it has not."""

@@ -13,6 +13,13 @@ lost its claim can no longer write), runs the engine and then:
 - trashes it when its flow ends FAILURE (a revert failed: needs a person), or
   when building its flow failed `build_attempts` times, counted on the job
   itself so every conductor sees the same count.
+
+Recovery needs no user code: when `run()` starts, claims left by this
+conductor's name (a restarted process with a stable name) or by a process of
+this machine that has died are given back at once (`JobBoard.release_owner`)
+and taken again, instead of waiting for their leases to run out; claims of
+dead conductors elsewhere come back when their leases expire (SQL boards) or
+their sessions end (ZooKeeper).
 """
 
 from __future__ import annotations
@@ -20,8 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -37,12 +42,14 @@ from ..errors import (
     JobError,
     JobNotFound,
     NotClaimable,
+    NotYetDue,
     StorageError,
     ZagError,
 )
 from ..events import Listener
 from ..failure import error_text
 from ..persistence.base import Backend
+from ..persistence.leases import abandoned, engine_name
 from ..states import FlowState
 from ..status import job_outcome
 from .base import Claim, Job, JobBoard, JobOutcome, JobState
@@ -76,7 +83,8 @@ class Conductor:
     Args:
         board: the job board to take jobs from.
         persistence: the flow-state backend the jobs' flow records live in.
-        name: this conductor's name (owner of its claims); defaults to host:pid.
+        name: this conductor's name (owner of its claims); defaults to one that names
+            this host and process, so a restart on the same machine recognises it.
         max_jobs: how many jobs to run at once.
         build_attempts: trash a job after this many failed attempts to build
             its flow (across all conductors).
@@ -84,6 +92,9 @@ class Conductor:
         engine_listeners: a function of the job returning listeners for its
             engine's events (per-job listener factory).
         engine_options: extra keyword arguments for each job's `Engine`.
+        claim_new: False to run only the jobs given to `adopt()` and those recovered
+            from this conductor's own earlier claims (an application's own work),
+            not any job on the board.
     """
 
     def __init__(
@@ -97,6 +108,7 @@ class Conductor:
         listeners: Iterable[ConductorListener] = (),
         engine_listeners: Callable[[Job], Iterable[Listener]] | None = None,
         engine_options: Mapping[str, Any] | None = None,
+        claim_new: bool = True,
     ) -> None:
         if not isinstance(max_jobs, int) or max_jobs < 1:
             raise ConfigurationError(f"max_jobs must be a whole number >= 1, got {max_jobs!r}")
@@ -104,7 +116,9 @@ class Conductor:
             raise ConfigurationError(f"build_attempts must be >= 1, got {build_attempts!r}")
         self.board = board
         self.persistence = persistence
-        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.name = name or engine_name()
+        self.claim_new = claim_new
+        self._adopted: set[str] = set()  # jobs to claim even when not claiming new ones
         self.max_jobs = max_jobs
         self.build_attempts = build_attempts
         self._listeners = list(listeners)
@@ -151,6 +165,16 @@ class Conductor:
     def running_jobs(self) -> list[Job]:
         return [claim.job for claim, _task, _engine in self._active.values()]
 
+    def adopt(self, job: Job | str) -> None:
+        """Claim and run this job as soon as a slot is free (whatever `claim_new` says)."""
+        self._adopted.add(job if isinstance(job, str) else job.uuid)
+        self._wake.set()
+
+    @property
+    def running_flows(self) -> list[str]:
+        """Ids of the flows of the jobs running now."""
+        return [claim.job.flow_id for claim, _task, _engine in self._active.values()]
+
     def _emit(self, kind: EventKind, job: Job, detail: str | None = None, **kw: Any) -> None:
         event = ConductorEvent(kind, self.name, job, detail, **kw)
         log = logger.warning if kind in ("trashed", "lost") else logger.info
@@ -179,6 +203,7 @@ class Conductor:
         unsubscribe = self.board.subscribe(self._wake.set)
         unsubscribe_lost = self.board.on_claims_lost(self._drop_lost_claims)
         try:
+            await self._recover()
             async with asyncio.TaskGroup() as tg:
                 while not self._stopping:
                     self._wake.clear()
@@ -195,11 +220,43 @@ class Conductor:
             self._running = False
             self._stopped.set()
 
+    async def _recover(self) -> None:
+        """Take back at once the claims this name or a dead process of this machine left."""
+        try:
+            claimed = await self.board.jobs(state=JobState.CLAIMED)
+            owners = {await self.board.find_owner(job) for job in claimed}
+            left = {o for o in owners if o is not None and (o == self.name or abandoned(o))}
+            for owner in sorted(left):
+                released = await self.board.release_owner(owner)
+                self._adopted.update(released)
+                if released:
+                    logger.info(
+                        "conductor %s: took back %d job(s) left by %s",
+                        self.name,
+                        len(released),
+                        owner,
+                    )
+        except (BoardUnavailable, JobNotFound) as exc:
+            # Not fatal: those claims come back when their leases run out.
+            logger.warning("conductor %s: could not recover earlier claims: %s", self.name, exc)
+
     async def _claim_some(self, tg: asyncio.TaskGroup) -> float | None:
         """Claim jobs into free slots; returns seconds until a delayed job is due."""
         free = self.max_jobs - len(self._active)
-        if free <= 0:
-            return None
+        next_due: float | None = None
+        for job_id in sorted(self._adopted):  # asked for by name: claimed directly
+            if free <= 0 or self._stopping:
+                return next_due
+            if job_id in self._active:
+                self._adopted.discard(job_id)
+                continue
+            due_in = await self._claim_one(tg, job_id)
+            if due_in is None:
+                free -= job_id in self._active
+            else:
+                next_due = due_in if next_due is None else min(next_due, due_in)
+        if free <= 0 or not self.claim_new:
+            return next_due
         try:
             # A few more than the free slots: some will be taken by others or not due.
             jobs = await self.board.jobs(state=JobState.UNCLAIMED, limit=4 * free + 16)
@@ -207,7 +264,6 @@ class Conductor:
             logger.warning("conductor %s: board unavailable: %s", self.name, exc)
             return 1.0
         now = self.board.estimate_now()
-        next_due: float | None = None
         for job in jobs:
             if free <= 0 or self._stopping:
                 break
@@ -217,20 +273,30 @@ class Conductor:
                 wait = job.due_at - now
                 next_due = wait if next_due is None else min(next_due, wait)
                 continue
-            try:
-                claim = await self.board.claim(job, self.name)
-            except NotClaimable as exc:
-                due_in = getattr(exc, "due_in", None)
-                if due_in is not None:
-                    next_due = due_in if next_due is None else min(next_due, due_in)
-                continue
-            except (JobNotFound, BoardUnavailable):
-                continue
-            self._emit("claimed", claim.job, extra={"token": claim.token})
-            task = tg.create_task(self._work(claim), name=f"zag-job-{job.uuid}")
-            self._active[job.uuid] = (claim, task, None)
-            free -= 1
+            due_in = await self._claim_one(tg, job)
+            if due_in is not None:
+                next_due = due_in if next_due is None else min(next_due, due_in)
+            elif job.uuid in self._active:
+                free -= 1
         return next_due
+
+    async def _claim_one(self, tg: asyncio.TaskGroup, job: Job | str) -> float | None:
+        """Claim one job and start it; returns seconds until it is due if it is not yet."""
+        job_id = job if isinstance(job, str) else job.uuid
+        try:
+            claim = await self.board.claim(job, self.name)
+        except NotYetDue as exc:
+            return exc.due_in
+        except (NotClaimable, JobNotFound):
+            self._adopted.discard(job_id)  # someone else has it, or it is gone
+            return None
+        except BoardUnavailable:
+            return None
+        self._adopted.discard(job_id)
+        self._emit("claimed", claim.job, extra={"token": claim.token})
+        task = tg.create_task(self._work(claim), name=f"zag-job-{job_id}")
+        self._active[job_id] = (claim, task, None)
+        return None
 
     def _drop_lost_claims(self) -> None:
         """The board lost its session: stop every job whose claim is gone."""

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from zag_async.persistence.schema import SCHEMA_VERSION
+
 OPEN_AT = """
 import asyncio, sys, time
 import zag_async as zag
@@ -46,4 +48,4 @@ def test_processes_opening_a_new_file_at_once(tmp_path: Path) -> None:
         outputs = [p.communicate(timeout=30) for p in procs]
         for proc, (out, err) in zip(procs, outputs, strict=True):
             assert proc.returncode == 0, err
-            assert out.strip() == "1"
+            assert out.strip() == str(SCHEMA_VERSION)

@@ -137,6 +137,21 @@ class SqlBoard(JobBoard):
 
         return both
 
+    @property
+    def listening(self) -> bool:
+        """PostgreSQL: True while the LISTEN connection is up (else changes are polled)."""
+        return self._wakeups.listening
+
+    async def renew_leases(self) -> bool:
+        """Renew this board's leases now (the heartbeat does so every lease/3 seconds).
+
+        Claims found gone (taken over after expiry, or released by
+        `release_owner`) are dropped and `on_claims_lost` callbacks run; locks
+        found gone have their bodies cancelled. False if the database could not
+        be reached.
+        """
+        return await self._leases.renew()
+
     async def refresh(self) -> None:
         """Nothing to refresh: every listing reads the database (here for symmetry
         with the ZooKeeper board, whose listings come from a cache)."""

@@ -14,6 +14,9 @@ What is measured (N no-op jobs per case; each job's flow is one async no-op task
   post / claim / consume loop and a BlockingConductor running the same no-op
   flow, when kazoo and taskflow are installed.
 
+The SQL boards (SQLite, PostgreSQL) are measured first in the same run, by
+``jobs_sql.sql_scenario`` (their own floor: the board's claim statement).
+
 Every run uses a fresh ZooKeeper root (``/zag-bench/<uuid>``) deleted afterwards.
 Persistence is ``memory://`` in-process; subprocess conductors cannot share a
 memory backend, so they use PostgreSQL (``PG_URL``; skipped when unreachable).
@@ -715,7 +718,10 @@ def _check_result(r: dict[str, Any], n: int, case: str) -> None:
 
 
 def zag_scenario(rec: Recorder, plan: Plan) -> None:
-    """The zag side of JOBS (run.py calls it with the zag Recorder)."""
+    """The zag side of JOBS (run.py calls it with the zag Recorder): SQL boards, then ZooKeeper."""
+    from jobs_sql import sql_scenario
+
+    sql_scenario(rec, plan)
     n = plan.jobs_n
     why = zk_reachable_sync()
     if why:

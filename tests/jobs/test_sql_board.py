@@ -322,3 +322,16 @@ async def test_conductor_with_flows_and_jobs_in_one_database(
                 assert flows_rows.scalar_one() >= 1
         finally:
             await engine.dispose()
+
+
+async def test_the_jobs_board_example_prints_the_same_on_one_sql_database(board_url: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    example = REPO / "examples" / "jobs_board.py"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(example), board_url, board_url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=REPO,
+    )  # fmt: skip
+    async with asyncio.timeout(120):
+        out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    assert out.decode() == (REPO / "examples" / "golden" / "jobs_board.out").read_text()

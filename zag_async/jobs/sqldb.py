@@ -59,6 +59,7 @@ class BoardDb:
         #: the database's clock as a SQL expression (epoch seconds)
         self.now_sql: ColumnElement[float] = literal_column(_CLOCKS[self.dialect], Float)
         self._engine: AsyncEngine | None = None
+        self._reader: AsyncEngine | None = None
         self._offset = 0.0  # the database's clock minus ours, as last seen
 
     @property
@@ -84,13 +85,20 @@ class BoardDb:
         kwargs: dict[str, Any] = {"connect_args": {"timeout": self.connect_timeout}}
         if self.postgres:
             kwargs["pool_timeout"] = self.connect_timeout
+        else:
+            # Transactions are begun and ended by hand (BEGIN IMMEDIATE ... COMMIT), so
+            # the driver must not open its own, nor the pool roll back a finished one.
+            kwargs["isolation_level"] = "AUTOCOMMIT"
+            kwargs["pool_reset_on_return"] = None
         engine = create_async_engine(self.url, **kwargs)
         if not self.postgres:
             event.listen(engine.sync_engine, "connect", _sqlite_setup)
         self._engine = engine
+        # Reads need no transaction of their own (no BEGIN/ROLLBACK round trips).
+        self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     async def aclose(self) -> None:
-        engine, self._engine = self._engine, None
+        engine, self._engine, self._reader = self._engine, None, None
         if engine is not None:
             await engine.dispose()
 
@@ -120,8 +128,9 @@ class BoardDb:
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A connection for reads (each statement sees the latest commits)."""
-        engine = self._engine_or_fail()
-        async with mapped(self.display), engine.connect() as conn:
+        self._engine_or_fail()
+        assert self._reader is not None
+        async with mapped(self.display), self._reader.connect() as conn:
             yield conn
 
     @contextlib.asynccontextmanager
@@ -139,7 +148,6 @@ class BoardDb:
                     yield conn
                 return
             async with engine.connect() as conn:
-                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
                 await conn.exec_driver_sql("BEGIN IMMEDIATE")
                 try:
                     yield conn

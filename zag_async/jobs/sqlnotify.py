@@ -42,6 +42,9 @@ logger = logging.getLogger("zag_async.jobs")
 #: database -> the wake-up callbacks of this process's open boards on it
 _HUBS: dict[str, set[Callable[[], None]]] = {}
 
+#: seconds the timer lets a burst of changes settle before it looks again
+_SETTLE = 0.05
+
 #: seconds between checks that the listening connection still answers
 _LISTEN_CHECK = 5.0
 
@@ -152,12 +155,15 @@ class Wakeups:
                 delay = self.poll_interval
             if delay is None:
                 await self._kick.wait()
+                await asyncio.sleep(_SETTLE)
                 continue
             try:
                 async with asyncio.timeout(max(delay, 0.0) + 0.005):
                     await self._kick.wait()
             except TimeoutError:
                 self._notify()
+            else:
+                await asyncio.sleep(_SETTLE)  # one look for a burst of changes
 
     async def _listen(self) -> None:
         """PostgreSQL: LISTEN on a dedicated connection; poll while it is down."""

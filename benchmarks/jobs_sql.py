@@ -4,8 +4,8 @@ What is measured (N pre-posted no-op jobs per case, `jobs:noop_flow`):
 
 - the floor: the board's own claim statement (PostgreSQL: UPDATE ... WHERE seq =
   (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING, with nextval for the token;
-  SQLite: UPDATE ... RETURNING plus the token counter, in BEGIN IMMEDIATE), each
-  in its own transaction, run sequentially on N posted rows;
+  SQLite: UPDATE ... RETURNING taking the next token from the counter row), one
+  statement = one transaction, run sequentially on N posted rows;
 - one conductor in this process (max_jobs 1 and 8), flows in memory:// and in
   the board's own database (one file / database for everything);
 - one and four conductors as subprocesses (flows in the board's database).
@@ -33,13 +33,12 @@ FACTORY = "jobs:noop_flow"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 PG_DB = "zag_bench_sqlboard"
 
-_PG_CLAIM = """
-UPDATE zag_jobs SET owner = 'raw', version = version + 1,
-  lease_until = EXTRACT(EPOCH FROM statement_timestamp()) + 30,
+_PG_NOW = "EXTRACT(EPOCH FROM statement_timestamp())"
+_PG_CLAIM = f"""
+UPDATE zag_jobs SET owner = 'raw', version = version + 1, lease_until = {_PG_NOW} + 30,
   token = nextval('zag_job_tokens')
 WHERE seq = (SELECT seq FROM zag_jobs WHERE uuid = :uuid
-             AND (owner IS NULL OR lease_until <= EXTRACT(EPOCH FROM statement_timestamp()))
-             AND due_at <= EXTRACT(EPOCH FROM statement_timestamp())
+             AND (owner IS NULL OR lease_until <= {_PG_NOW}) AND due_at <= {_PG_NOW}
              FOR UPDATE SKIP LOCKED)
 RETURNING *
 """
@@ -95,26 +94,13 @@ async def raw_claims(url: str, n: int) -> float:
 
     async with zag.connect("memory://") as backend:
         _, ids = await post_jobs(url, n, backend)
-    engine = create_async_engine(url)
-    postgres = url.startswith("postgresql")
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    claim = text(_PG_CLAIM if url.startswith("postgresql") else _SQLITE_CLAIM)
     try:
         async with engine.connect() as conn:
-            if postgres:
-                claim = text(_PG_CLAIM)
-                t = clock()
-                for job_id in ids:
-                    async with conn.begin():
-                        (await conn.execute(claim, {"uuid": job_id})).one()
-                return clock() - t
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            claim = text(_SQLITE_CLAIM)
-            bump = text("UPDATE zag_job_counters SET value = :v WHERE name = 'token'")
             t = clock()
             for job_id in ids:
-                await conn.exec_driver_sql("BEGIN IMMEDIATE")
-                row = (await conn.execute(claim, {"uuid": job_id})).mappings().one()
-                await conn.execute(bump, {"v": row["token"]})
-                await conn.exec_driver_sql("COMMIT")
+                (await conn.execute(claim, {"uuid": job_id})).one()
             return clock() - t
     finally:
         await engine.dispose()

@@ -267,12 +267,12 @@ async def test_watch_sees_another_process_post_without_polling(
 
 
 async def test_a_watcher_wakes_when_a_lease_runs_out(
-    open_board: BoardOpener, board_kind: str
+    open_board: BoardOpener, board_url: str
 ) -> None:
-    board = await open_board(poll_interval=60.0)  # only the timer can wake it
-    holder = await open_board(lease=0.5)
+    board = await open_board(poll_interval=60.0)  # only its timer can wake it
+    holder = await open_board(lease=60)
     job = await board.post("j", flows.steps, "j")
-    claim = await holder.claim(job, "doomed")
+    await holder.claim(job, "hung")
     seen: list[str] = []
 
     async def watch() -> None:
@@ -280,17 +280,28 @@ async def test_a_watcher_wakes_when_a_lease_runs_out(
             seen.append(found.uuid)
 
     watcher = asyncio.create_task(watch())
-    await asyncio.sleep(0.6)
-    assert seen == []  # claimed (the heartbeat renews it), so not yielded
-    await expire_soon(holder, claim)
+    await asyncio.sleep(0.3)
+    assert seen == []  # claimed, so not yielded
+    # The holder hangs: its lease (as another process would have taken it, unannounced)
+    # runs out in 0.6 s and nobody renews it.
+    await set_leases(board_url, 0.6)
     await eventually(lambda: seen == [job.uuid], within=3, what="watch woken at lease expiry")
     watcher.cancel()
 
 
-async def expire_soon(holder: JobBoard, claim: zag.jobs.Claim) -> None:
-    """Make `holder` stop renewing `claim` without giving it back (as if it hung)."""
-    assert isinstance(holder, SqlBoard)
-    await holder.db.aclose()  # its heartbeat now fails; the lease runs out on its own
+async def set_leases(url: str, seconds: float) -> None:
+    """Every lease ends `seconds` from now (the database's clock)."""
+    now = (
+        "EXTRACT(EPOCH FROM statement_timestamp())"
+        if url.startswith("postgresql")
+        else "((julianday('now') - 2440587.5) * 86400.0)"
+    )
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(f"UPDATE zag_jobs SET lease_until = {now} + {seconds}"))
+    finally:
+        await engine.dispose()
 
 
 # -- one database ----------------------------------------------------------------------

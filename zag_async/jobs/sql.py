@@ -93,6 +93,7 @@ class SqlBoard(JobBoard):
             notify=self._notify,
             tasks=self._tasks,
             poll_interval=poll_interval,
+            recheck=self.lease / 2,
             next_event=self._next_event,
         )
         self._opened = False

@@ -26,16 +26,16 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 
 from ..backoff import Backoff
 from ..errors import AlreadyClaimed, BoardUnavailable, ClaimLost, JobNotFound, NotYetDue
 from ..persistence.schema import job_counters, job_locks, job_results, jobs
 from .records import Claim, Job, JobOutcome
-from .sqldb import BoardDb
+from .sqldb import NOTIFY_CHANNEL, BoardDb
 from .sqlrows import insert_job, unclaimed_now
 
 __all__ = ["SqlClaims"]
@@ -44,6 +44,23 @@ logger = logging.getLogger("zag_async.jobs")
 
 #: where the SQLite token counter lives
 _TOKEN = job_counters.c.name == "token"
+
+#: Finishing a job on PostgreSQL in one statement: remove it if the token still
+#: matches, record the outcome, notify. `recorded`: an earlier attempt landed.
+_FINISH_PG = text(
+    f"""
+WITH gone AS (
+    DELETE FROM zag_jobs WHERE uuid = :uuid AND token = :token RETURNING uuid
+), kept AS (
+    INSERT INTO zag_job_results (job_uuid, outcome, job, trash_reason, finished_at)
+    SELECT uuid, :outcome, :job, :trash, EXTRACT(EPOCH FROM statement_timestamp()) FROM gone
+    RETURNING job_uuid
+)
+SELECT (SELECT count(*) FROM kept) AS finished,
+       (SELECT count(*) FROM zag_job_results WHERE job_uuid = :uuid) AS recorded,
+       pg_notify('{NOTIFY_CHANNEL}', '') AS notified
+"""
+)
 
 
 class SqlClaims:
@@ -125,20 +142,18 @@ class SqlClaims:
             "version": jobs.c.version + 1,
         }
         free = (jobs.c.uuid == job_id, unclaimed_now(self.db), jobs.c.due_at <= now)
-        async with self.db.write() as conn:
-            if self.db.postgres:
-                # Claimers of one job skip each other's row locks instead of queueing.
-                target = select(jobs.c.seq).where(*free).with_for_update(skip_locked=True)
-                statement = update(jobs).where(jobs.c.seq == target.scalar_subquery())
-                values["token"] = func.nextval("zag_job_tokens")
-            else:
-                statement = update(jobs).where(*free)
-                counter = select(job_counters.c.value + 1).where(_TOKEN)
-                values["token"] = counter.scalar_subquery()
-            returning = statement.values(values).returning(*jobs.c, now.label("db_now"))
+        if self.db.postgres:
+            # Claimers of one job skip each other's row locks instead of queueing.
+            target = select(jobs.c.seq).where(*free).with_for_update(skip_locked=True)
+            statement = update(jobs).where(jobs.c.seq == target.scalar_subquery())
+            values["token"] = func.nextval("zag_job_tokens")
+        else:
+            # The next token from the counter row (a trigger moves the counter).
+            statement = update(jobs).where(*free)
+            values["token"] = select(job_counters.c.value + 1).where(_TOKEN).scalar_subquery()
+        returning = statement.values(values).returning(*jobs.c, now.label("db_now"))
+        async with self.db.single() as conn:  # one statement: its own transaction
             row = (await conn.execute(returning)).mappings().first()
-            if row is not None and not self.db.postgres:
-                await conn.execute(update(job_counters).where(_TOKEN).values(value=row["token"]))
         return None if row is None else dict(row)
 
     async def _refusal(self, job_id: str) -> Exception | None:
@@ -224,11 +239,33 @@ class SqlClaims:
                 await self.db.changed(conn)
                 return True
 
-        finished = await self._retried(claim, step)
+        fast = self.db.postgres and next_job is None
+        finished = await self._retried(
+            claim, self._finish_at_once(claim, outcome, trash) if fast else step
+        )
         self._drop(claim)
         if not finished:
             raise ClaimLost(f"job {job.uuid!r}: claim {claim.fence!r} was taken over")
         self._changed()
+
+    def _finish_at_once(
+        self, claim: Claim, outcome: JobOutcome, trash: str | None
+    ) -> Callable[[], Awaitable[bool]]:
+        """PostgreSQL, no next run: `finish` as one statement (one round trip)."""
+        params = {
+            "uuid": claim.job.uuid,
+            "token": claim.token,
+            "outcome": json.dumps(outcome.to_dict()),
+            "job": json.dumps(claim.job.to_dict()),
+            "trash": trash,
+        }
+
+        async def step() -> bool:
+            async with self.db.single() as conn:
+                row = (await conn.execute(_FINISH_PG, params)).one()
+            return bool(row.finished or row.recorded)
+
+        return step
 
     async def record_build_failure(self, claim: Claim, error: str) -> int:
         """Count a failed attempt to build the job's flow; returns the count so far."""
@@ -285,7 +322,11 @@ class SqlClaims:
     async def heartbeat(self) -> None:
         """Renew every lease held here each lease/3 seconds (sooner while failing); forever."""
         while True:
-            ok = await self.renew()
+            try:
+                ok = await self.renew()
+            except Exception:  # a bug must not end the board's task group
+                logger.exception("board %s: renewing leases failed", self.db.display)
+                ok = False
             await asyncio.sleep(self.lease / 3 if ok else min(self.lease / 10, 1.0))
 
     async def renew(self) -> bool:

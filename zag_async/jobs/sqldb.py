@@ -127,11 +127,15 @@ class BoardDb:
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for reads (each statement sees the latest commits)."""
+        """A connection without a transaction: each statement commits (and sees commits) alone."""
         self._engine_or_fail()
         assert self._reader is not None
         async with mapped(self.display), self._reader.connect() as conn:
             yield conn
+
+    def single(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        """A connection where each statement commits on its own (one-statement writes)."""
+        return self.read()
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:

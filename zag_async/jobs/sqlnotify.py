@@ -16,7 +16,8 @@ something changed. ZooKeeper pushes watch events; a database has to be made to:
 
 Time alone changes things too: a delayed job falls due, a lease runs out. A
 timer sleeps until the earliest such moment (database clock) and wakes the
-watchers then.
+watchers then; it looks again after each change and at least every lease/2
+seconds (another process's claim is not announced, yet its lease may run out).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class Wakeups:
         notify: wakes the board's subscribers.
         tasks: the board's task group (the listener, poller and timer run there).
         poll_interval: seconds between polls (SQLite, or PostgreSQL without its listener).
+        recheck: the timer looks for due times and lease expiries at least this often.
         next_event: seconds until the next due time or lease expiry (None: none).
     """
 
@@ -74,10 +76,12 @@ class Wakeups:
         notify: Callable[[], None],
         tasks: Background,
         poll_interval: float,
+        recheck: float,
         next_event: Callable[[], Awaitable[float | None]],
     ) -> None:
         self.db = db
         self.poll_interval = poll_interval
+        self.recheck = recheck
         self._notify = notify
         self._tasks = tasks
         self._next_event = next_event
@@ -145,25 +149,29 @@ class Wakeups:
             await asyncio.sleep(self.poll_interval)
 
     async def _timer(self) -> None:
-        """Wake watchers when the next delayed job falls due or the next lease runs out."""
+        """Wake watchers when the next delayed job falls due or the next lease runs out.
+
+        It looks again after every change, and at least every `recheck` seconds:
+        claims made in other processes are not announced, so their leases are
+        found by looking.
+        """
         while True:
             await self._watched.wait()
             self._kick.clear()
             try:
                 delay = await self._next_event()
-            except BoardUnavailable:
-                delay = self.poll_interval
-            if delay is None:
-                await self._kick.wait()
-                await asyncio.sleep(_SETTLE)
-                continue
+            except Exception as exc:  # BoardUnavailable, or a bug: look again later
+                logger.debug("board %s: next event: %s", self.db.display, exc)
+                delay = None
+            wait = self.recheck if delay is None else min(max(delay, 0.0) + 0.005, self.recheck)
             try:
-                async with asyncio.timeout(max(delay, 0.0) + 0.005):
+                async with asyncio.timeout(wait):
                     await self._kick.wait()
             except TimeoutError:
-                self._notify()
-            else:
-                await asyncio.sleep(_SETTLE)  # one look for a burst of changes
+                if delay is not None and wait >= delay:
+                    self._notify()
+                continue
+            await asyncio.sleep(_SETTLE)  # one look for a burst of changes
 
     async def _listen(self) -> None:
         """PostgreSQL: LISTEN on a dedicated connection; poll while it is down."""
@@ -178,12 +186,12 @@ class Wakeups:
                         self.db.asyncpg_dsn(), timeout=self.db.connect_timeout
                     )
                     break
-                except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+                except Exception as exc:  # down, refusing, starting up: all the same here
                     logger.debug("board %s: no listener yet: %s", self.db.display, exc)
                     self.wake()  # the fallback: watchers look again each attempt
             try:
                 await self._listen_on(conn)
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except Exception as exc:  # whatever ended it, listen again
                 logger.warning("board %s: listening connection lost: %s", self.db.display, exc)
             finally:
                 self.listening = False

@@ -193,6 +193,14 @@ def _v3_jobs(conn: Connection) -> None:
     )
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql("CREATE SEQUENCE IF NOT EXISTS zag_job_tokens")
+    else:
+        # A claim is one UPDATE taking the next token from the counter; this moves
+        # the counter in the same statement.
+        conn.exec_driver_sql(
+            "CREATE TRIGGER zag_job_tokens AFTER UPDATE OF token ON zag_jobs BEGIN "
+            "UPDATE zag_job_counters SET value = NEW.token "
+            "WHERE name = 'token' AND value < NEW.token; END"
+        )
 
 
 #: Migration N (1-based) brings the schema from version N-1 to N.

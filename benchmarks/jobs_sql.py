@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import sys
 import tempfile
 import time
@@ -142,71 +141,19 @@ async def inprocess(url: str, n: int, max_jobs: int, persistence: str) -> dict[s
 
 async def subprocesses(url: str, n: int, conductors: int) -> dict[str, Any]:
     """`conductors` conductor processes (jobs.py conductor) on n pre-posted jobs."""
+    from jobs import conductor_processes
+
     import zag_async as zag
 
-    out: dict[str, Any] = {}
     async with zag.connect(url) as backend:
-        out["post_s"], _ = await post_jobs(url, n, backend)
-    procs: list[asyncio.subprocess.Process] = []
-    try:
-        for i in range(conductors):
-            procs.append(await asyncio.create_subprocess_exec(
-                sys.executable, str(HERE / "jobs.py"), "conductor", "--board", url,
-                "--persistence", url, "--name", f"c{i}",
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=str(HERE)))
-        for p in procs:
-            assert p.stdout is not None
-            async with asyncio.timeout(60):
-                line = await p.stdout.readline()
-            check(line.strip() == b"ready", f"conductor did not start: {line!r}")
-        consumed = 0
-        done = asyncio.Event()
-        last = [0.0]
-        summaries: list[dict[str, int]] = []
 
-        async def follow(p: asyncio.subprocess.Process) -> None:
-            nonlocal consumed
-            assert p.stdout is not None
-            async for raw in p.stdout:
-                line = raw.decode().strip()
-                if line == "c":
-                    consumed += 1
-                    last[0] = clock()
-                    if consumed >= n:
-                        done.set()
-                elif line.startswith("done "):
-                    summaries.append(json.loads(line[5:]))
+        async def post_all() -> float:
+            seconds, _ = await post_jobs(url, n, backend)
+            return seconds
 
-        followers = [asyncio.create_task(follow(p)) for p in procs]
-        t0 = clock()
-        for p in procs:
-            assert p.stdin is not None
-            p.stdin.write(b"go\n")
-        async with asyncio.timeout(max(120.0, n * 0.2)):
-            await done.wait()
-        out["run_s"] = last[0] - t0
-        for p in procs:
-            assert p.stdin is not None
-            p.stdin.write(b"stop\n")
-            await p.stdin.drain()
-            p.stdin.close()
-        async with asyncio.timeout(60):
-            await asyncio.gather(*followers)
-            for p in procs:
-                await p.wait()
-        kinds: collections.Counter[str] = collections.Counter()
-        for s in summaries:
-            kinds.update(s)
-        out["kinds"] = dict(kinds)
-        out["per_conductor"] = [s.get("consumed", 0) for s in summaries]
-        async with zag.connect(url) as backend, \
-                zag.jobs.connect(url, persistence=backend) as board:
+        out = await conductor_processes(url, url, n, conductors, 1, "pre", post_all)
+        async with zag.jobs.connect(url, persistence=backend) as board:
             out["remaining"] = len(await board.jobs())
-    finally:
-        for p in procs:
-            if p.returncode is None:
-                p.kill()
-                await p.wait()
     return out
 
 
@@ -223,7 +170,8 @@ def _record(rec: Recorder, case: str, n: int, r: dict[str, Any], floor_ms: float
             f"claim+run+consume after posting; {note}")
     rec.add(SCENARIO, case, "per job", "ms", [ms_job])
     if "cpu_s" in r:
-        rec.add(SCENARIO, case, "CPU per job", "ms", [r["cpu_s"] * 1e3 / n], "this process")
+        rec.add(SCENARIO, case, "CPU per job", "ms", [r["cpu_s"] * 1e3 / n],
+                r.get("cpu_where", "this process"))
     rec.add(SCENARIO, case, "rate / raw claim rate", "%", [floor_ms / ms_job * 100],
             f"{floor_ms:.3f} ms per raw claim transaction; target >= 50% (1 conductor)")
 

@@ -15,9 +15,10 @@ When a renewal finds a lease gone (taken over, or released by
 dropped: `holds()` turns False and the board's `on_claims_lost` callbacks run.
 Locks (`sqllock`) are leases too; the same heartbeat renews them.
 
-Tokens come from the PostgreSQL sequence `zag_job_tokens`, or on SQLite from
-the "token" counter row bumped in the claim's transaction (SQLite writes are
-serialized, so the counter cannot go backwards).
+A claim is one UPDATE statement. Tokens come from the PostgreSQL sequence
+`zag_job_tokens`, or on SQLite from the "token" counter row, which a trigger
+moves in the claim's own statement (SQLite writes are serialized, so the
+counter cannot go backwards).
 """
 
 from __future__ import annotations

@@ -165,9 +165,9 @@ job_locks = Table(
     Column("lease_until", Float, nullable=False),
 )
 
-#: Counters a SQL board bumps in its transactions: "token" (fencing tokens on
-#: SQLite; PostgreSQL uses the sequence `zag_job_tokens`) and "changes" (what
-#: SQLite boards in other processes poll to notice a change).
+#: Counters of SQL boards: "token" (the last fencing token on SQLite, moved by
+#: the trigger `zag_job_tokens`; PostgreSQL uses the sequence `zag_job_tokens`)
+#: and "changes" (bumped by each change; SQLite boards of other processes poll it).
 job_counters = Table(
     "zag_job_counters",
     metadata,

@@ -107,6 +107,7 @@ async def test_connect_options_and_lease(open_board: BoardOpener) -> None:
         zag.jobs.connect(board.url, persistence=board.persistence, lease=0)
 
 
+@pytest.mark.services  # a second process
 async def test_a_killed_owner_loses_its_claim_when_its_lease_runs_out(
     board: JobBoard, board_url: str
 ) -> None:
@@ -231,6 +232,7 @@ async def test_closing_a_board_gives_its_claims_back(open_board: BoardOpener) ->
 # -- wake-ups ------------------------------------------------------------------------
 
 
+@pytest.mark.services  # a second process
 async def test_watch_sees_another_process_post_without_polling(
     open_board: BoardOpener, board_url: str, board_kind: str
 ) -> None:
@@ -335,6 +337,7 @@ async def test_conductor_with_flows_and_jobs_in_one_database(
             await engine.dispose()
 
 
+@pytest.mark.services  # a second process
 async def test_the_jobs_board_example_prints_the_same_on_one_sql_database(board_url: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     example = REPO / "examples" / "jobs_board.py"

@@ -94,8 +94,13 @@ class BoardDb:
         if not self.postgres:
             event.listen(engine.sync_engine, "connect", _sqlite_setup)
         self._engine = engine
-        # Reads need no transaction of their own (no BEGIN/ROLLBACK round trips).
-        self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+        # Reads need no transaction of their own (no BEGIN/ROLLBACK round trips). The
+        # SQLite engine is AUTOCOMMIT already: switching a connection's level there
+        # costs a driver call on each checkout and return (and a window in which a
+        # cancelled caller would leave the connection checked out).
+        self._reader = (
+            engine.execution_options(isolation_level="AUTOCOMMIT") if self.postgres else engine
+        )
 
     async def aclose(self) -> None:
         engine, self._engine, self._reader = self._engine, None, None

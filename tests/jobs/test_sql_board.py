@@ -130,7 +130,7 @@ async def test_a_killed_owner_loses_its_claim_when_its_lease_runs_out(
                 return None
 
         mine: zag.jobs.Claim = await eventually(take, within=5, what="takeover after expiry")
-        assert time.monotonic() - killed < 2.5  # about one lease
+        assert time.monotonic() - killed < 3.0  # about one lease (1 s), with slack for load
         assert mine.token > token
         assert await board.find_owner(job) == "survivor"
     finally:

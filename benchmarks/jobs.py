@@ -14,6 +14,9 @@ What is measured (N no-op jobs per case; each job's flow is one async no-op task
   post / claim / consume loop and a BlockingConductor running the same no-op
   flow, when kazoo and taskflow are installed.
 
+The SQL boards (SQLite, PostgreSQL) are measured first in the same run, by
+``jobs_sql.sql_scenario`` (their own floor: the board's claim statement).
+
 Every run uses a fresh ZooKeeper root (``/zag-bench/<uuid>``) deleted afterwards.
 Persistence is ``memory://`` in-process; subprocess conductors cannot share a
 memory backend, so they use PostgreSQL (``PG_URL``; skipped when unreachable).
@@ -378,6 +381,94 @@ async def conductor_main(args: argparse.Namespace) -> None:
     out.flush()
 
 
+async def conductor_processes(
+    url: str, persistence: str, n: int, conductors: int, max_jobs: int, mode: str,
+    post_all: Callable[[], Any], profile_dir: str | None = None,
+) -> dict[str, Any]:
+    """Run `conductors` conductor processes on board `url` until n jobs are consumed.
+
+    `post_all()` posts the n jobs (returns seconds): before "go" in mode "pre",
+    after it in mode "live". Returns post_s, run_s, kinds, per_conductor, cpu_s.
+    """
+    procs: list[asyncio.subprocess.Process] = []
+    out: dict[str, Any] = {}
+    consumed = 0
+    done = asyncio.Event()
+    last = [0.0]
+    try:
+        for i in range(conductors):
+            cmd = [sys.executable, str(HERE / "jobs.py"), "conductor", "--board", url,
+                   "--persistence", persistence, "--max-jobs", str(max_jobs),
+                   "--name", f"c{i}"]
+            if profile_dir:
+                cmd += ["--profile", os.path.join(profile_dir, f"c{i}.prof")]
+            procs.append(await asyncio.create_subprocess_exec(
+                *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                cwd=str(HERE)))
+        for p in procs:
+            assert p.stdout is not None
+            async with asyncio.timeout(60):
+                line = await p.stdout.readline()
+            check(line.strip() == b"ready", f"conductor did not start: {line!r}")
+
+        summaries: list[dict[str, int]] = []
+
+        async def follow(p: asyncio.subprocess.Process) -> None:
+            nonlocal consumed
+            assert p.stdout is not None
+            async for raw in p.stdout:
+                line = raw.decode().strip()
+                if line == "c":
+                    consumed += 1
+                    last[0] = clock()
+                    if consumed >= n:
+                        done.set()
+                elif line.startswith("done "):
+                    summaries.append(json.loads(line[5:]))
+
+        followers = [asyncio.create_task(follow(p)) for p in procs]
+
+        def go() -> None:
+            for p in procs:
+                assert p.stdin is not None
+                p.stdin.write(b"go\n")
+
+        if mode == "pre":
+            out["post_s"] = await post_all()
+            t0 = clock()
+            go()
+        else:
+            go()
+            await asyncio.sleep(0.3)  # let them open their watches (outside the clock)
+            t0 = clock()
+            out["post_s"] = await post_all()
+        async with asyncio.timeout(max(120.0, n * 0.2)):
+            await done.wait()
+        out["run_s"] = last[0] - t0
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write(b"stop\n")
+            await p.stdin.drain()
+            p.stdin.close()
+        async with asyncio.timeout(60):
+            await asyncio.gather(*followers)
+            for p in procs:
+                await p.wait()
+        kinds: collections.Counter[str] = collections.Counter()
+        for s in summaries:
+            kinds.update(s)
+        out["kinds"] = dict(kinds)
+        out["per_conductor"] = [s.get("consumed", 0) for s in summaries]
+        out["cpu_s"] = sum(s.get("cpu_ms", 0) for s in summaries) / 1e3
+        out["cpu_where"] = "conductor processes, from go to stop"
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                p.kill()
+                await p.wait()
+    return out
+
+
 async def zag_subprocess(
     n: int, conductors: int, max_jobs: int, mode: str, persistence: str,
     profile_dir: str | None = None,
@@ -387,49 +478,9 @@ async def zag_subprocess(
 
     root = _new_root()
     url = f"zookeeper://{ZK_SERVERS}{root}"
-    procs: list[asyncio.subprocess.Process] = []
     out: dict[str, Any] = {}
-    consumed = 0
-    done = asyncio.Event()
-    last = [0.0]
     try:
         async with zag.connect(persistence) as backend:
-            for i in range(conductors):
-                cmd = [sys.executable, str(HERE / "jobs.py"), "conductor", "--board", url,
-                       "--persistence", persistence, "--max-jobs", str(max_jobs),
-                       "--name", f"c{i}"]
-                if profile_dir:
-                    cmd += ["--profile", os.path.join(profile_dir, f"c{i}.prof")]
-                procs.append(await asyncio.create_subprocess_exec(
-                    *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                    cwd=str(HERE)))
-            for p in procs:
-                assert p.stdout is not None
-                async with asyncio.timeout(60):
-                    line = await p.stdout.readline()
-                check(line.strip() == b"ready", f"conductor did not start: {line!r}")
-
-            summaries: list[dict[str, int]] = []
-
-            async def follow(p: asyncio.subprocess.Process) -> None:
-                nonlocal consumed
-                assert p.stdout is not None
-                async for raw in p.stdout:
-                    line = raw.decode().strip()
-                    if line == "c":
-                        consumed += 1
-                        last[0] = clock()
-                        if consumed >= n:
-                            done.set()
-                    elif line.startswith("done "):
-                        summaries.append(json.loads(line[5:]))
-
-            followers = [asyncio.create_task(follow(p)) for p in procs]
-
-            def go() -> None:
-                for p in procs:
-                    assert p.stdin is not None
-                    p.stdin.write(b"go\n")
 
             async def post_all() -> float:
                 # Its own board (and ZooKeeper session), closed once every job is posted.
@@ -439,41 +490,11 @@ async def zag_subprocess(
                         await poster.post(f"noop-{i}", FACTORY)
                     return clock() - t
 
-            if mode == "pre":
-                out["post_s"] = await post_all()
-                t0 = clock()
-                go()
-            else:
-                go()
-                await asyncio.sleep(0.3)  # let them open their watches (outside the clock)
-                t0 = clock()
-                out["post_s"] = await post_all()
-            async with asyncio.timeout(max(120.0, n * 0.2)):
-                await done.wait()
-            out["run_s"] = last[0] - t0
-            for p in procs:
-                assert p.stdin is not None
-                p.stdin.write(b"stop\n")
-                await p.stdin.drain()
-                p.stdin.close()
-            async with asyncio.timeout(60):
-                await asyncio.gather(*followers)
-                for p in procs:
-                    await p.wait()
-            kinds: collections.Counter[str] = collections.Counter()
-            for s in summaries:
-                kinds.update(s)
-            out["kinds"] = dict(kinds)
-            out["per_conductor"] = [s.get("consumed", 0) for s in summaries]
-            out["cpu_s"] = sum(s.get("cpu_ms", 0) for s in summaries) / 1e3
-            out["cpu_where"] = "conductor processes, from go to stop"
+            out = await conductor_processes(url, persistence, n, conductors, max_jobs, mode,
+                                            post_all, profile_dir)
             async with zag.jobs.connect(url, persistence=backend) as board:
                 out["remaining"] = len(await board.jobs())
     finally:
-        for p in procs:
-            if p.returncode is None:
-                p.kill()
-                await p.wait()
         out["deleted_nodes"] = await remove_root(root)
     return out
 
@@ -715,7 +736,10 @@ def _check_result(r: dict[str, Any], n: int, case: str) -> None:
 
 
 def zag_scenario(rec: Recorder, plan: Plan) -> None:
-    """The zag side of JOBS (run.py calls it with the zag Recorder)."""
+    """The zag side of JOBS (run.py calls it with the zag Recorder): SQL boards, then ZooKeeper."""
+    from jobs_sql import sql_scenario
+
+    sql_scenario(rec, plan)
     n = plan.jobs_n
     why = zk_reachable_sync()
     if why:

@@ -72,7 +72,12 @@ def test_jobs_snippet_runs(tmp_path: Path) -> None:
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
     out = subprocess.run(
-        [sys.executable, "-c", snippet], capture_output=True, text=True, timeout=60, env=env
+        [sys.executable, "-c", snippet],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,  # the snippet's database file (app.db) goes there
     )
     assert out.returncode == 0, out.stderr
     assert "state='SUCCESS'" in out.stdout and "'done': 'web-1:32'" in out.stdout

@@ -1,10 +1,13 @@
-"""Job boards for the tests: every test taking `board` runs on memory:// and on
-a real ZooKeeper (127.0.0.1:2181, or ZAG_TEST_ZK=host:port).
+"""Job boards for the tests: every test taking `board` runs on memory://, on
+a real ZooKeeper (127.0.0.1:2181, or ZAG_TEST_ZK=host:port), on SQLite and on
+PostgreSQL (the SQL boards, with a short lease).
 
-Each test gets its own board: a named memory:// board, or a fresh root path
-zookeeper://.../zag-test/<uuid> (deleted afterwards), so tests never see each
-other's jobs. `open_board()` opens more board objects on the same board (on
-ZooKeeper: more sessions). Flow records go to a memory:// backend unless the
+Each test gets its own board: a named memory:// board, a fresh root path
+zookeeper://.../zag-test/<uuid> (deleted afterwards), a fresh SQLite file, or
+the session's PostgreSQL database with its job tables emptied first (the suite
+runs one test at a time), so tests never see each other's jobs.
+`open_board()` opens more board objects on the same board (on ZooKeeper: more
+sessions). Flow records go to a memory:// backend unless the
 test sets `persistence` to "postgres" (`@pytest.mark.parametrize("persistence",
 ["postgres"])`), or asks for `pg_backend` directly.
 
@@ -27,7 +30,12 @@ import zag_async as zag
 
 from . import flows
 
-BOARDS = ["memory", "zookeeper"]
+BOARDS = ["memory", "zookeeper", "sqlite", "postgres"]
+
+#: The SQL boards' lease in tests: short, so takeovers happen within a test.
+TEST_LEASE = 1.0
+
+SQL_JOB_TABLES = "zag_jobs, zag_job_keys, zag_job_results, zag_job_schedules, zag_job_locks"
 
 
 # -- PostgreSQL (zk_server is in tests/conftest.py) -------------------------------
@@ -70,12 +78,36 @@ def board_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+async def empty_pg_job_tables(url: str) -> None:
+    """Create the schema if needed, then delete every job, key, result, schedule and lock."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    await zag.persistence.upgrade(url)
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    conn = await asyncpg.connect(dsn, timeout=5)
+    try:
+        await conn.execute(f"TRUNCATE {SQL_JOB_TABLES}")
+    finally:
+        await conn.close()
+
+
 @pytest.fixture
-async def board_url(board_kind: str, request: pytest.FixtureRequest) -> AsyncIterator[str]:
+async def board_url(
+    board_kind: str, request: pytest.FixtureRequest, tmp_path: Any
+) -> AsyncIterator[str]:
     """A board of its own for this test (deleted afterwards on ZooKeeper)."""
     name = uuid.uuid4().hex
     if board_kind == "memory":
         yield f"memory://zag-test-{name}"
+        return
+    if board_kind == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/board-{name[:8]}.db"
+        return
+    if board_kind == "postgres":
+        url = str(request.getfixturevalue("pg_url"))
+        await empty_pg_job_tables(url)
+        yield url
         return
     server = request.getfixturevalue("zk_server")
     yield f"zookeeper://{server}/zag-test/{name}"
@@ -94,6 +126,8 @@ async def open_board(
     async with contextlib.AsyncExitStack() as stack:
 
         async def opener(**options: Any) -> zag.jobs.JobBoard:
+            if not board_url.startswith(("memory", "zookeeper")):
+                options.setdefault("lease", TEST_LEASE)
             return await stack.enter_async_context(
                 zag.jobs.connect(board_url, persistence=backend, **options)
             )

@@ -1,4 +1,5 @@
-"""Job boards by URL: `memory://` (in this process) and `zookeeper://host:port[,host:port]/path`.
+"""Job boards by URL: `memory://` (in this process), `zookeeper://host:port[,host:port]/path`,
+`sqlite+aiosqlite:///app.db` and `postgresql+asyncpg://user@host/db` (in the flows' database).
 
 async with zag.jobs.connect("zookeeper://127.0.0.1:2181/zag", persistence=backend) as board:
     job = await board.post("provision", "myapp.flows:provision", "web-1", store={...})
@@ -32,7 +33,8 @@ def connect(url: str, *, persistence: Backend, **options: Any) -> JobBoard:
 
     `persistence` is where the flow records of posted jobs are created (the
     same backend the conductors use). Options go to the board (ZooKeeper:
-    `session_timeout=`, `call_timeout=`).
+    `session_timeout=`, `call_timeout=`; SQL: `lease=`, `poll_interval=`,
+    `connect_timeout=`).
     """
     if not isinstance(url, str) or "://" not in url:
         raise ConfigurationError(
@@ -51,4 +53,20 @@ def connect(url: str, *, persistence: Backend, **options: Any) -> JobBoard:
                 f"zookeeper:// needs extra packages: pip install 'zag-async[zookeeper]' ({exc})"
             ) from exc
         return ZooKeeperBoard(url, persistence=persistence, **options)
-    raise ConfigurationError(f"no job board for {scheme!r} URLs; use memory:// or zookeeper://")
+    if scheme in _SQL_EXTRAS:
+        try:
+            from .sql import SqlBoard
+        except ImportError as exc:  # pragma: no cover - depends on installed extras
+            raise ConfigurationError(
+                f"{scheme}:// needs extra packages: pip install 'zag-async[{_SQL_EXTRAS[scheme]}]' "
+                f"({exc})"
+            ) from exc
+        return SqlBoard(url, persistence=persistence, **options)
+    raise ConfigurationError(
+        f"no job board for {scheme!r} URLs; use memory://, zookeeper://, sqlite+aiosqlite:// "
+        f"or postgresql+asyncpg://"
+    )
+
+
+#: SQL board URL schemes and the extra each needs
+_SQL_EXTRAS = {"sqlite+aiosqlite": "sqlite", "postgresql+asyncpg": "postgres"}

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Connection,
     Float,
@@ -25,7 +26,21 @@ from sqlalchemy import (
     select,
 )
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "atoms", "flows", "logbooks", "metadata", "migrate"]
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "atoms",
+    "flows",
+    "job_counters",
+    "job_keys",
+    "job_locks",
+    "job_results",
+    "job_schedules",
+    "jobs",
+    "logbooks",
+    "metadata",
+    "migrate",
+]
 
 metadata = MetaData()
 
@@ -91,6 +106,80 @@ schema_version = Table(
 
 _LEASE_COLUMNS = ("lease_owner", "lease_expires")
 
+# -- job boards (migration 3): a SQL board keeps its jobs beside the flows they run --
+
+#: Posting order is the integer key (`seq`); a claim is a lease: `owner` holds the
+#: job while `lease_until` (the database's clock, epoch seconds) is ahead; `token`
+#: is the claim's fencing token.
+jobs = Table(
+    "zag_jobs",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("uuid", String(36), nullable=False, unique=True),
+    Column("name", Text, nullable=False),
+    Column("flow_id", String(36), nullable=False),
+    Column("data", Text, nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("due_at", Float, nullable=False),
+    Column("posted_at", Float, nullable=False),
+    Column("idempotency_key", Text),
+    Column("schedule", Text),
+    Column("build_failures", Integer, nullable=False),
+    Column("last_build_error", Text),
+    Column("owner", Text),
+    Column("lease_until", Float),
+    Column("token", BigInteger),
+    Column("version", Integer, nullable=False),
+    Index("zag_jobs_order", "priority", "seq"),
+    Index("zag_jobs_owner", "owner"),
+    Index("zag_jobs_schedule", "schedule"),
+)
+
+#: Every idempotency key ever posted, and its job (kept after the job ends).
+job_keys = Table(
+    "zag_job_keys",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("job_uuid", String(36), nullable=False),
+)
+
+#: How each finished job ended (`trash_reason` set for trashed ones).
+job_results = Table(
+    "zag_job_results",
+    metadata,
+    Column("job_uuid", String(36), primary_key=True),
+    Column("outcome", Text, nullable=False),
+    Column("job", Text, nullable=False),
+    Column("trash_reason", Text),
+    Column("finished_at", Float, nullable=False),
+)
+
+job_schedules = Table(
+    "zag_job_schedules",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("data", Text, nullable=False),
+)
+
+#: Named locks as leases.
+job_locks = Table(
+    "zag_job_locks",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("holder", Text, nullable=False),
+    Column("lease_until", Float, nullable=False),
+)
+
+#: Counters of SQL boards: "token" (the last fencing token on SQLite, moved by
+#: the trigger `zag_job_tokens`; PostgreSQL uses the sequence `zag_job_tokens`)
+#: and "changes" (bumped by each change; SQLite boards of other processes poll it).
+job_counters = Table(
+    "zag_job_counters",
+    metadata,
+    Column("name", String(16), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
 
 def _v1(conn: Connection) -> None:
     """The first schema: logbooks, flows, atoms."""
@@ -111,8 +200,27 @@ def _v2(conn: Connection) -> None:
         conn.exec_driver_sql(f"ALTER TABLE {flows.name} ADD COLUMN {name} {kind}")
 
 
+def _v3_jobs(conn: Connection) -> None:
+    """SQL job boards: jobs, idempotency keys, results, schedules, locks, counters."""
+    tables = [jobs, job_keys, job_results, job_schedules, job_locks, job_counters]
+    metadata.create_all(conn, tables=tables)
+    conn.execute(
+        job_counters.insert(), [{"name": "token", "value": 0}, {"name": "changes", "value": 0}]
+    )
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("CREATE SEQUENCE IF NOT EXISTS zag_job_tokens")
+    else:
+        # A claim is one UPDATE taking the next token from the counter; this moves
+        # the counter in the same statement.
+        conn.exec_driver_sql(
+            "CREATE TRIGGER zag_job_tokens AFTER UPDATE OF token ON zag_jobs BEGIN "
+            "UPDATE zag_job_counters SET value = NEW.token "
+            "WHERE name = 'token' AND value < NEW.token; END"
+        )
+
+
 #: Migration N (1-based) brings the schema from version N-1 to N.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3_jobs]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

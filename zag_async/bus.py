@@ -59,7 +59,8 @@ class EventBus:
         #: True when some listener is attached (events are worth building); a plain
         #: attribute because the scheduler reads it on every state change.
         self.wanted = False
-        self._sort()
+        if self._listeners:
+            self._sort()
         self._send: MemoryObjectSendStream[Event] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -108,6 +109,12 @@ class EventBus:
             except Exception:  # a broken listener must not break the flow
                 logger.exception("listener %r failed on %s", listener, event)
 
+    def bind(self) -> None:
+        """Note the running loop and its thread: events emitted from other threads
+        (a sync task's `progress()`) are handed to it."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Deliver events to async listeners for the whole block, its last events included.
@@ -115,8 +122,7 @@ class EventBus:
         Events emitted before the block ends (the flow's final state, a
         suspension on cancel) all reach async listeners before it returns.
         """
-        self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
+        self.bind()
         if not self._async:
             yield
             return

@@ -362,14 +362,20 @@ class Engine:
             # Left mid-run by a crash: the recorded way back is through RESUMING.
             self._set_flow(FlowState.RESUMING)
             self._set_flow(FlowState.SUSPENDED)
+        if not self.bus.wanted:  # nobody listens: no pump to run
+            self.bus.bind()
+            return await self._drive()
         async with self.bus.running():
-            self._set_flow(FlowState.RUNNING)
-            try:
-                await self._run_loop()
-            except asyncio.CancelledError:
-                await self._finish_cancelled()
-                raise
-            return await self._finish()
+            return await self._drive()
+
+    async def _drive(self) -> Mapping[str, Any]:
+        self._set_flow(FlowState.RUNNING)
+        try:
+            await self._run_loop()
+        except asyncio.CancelledError:
+            await self._finish_cancelled()
+            raise
+        return await self._finish()
 
     async def run_iter(self) -> AsyncIterator[Event]:
         """Run the flow, yielding every event as it happens.
@@ -417,6 +423,9 @@ class Engine:
         self.scheduler.scan()
         self._done.clear()
         async with asyncio.TaskGroup() as tg:
+            if self.storage.lease is None:  # not durable: no lease to keep
+                await self._loop_body(tg)
+                return
             with self.storage.heartbeat(tg, self.suspend):
                 await self._loop_body(tg)
 

@@ -107,8 +107,13 @@ class Lease:
 
     def may_take_from(self, holder: str) -> bool:
         """Whether this lease may replace `holder`'s live one at once: it has the
-        same stable owner (an earlier incarnation), or is known to be gone."""
-        if self.stable_owner is not None and holder.rpartition("@")[0] == self.stable_owner:
+        same stable owner (an earlier incarnation: not an engine of this process
+        that is still running), or is known to be gone."""
+        if (
+            self.stable_owner is not None
+            and holder.rpartition("@")[0] == self.stable_owner
+            and holder not in _LIVE
+        ):
             return True
         return abandoned(holder)
 

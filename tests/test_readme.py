@@ -43,13 +43,16 @@ def test_demo_shows_success_revert_and_retry() -> None:
     )
     assert out.returncode == 0, out.stderr
     text = out.stdout
-    assert text.count("flow order: SUCCESS") == 2
     assert "flow order: REVERTED" in text
     # the card step failed, then it and the stock reservation were reverted, newest first
     reverted = [line.split()[0] for line in text.splitlines() if line.strip().endswith("REVERTED")]
     assert reverted[:2] == ["charge_card", "reserve_stock"]
     assert "book_courier.retry     RETRYING" in text
     assert "results: tracking='TRK-42'" in text
+    # the embedded default is durable: a stopped service's order is finished by the next
+    assert "service stopped while booking the courier: flow SUSPENDED" in text
+    assert "steps run: reserve_stock x1, charge_card x1, book_courier x2" in text
+    assert text.count("flow order: SUCCESS") == 3
 
 
 def test_jobs_snippet_runs(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@
 | URL | backend | needs |
 | --- | --- | --- |
 | `memory://` or `memory://NAME` | in this process | nothing |
-| `sqlite+aiosqlite:///path.db` | SQLite file (WAL) | `pip install 'zag-async[sqlite]'` |
+| `sqlite+aiosqlite:///path.db` | SQLite file (WAL) | nothing (in the core install) |
 | `postgresql+asyncpg://user@host/db` | PostgreSQL | `pip install 'zag-async[postgres]'` |
 """
 

@@ -14,7 +14,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from support import AMQP_URL, ZK_SERVER, amqp_answers, unavailable, zk_ruok
+from support import (
+    AMQP_URL,
+    ZK_SERVER,
+    amqp_answers,
+    reset_shared_pg_if_newer,
+    unavailable,
+    zk_ruok,
+)
 
 import zag_async as zag
 
@@ -105,6 +112,16 @@ def needs_services(item: pytest.Item) -> bool:
 
 
 @pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The shared `test` database is scratch space: a newer schema left there by
+    another checkout (a branch with more migrations) would fail every test using it."""
+    from zag_async.persistence.schema import SCHEMA_VERSION
+
+    found = reset_shared_pg_if_newer(SCHEMA_VERSION)
+    if found is not None:
+        print(f"reset the shared test database (schema {found} > {SCHEMA_VERSION})")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark what needs services before `-m` selects (hence tryfirst)."""
     for item in items:

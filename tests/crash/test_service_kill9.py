@@ -48,7 +48,7 @@ from . import flows
 
 SERVER = Path(__file__).with_name("order_server.py")
 ATOMS = ("reserve_stock", "charge_card", "ship", "send_receipt")
-SHIP = 1.5  # seconds the slow atom takes: the window the kills aim at
+SHIP = 2.0  # seconds the slow atom takes: the window the kills aim at
 #: Within this, interrupted work must run again after a restart (issue 11 says about a minute).
 RECOVERY_LIMIT = 60.0
 
@@ -296,7 +296,11 @@ async def kill_restart_scenario(kind: str, url: str, logs: Path, *, full: bool =
             f"up in {up:.2f}s and interrupted work running again {again:.2f}s after spawn"
         )
         if full:
-            for order in orders[:2]:
+            # The slow atoms the first kill caught (on a loaded machine the first
+            # order's may have finished meanwhile) are running again: kill now.
+            again_in_ship = [o for o in orders if o.at_kills[0].state("ship") == "RUNNING"]
+            assert again_in_ship, [o.at_kills[0] for o in orders]
+            for order in again_in_ship:
                 await wait_for_exec(url, order.item, "ship", times=2)
             await srv.kill()
             await after_kill(url, orders)
@@ -327,28 +331,34 @@ async def test_aiohttp_service_survives_kill9(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(150)
 async def test_a_replica_finishes_the_work_of_a_killed_one(pg_db: str, tmp_path: Path) -> None:
-    """Two FastAPI replicas on one PostgreSQL; A is killed while its orders run, B finishes them."""
+    """Two FastAPI replicas on one PostgreSQL; A is killed while its orders run, B finishes them.
+
+    B starts once A runs them all (else B's conductor may claim some jobs first), so
+    each route's work is A's when it dies; B has to wait for A's leases (its name is
+    no process B could see is dead).
+    """
     await flows.create_log(pg_db)
     async with (
         server("fastapi", pg_db, tmp_path, "orders-a") as a,
         server("fastapi", pg_db, tmp_path, "orders-b") as b,
     ):
-        await asyncio.gather(a.start(), b.start())
+        await a.start()
         orders = [Order(new_item(), "/orders/later"), Order(new_item(), "/orders/async")]
         for order in orders:
-            await a.post(order.route, order.item, ship=3.0)
+            await a.post(order.route, order.item, ship=5.0)
         inline = Order(new_item(), "/orders")
         call = await request_in_flight(a, inline.item)
         orders.append(inline)
         for order in orders:
             await wait_for_exec(pg_db, order.item, "ship")
+        await b.start()
         await a.kill()
         killed = time.monotonic()
         await call
         await after_kill(pg_db, orders)
         owners = {o.item: o.at_kills[0].flow and o.at_kills[0].flow.lease_owner for o in orders}
         of_a = [o for o in orders if (owners[o.item] or "").find("orders-a") >= 0]
-        assert inline in of_a, owners  # at least the flow awaited in A's request was A's
+        assert of_a == orders, owners
 
         took: dict[str, float] = {}
 

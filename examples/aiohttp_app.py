@@ -3,24 +3,28 @@
     POST /orders         runs the order flow inside the request: 200 with its results,
                          409 when it was reverted, 503 when the app shut down meanwhile
     POST /orders/async   posts a job and answers 202 with a Location to poll
+    POST /orders/later   starts the flow in the background: 202 with a Location to poll
     GET  /jobs/{id}      the job's state and its flow's status
     GET  /flows/{id}     a flow's status
 
-`zag_context` (a `cleanup_ctx` entry) opens the flow-state backend and the job
-board with the app, runs a conductor in the same process, and at cleanup
-suspends whatever is running: the conductor's jobs go back on the board and the
-next start (or any other conductor on the same board) finishes them without
-redoing finished steps.
+`zag_context` (a `cleanup_ctx` entry) opens one SQLite file that holds both the
+flows' state and the job board, and runs a conductor in the same process. At
+cleanup it suspends whatever is running and the jobs go back on the board;
+after a shutdown, a crash or a kill -9, the next start (or any other conductor
+on the same database) takes that work back and finishes it without redoing
+finished steps.
 
 Run as a script it drives itself through aiohttp's test client and prints what
 it sees, including a shutdown in the middle of a job; `--serve` starts the app
-on 127.0.0.1:8080 instead.
+instead (`--db PATH_OR_URL`, default $ORDERS_DB or orders.db; `--port N`,
+default $ORDERS_PORT or 8080).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import sys
+import os
 import tempfile
 from typing import Any
 
@@ -108,6 +112,13 @@ async def place_order_later(request: web.Request) -> web.Response:
     return web.json_response(body, status=202, headers={"Location": url})
 
 
+@routes.post("/orders/later")
+async def place_order_in_background(request: web.Request) -> web.Response:
+    flow_id = await get_zag(request).start(ORDER_FLOW, store=await read_order(request))
+    body = {"flow_id": flow_id, "status_url": f"/flows/{flow_id}"}
+    return web.json_response(body, status=202, headers={"Location": body["status_url"]})
+
+
 @routes.get("/jobs/{job_id}", name="job_status")
 async def job_status(request: web.Request) -> web.Response:
     job_id = request.match_info["job_id"]
@@ -127,15 +138,15 @@ async def flow_status(request: web.Request) -> web.Response:
 
 
 def create_app(
-    *,
-    backend: str = "sqlite+aiosqlite:///orders.db",
-    board: str = "memory://orders",
-    **options: Any,
+    *, backend: str = "sqlite+aiosqlite:///orders.db", **options: Any
 ) -> web.Application:
-    """The app; `options` go to `ZagService` (e.g. `shutdown_timeout=`)."""
+    """The app; `options` go to `ZagService` (e.g. `shutdown_timeout=`, `name=`).
+
+    The job board is the backend's own database unless `board=` says otherwise.
+    """
     options.setdefault("conductor", {"max_jobs": 4})
     app = web.Application()
-    app.cleanup_ctx.append(zag_context(backend=backend, board=board, **options))
+    app.cleanup_ctx.append(zag_context(backend=backend, **options))
     app.add_routes(routes)
     return app
 
@@ -168,7 +179,7 @@ async def stored(backend: str, flow_id: str) -> str:
 
 async def demo() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        urls = {"backend": f"sqlite+aiosqlite:///{tmp}/orders.db", "board": "memory://demo"}
+        urls = {"backend": f"sqlite+aiosqlite:///{tmp}/orders.db"}  # flows and jobs
         async with TestClient(TestServer(create_app(**urls))) as client:
             r = await client.post("/orders", json={"item": "book", "qty": 2})
             body = await r.json()
@@ -198,15 +209,30 @@ async def demo() -> None:
             print("stopping the app while the order ships")
         print(f"  stored: {await stored(urls['backend'], flow_id)}")
 
-        # A restart: same database, same board.
+        # A restart: same database.
         async with TestClient(TestServer(create_app(**urls))) as client:
             body = await poll(client, f"/jobs/{job_id}", lambda b: b["state"] == "COMPLETE")
             print(f"after the restart        -> {body['state']} {body['flow']['state']}")
             print(f"  {atoms(body['flow'])}")
 
 
+def database_url(db: str) -> str:
+    """A database URL, or a path taken as a SQLite file."""
+    return db if "://" in db else f"sqlite+aiosqlite:///{db}"
+
+
+def serve(db: str, port: int, **options: Any) -> None:
+    """Serve the app on 127.0.0.1:`port` until stopped."""
+    web.run_app(create_app(backend=database_url(db), **options), host="127.0.0.1", port=port)
+
+
 if __name__ == "__main__":
-    if "--serve" in sys.argv[1:]:
-        web.run_app(create_app(), host="127.0.0.1", port=8080)
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument("--serve", action="store_true", help="serve HTTP instead of the demo")
+    parser.add_argument("--db", default=os.environ.get("ORDERS_DB", "orders.db"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("ORDERS_PORT", "8080")))
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.db, args.port)
     else:
         asyncio.run(demo())

@@ -3,24 +3,28 @@
     POST /orders         runs the order flow inside the request: 200 with its results,
                          409 when it was reverted, 503 when the app shut down meanwhile
     POST /orders/async   posts a job and answers 202 with a Location to poll
+    POST /orders/later   starts the flow in the background: 202 with a Location to poll
     GET  /jobs/{id}      the job's state and its flow's status
     GET  /flows/{id}     a flow's status
 
-`zag_lifespan` opens the flow-state backend and the job board with the app,
-runs a conductor in the same process, and on shutdown suspends whatever is
-running: the conductor's jobs go back on the board and the next start (or any
-other conductor on the same board) finishes them without redoing finished steps.
+`zag_lifespan` opens one SQLite file that holds both the flows' state and the
+job board, and runs a conductor in the same process. On shutdown it suspends
+whatever is running and the jobs go back on the board; after a shutdown, a
+crash or a kill -9, the next start (or any other conductor on the same
+database) takes that work back and finishes it without redoing finished steps.
 
 Run as a script it drives itself through httpx's ASGI transport and prints what
 it sees, including a shutdown in the middle of a job; `--serve` starts uvicorn
-on 127.0.0.1:8000 instead (try `curl -XPOST localhost:8000/orders/async -d
+instead (`--db PATH_OR_URL`, default $ORDERS_DB or orders.db; `--port N`,
+default $ORDERS_PORT or 8000; try `curl -XPOST localhost:8000/orders/async -d
 '{"item": "book"}' -H 'content-type: application/json'`).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import sys
+import os
 import tempfile
 from typing import Any
 
@@ -107,6 +111,15 @@ async def place_order_later(
     return {"job_id": job.uuid, "flow_id": job.flow_id, "status_url": url}
 
 
+@router.post("/orders/later", status_code=202)
+async def place_order_in_background(
+    order: Order, service: ZagDep, response: Response
+) -> dict[str, Any]:
+    flow_id = await service.start(ORDER_FLOW, store=order.model_dump())
+    response.headers["Location"] = f"/flows/{flow_id}"
+    return {"flow_id": flow_id, "status_url": f"/flows/{flow_id}"}
+
+
 @router.get("/jobs/{job_id}", name="job_status")
 async def job_status(job_id: str, service: ZagDep) -> dict[str, Any]:
     try:
@@ -123,15 +136,13 @@ async def flow_status(flow_id: str, service: ZagDep) -> dict[str, Any]:
         raise HTTPException(404, f"no flow {flow_id}") from None
 
 
-def create_app(
-    *,
-    backend: str = "sqlite+aiosqlite:///orders.db",
-    board: str = "memory://orders",
-    **options: Any,
-) -> FastAPI:
-    """The app; `options` go to `ZagService` (e.g. `shutdown_timeout=`)."""
+def create_app(*, backend: str = "sqlite+aiosqlite:///orders.db", **options: Any) -> FastAPI:
+    """The app; `options` go to `ZagService` (e.g. `shutdown_timeout=`, `name=`).
+
+    The job board is the backend's own database unless `board=` says otherwise.
+    """
     options.setdefault("conductor", {"max_jobs": 4})
-    app = FastAPI(title="orders", lifespan=zag_lifespan(backend=backend, board=board, **options))
+    app = FastAPI(title="orders", lifespan=zag_lifespan(backend=backend, **options))
     app.include_router(router)
     return app
 
@@ -164,7 +175,7 @@ async def stored(backend: str, flow_id: str) -> str:
 
 async def demo() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        urls = {"backend": f"sqlite+aiosqlite:///{tmp}/orders.db", "board": "memory://demo"}
+        urls = {"backend": f"sqlite+aiosqlite:///{tmp}/orders.db"}  # flows and jobs
         app = create_app(**urls)
         async with (
             LifespanManager(app) as started,
@@ -199,7 +210,7 @@ async def demo() -> None:
             print("stopping the app while the order ships")
         print(f"  stored: {await stored(urls['backend'], flow_id)}")
 
-        app = create_app(**urls)  # a restart: same database, same board
+        app = create_app(**urls)  # a restart: same database
         async with (
             LifespanManager(app) as started,
             httpx.AsyncClient(
@@ -211,12 +222,27 @@ async def demo() -> None:
             print(f"  {atoms(body['flow'])}")
 
 
+def database_url(db: str) -> str:
+    """A database URL, or a path taken as a SQLite file."""
+    return db if "://" in db else f"sqlite+aiosqlite:///{db}"
+
+
+def serve(db: str, port: int, **options: Any) -> None:
+    """Serve the app with uvicorn on 127.0.0.1:`port` until stopped."""
+    import uvicorn
+
+    uvicorn.run(create_app(backend=database_url(db), **options), host="127.0.0.1", port=port)
+
+
 app = create_app()  # for `uvicorn fastapi_app:app` (run from examples/)
 
 if __name__ == "__main__":
-    if "--serve" in sys.argv[1:]:
-        import uvicorn
-
-        uvicorn.run(app, host="127.0.0.1", port=8000)
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument("--serve", action="store_true", help="serve HTTP instead of the demo")
+    parser.add_argument("--db", default=os.environ.get("ORDERS_DB", "orders.db"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("ORDERS_PORT", "8000")))
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.db, args.port)
     else:
         asyncio.run(demo())

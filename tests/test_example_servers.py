@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -47,3 +48,52 @@ def test_jobs_board_example_on_zookeeper_and_postgres() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout == (ROOT / "examples" / "golden" / "jobs_board.out").read_text()
+
+
+@pytest.mark.parametrize(("example", "how"), [("fastapi_app", "env"), ("aiohttp_app", "options")])
+def test_web_example_serves_on_the_database_and_port_it_is_given(
+    example: str, how: str, tmp_path: Path
+) -> None:
+    """`--serve` as documented: a background order finishes; SIGTERM stops the server."""
+    import httpx
+    from support import eventually_sync, free_port
+
+    port, db = free_port(), tmp_path / "orders.db"
+    args, env = ["--serve"], {**os.environ, "PYTHONPATH": str(ROOT)}
+    if how == "env":
+        env.update(ORDERS_DB=str(db), ORDERS_PORT=str(port))
+    else:
+        args += ["--db", str(db), "--port", str(port)]
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "examples" / f"{example}.py"), *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+
+            def posted() -> httpx.Response | None:
+                assert server.poll() is None, server.communicate()[1].decode()
+                try:
+                    return client.post("/orders/later", json={"item": "book"})
+                except httpx.TransportError:
+                    return None
+
+            reply = eventually_sync(posted, within=30)
+            assert reply.status_code == 202, reply.text
+            status_url = reply.headers["location"]
+            body = eventually_sync(
+                lambda: (b := client.get(status_url).json())["state"] == "SUCCESS" and b
+            )
+            assert body["results"]["receipt"] == "P-12 TRK-book-1"
+        assert db.exists()
+        server.terminate()
+        err = server.communicate(timeout=30)[1].decode()
+        # A clean stop (uvicorn re-raises SIGTERM once it has shut down).
+        assert server.returncode in (0, -signal.SIGTERM) and "Traceback" not in err, err
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()

@@ -237,6 +237,8 @@ class Scheduler:
                 self.set(i, S.RUNNING)
             elif state is not S.RUNNING:
                 continue
+            elif self._durable:  # in flight when its engine died: store this launch too
+                self.storage.touch(d)
             d.attempts += 1
             node = nodes[i]
             try:

@@ -76,16 +76,21 @@ async def create_log(url: str) -> None:
         await conn.close()
 
 
+def record_sqlite(path: str, run: str, entry: str, timeout: float = 10) -> None:
+    """`record` on a SQLite file (blocking: waits up to `timeout` s for the write lock)."""
+    db = sqlite3.connect(path, timeout=timeout)
+    try:
+        with db:
+            db.execute(f"INSERT INTO {TABLE} (run, entry) VALUES (?, ?)", (run, entry))
+    finally:
+        db.close()
+
+
 async def record(url: str, run: str, entry: str) -> None:
     """Append one row and commit it (a separate connection from the engine's)."""
     path = sqlite_path(url)
     if path is not None:
-        db = sqlite3.connect(path, timeout=10)
-        try:
-            with db:
-                db.execute(f"INSERT INTO {TABLE} (run, entry) VALUES (?, ?)", (run, entry))
-        finally:
-            db.close()
+        record_sqlite(path, run, entry)
         return
     import asyncpg
 

@@ -57,6 +57,10 @@ class JobBoard(abc.ABC):
 
     url: str
 
+    #: True when claims outlive their holder until a lease runs out (SQL boards), so
+    #: `release_owner` can give a dead holder's claims back early.
+    releases_owners = False
+
     def __init__(self, url: str, *, persistence: Backend) -> None:
         self.url = url
         self.persistence = persistence

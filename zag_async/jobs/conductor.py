@@ -59,6 +59,11 @@ __all__ = ["Conductor", "ConductorEvent"]
 # The name from before the move into jobs/: logging settings that name it still apply.
 logger = logging.getLogger("zag_async.conductor")
 
+#: Seconds between looks for claims of processes of this machine that died (on boards
+#: whose claims outlive their holder: SQL leases), so a live replica takes them over
+#: at once instead of when their leases run out.
+RECOVER_EVERY = 10.0
+
 EventKind = Literal["claimed", "started", "consumed", "abandoned", "trashed", "lost"]
 
 
@@ -202,14 +207,21 @@ class Conductor:
         self._stopped.clear()
         unsubscribe = self.board.subscribe(self._wake.set)
         unsubscribe_lost = self.board.on_claims_lost(self._drop_lost_claims)
+        loop = asyncio.get_running_loop()
         try:
             await self._recover()
+            recovered = loop.time()
             async with asyncio.TaskGroup() as tg:
                 while not self._stopping:
                     self._wake.clear()
+                    if self.board.releases_owners and loop.time() - recovered >= RECOVER_EVERY:
+                        await self._recover()  # a process of this machine may have died
+                        recovered = loop.time()
                     delay = await self._claim_some(tg)
                     if self._stopping:
                         break
+                    if self.board.releases_owners:
+                        delay = RECOVER_EVERY if delay is None else min(delay, RECOVER_EVERY)
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(delay):
                             await self._wake.wait()
@@ -221,7 +233,14 @@ class Conductor:
             self._stopped.set()
 
     async def _recover(self) -> None:
-        """Take back at once the claims this name or a dead process of this machine left."""
+        """Take back at once the claims this name or a dead process of this machine left
+        (at start, then every `RECOVER_EVERY` seconds on boards that can release them).
+
+        A dead process is known by the default conductor name (host and process);
+        claims of a conductor given a name of its own come back when their leases
+        run out, or at once when a conductor of that name starts again."""
+        if not self.board.releases_owners:
+            return
         try:
             claimed = await self.board.jobs(state=JobState.CLAIMED)
             owners = {await self.board.find_owner(job) for job in claimed}

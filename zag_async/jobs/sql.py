@@ -63,6 +63,8 @@ class SqlBoard(JobBoard):
         connect_timeout: seconds to wait for a connection.
     """
 
+    releases_owners = True
+
     def __init__(
         self,
         url: str,

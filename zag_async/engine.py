@@ -8,7 +8,9 @@ and validates the flow, then drives three parts, each in its own module: the
 inline, so serial flows pay no task-creation cost. Every state change goes
 through `Storage` and is committed before the atoms it starts are launched, so
 a durable backend always knows what was running; on one, the run also holds
-the flow's lease (renewed by a heartbeat in the run's task group).
+the flow's lease (renewed by a heartbeat in the run's task group). Waits
+(`zag.wait_for`, `zag.sleep`) are ended by `Waits`, never called: when only
+waits are left the run ends with the flow WAITING.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from .resolver import Resolver
 from .scheduler import Launch, Outcome, Scheduler
 from .states import AtomState, FlowState, Intention
 from .storage import Storage, WritePolicy
+from .waiting import WaitingFor, Waits, declared_events, waiting_for
 
 if TYPE_CHECKING:
     from .persistence.base import Backend
@@ -215,6 +218,9 @@ class Engine:
                 detail.meta["fingerprint"] = _fingerprint(nodes)
                 if factory is not None:
                     detail.meta["factory"] = factory.to_dict()
+                events = declared_events(nodes)
+                if events:
+                    detail.meta["events"] = events
         elif store:
             storage.store.update(store)
         self.storage = storage
@@ -252,6 +258,8 @@ class Engine:
             defer_reverts=self.defer_reverts,
         )
         self._caller = AtomCaller(self, nodes, details, self.executor, self.bus.emit)
+        has_waits = any(node.atom.is_wait for node in nodes)
+        self._waits = Waits(nodes, details, storage) if has_waits else None
 
     def _check_unchanged(self, detail: FlowDetail, allow_changes: bool) -> None:
         """Refuse to resume a stored flow whose shape no longer matches the code."""
@@ -290,6 +298,13 @@ class Engine:
         return self.compiled.name
 
     @property
+    def waiting_for(self) -> tuple[WaitingFor, ...]:
+        """The waits the flow is stopped at (empty unless the flow is WAITING)."""
+        if self.state is not FlowState.WAITING:
+            return ()
+        return waiting_for(self._nodes, self._details)
+
+    @property
     def listeners(self) -> tuple[Listener, ...]:
         """The listeners attached now."""
         return self.bus.listeners
@@ -320,6 +335,8 @@ class Engine:
             d.result = d.failure = d.revert_result = d.revert_failure = None
             if d.history is not None:
                 d.history = History()
+            if d.meta:
+                d.meta.pop("wait", None)
             self.storage.touch(d)
         self.storage.flow.meta.pop("revert_all", None)
         self.storage.restore_flow_state(FlowState.PENDING)
@@ -330,7 +347,9 @@ class Engine:
         On failure the flow is reverted and the original exception re-raised
         (`WrappedFailure` when several atoms failed). Cancelling the caller
         cancels running atoms, leaves the flow SUSPENDED and re-raises
-        `CancelledError`; a later `run()` resumes.
+        `CancelledError`; a later `run()` resumes. When everything left to
+        run waits for a signal or a timer, it returns what is provided so far
+        with the flow WAITING (see `waiting_for`); a later `run()` resumes.
         """
         if self._running_flag:
             raise ExecutionError(f"flow {self.name!r} is already running")
@@ -421,6 +440,8 @@ class Engine:
 
     async def _run_loop(self) -> None:
         self.scheduler.scan()
+        if self._waits is not None:
+            self._waits.parked.clear()
         self._done.clear()
         async with asyncio.TaskGroup() as tg:
             if self.storage.lease is None:  # not durable: no lease to keep
@@ -435,19 +456,30 @@ class Engine:
         running = scheduler.running
         storage = self.storage
         call = self._caller
+        waits = self._waits
         while True:
             if done:
                 scheduler.finished(done)  # empties it
+            if waits is not None and waits.parked:
+                scheduler.finished(waits.abandoned())
             if scheduler.retrying:
                 scheduler.settle_retries()
             launch = await self._pick()
-            if (launch or running) and storage.pending:
+            reached = False
+            if waits is not None and launch:
+                now = await waits.clock() if waits.needs_clock(launch) else None
+                reached = waits.arm(launch, now)
+            if (launch or running or reached) and storage.pending:
                 try:
                     await storage.commit()
                 except StorageError as exc:
                     # Start nothing that is not recorded; let running atoms finish.
                     self._storage_error = exc
                     launch = []
+                    if waits is not None:
+                        waits.forget_reached()
+            if reached and waits is not None:
+                done.extend(await waits.check_reached())
             if launch:
                 if len(launch) == 1 and not running:
                     running.add(launch[0][1])
@@ -458,8 +490,12 @@ class Engine:
                     tg.create_task(self._spawned(item))
                 continue
             if not running:
-                if scheduler.queued and not self._halted():
-                    continue  # a failure found while picking queued more work
+                if done or scheduler.queued and not self._halted():
+                    continue  # a wait ended, or a failure found while picking queued more work
+                if waits is not None and waits.parked and not self._halted():
+                    done.extend(await waits.recheck())
+                    if done:
+                        continue
                 return
             if done:
                 continue  # atoms finished while we were committing
@@ -514,7 +550,10 @@ class Engine:
             self._set_flow(FlowState.SUSPENDED)
             await self.storage.commit()
             return self.storage.fetch_all()
-        final, stuck = self.scheduler.verdict()
+        if self._waits is not None and self._waits.parked and not self.scheduler.revert_failed:
+            final, stuck = FlowState.WAITING, False  # nothing runs until it is resumed
+        else:
+            final, stuck = self.scheduler.verdict()
         previous = self.storage.flow.state
         self._set_flow(final)
         try:
@@ -528,7 +567,7 @@ class Engine:
             raise
         if stuck:
             raise ExecutionError(f"flow {self.name!r} stopped with atoms left to run (engine bug)")
-        if final is not FlowState.SUCCESS:
+        if final not in (FlowState.SUCCESS, FlowState.WAITING):
             self._raise_outcome()
         return self.storage.fetch_all()
 

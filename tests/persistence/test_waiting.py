@@ -313,3 +313,36 @@ async def test_deleting_a_flow_deletes_its_signals(backend: Backend) -> None:
 def test_a_flow_with_waits_needs_a_backend() -> None:
     with pytest.raises(ConfigurationError, match="needs a backend"):
         zag.Engine(expense())
+
+
+async def test_a_signal_taken_before_a_crash_is_the_one_the_wait_gets(backend: Backend) -> None:
+    """The engine took a signal, then died before recording the wait's result:
+    the resumed wait finds the signal it had taken, and the next stays pending."""
+    engine = await start(backend, expense())
+    await zag.signal(engine.flow_id, "approval", "first", backend=backend)
+    await zag.signal(engine.flow_id, "approval", "second", backend=backend)
+    meta = (await backend.load_flow(engine.flow_id)).atoms["approve"].meta
+    assert meta is not None
+    token = meta["wait"]["token"]
+    taken = await backend.take_signal(engine.flow_id, "approval", token)  # ... then a crash
+    assert taken is not None
+    again = await resume(backend, engine.flow_id, expense())
+    assert (await again.run())["decision"] == "first"
+    pending = [s.payload for s in await backend.list_signals(engine.flow_id) if not s.taken_by]
+    assert pending == ["second"]
+
+
+async def test_the_deadline_counts_from_reaching_the_wait(backend: Backend) -> None:
+    @zag.task
+    async def slow() -> None:
+        await asyncio.sleep(0.2)
+
+    def flow() -> zag.Flow:
+        return zag.linear("late-wait", slow, zag.wait_for("w", event="e", timeout=60))
+
+    before = await backend.clock()
+    engine = zag.Engine(flow(), backend=backend)
+    await engine.run()
+    (waiting,) = engine.waiting_for
+    assert waiting.deadline is not None
+    assert waiting.deadline - before >= 60.15

@@ -218,9 +218,7 @@ class Engine:
                 detail.meta["fingerprint"] = _fingerprint(nodes)
                 if factory is not None:
                     detail.meta["factory"] = factory.to_dict()
-                events = declared_events(nodes)
-                if events:
-                    detail.meta["events"] = events
+                _declare_events(detail, nodes)
         elif store:
             storage.store.update(store)
         self.storage = storage
@@ -266,6 +264,7 @@ class Engine:
         stored = detail.meta.get("fingerprint")
         if stored is None:  # a record made without the flow (a posted job): record it now
             detail.meta["fingerprint"] = _fingerprint(self._nodes)
+            _declare_events(detail, self._nodes)
             self.storage.touch_flow()
             return
         if stored == _fingerprint(self._nodes):
@@ -610,6 +609,13 @@ def _fingerprint(nodes: list[Node]) -> str:
         preds = ",".join(sorted(nodes[p].name for p in node.preds))
         digest.update(f"{node.name}|{int(node.is_retry)}|{preds}\n".encode())
     return digest.hexdigest()
+
+
+def _declare_events(detail: FlowDetail, nodes: list[Node]) -> None:
+    """Record the events the flow's waits wait for (what `zag.signal` accepts)."""
+    events = declared_events(nodes)
+    if events:
+        detail.meta["events"] = events
 
 
 def _as_exception(failures: Mapping[str, Failure]) -> BaseException | None:

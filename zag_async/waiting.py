@@ -223,12 +223,7 @@ class Waits:
     def __init__(
         self, nodes: Sequence[Node], details: Sequence[AtomDetail], storage: Storage
     ) -> None:
-        if storage.backend is None:
-            raise ConfigurationError(
-                "a flow with waits (zag.wait_for, zag.sleep) needs a backend to keep its "
-                "signals and deadlines; memory:// will do for a single process"
-            )
-        self._backend = storage.backend
+        self._backend = storage.backend  # None: a wait reached fails (nowhere to keep it)
         self._storage = storage
         self._nodes = nodes
         self._details = details
@@ -272,7 +267,7 @@ class Waits:
         return False
 
     async def clock(self) -> float:
-        return await self._backend.clock()
+        return await self._backend.clock() if self._backend is not None else 0.0
 
     def forget_reached(self) -> None:
         """The records of the waits just reached could not be written: check none."""
@@ -302,6 +297,7 @@ class Waits:
     async def _check(self, items: list[int]) -> list[Outcome]:
         out: list[Outcome] = []
         now: float | None = None
+        backend = self._backend
         for i in items:
             d = self._details[i]
             armed = (d.meta or {}).get("wait")
@@ -310,10 +306,18 @@ class Waits:
                 continue
             atom = self._nodes[i].atom
             assert isinstance(atom, Wait)
+            if backend is None:
+                self._ended(d, "no backend", None)
+                error = ConfigurationError(
+                    f"wait {atom.name!r}: a flow with waits needs a backend to keep its "
+                    f"signals and deadlines; memory:// will do within one process"
+                )
+                out.append(("exec", i, False, Failure.from_exception(error), 0.0))
+                continue
             event, deadline = armed["event"], armed["deadline"]
             got = None
             if event is not None:
-                got = await self._backend.take_signal(
+                got = await backend.take_signal(
                     self._storage.flow.uuid, event, armed["token"], arrived_by=deadline
                 )
             if got is not None:
@@ -321,7 +325,7 @@ class Waits:
                 out.append(self._from_signal(i, atom, got))
                 continue
             if deadline is not None:
-                now = now if now is not None else await self._backend.clock()
+                now = now if now is not None else await backend.clock()
                 if now >= deadline:
                     self.parked.discard(i)
                     out.append(self._timed_out(i, atom, deadline))

@@ -7,6 +7,7 @@ resume is always a new `Engine.load`, as after a process restart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
@@ -349,3 +350,41 @@ async def test_the_deadline_counts_from_reaching_the_wait(backend: Backend) -> N
     (waiting,) = engine.waiting_for
     assert waiting.deadline is not None
     assert waiting.deadline - before >= 60.15
+
+
+async def test_a_signal_sent_as_the_deadline_passes_has_exactly_one_winner(
+    backend: Backend,
+) -> None:
+    """Signal and resume race the deadline; whichever wins, both records agree."""
+    outcomes = set()
+    for _ in range(4):
+        LOG.clear()
+        engine = await start(backend, expense(timeout=0.1))
+        await asyncio.sleep(0.09)
+        sent = asyncio.ensure_future(
+            zag.signal(engine.flow_id, "approval", "close call", backend=backend)
+        )
+        again = await zag.Engine.load(engine.flow_id, backend=backend, flow=expense(timeout=0.1))
+        with contextlib.suppress(WaitTimeout):
+            await again.run()
+        refused = False
+        try:
+            await sent
+        except SignalRefused:  # the timeout won and the flow had finished reverting
+            refused = True
+        meta = (await backend.load_flow(engine.flow_id)).atoms["approve"].meta
+        assert meta is not None
+        ended_by = meta["waited"]["ended_by"]
+        signals = await backend.list_signals(engine.flow_id)
+        if ended_by == "signal":
+            assert again.state is zag.FlowState.SUCCESS
+            (signal,) = signals
+            assert signal.taken_by is not None
+            assert meta["waited"]["signal"] == signal.id
+        else:
+            assert ended_by == "timeout"
+            assert again.state is zag.FlowState.REVERTED
+            assert LOG == ["submit", "cancel o1"]
+            assert refused or [s.taken_by for s in signals] == [None]
+        outcomes.add(ended_by)
+    assert outcomes <= {"signal", "timeout"}

@@ -87,3 +87,16 @@ def test_the_readme_approval_example_runs() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout == "WAITING ['approval']\npaid E-1 approved by ann\n"
+
+
+def test_pictures_draw_waits_distinctly() -> None:
+    from zag_async.pictures import to_dot, to_mermaid
+
+    @zag.task
+    async def step() -> None:
+        return None
+
+    flow = zag.linear("f", step, zag.wait_for("approve", event="approval"))
+    assert 'n1(["approve"])' in to_mermaid(flow)
+    assert 'n0["step"]' in to_mermaid(flow)
+    assert 'n1 [label="approve", shape=oval];' in to_dot(flow)

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -388,3 +391,52 @@ async def test_a_signal_sent_as_the_deadline_passes_has_exactly_one_winner(
             assert refused or [s.taken_by for s in signals] == [None]
         outcomes.add(ended_by)
     assert outcomes <= {"signal", "timeout"}
+
+
+TESTS = Path(__file__).resolve().parents[1]
+_PROCESS = """
+import asyncio, sys
+import zag_async as zag
+
+async def main(url, flow_id):
+    async with zag.connect(url) as db:
+        if flow_id == "-":
+            engine = zag.Engine.from_factory("persistence.flows:approval", backend=db)
+        else:
+            engine = await zag.Engine.load(flow_id, backend=db)
+        results = await engine.run()
+        print(engine.flow_id, engine.state, results.get("done"))
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+async def test_another_process_completes_the_wait(tmp_path: Any) -> None:
+    """A process leaves the flow WAITING and exits; a signal is sent; another finishes it."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'waits.db'}"
+    tests = TESTS
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tests), os.environ.get("PYTHONPATH", "")]),
+    }
+
+    async def process(flow_id: str) -> list[str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _PROCESS,
+            url,
+            flow_id,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()
+        return out.decode().split()
+
+    flow_id, state, done = await process("-")
+    assert (state, done) == ("WAITING", "None")
+    async with zag.connect(url) as db:
+        await zag.signal(flow_id, "reply", "yes", backend=db)
+    assert await process(flow_id) == [flow_id, "SUCCESS", "asked:", "yes"]

@@ -71,14 +71,14 @@ async def test_a_signal_for_a_flow_running_here_is_taken_when_its_run_stops() ->
             backend=service.backend,
             owner=service.name,
         )
-        running = asyncio.create_task(engine.run())
-        await asyncio.sleep(0.05)
-        await zag.signal(engine.flow_id, "approval", "early", backend=service.backend)
-        gate.set()
-        results = await running
+        async with asyncio.TaskGroup() as tg:
+            running = tg.create_task(engine.run())
+            await asyncio.sleep(0.05)
+            await zag.signal(engine.flow_id, "approval", "early", backend=service.backend)
+            gate.set()
         # the run itself took the signal before it stopped: nothing left waiting
         assert engine.state is zag.FlowState.SUCCESS
-        assert results["approval"] == "early"
+        assert running.result()["approval"] == "early"
 
 
 def _held(gate: asyncio.Event) -> Any:

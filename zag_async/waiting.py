@@ -169,6 +169,10 @@ async def signal(
     """
     if not isinstance(event, str) or not event:
         raise ConfigurationError(f"event must be a non-empty string, got {event!r}")
+    if signal_id is not None and not (isinstance(signal_id, str) and 0 < len(signal_id) <= 200):
+        raise ConfigurationError(
+            f"signal_id must be a string of 1 to 200 characters, got {signal_id!r}"
+        )
     try:
         row = await backend.load_flow_row(flow_id)
     except NotFound:

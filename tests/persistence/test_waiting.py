@@ -126,6 +126,15 @@ async def test_a_signal_sent_before_the_wait_is_kept(backend: Backend) -> None:
     assert (results["got_a"], results["got_b"]) == ("on time", "early")
 
 
+async def test_bad_signals_are_refused_before_anything_is_stored(backend: Backend) -> None:
+    engine = await start(backend, expense())
+    with pytest.raises(ConfigurationError, match="signal_id"):
+        await zag.signal(engine.flow_id, "approval", 1, backend=backend, signal_id="x" * 201)
+    with pytest.raises(ConfigurationError, match="event"):
+        await zag.signal(engine.flow_id, "", 1, backend=backend)
+    assert await backend.list_signals(engine.flow_id) == []
+
+
 async def test_signal_ids_make_signals_idempotent(backend: Backend) -> None:
     engine = await start(backend, expense())
     first = await zag.signal(engine.flow_id, "approval", 1, backend=backend, signal_id="k")

@@ -42,6 +42,8 @@ EXPECTED_ALL = [
     "Task",
     "TimingListener",
     "UnorderedFlow",
+    "Wait",
+    "WaitingFor",
     "Worker",
     "WrappedFailure",
     "WritePolicy",
@@ -56,11 +58,15 @@ EXPECTED_ALL = [
     "linear",
     "persistence",
     "progress",
+    "reject",
     "resume",
     "retry",
     "run",
+    "signal",
+    "sleep",
     "task",
     "unordered",
+    "wait_for",
     "workers",
 ]
 
@@ -97,6 +103,9 @@ ERROR_TREE = [
     (errors.BoardUnavailable, errors.JobError),
     (errors.NoWorkers, errors.ExecutionError),
     (errors.WorkerLost, errors.ExecutionError),
+    (errors.WaitTimeout, errors.ExecutionError),
+    (errors.WaitRejected, errors.ExecutionError),
+    (errors.SignalRefused, errors.ExecutionError),
 ]
 
 

@@ -34,6 +34,8 @@ FLOW_ALLOWED = {
     (F.FAILURE, F.RUNNING),
     (F.REVERTED, F.PENDING),
     (F.RESUMING, F.SUSPENDED),
+    (F.RUNNING, F.WAITING),
+    (F.WAITING, F.RUNNING),
 }
 
 TASK_ALLOWED = {
@@ -61,7 +63,7 @@ def _id(pair: tuple[str, str]) -> str:
 
 
 def test_state_names() -> None:
-    flow = "PENDING RUNNING SUCCESS FAILURE REVERTED SUSPENDING SUSPENDED RESUMING"
+    flow = "PENDING RUNNING SUCCESS FAILURE REVERTED SUSPENDING SUSPENDED RESUMING WAITING"
     atom = "PENDING RUNNING SUCCESS FAILURE REVERTING REVERTED REVERT_FAILURE RETRYING IGNORE"
     assert {s.value for s in FlowState} == set(flow.split())
     assert {s.value for s in AtomState} == set(atom.split())

@@ -31,6 +31,7 @@ from .retry import Decision, Retry
 from .service import FlowStatus, JobStatus, ZagService
 from .states import AtomState, FlowState, Intention
 from .storage import Storage, WritePolicy
+from .waiting import Wait, WaitingFor, reject, signal, sleep, wait_for
 
 if TYPE_CHECKING:  # imported lazily at run time (they need the amqp extra)
     from .workers.amqp import RemoteExecutor, Worker
@@ -81,6 +82,8 @@ __all__ = [
     "UnorderedFlow",
     "Worker",
     "WrappedFailure",
+    "Wait",
+    "WaitingFor",
     "WritePolicy",
     "ZagError",
     "ZagService",
@@ -93,10 +96,14 @@ __all__ = [
     "linear",
     "persistence",
     "progress",
+    "reject",
     "resume",
     "retry",
     "run",
+    "signal",
+    "sleep",
     "task",
     "unordered",
+    "wait_for",
     "workers",
 ]

@@ -152,6 +152,8 @@ class Atom:
 
     #: Set on retry controllers; lets the engine tell the kinds apart cheaply.
     is_retry: ClassVar[bool] = False
+    #: Set on waits (`zag.wait_for`, `zag.sleep`): the engine completes them itself.
+    is_wait: ClassVar[bool] = False
 
     # Flows may hold 100,000 atoms: keep the per-atom state in slots.
     __slots__ = (

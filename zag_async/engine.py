@@ -8,7 +8,9 @@ and validates the flow, then drives three parts, each in its own module: the
 inline, so serial flows pay no task-creation cost. Every state change goes
 through `Storage` and is committed before the atoms it starts are launched, so
 a durable backend always knows what was running; on one, the run also holds
-the flow's lease (renewed by a heartbeat in the run's task group).
+the flow's lease (renewed by a heartbeat in the run's task group). Waits
+(`zag.wait_for`, `zag.sleep`) are ended by `Waits`, never called: when only
+waits are left the run ends with the flow WAITING.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from .resolver import Resolver
 from .scheduler import Launch, Outcome, Scheduler
 from .states import AtomState, FlowState, Intention
 from .storage import Storage, WritePolicy
+from .waiting import WaitingFor, Waits, declared_events, waiting_for
 
 if TYPE_CHECKING:
     from .persistence.base import Backend
@@ -215,6 +218,7 @@ class Engine:
                 detail.meta["fingerprint"] = _fingerprint(nodes)
                 if factory is not None:
                     detail.meta["factory"] = factory.to_dict()
+                _declare_events(detail, nodes)
         elif store:
             storage.store.update(store)
         self.storage = storage
@@ -252,12 +256,15 @@ class Engine:
             defer_reverts=self.defer_reverts,
         )
         self._caller = AtomCaller(self, nodes, details, self.executor, self.bus.emit)
+        has_waits = any(node.atom.is_wait for node in nodes)
+        self._waits = Waits(nodes, details, storage) if has_waits else None
 
     def _check_unchanged(self, detail: FlowDetail, allow_changes: bool) -> None:
         """Refuse to resume a stored flow whose shape no longer matches the code."""
         stored = detail.meta.get("fingerprint")
         if stored is None:  # a record made without the flow (a posted job): record it now
             detail.meta["fingerprint"] = _fingerprint(self._nodes)
+            _declare_events(detail, self._nodes)
             self.storage.touch_flow()
             return
         if stored == _fingerprint(self._nodes):
@@ -290,6 +297,13 @@ class Engine:
         return self.compiled.name
 
     @property
+    def waiting_for(self) -> tuple[WaitingFor, ...]:
+        """The waits the flow is stopped at (empty unless the flow is WAITING)."""
+        if self.state is not FlowState.WAITING:
+            return ()
+        return waiting_for(self._nodes, self._details)
+
+    @property
     def listeners(self) -> tuple[Listener, ...]:
         """The listeners attached now."""
         return self.bus.listeners
@@ -320,6 +334,8 @@ class Engine:
             d.result = d.failure = d.revert_result = d.revert_failure = None
             if d.history is not None:
                 d.history = History()
+            if d.meta:
+                d.meta.pop("wait", None)
             self.storage.touch(d)
         self.storage.flow.meta.pop("revert_all", None)
         self.storage.restore_flow_state(FlowState.PENDING)
@@ -330,7 +346,9 @@ class Engine:
         On failure the flow is reverted and the original exception re-raised
         (`WrappedFailure` when several atoms failed). Cancelling the caller
         cancels running atoms, leaves the flow SUSPENDED and re-raises
-        `CancelledError`; a later `run()` resumes.
+        `CancelledError`; a later `run()` resumes. When everything left to
+        run waits for a signal or a timer, it returns what is provided so far
+        with the flow WAITING (see `waiting_for`); a later `run()` resumes.
         """
         if self._running_flag:
             raise ExecutionError(f"flow {self.name!r} is already running")
@@ -421,6 +439,8 @@ class Engine:
 
     async def _run_loop(self) -> None:
         self.scheduler.scan()
+        if self._waits is not None:
+            self._waits.parked.clear()
         self._done.clear()
         async with asyncio.TaskGroup() as tg:
             if self.storage.lease is None:  # not durable: no lease to keep
@@ -435,19 +455,30 @@ class Engine:
         running = scheduler.running
         storage = self.storage
         call = self._caller
+        waits = self._waits
         while True:
             if done:
                 scheduler.finished(done)  # empties it
+            if waits is not None and waits.parked:
+                scheduler.finished(waits.abandoned())
             if scheduler.retrying:
                 scheduler.settle_retries()
             launch = await self._pick()
-            if (launch or running) and storage.pending:
+            reached = False
+            if waits is not None and launch:
+                now = await waits.clock() if waits.needs_clock(launch) else None
+                reached = waits.arm(launch, now)
+            if (launch or running or reached) and storage.pending:
                 try:
                     await storage.commit()
                 except StorageError as exc:
                     # Start nothing that is not recorded; let running atoms finish.
                     self._storage_error = exc
                     launch = []
+                    if waits is not None:
+                        waits.forget_reached()
+            if reached and waits is not None:
+                done.extend(await waits.check_reached())
             if launch:
                 if len(launch) == 1 and not running:
                     running.add(launch[0][1])
@@ -458,8 +489,12 @@ class Engine:
                     tg.create_task(self._spawned(item))
                 continue
             if not running:
-                if scheduler.queued and not self._halted():
-                    continue  # a failure found while picking queued more work
+                if done or scheduler.queued and not self._halted():
+                    continue  # a wait ended, or a failure found while picking queued more work
+                if waits is not None and waits.parked and not self._halted():
+                    done.extend(await waits.recheck())
+                    if done:
+                        continue
                 return
             if done:
                 continue  # atoms finished while we were committing
@@ -514,7 +549,10 @@ class Engine:
             self._set_flow(FlowState.SUSPENDED)
             await self.storage.commit()
             return self.storage.fetch_all()
-        final, stuck = self.scheduler.verdict()
+        if self._waits is not None and self._waits.parked and not self.scheduler.revert_failed:
+            final, stuck = FlowState.WAITING, False  # nothing runs until it is resumed
+        else:
+            final, stuck = self.scheduler.verdict()
         previous = self.storage.flow.state
         self._set_flow(final)
         try:
@@ -528,7 +566,7 @@ class Engine:
             raise
         if stuck:
             raise ExecutionError(f"flow {self.name!r} stopped with atoms left to run (engine bug)")
-        if final is not FlowState.SUCCESS:
+        if final not in (FlowState.SUCCESS, FlowState.WAITING):
             self._raise_outcome()
         return self.storage.fetch_all()
 
@@ -571,6 +609,13 @@ def _fingerprint(nodes: list[Node]) -> str:
         preds = ",".join(sorted(nodes[p].name for p in node.preds))
         digest.update(f"{node.name}|{int(node.is_retry)}|{preds}\n".encode())
     return digest.hexdigest()
+
+
+def _declare_events(detail: FlowDetail, nodes: list[Node]) -> None:
+    """Record the events the flow's waits wait for (what `zag.signal` accepts)."""
+    events = declared_events(nodes)
+    if events:
+        detail.meta["events"] = events
 
 
 def _as_exception(failures: Mapping[str, Failure]) -> BaseException | None:

@@ -17,7 +17,10 @@ ZagError
 │   ├── WrappedFailure         several atoms failed at once; holds every Failure
 │   ├── NoWorkers              no live remote worker serves a task
 │   ├── WorkerLost             a remote worker went silent while running a request
-│   └── NotFound               a name, atom or record that does not exist
+│   ├── NotFound               a name, atom or record that does not exist
+│   ├── WaitTimeout            a wait's deadline passed before a signal ended it
+│   ├── WaitRejected           the signal that ended a wait rejected it (`zag.reject`)
+│   └── SignalRefused          a signal no wait can take (unknown or ended flow, undeclared event)
 ├── ConfigurationError         a bad option for an engine or backend (max_concurrency=0, ...)
 ├── JobError                   job boards, claims and locks
 │   ├── JobNotFound            no such job (or it is already complete)
@@ -73,9 +76,12 @@ __all__ = [
     "NotFound",
     "RemoteFailure",
     "ResultMismatch",
+    "SignalRefused",
     "SerializationError",
     "StorageError",
     "StorageUnavailable",
+    "WaitRejected",
+    "WaitTimeout",
     "WorkerLost",
     "WrappedFailure",
     "ZagError",
@@ -253,6 +259,39 @@ class WorkerLost(ExecutionError):
 
 class NotFound(ExecutionError, LookupError):
     """A name, atom or stored record does not exist."""
+
+
+class WaitTimeout(ExecutionError, TimeoutError):
+    """A wait's deadline (by the database's clock) passed before a signal ended it."""
+
+    def __init__(self, atom: str, event: str | None, deadline: float) -> None:
+        when = datetime.fromtimestamp(deadline, UTC).isoformat(timespec="seconds")
+        what = f"for {event!r} " if event is not None else ""
+        super().__init__(f"wait {atom!r} {what}timed out at {when}")
+        self.atom = atom
+        self.event = event
+        self.deadline = deadline
+
+
+class WaitRejected(ExecutionError):
+    """The signal that ended a wait carried a rejection (`zag.reject(reason)`)."""
+
+    def __init__(self, atom: str, event: str | None, reason: str) -> None:
+        super().__init__(f"wait {atom!r} for {event!r} was rejected: {reason}")
+        self.atom = atom
+        self.event = event
+        self.reason = reason
+
+
+class SignalRefused(ExecutionError):
+    """A signal that no wait could ever take, so it is refused instead of stored:
+    the flow does not exist or has finished, or none of its waits declares the event."""
+
+    def __init__(self, flow_id: str, event: str, reason: str) -> None:
+        super().__init__(f"signal {event!r} for flow {flow_id}: {reason}")
+        self.flow_id = flow_id
+        self.event = event
+        self.reason = reason
 
 
 class ConfigurationError(ZagError, ValueError):

@@ -23,6 +23,7 @@ __all__ = [
     "FlowSummary",
     "History",
     "LogBook",
+    "Signal",
     "new_id",
 ]
 
@@ -167,3 +168,20 @@ class FlowSummary:
     created_at: float
     updated_at: float
     version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """One signal sent to a flow, as stored (see `zag_async.waiting`).
+
+    `seq` is the arrival order; `created_at` the database's clock when it was
+    stored; `taken_by` the token of the wait that consumed it (None: pending).
+    """
+
+    id: str
+    flow_id: str
+    event: str
+    payload: Any
+    seq: int
+    created_at: float
+    taken_by: str | None = None

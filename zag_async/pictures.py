@@ -204,7 +204,11 @@ def to_mermaid(flow: Flow | Atom, states: Mapping[str, str] | None = None) -> st
         state = _state_of(states, node.name)
         if state is not None:
             label += f"<br/>{_mm(state)}"
-        shape = ('{{"', '"}}') if node.is_retry else ('["', '"]')
+        shape = ('["', '"]')
+        if node.is_retry:
+            shape = ('{{"', '"}}')
+        elif node.atom.is_wait:  # a stadium: waits for a signal or a time
+            shape = ('(["', '"])')
         return f"{indent}n{i}{shape[0]}{label}{shape[1]}"
 
     def open_cluster(cluster: _Cluster, number: int, indent: str) -> list[str]:
@@ -271,6 +275,8 @@ def to_dot(flow: Flow | Atom, states: Mapping[str, str] | None = None) -> str:
         attrs.append(f"label={_dq(label)}")
         if node.is_retry:
             attrs.append("shape=hexagon")
+        elif node.atom.is_wait:
+            attrs.append("shape=oval")
         colours = STATE_COLOURS.get(state or "")
         if colours is not None:
             attrs.append(f'fillcolor="{colours[0]}", color="{colours[1]}"')

@@ -37,6 +37,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from .atom import Atom
+from .backoff import Backoff
 from .engine import Engine, Executor
 from .errors import (
     ConfigurationError,
@@ -55,9 +56,11 @@ from .persistence import connect as connect_backend
 from .persistence.leases import engine_name
 from .states import FlowState
 from .status import FlowStatus, JobStatus, read_flow_status, read_job_status
+from .waiting import signal as send_signal
 
 if TYPE_CHECKING:
     from .jobs.base import Job
+    from .models import Signal
     from .workers.amqp import Worker
 
 __all__ = ["FlowStatus", "JobStatus", "ZagService"]
@@ -570,6 +573,61 @@ class ZagService:
         return FlowStatus.of(
             engine.storage.flow, results if engine.state is FlowState.SUCCESS else None
         )
+
+    # -- signals ---------------------------------------------------------------------------
+
+    async def signal(
+        self, flow_id: str, event: str, payload: Any = None, *, signal_id: str | None = None
+    ) -> Signal:
+        """Send a signal to a flow (see `zag.signal`) and wake the flow in the background.
+
+        Returns once the signal is stored. The flow is then resumed in this
+        service's task group as soon as no engine holds it (an engine that is
+        running it may take the signal itself before it stops).
+        """
+        self._check_open()
+        stored = await send_signal(
+            flow_id, event, payload, backend=self.backend, signal_id=signal_id
+        )
+        self._check_open()
+        assert self._tg is not None
+        self._tg.create_task(self._wake(flow_id), name=f"zag-wake-{flow_id}")
+        return stored
+
+    async def _wake(self, flow_id: str) -> None:
+        """Resume a flow that was sent a signal, once no engine holds it (bounded by
+        twice the lease term: a dead engine's lease lapses within one)."""
+        options: dict[str, Any] = {"owner": self.name}
+        if self._executor is not None:
+            options["executor"] = self._executor
+        within = 2 * self.backend.lease_seconds
+        async for attempt in Backoff(first=0.05, cap=0.5, within=within).attempts():
+            if self._closing:
+                return  # the flow stays WAITING with its signal pending; a resume takes it
+            if any(engine.flow_id == flow_id for engine in self._live):
+                continue  # running here: wake it again once that run stops
+            try:
+                engine = await Engine.load(flow_id, backend=self.backend, **options)
+            except FlowBusy:
+                if attempt.last:
+                    logger.warning(
+                        "zag service %s: flow %s was sent a signal but stays held by "
+                        "another engine",
+                        self.name,
+                        flow_id,
+                    )
+                continue
+            except (
+                ConfigurationError,
+                FlowDefinitionError,
+                ImportError,
+                NotFound,
+                StorageError,
+            ) as exc:
+                logger.error("zag service %s: cannot wake flow %s: %s", self.name, flow_id, exc)
+                return
+            await self._background(engine)
+            return
 
     # -- jobs ------------------------------------------------------------------------------
 

@@ -22,6 +22,9 @@ class FlowState(StrEnum):
     SUSPENDING = "SUSPENDING"
     SUSPENDED = "SUSPENDED"
     RESUMING = "RESUMING"
+    #: Every branch that can still run is waiting for a signal or a timer;
+    #: nothing runs and nothing is held until the flow is resumed.
+    WAITING = "WAITING"
 
 
 class AtomState(StrEnum):
@@ -67,6 +70,11 @@ FLOW_TRANSITIONS: frozenset[tuple[FlowState, FlowState]] = frozenset(
         (F.FAILURE, F.RUNNING),
         (F.REVERTED, F.PENDING),
         (F.RESUMING, F.SUSPENDED),
+        # Waiting: entered only from a run whose runnable branches all wait, and left
+        # only by running again (a resume). A waiting flow has nothing running, so it
+        # is never SUSPENDED: suspending it would change nothing.
+        (F.RUNNING, F.WAITING),
+        (F.WAITING, F.RUNNING),
     ]
 )
 

@@ -35,7 +35,10 @@ async def _empty_pg_tables(url: str) -> None:
 
     conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"), timeout=5)
     try:
-        await conn.execute("DELETE FROM zag_atoms; DELETE FROM zag_flows; DELETE FROM zag_logbooks")
+        await conn.execute(
+            "DELETE FROM zag_atoms; DELETE FROM zag_flows; DELETE FROM zag_logbooks; "
+            "DELETE FROM zag_signals"
+        )
     finally:
         await conn.close()
 

@@ -165,3 +165,22 @@ def wide_staggered(n: int) -> zag.Flow:
         return i
 
     return zag.unordered("wide", *(io.bind(name=f"w{i}", inject={"i": i}) for i in range(n)))
+
+
+@zag.task(provides="answer")
+async def _ask() -> str:
+    LOG.append("ask")
+    return "asked"
+
+
+@zag.task(provides="done")
+async def _act(answer: str, reply: Any) -> str:
+    LOG.append(f"act {reply}")
+    return f"{answer}: {reply}"
+
+
+def approval() -> zag.Flow:
+    """ask -> wait for the event "reply" -> act (on the reply's payload)."""
+    return zag.linear(
+        "approval", _ask, zag.wait_for("reply", event="reply", provides="reply"), _act
+    )

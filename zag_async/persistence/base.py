@@ -7,6 +7,8 @@ Writes are conditional: `save()` names the flow version it expects and a
 stale writer gets `ConcurrentUpdate` instead of overwriting newer state.
 An engine running a flow also holds its lease (see `leases`): taking one bumps
 the version too, and a live lease held by someone else is `FlowBusy`.
+A backend also keeps the signals sent to waiting flows, and tells the time by
+the database's clock, which is what a wait's deadline is reckoned by.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any, Self
 from ..codec import Codec, JsonCodec
 from ..errors import ConcurrentUpdate, ConfigurationError, FlowBusy, StorageError
 from ..failure import Failure
-from ..models import AtomDetail, FlowDetail, FlowSummary, History, LogBook
+from ..models import AtomDetail, FlowDetail, FlowSummary, History, LogBook, Signal
 from ..states import AtomState, FlowState, Intention
 from .leases import DEFAULT_LEASE, Holder, Lease
 
@@ -248,6 +250,66 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def delete_flow(self, uuid: str) -> None: ...
+
+    # -- signals and the clock -----------------------------------------------------
+
+    @abc.abstractmethod
+    async def clock(self) -> float:
+        """Now, in epoch seconds, by the database's clock (this process's for memory://)."""
+
+    async def add_signal(
+        self, flow_id: str, event: str, payload: Any, signal_id: str
+    ) -> tuple[Signal, bool]:
+        """Store a signal unless one with `signal_id` exists; returns it and whether it is new."""
+        self._check_open()
+        text = self.codec.dumps(payload)
+        row, new = await self._insert_signal(
+            {"id": signal_id, "flow_uuid": flow_id, "event": event, "payload": text}
+        )
+        return self.signal_from_row(row), new
+
+    async def take_signal(
+        self, flow_id: str, event: str, taker: str, *, arrived_by: float | None = None
+    ) -> Signal | None:
+        """The signal wait `taker` consumed, consuming the oldest pending one of
+        `event` (that arrived by `arrived_by`, if given) when it has none yet.
+
+        One statement marks the signal taken, so each is consumed by one wait;
+        asking again with the same `taker` returns the same signal (a wait
+        resumed after a crash finds what it had consumed).
+        """
+        self._check_open()
+        row = await self._take_signal(flow_id, event, taker, arrived_by)
+        return None if row is None else self.signal_from_row(row)
+
+    async def list_signals(self, flow_id: str) -> list[Signal]:
+        """Every signal stored for the flow, in arrival order (taken or not)."""
+        self._check_open()
+        return [self.signal_from_row(r) for r in await self._signal_rows(flow_id)]
+
+    @abc.abstractmethod
+    async def _insert_signal(self, row: Row) -> tuple[Row, bool]:
+        """Insert the signal row (stamping `seq` and `created_at`) unless its id exists;
+        returns the stored row and whether it was inserted."""
+
+    @abc.abstractmethod
+    async def _take_signal(
+        self, flow_id: str, event: str, taker: str, arrived_by: float | None
+    ) -> Row | None: ...
+
+    @abc.abstractmethod
+    async def _signal_rows(self, flow_id: str) -> list[Row]: ...
+
+    def signal_from_row(self, row: Row) -> Signal:
+        return Signal(
+            id=row["id"],
+            flow_id=row["flow_uuid"],
+            event=row["event"],
+            payload=self.codec.loads(row["payload"]) if row["payload"] is not None else None,
+            seq=int(row["seq"]),
+            created_at=float(row["created_at"]),
+            taken_by=row["taken_by"],
+        )
 
     # -- rows --------------------------------------------------------------------
 

@@ -27,6 +27,8 @@ class _Tables:
         self.logbooks: dict[str, Row] = {}
         self.flows: dict[str, Row] = {}
         self.atoms: dict[str, dict[str, Row]] = {}
+        self.signals: dict[str, Row] = {}  # by id, in arrival order
+        self.signal_seq = 0
 
 
 _SHARED: dict[str, _Tables] = {}
@@ -131,6 +133,42 @@ class MemoryBackend(Backend):
         row["lease_expires"] = time.time() + seconds
         return True
 
+    async def clock(self) -> float:
+        return time.time()
+
+    async def _insert_signal(self, row: Row) -> tuple[Row, bool]:
+        found = self._t.signals.get(row["id"])
+        if found is not None:
+            return dict(found), False
+        self._t.signal_seq += 1
+        stored = {**row, "seq": self._t.signal_seq, "created_at": time.time(), "taken_by": None}
+        self._t.signals[row["id"]] = stored
+        return dict(stored), True
+
+    async def _take_signal(
+        self, flow_id: str, event: str, taker: str, arrived_by: float | None
+    ) -> Row | None:
+        pending = None
+        for row in self._t.signals.values():
+            if row["flow_uuid"] != flow_id:
+                continue
+            if row["taken_by"] == taker:
+                return dict(row)
+            if (
+                pending is None
+                and row["taken_by"] is None
+                and row["event"] == event
+                and (arrived_by is None or row["created_at"] <= arrived_by)
+            ):
+                pending = row
+        if pending is None:
+            return None
+        pending["taken_by"] = taker
+        return dict(pending)
+
+    async def _signal_rows(self, flow_id: str) -> list[Row]:
+        return [dict(r) for r in self._t.signals.values() if r["flow_uuid"] == flow_id]
+
     async def list_flows(
         self, *, logbook: str | None = None, states: Sequence[FlowState] | None = None
     ) -> list[FlowSummary]:
@@ -149,3 +187,5 @@ class MemoryBackend(Backend):
         self._check_open()
         self._t.flows.pop(uuid, None)
         self._t.atoms.pop(uuid, None)
+        for key in [k for k, r in self._t.signals.items() if r["flow_uuid"] == uuid]:
+            del self._t.signals[key]

@@ -1,7 +1,7 @@
 """The SQL schema (SQLAlchemy Core tables) and its versioned migrations.
 
 We keep a one-row `zag_schema_version` table and an ordered list of
-migration steps instead of Alembic: the schema is three tables, upgrades must
+migration steps instead of Alembic: the schema is a handful of tables, upgrades must
 run from `connect()` and from `zag-async db upgrade URL` without a migration
 environment on disk, and each step is a plain function of a connection.
 """
@@ -40,6 +40,7 @@ __all__ = [
     "logbooks",
     "metadata",
     "migrate",
+    "signals",
 ]
 
 metadata = MetaData()
@@ -181,6 +182,23 @@ job_counters = Table(
 )
 
 
+#: Signals sent to flows (migration 4): `seq` is the arrival order, `id` the
+#: sender's idempotency key, `created_at` the database's clock at arrival, and
+#: `taken_by` the token of the one wait that consumed the signal (NULL: pending).
+signals = Table(
+    "zag_signals",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("id", String(200), nullable=False, unique=True),
+    Column("flow_uuid", String(36), nullable=False),
+    Column("event", Text, nullable=False),
+    Column("payload", Text),
+    Column("created_at", Float, nullable=False),
+    Column("taken_by", String(64)),
+    Index("zag_signals_flow", "flow_uuid", "event", "seq"),
+)
+
+
 def _v1(conn: Connection) -> None:
     """The first schema: logbooks, flows, atoms."""
     metadata.create_all(conn, tables=[logbooks, flows, atoms])
@@ -219,8 +237,13 @@ def _v3_jobs(conn: Connection) -> None:
         )
 
 
+def _v4_signals(conn: Connection) -> None:
+    """Signals for flows that wait (`zag.signal`)."""
+    metadata.create_all(conn, tables=[signals])
+
+
 #: Migration N (1-based) brings the schema from version N-1 to N.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3_jobs]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3_jobs, _v4_signals]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -21,6 +21,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     event,
+    func,
     literal_column,
     or_,
     select,
@@ -39,7 +40,7 @@ from ..states import FlowState
 from . import schema
 from .base import Backend, Row
 from .leases import DEFAULT_LEASE, Holder
-from .schema import atoms, flows, logbooks
+from .schema import atoms, flows, logbooks, signals
 
 __all__ = ["SqlBackend"]
 
@@ -109,6 +110,11 @@ class SqlBackend(Backend):
             .values({name: bindparam(f"w_{name}") for name in _FLOW_COLUMNS})
         )
         self._update_releasing_flow = self._update_flow.values(lease_owner=None, lease_expires=None)
+        self._insert_signal_row = (
+            dialect_insert(signals)
+            .values(created_at=self._now)
+            .on_conflict_do_nothing(index_elements=[signals.c.id])
+        )
         book = dialect_insert(logbooks)
         self._upsert_logbook = book.on_conflict_do_update(
             index_elements=[logbooks.c.uuid],
@@ -256,6 +262,7 @@ class SqlBackend(Backend):
         async with self._begin() as conn:
             ids = select(flows.c.uuid).where(flows.c.logbook == uuid)
             await conn.execute(delete(atoms).where(atoms.c.flow_uuid.in_(ids)))
+            await conn.execute(delete(signals).where(signals.c.flow_uuid.in_(ids)))
             await conn.execute(delete(flows).where(flows.c.logbook == uuid))
             await conn.execute(delete(logbooks).where(logbooks.c.uuid == uuid))
 
@@ -365,6 +372,47 @@ class SqlBackend(Backend):
             result = await conn.execute(query)
         return bool(result.rowcount == 1)
 
+    # -- signals and the clock -----------------------------------------------------
+
+    async def clock(self) -> float:
+        async with self._connect() as conn:
+            return float((await conn.execute(select(self._now))).scalar_one())
+
+    async def _insert_signal(self, row: Row) -> tuple[Row, bool]:
+        async with self._begin() as conn:
+            result = await conn.execute(self._insert_signal_row, [row])
+            query = select(signals).where(signals.c.id == row["id"])
+            stored = (await conn.execute(query)).mappings().one()
+        return dict(stored), result.rowcount == 1
+
+    async def _take_signal(
+        self, flow_id: str, event: str, taker: str, arrived_by: float | None
+    ) -> Row | None:
+        mine = select(signals).where(signals.c.flow_uuid == flow_id, signals.c.taken_by == taker)
+        oldest = select(func.min(signals.c.seq)).where(
+            signals.c.flow_uuid == flow_id,
+            signals.c.event == event,
+            signals.c.taken_by.is_(None),
+        )
+        if arrived_by is not None:
+            oldest = oldest.where(signals.c.created_at <= arrived_by)
+        take = (
+            update(signals)
+            .where(signals.c.seq == oldest.scalar_subquery(), signals.c.taken_by.is_(None))
+            .values(taken_by=taker)
+        )
+        async with self._begin() as conn:
+            found = (await conn.execute(mine)).mappings().first()
+            if found is None and (await conn.execute(take)).rowcount == 1:
+                found = (await conn.execute(mine)).mappings().first()
+        return None if found is None else dict(found)
+
+    async def _signal_rows(self, flow_id: str) -> list[Row]:
+        query = select(signals).where(signals.c.flow_uuid == flow_id).order_by(signals.c.seq)
+        async with self._connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [dict(r) for r in rows]
+
     async def list_flows(
         self, *, logbook: str | None = None, states: Sequence[FlowState] | None = None
     ) -> list[FlowSummary]:
@@ -380,6 +428,7 @@ class SqlBackend(Backend):
     async def delete_flow(self, uuid: str) -> None:
         async with self._begin() as conn:
             await conn.execute(delete(atoms).where(atoms.c.flow_uuid == uuid))
+            await conn.execute(delete(signals).where(signals.c.flow_uuid == uuid))
             await conn.execute(delete(flows).where(flows.c.uuid == uuid))
 
 

@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
             "metrics",
             "telemetry",
             "service",
+            "service_config",
             "contrib",
             "cli",
             "demo",

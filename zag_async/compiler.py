@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hashlib
 from collections import deque
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from .errors import (
     AmbiguousProvider,
     DependencyCycle,
     DuplicateAtomName,
+    FlowChanged,
     MissingRequirements,
     NotFound,
 )
@@ -87,6 +89,27 @@ class CompiledFlow:
             if node.name == name:
                 return node
         return None
+
+    def fingerprint(self) -> str:
+        """A digest of the flow's shape: atom names, kinds and edges (stored with a
+        flow, so a resume can tell the code's flow from the one that was stored)."""
+        digest = hashlib.sha256()
+        nodes = self.nodes
+        for node in nodes:
+            preds = ",".join(sorted(nodes[p].name for p in node.preds))
+            digest.update(f"{node.name}|{int(node.is_retry)}|{preds}\n".encode())
+        return digest.hexdigest()
+
+    def check_matches(self, stored: str, atoms: Collection[str], allow_changes: bool) -> bool:
+        """Whether a stored flow (its fingerprint, its atom names) may be resumed with
+        this flow: True when they match, False when they differ but `allow_changes`
+        lets atoms be matched by name; otherwise `FlowChanged` says what changed."""
+        if stored == self.fingerprint():
+            return True
+        if allow_changes:
+            return False
+        names = {n.name for n in self.nodes}
+        raise FlowChanged(self.name, sorted(names - set(atoms)), sorted(set(atoms) - names))
 
     def needed_for(self, name: str) -> list[bool]:
         """Which nodes a run targeting atom `name` needs: it and its ancestors."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -30,7 +29,6 @@ from .compiler import CompiledFlow, Node, compile_flow, gc_paused
 from .errors import (
     ConfigurationError,
     ExecutionError,
-    FlowChanged,
     StorageError,
     WrappedFailure,
 )
@@ -215,7 +213,7 @@ class Engine:
             detail = FlowDetail(self.compiled.name, logbook=logbook)
             storage = Storage(detail, backend=backend, store=store, lease=lease)
             if storage.durable:
-                detail.meta["fingerprint"] = _fingerprint(nodes)
+                detail.meta["fingerprint"] = self.compiled.fingerprint()
                 if factory is not None:
                     detail.meta["factory"] = factory.to_dict()
                 _declare_events(detail, nodes)
@@ -263,23 +261,15 @@ class Engine:
         """Refuse to resume a stored flow whose shape no longer matches the code."""
         stored = detail.meta.get("fingerprint")
         if stored is None:  # a record made without the flow (a posted job): record it now
-            detail.meta["fingerprint"] = _fingerprint(self._nodes)
+            detail.meta["fingerprint"] = self.compiled.fingerprint()
             _declare_events(detail, self._nodes)
             self.storage.touch_flow()
-            return
-        if stored == _fingerprint(self._nodes):
-            return
-        if allow_changes:
+        elif not self.compiled.check_matches(stored, detail.atoms.keys(), allow_changes):
             logger.warning(
                 "flow %r (%s) changed since it was stored; matching atoms by name",
                 detail.name,
                 detail.uuid,
             )
-            return
-        names = {n.name for n in self._nodes}
-        added = sorted(names - detail.atoms.keys())
-        removed = sorted(detail.atoms.keys() - names)
-        raise FlowChanged(detail.name, added, removed)
 
     @property
     def flow_id(self) -> str:
@@ -600,15 +590,6 @@ class Engine:
             # The canceller must still see CancelledError; the stored state stays
             # at its last commit, from which a later run() resumes.
             logger.warning("flow %r: could not record the suspension: %s", self.name, exc)
-
-
-def _fingerprint(nodes: list[Node]) -> str:
-    """A digest of the flow's shape: atom names, kinds and edges."""
-    digest = hashlib.sha256()
-    for node in nodes:
-        preds = ",".join(sorted(nodes[p].name for p in node.preds))
-        digest.update(f"{node.name}|{int(node.is_retry)}|{preds}\n".encode())
-    return digest.hexdigest()
 
 
 def _declare_events(detail: FlowDetail, nodes: list[Node]) -> None:

@@ -54,6 +54,7 @@ from .jobs.conductor import Conductor
 from .persistence import Backend
 from .persistence import connect as connect_backend
 from .persistence.leases import engine_name
+from .service_config import ServiceConfig
 from .states import FlowState
 from .status import FlowStatus, JobStatus, read_flow_status, read_job_status
 from .waiting import signal as send_signal
@@ -73,11 +74,6 @@ SERVICE_LOGBOOK = str(uuid.uuid5(uuid.NAMESPACE_URL, "zag-async:service-flows"))
 
 #: States of a flow whose engine stopped without reaching an end or a suspension.
 _INTERRUPTED = (FlowState.RUNNING, FlowState.SUSPENDING, FlowState.RESUMING)
-
-#: Conductor keyword arguments `conductor={...}` may set.
-_CONDUCTOR_OPTIONS = frozenset(
-    {"name", "max_jobs", "build_attempts", "listeners", "engine_listeners", "engine_options"}
-)
 
 FlowFactory = Callable[..., Flow | Atom] | str
 
@@ -128,61 +124,24 @@ class ZagService:
         name: str | None = None,
         recover_every: float = 10.0,
     ) -> None:
-        if not isinstance(backend, str) or "://" not in backend:
-            raise ConfigurationError(
-                f"backend must be a storage URL such as 'memory://' or "
-                f"'sqlite+aiosqlite:///flows.db', got {backend!r}"
-            )
-        if board == "auto":
-            board = backend if _is_sql(backend) else "memory://"
-        if board is not None and (not isinstance(board, str) or "://" not in board):
-            raise ConfigurationError(
-                f"board must be a job board URL such as 'memory://' or "
-                f"'zookeeper://127.0.0.1:2181/zag', or None, got {board!r}"
-            )
-        conductor_options: dict[str, Any] | None
-        if conductor is None:
-            conductor = board is not None and _is_sql(board)
-        if isinstance(conductor, bool):
-            conductor_options = {} if conductor else None
-        elif isinstance(conductor, Mapping):
-            conductor_options = dict(conductor)
-            unknown = sorted(set(conductor_options) - _CONDUCTOR_OPTIONS)
-            if unknown:
-                raise ConfigurationError(
-                    f"conductor options {unknown} are not Conductor arguments "
-                    f"(allowed: {sorted(_CONDUCTOR_OPTIONS)})"
-                )
-        else:
-            raise ConfigurationError(
-                f"conductor must be True, False or a mapping of Conductor options, "
-                f"got {conductor!r}"
-            )
-        if conductor_options is not None and board is None:
-            raise ConfigurationError("an in-app conductor needs a job board: pass board=URL")
-        worker_specs: list[tuple[str, list[Atom]]] = []
-        for spec in workers:
-            if not (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str)):
-                raise ConfigurationError(
-                    f"workers must be (topic, tasks) pairs, got {spec!r} in workers="
-                )
-            worker_specs.append((spec[0], list(spec[1])))
-        if worker_specs and not broker:
-            raise ConfigurationError("in-app workers need broker='amqp://...'")
-        if not isinstance(recover_every, (int, float)) or not recover_every > 0:
-            raise ConfigurationError(f"recover_every must be > 0 seconds, got {recover_every!r}")
-        if not isinstance(shutdown_timeout, (int, float)) or shutdown_timeout < 0:
-            raise ConfigurationError(
-                f"shutdown_timeout must be >= 0 seconds, got {shutdown_timeout!r}"
-            )
-        self.backend_url = backend
-        self.board_url = board
+        config = ServiceConfig.of(
+            backend=backend,
+            board=board,
+            conductor=conductor,
+            workers=workers,
+            broker=broker,
+            shutdown_timeout=shutdown_timeout,
+            recover_every=recover_every,
+        )
+        self.config = config
+        self.backend_url = config.backend
+        self.board_url = config.board
         self.broker = broker
-        self.shutdown_timeout = float(shutdown_timeout)
+        self.shutdown_timeout = config.shutdown_timeout
         self.name = name or engine_name()
-        self.recover_every = float(recover_every)
-        self._conductor_options = conductor_options
-        self._worker_specs = worker_specs
+        self.recover_every = config.recover_every
+        self._conductor_options = config.conductor
+        self._worker_specs = config.workers
         self._executor = executor
         self._backend: Backend | None = None
         self._board: JobBoard | None = None
@@ -675,7 +634,3 @@ def _worker_class() -> type[Worker]:
             f"in-app workers need: pip install 'zag-async[amqp]' ({exc})"
         ) from exc
     return Worker
-
-
-def _is_sql(url: str) -> bool:
-    return url.split("://", 1)[0].lower().split("+", 1)[0] in ("sqlite", "postgresql")

@@ -14,7 +14,7 @@ import contextlib
 import inspect
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Literal, Protocol, TypeGuard, runtime_checkable
 
 from .events import Event, Listener
@@ -165,3 +165,34 @@ def _is_hook(listener: object) -> TypeGuard[TraceHook]:
 def _is_async(listener: Listener) -> bool:
     call = getattr(type(listener), "__call__", None)  # noqa: B004
     return inspect.iscoroutinefunction(listener) or inspect.iscoroutinefunction(call)
+
+
+async def events_of_run(
+    run: Callable[[], Awaitable[object]], add_listener: Callable[[Listener], Callable[[], None]]
+) -> AsyncIterator[Event]:
+    """Start `run()` and yield every event it emits; raise what it raised at the end.
+
+    The run is a plain task, not a task group's: an async generator cannot own
+    a task group across its yields (its consumer may stop iterating at any
+    point, or close it from another task). The finally block owns it.
+    """
+    queue: asyncio.Queue[Event] = asyncio.Queue()
+    detach = add_listener(queue.put_nowait)
+    runner = asyncio.ensure_future(run())
+    try:
+        while True:
+            if queue.empty() and runner.done():
+                break
+            getter = asyncio.ensure_future(queue.get())
+            await asyncio.wait({getter, runner}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                yield getter.result()
+            else:
+                getter.cancel()
+        runner.result()
+    finally:
+        detach()
+        if not runner.done():
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await runner

@@ -23,26 +23,25 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .atom import Atom
-from .bus import EventBus, TraceHook
+from .bus import EventBus, TraceHook, events_of_run
 from .calls import AtomCaller
-from .compiler import CompiledFlow, Node, compile_flow, gc_paused
+from .compiler import CompiledFlow, compile_flow, gc_paused
 from .errors import (
     ConfigurationError,
     ExecutionError,
     StorageError,
-    WrappedFailure,
 )
 from .events import Event, Listener
 from .execution import Executor, LocalExecutor
 from .factory import FactoryRef
-from .failure import Failure
+from .failure import Failure, as_exception
 from .flow import Flow
 from .models import AtomDetail, FlowDetail, History
 from .resolver import Resolver
 from .scheduler import Launch, Outcome, Scheduler
 from .states import AtomState, FlowState, Intention
 from .storage import Storage, WritePolicy
-from .waiting import WaitingFor, Waits, declared_events, waiting_for
+from .waiting import WaitingFor, Waits, declare_events, waiting_for
 
 if TYPE_CHECKING:
     from .persistence.base import Backend
@@ -216,7 +215,7 @@ class Engine:
                 detail.meta["fingerprint"] = self.compiled.fingerprint()
                 if factory is not None:
                     detail.meta["factory"] = factory.to_dict()
-                _declare_events(detail, nodes)
+                declare_events(detail, nodes)
         elif store:
             storage.store.update(store)
         self.storage = storage
@@ -262,7 +261,7 @@ class Engine:
         stored = detail.meta.get("fingerprint")
         if stored is None:  # a record made without the flow (a posted job): record it now
             detail.meta["fingerprint"] = self.compiled.fingerprint()
-            _declare_events(detail, self._nodes)
+            declare_events(detail, self._nodes)
             self.storage.touch_flow()
         elif not self.compiled.check_matches(stored, detail.atoms.keys(), allow_changes):
             logger.warning(
@@ -390,29 +389,8 @@ class Engine:
 
         Raises what `run()` raises once the events are exhausted.
         """
-        # The run is a plain task, not a task group's: an async generator cannot
-        # own a task group across its yields (its consumer may stop iterating at
-        # any point, or close it from another task). The finally block owns it.
-        queue: asyncio.Queue[Event] = asyncio.Queue()
-        detach = self.add_listener(queue.put_nowait)
-        runner = asyncio.ensure_future(self.run())
-        try:
-            while True:
-                if queue.empty() and runner.done():
-                    break
-                getter = asyncio.ensure_future(queue.get())
-                await asyncio.wait({getter, runner}, return_when=asyncio.FIRST_COMPLETED)
-                if getter.done():
-                    yield getter.result()
-                else:
-                    getter.cancel()
-            runner.result()
-        finally:
-            detach()
-            if not runner.done():
-                runner.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await runner
+        async for event in events_of_run(self.run, self.add_listener):
+            yield event
 
     # -- events and flow state ----------------------------------------------------------
 
@@ -566,11 +544,11 @@ class Engine:
         if revert_failures:
             error = revert_failures[0]
             exc = error.exception if error.exception is not None else None
-            original = _as_exception(failures)
+            original = as_exception(failures)
             if exc is not None and original is not None and exc.__context__ is None:
                 exc.__context__ = original
             error.reraise()
-        original = _as_exception(failures)
+        original = as_exception(failures)
         if original is not None:
             raise original
         raise ExecutionError(f"flow {self.name!r} ended {self.state} without a recorded failure")
@@ -590,21 +568,6 @@ class Engine:
             # The canceller must still see CancelledError; the stored state stays
             # at its last commit, from which a later run() resumes.
             logger.warning("flow %r: could not record the suspension: %s", self.name, exc)
-
-
-def _declare_events(detail: FlowDetail, nodes: list[Node]) -> None:
-    """Record the events the flow's waits wait for (what `zag.signal` accepts)."""
-    events = declared_events(nodes)
-    if events:
-        detail.meta["events"] = events
-
-
-def _as_exception(failures: Mapping[str, Failure]) -> BaseException | None:
-    if not failures:
-        return None
-    if len(failures) == 1:
-        return next(iter(failures.values())).to_exception()
-    return WrappedFailure(failures)
 
 
 async def run(

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, NoReturn
 
-from .errors import RemoteFailure
+from .errors import RemoteFailure, WrappedFailure
 
 __all__ = ["Failure", "error_text"]
 
@@ -194,3 +194,13 @@ def error_text(error: BaseException | Failure) -> str:
     if isinstance(error, Failure):
         return f"{error.exception_type}: {error.message}"
     return f"{type(error).__name__}: {error}"
+
+
+def as_exception(failures: Mapping[str, Failure]) -> BaseException | None:
+    """What a run with these failures raises: the one failure's exception, or a
+    `WrappedFailure` carrying several (None for none)."""
+    if not failures:
+        return None
+    if len(failures) == 1:
+        return next(iter(failures.values())).to_exception()
+    return WrappedFailure(failures)

@@ -54,7 +54,7 @@ from .jobs.conductor import Conductor
 from .persistence import Backend
 from .persistence import connect as connect_backend
 from .persistence.leases import engine_name
-from .service_config import ServiceConfig
+from .service_config import ServiceConfig, worker_class_or_explain
 from .states import FlowState
 from .status import FlowStatus, JobStatus, read_flow_status, read_job_status
 from .waiting import signal as send_signal
@@ -182,7 +182,7 @@ class ZagService:
             if isinstance(self._executor, AbstractAsyncContextManager):
                 await stack.enter_async_context(self._executor)
             if self._worker_specs:
-                worker_class = _worker_class()
+                worker_class = worker_class_or_explain()
                 for topic, tasks in self._worker_specs:
                     worker = worker_class(self.broker or "", topic=topic, tasks=tasks)
                     self._workers.append(await stack.enter_async_context(worker))
@@ -455,12 +455,16 @@ class ZagService:
         still holding it can no longer write. Returns like `run`.
         """
         self._check_open()
-        options = dict(engine_options)
-        if self._executor is not None:
-            options.setdefault("executor", self._executor)
-        engine = await Engine.load(flow_id, backend=self.backend, owner=self.name, **options)
+        engine = await self._load(flow_id, engine_options)
         self._check_open()
         return await self._drive(engine, asyncio.current_task())
+
+    async def _load(self, flow_id: str, engine_options: Mapping[str, Any] = {}) -> Engine:  # noqa: B006
+        """An engine resuming `flow_id` for this service (its owner, its executor)."""
+        options = {"owner": self.name, **engine_options}
+        if self._executor is not None:
+            options.setdefault("executor", self._executor)
+        return await Engine.load(flow_id, backend=self.backend, **options)
 
     async def _recovery(self, tg: asyncio.TaskGroup) -> None:
         """Finish this service's flows that no engine runs: at open, those a crash or
@@ -481,14 +485,11 @@ class ZagService:
 
     async def _recover(self, tg: asyncio.TaskGroup, states: list[FlowState]) -> None:
         live = {engine.flow_id for engine in self._live}
-        options: dict[str, Any] = {"owner": self.name}
-        if self._executor is not None:
-            options["executor"] = self._executor
         for summary in await self.backend.list_flows(logbook=SERVICE_LOGBOOK, states=states):
             if summary.uuid in live or self._closing:
                 continue
             try:
-                engine = await Engine.load(summary.uuid, backend=self.backend, **options)
+                engine = await self._load(summary.uuid)
             except FlowBusy:
                 continue  # a live engine elsewhere runs it
             except (ConfigurationError, FlowDefinitionError, ImportError, NotFound) as exc:
@@ -556,9 +557,6 @@ class ZagService:
     async def _wake(self, flow_id: str) -> None:
         """Resume a flow that was sent a signal, once no engine holds it (bounded by
         twice the lease term: a dead engine's lease lapses within one)."""
-        options: dict[str, Any] = {"owner": self.name}
-        if self._executor is not None:
-            options["executor"] = self._executor
         within = 2 * self.backend.lease_seconds
         async for attempt in Backoff(first=0.05, cap=0.5, within=within).attempts():
             if self._closing:
@@ -566,7 +564,7 @@ class ZagService:
             if any(engine.flow_id == flow_id for engine in self._live):
                 continue  # running here: wake it again once that run stops
             try:
-                engine = await Engine.load(flow_id, backend=self.backend, **options)
+                engine = await self._load(flow_id)
             except FlowBusy:
                 if attempt.last:
                     logger.warning(
@@ -624,13 +622,3 @@ class ZagService:
     async def job_status(self, job_id: str) -> JobStatus:
         """The status of a posted job (`JobNotFound` if the board never had it)."""
         return await read_job_status(self.board, self.backend, job_id)
-
-
-def _worker_class() -> type[Worker]:
-    try:
-        from .workers.amqp import Worker
-    except ImportError as exc:  # pragma: no cover - depends on installed extras
-        raise ConfigurationError(
-            f"in-app workers need: pip install 'zag-async[amqp]' ({exc})"
-        ) from exc
-    return Worker

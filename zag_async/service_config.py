@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .atom import Atom
 from .errors import ConfigurationError
 
-__all__ = ["CONDUCTOR_OPTIONS", "ServiceConfig", "is_sql"]
+if TYPE_CHECKING:
+    from .workers.worker import Worker
+
+__all__ = ["CONDUCTOR_OPTIONS", "ServiceConfig", "is_sql", "worker_class_or_explain"]
 
 #: Conductor keyword arguments `conductor={...}` may set.
 CONDUCTOR_OPTIONS = frozenset(
@@ -117,3 +120,14 @@ def _conductor_options(
     if options is not None and board is None:
         raise ConfigurationError("an in-app conductor needs a job board: pass board=URL")
     return options
+
+
+def worker_class_or_explain() -> type[Worker]:
+    """`zag.Worker`, or a ConfigurationError naming the extra that brings it."""
+    try:
+        from .workers.worker import Worker
+    except ImportError as exc:  # pragma: no cover - depends on installed extras
+        raise ConfigurationError(
+            f"in-app workers need: pip install 'zag-async[amqp]' ({exc})"
+        ) from exc
+    return Worker

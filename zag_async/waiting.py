@@ -33,7 +33,7 @@ from .errors import (
     WaitTimeout,
 )
 from .failure import Failure
-from .models import AtomDetail, Signal, new_id
+from .models import AtomDetail, FlowDetail, Signal, new_id
 from .states import AtomState, FlowState, Intention
 
 if TYPE_CHECKING:
@@ -367,3 +367,10 @@ class Waits:
         }
         d.meta = meta
         self._storage.touch(d)
+
+
+def declare_events(detail: FlowDetail, nodes: Sequence[Node]) -> None:
+    """Record the events the flow's waits wait for (what `zag.signal` accepts)."""
+    events = declared_events(nodes)
+    if events:
+        detail.meta["events"] = events

@@ -191,6 +191,7 @@ async def test_claim_already_claimed_abandon_and_reclaim(board: JobBoard) -> Non
     assert board.holds(claim)
     assert await board.find_owner(job) == "alice"
     assert await board.find_owner(job.uuid) == "alice"
+    assert await board.claim_owners() == {"alice"}
 
     with pytest.raises(AlreadyClaimed):
         await board.claim(job, "bob")
@@ -200,6 +201,7 @@ async def test_claim_already_claimed_abandon_and_reclaim(board: JobBoard) -> Non
 
     await board.abandon(claim)
     assert not board.holds(claim)
+    assert await board.claim_owners() == set()
     assert await board.find_owner(job) is None
     assert (await board.get(job.uuid)).state is JobState.UNCLAIMED
     with pytest.raises(ClaimLost):

@@ -384,6 +384,12 @@ class JobBoard(abc.ABC):
     @abc.abstractmethod
     async def find_owner(self, job: Job | str) -> str | None: ...
 
+    async def claim_owners(self) -> set[str]:
+        """The owners holding live claims now (boards with an index of them answer
+        in one query; this default reads each claimed job's owner)."""
+        owners = {await self.find_owner(job) for job in await self.jobs(state=JobState.CLAIMED)}
+        return {owner for owner in owners if owner is not None}
+
     async def release_owner(self, owner: str) -> list[str]:
         """Give back every claim `owner` holds (a restarted process taking back its own
         work at once); returns the ids of the jobs released.

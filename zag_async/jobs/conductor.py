@@ -242,9 +242,8 @@ class Conductor:
         if not self.board.releases_owners:
             return
         try:
-            claimed = await self.board.jobs(state=JobState.CLAIMED)
-            owners = {await self.board.find_owner(job) for job in claimed}
-            left = {o for o in owners if o is not None and (o == self.name or abandoned(o))}
+            owners = await self.board.claim_owners()
+            left = {o for o in owners if o == self.name or abandoned(o)}
             for owner in sorted(left):
                 released = await self.board.release_owner(owner)
                 self._adopted.update(released)

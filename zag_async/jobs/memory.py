@@ -190,7 +190,7 @@ class MemoryBoard(JobBoard):
         job = s.jobs.pop(job_id)
         s.finished[job_id] = job
         s.trash[job_id] = (job, reason)
-        s.outcomes[job_id] = JobOutcome(job_id, job.flow_id, "TRASHED", error=reason)
+        s.outcomes[job_id] = JobOutcome.trashed(job, reason)
         self._changed()
 
     async def record_build_failure(self, claim: Claim, error: str) -> int:

@@ -125,6 +125,11 @@ class JobOutcome:
         }
 
     @classmethod
+    def trashed(cls, job: Job, reason: str) -> JobOutcome:
+        """The outcome of a job moved to the trash for `reason`."""
+        return cls(job.uuid, job.flow_id, "TRASHED", error=reason)
+
+    @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> JobOutcome:
         return cls(
             data["job_id"], data["flow_id"], data["state"], data.get("results"), data.get("error")

@@ -274,9 +274,7 @@ class SqlBoard(JobBoard):
         await self._leases.finish(claim, outcome, None, next_job)
 
     async def trash(self, claim: Claim, reason: str) -> None:
-        job = claim.job
-        outcome = JobOutcome(job.uuid, job.flow_id, "TRASHED", error=reason)
-        await self._leases.finish(claim, outcome, reason, None)
+        await self._leases.finish(claim, JobOutcome.trashed(claim.job, reason), reason, None)
 
     async def record_build_failure(self, claim: Claim, error: str) -> int:
         return await self._leases.record_build_failure(claim, error)
@@ -286,6 +284,11 @@ class SqlBoard(JobBoard):
         async with self.db.read() as conn:
             owner = (await conn.execute(query)).scalar_one_or_none()
         return None if owner is None else str(owner)
+
+    async def claim_owners(self) -> set[str]:
+        query = select(jobs.c.owner).where(claimed_now(self.db)).distinct()
+        async with self.db.read() as conn:
+            return {str(owner) for owner in (await conn.execute(query)).scalars()}
 
     async def release_owner(self, owner: str) -> list[str]:
         """Give back every claim `owner` holds, except those taken through this board object.

@@ -261,9 +261,7 @@ class ZooKeeperBoard(JobBoard):
         await self._claims.finish(claim, outcome, None, next_job)
 
     async def trash(self, claim: Claim, reason: str) -> None:
-        job = claim.job
-        outcome = JobOutcome(job.uuid, job.flow_id, "TRASHED", error=reason)
-        await self._claims.finish(claim, outcome, reason, None)
+        await self._claims.finish(claim, JobOutcome.trashed(claim.job, reason), reason, None)
 
     async def record_build_failure(self, claim: Claim, error: str) -> int:
         return await self._claims.record_build_failure(claim, error)

@@ -186,6 +186,11 @@ class Plan:
     jobs_raw_n: int = 1000  # JOBS: raw create+delete pairs per loop run
     jobs_raw_repeats: int = 3
     jobs_max_jobs: tuple[int, ...] = (1, 8, 32)
+    waits_latency_n: int = 200  # WAITS: flows signalled one at a time
+    waits_many_n: int = 100_000  # WAITS: waiting flows at once, per backend
+    waits_timer_n: int = 60  # WAITS: timers, half sleep and half wait_for(timeout=)
+    waits_timer_first: float = 2.0  # WAITS: seconds to the first timer
+    waits_timer_spread: float = 3.0  # WAITS: the timers' deadlines spread over this
 
     @classmethod
     def quick(cls) -> Plan:
@@ -207,6 +212,10 @@ class Plan:
             jobs_raw_n=400,
             jobs_raw_repeats=1,
             jobs_max_jobs=(1, 8),
+            waits_latency_n=50,
+            waits_many_n=10_000,
+            waits_timer_n=20,
+            waits_timer_spread=1.0,
         )
 
 

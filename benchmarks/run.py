@@ -8,6 +8,7 @@ Run through nox so TaskFlow is installed beside zag-async::
     ./dev bench --only-peer          # TaskFlow side only
     ./dev bench -- --only REMOTE     # remote workers on RabbitMQ (127.0.0.1:5672) vs raw aio-pika
     ./dev bench -- --only JOBS       # job boards on ZooKeeper (127.0.0.1:2181) + conductors
+    ./dev bench -- --only WAITS      # waiting flows: signal latency, 100k waiting, timer lateness
     ./dev bench -- --only S1,S4,REMOTE --baseline main   # also zag at another revision
 
 Both libraries run in this one process (S7 and import cost use fresh
@@ -50,7 +51,7 @@ from common import (
 )
 
 HERE = Path(__file__).resolve().parent
-ALL_SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "JOBS", "REMOTE", "IMPORT")
+ALL_SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "JOBS", "REMOTE", "WAITS", "IMPORT")
 TITLES = {
     "S1": "S1 linear-noop (serial)",
     "S2": "S2 wide-io (200 x 10 ms sleeps)",
@@ -61,6 +62,8 @@ TITLES = {
     "S7": "S7 memory (fresh process per library)",
     "JOBS": "JOBS job board on ZooKeeper + conductors (no-op jobs; raw create+delete floor)",
     "REMOTE": "REMOTE workers on RabbitMQ: zag.RemoteExecutor + worker processes vs raw aio-pika",
+    "WAITS": "WAITS (S9) waiting flows: signal-to-resume latency, many waiting flows, timer "
+             "lateness (SQLite file; PostgreSQL + ZooKeeper board)",
     "IMPORT": "Import cost (fresh interpreters, minus `python -c pass`)",
 }
 
@@ -372,11 +375,13 @@ def _run(
     zag_rec, peer_rec = Recorder(ZAG), Recorder(PEER)
 
     import jobs
+    import waits
 
     if run_peer:
         import taskflow_side
 
         taskflow_side.SCENARIOS.setdefault("JOBS", jobs.peer_scenario)
+        taskflow_side.SCENARIOS.setdefault("WAITS", waits.peer_scenario)
         if args.pg_url:
             taskflow_side.S4_PG_URL = args.pg_url
     if run_zag and trees is None:
@@ -385,6 +390,7 @@ def _run(
 
         zag_side.SCENARIOS.setdefault("REMOTE", remote.zag_scenario)
         zag_side.SCENARIOS.setdefault("JOBS", jobs.zag_scenario)
+        zag_side.SCENARIOS.setdefault("WAITS", waits.zag_scenario)
         remote.COMPARE_ONLY = args.baseline_child
         if args.zag_pg_url:
             jobs.PG_URL = args.zag_pg_url
@@ -451,6 +457,10 @@ def _run(
     if "JOBS" in wanted:
         print(f"  {'aiozk':<11} {dist_version('aiozk')}, kazoo {dist_version('kazoo')}, "
               f"ZooKeeper {jobs.ZK_SERVERS}")
+    if "WAITS" in wanted:
+        print(f"  {'waits':<11} latency N={plan.waits_latency_n} sequential, "
+              f"{plan.waits_many_n:,} waiting flows per backend, {plan.waits_timer_n} timers "
+              f"per deployment")
     if "REMOTE" in wanted:
         print(f"  {'aio-pika':<11} {dist_version('aio-pika')}, RabbitMQ at 127.0.0.1:5672")
     if zag_missing:

@@ -213,7 +213,7 @@ class Plan:
             jobs_raw_repeats=1,
             jobs_max_jobs=(1, 8),
             waits_latency_n=50,
-            waits_many_n=10_000,
+            waits_many_n=2_000,
             waits_timer_n=20,
             waits_timer_spread=1.0,
         )

@@ -707,19 +707,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--many-n", type=int, default=None)
     parser.add_argument("--latency-n", type=int, default=None)
     parser.add_argument("--timer-n", type=int, default=None)
+    parser.add_argument("--timer-first", type=float, default=None)
+    parser.add_argument("--timer-spread", type=float, default=None)
     args = parser.parse_args(argv)
     import dataclasses
 
     plan = Plan.quick() if args.quick else Plan()
-    changes = {k: v for k, v in (("waits_many_n", args.many_n), ("waits_latency_n", args.latency_n),
-                                 ("waits_timer_n", args.timer_n)) if v is not None}
+    given = (("waits_many_n", args.many_n), ("waits_latency_n", args.latency_n),
+             ("waits_timer_n", args.timer_n), ("waits_timer_first", args.timer_first),
+             ("waits_timer_spread", args.timer_spread))
+    changes = {k: v for k, v in given if v is not None}
     plan = dataclasses.replace(plan, **changes)
     rec = Recorder("zag")
     zag_scenario(rec, plan, tuple(p.strip() for p in args.part.split(",") if p.strip()))
     for m in rec.rows:
         value = "n/a" if m.stats is None else f"{m.stats.median:,.3f}"
         print(f"{m.case:<34} {m.metric:<36} {value:>12} {m.unit:<8} {m.note}")
-    return 1 if any(m.stats is None and m.note.startswith("failed") for m in rec.rows) else 0
+    return 1 if any(m.stats is None for m in rec.rows) else 0
 
 
 if __name__ == "__main__":

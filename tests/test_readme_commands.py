@@ -144,3 +144,27 @@ def test_bench_harness_runs() -> None:
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "S1" in out.stdout and "S5" in out.stdout
+
+
+@pytest.mark.services
+def test_bench_waits_runs(zk_server: str) -> None:
+    """The WAITS scenario at toy sizes (SQLite, PostgreSQL and ZooKeeper): every part
+    measures, none fails or is skipped."""
+    import socket
+
+    from support import unavailable
+
+    try:
+        socket.create_connection(("127.0.0.1", 5432), timeout=2).close()
+    except OSError as exc:
+        unavailable(f"PostgreSQL at 127.0.0.1:5432 is not usable: {exc}", "postgres")
+    sizes = ["--latency-n", "3", "--many-n", "20", "--timer-n", "2"]
+    out = subprocess.run(
+        [sys.executable, "benchmarks/waits.py", *sizes, "--timer-first", "0.5"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "lateness p99" in out.stdout and "DB bytes per waiting flow" in out.stdout

@@ -189,8 +189,8 @@ class Plan:
     waits_latency_n: int = 200  # WAITS: flows signalled one at a time
     waits_many_n: int = 100_000  # WAITS: waiting flows at once, per backend
     waits_timer_n: int = 60  # WAITS: timers, half sleep and half wait_for(timeout=)
-    waits_timer_first: float = 2.0  # WAITS: seconds to the first timer
-    waits_timer_spread: float = 3.0  # WAITS: the timers' deadlines spread over this
+    waits_timer_first: float = 3.0  # WAITS: seconds from the first start to the first deadline
+    waits_timer_spread: float = 6.0  # WAITS: the deadlines spread evenly over this
 
     @classmethod
     def quick(cls) -> Plan:
@@ -215,7 +215,8 @@ class Plan:
             waits_latency_n=50,
             waits_many_n=2_000,
             waits_timer_n=20,
-            waits_timer_spread=1.0,
+            waits_timer_first=2.0,
+            waits_timer_spread=2.0,
         )
 
 

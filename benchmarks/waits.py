@@ -521,10 +521,12 @@ def report_many(rec: Recorder, case: str, r: dict[str, Any]) -> None:
 
 
 async def timers(service: Any, n: int, first: float, spread: float) -> dict[str, list[float]]:
-    """n flows (half sleep, half wait_for timeout) due between first and first+spread s."""
+    """n flows (half sleep, half wait_for timeout) due evenly between first and first+spread
+    seconds after the first start (each delay counted from its own start)."""
     keys: list[tuple[str, str, str]] = []
+    t0 = time.time()
     for i in range(n):
-        delay = first + spread * i / max(1, n - 1)
+        delay = max(0.05, t0 + first + spread * i / max(1, n - 1) - time.time())
         factory = SLEEP_FACTORY if i % 2 == 0 else TIMEOUT_FACTORY
         key = f"tim-{uuid.uuid4().hex[:8]}-{i}"
         flow_id = await service.start(factory, delay, store={"key": key})
@@ -660,7 +662,8 @@ def _zag_scenario(rec: Recorder, plan: Plan, parts: tuple[str, ...], workdir: st
         n, first, spread = plan.waits_timer_n, plan.waits_timer_first, plan.waits_timer_spread
         cases = [(EMBEDDED, lambda: timers_embedded(n, workdir, first, spread), None),
                  (ZKPG, lambda: timers_zkpg(n, first, spread), zkpg_why)]
-        note = f"delays {first:g}-{first + spread:g} s, started together"
+        note = (f"deadlines evenly {first:g}-{first + spread:g} s after the first start; "
+                "one conductor, max_jobs=1")
         for case, make, why in cases:
             if not wakes:
                 rec.missing(SCENARIO, case, "sleep(delay) lateness p50", "ms",

@@ -445,7 +445,7 @@ async def many(url: str, n: int) -> dict[str, Any]:
         await warm.run()
         await zag.signal(warm.flow_id, "approval", "ok", backend=backend)
         await (await zag.Engine.load(warm.flow_id, backend=backend, flow=flow)).run()
-        bytes0 = await sizer.bytes()
+        bytes0, rows0 = await sizer.bytes(), await sizer.rows()
         gc.collect()
         rss0, objs0 = rss_bytes(), len(gc.get_objects())
 
@@ -465,7 +465,7 @@ async def many(url: str, n: int) -> dict[str, Any]:
         out["objects_per_flow"] = (len(gc.get_objects()) - objs0 - 1) / n  # minus `ids` itself
         out["peak_rss_kib"] = zag_maxrss()
         rows = await sizer.rows()
-        out["rows"] = {t_: rows[t_] for t_ in TABLES}
+        out["rows"] = {t_: rows[t_] - rows0[t_] for t_ in TABLES}
         out["bytes_per_flow"] = (await sizer.bytes() - bytes0) / n
         states = await sizer.states()
         check(states.get("WAITING", 0) == n, f"states after creating: {states}")

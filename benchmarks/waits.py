@@ -46,6 +46,7 @@ import sqlite3
 import sys
 import tempfile
 import time
+import traceback
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -592,6 +593,9 @@ def _attempt(rec: Recorder, case: str, metric: str, unit: str, fn: Callable[[], 
     try:
         return fn()
     except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        if isinstance(exc, BaseExceptionGroup):  # name what failed inside the task group
+            exc = exc.exceptions[0]
         log(f"zag: WAITS {case}: {metric} failed: {type(exc).__name__}: {exc}")
         rec.missing(SCENARIO, case, metric, unit, f"failed: {type(exc).__name__}: {exc}")
         return None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from .codec import plain_json
@@ -24,8 +25,9 @@ from .inspection import AtomReport, describe_flow
 from .jobs.base import Job, JobBoard, JobOutcome, JobState
 from .models import FlowDetail
 from .persistence.base import Backend
-from .states import FlowState
+from .states import AtomState, FlowState
 from .storage import Storage
+from .waiting import WaitingFor
 
 __all__ = [
     "FlowStatus",
@@ -34,9 +36,11 @@ __all__ = [
     "failure_lines",
     "find_job",
     "flow_error",
+    "iso_utc",
     "job_outcome",
     "read_flow_status",
     "read_job_status",
+    "waits_of",
 ]
 
 # The name the service logged these under before this module existed.
@@ -63,6 +67,29 @@ def flow_error(detail: FlowDetail) -> str | None:
     return None
 
 
+def waits_of(detail: FlowDetail) -> tuple[WaitingFor, ...]:
+    """The waits a WAITING flow is stopped at, in the order its atoms were recorded.
+
+    A wait is recorded as reached (`meta["wait"]`) while its atom is RUNNING;
+    the record is replaced when it ends. Empty unless the flow is WAITING: a
+    running flow's reached waits may end at any moment, so only a stopped
+    flow's are worth showing.
+    """
+    if detail.state is not FlowState.WAITING:
+        return ()
+    out = []
+    for atom in detail.atoms.values():
+        armed = (atom.meta or {}).get("wait")
+        if armed is not None and atom.state is AtomState.RUNNING:
+            out.append(WaitingFor(atom.name, armed.get("event"), armed.get("deadline")))
+    return tuple(out)
+
+
+def iso_utc(epoch: float | None) -> str | None:
+    """Epoch seconds as ISO 8601 in UTC (None stays None)."""
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat()
+
+
 def failure_lines(detail: FlowDetail) -> list[str]:
     """One line per failed execute or revert, in the order the atoms were recorded."""
     lines = []
@@ -79,7 +106,8 @@ class FlowStatus:
     """Where one flow stands, as its record says (what a status URL shows).
 
     `results` (every provided value, store included) is set once the flow
-    ended SUCCESS; `error` ("Type: message") once it ended REVERTED or FAILURE.
+    ended SUCCESS; `error` ("Type: message") once it ended REVERTED or FAILURE;
+    `waiting_for` lists the waits it is stopped at while WAITING.
     """
 
     flow_id: str
@@ -88,6 +116,7 @@ class FlowStatus:
     results: Mapping[str, Any] | None = None
     error: str | None = None
     atoms: Sequence[AtomReport] = ()
+    waiting_for: tuple[WaitingFor, ...] = ()
 
     @property
     def done(self) -> bool:
@@ -108,6 +137,7 @@ class FlowStatus:
             results=dict(results) if results is not None else None,
             error=flow_error(detail),
             atoms=tuple(describe_flow(detail)),
+            waiting_for=waits_of(detail),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,6 +150,10 @@ class FlowStatus:
             "error": self.error,
             "atoms": [
                 {"name": a.name, "state": a.state, "attempts": a.attempts} for a in self.atoms
+            ],
+            "waiting_for": [
+                {"atom": w.atom, "event": w.event, "deadline": iso_utc(w.deadline)}
+                for w in self.waiting_for
             ],
         }
 

@@ -114,3 +114,14 @@ NOT_A_FLOW = 42
 
 def broken_factory() -> zag.Flow:
     raise ValueError("this factory is broken")
+
+
+@zag.task(provides="paid")
+async def pay_expense(approval: Any) -> str:
+    return f"paid, approved by {approval['by']}"
+
+
+def approval() -> zag.Flow:
+    """Waits for an "approval" signal (a day at most), then pays."""
+    wait = zag.wait_for("approve", event="approval", timeout=86400, provides="approval")
+    return zag.linear("approval", wait, pay_expense)

@@ -161,6 +161,35 @@ async def test_an_empty_body_is_a_null_payload(framework: str, tmp_path: Path) -
         assert done.results is not None and done.results["approval"] is None
 
 
+async def test_a_waiting_flows_status_lists_its_waits() -> None:
+    """Each reached wait, in the order recorded: a sleep has no event, a wait without
+    a timeout no deadline; none once the flow is no longer WAITING."""
+    import zag_async as zag
+
+    flow = zag.unordered(
+        "waits",
+        zag.wait_for("approve", event="approval"),
+        zag.sleep("nap", delay=3600),
+    )
+    async with zag.connect("memory://status-waits") as db:
+        engine = zag.Engine(flow, backend=db)
+        await engine.run()
+        status = FlowStatus.of(await db.load_flow(engine.flow_id))
+    assert status.state == "WAITING"
+    by_atom = {w.atom: w for w in status.waiting_for}
+    assert set(by_atom) == {"approve", "nap"}
+    assert by_atom["approve"].event == "approval" and by_atom["approve"].deadline is None
+    assert by_atom["nap"].event is None and by_atom["nap"].deadline is not None
+    shown = {w["atom"]: w for w in status.to_dict()["waiting_for"]}
+    assert shown["approve"] == {"atom": "approve", "event": "approval", "deadline": None}
+    nap = datetime.fromisoformat(shown["nap"]["deadline"])
+    assert nap.timestamp() == pytest.approx(by_atom["nap"].deadline, abs=1e-3)
+    assert FlowStatus.of(engine.storage.flow).waiting_for == status.waiting_for
+    ended = engine.storage.flow
+    ended.state = zag.FlowState.SUSPENDED
+    assert FlowStatus.of(ended).waiting_for == ()
+
+
 def nested(depth: int) -> bytes:
     return b"[" * depth + b"]" * depth
 
@@ -190,11 +219,22 @@ BODIES = st.one_of(
 )
 
 
+#: Idempotency-Key values: anything a header can carry.
+KEYS = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=250)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 @pytest.mark.parametrize("framework", ["fastapi", "aiohttp"])
-def test_hostile_requests_are_never_a_server_error(framework: str, tmp_path: Path) -> None:
+def test_hostile_requests_are_never_a_server_error(
+    framework: str, backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """Any flow id, event, body and signal id: a 2xx or 4xx answer, within 5 s."""
+    if backend == "postgres":
+        url = str(request.getfixturevalue("pg_url"))
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path}/f.db"
     with asyncio.Runner() as runner:
-        app = serve(framework, backend=f"sqlite+aiosqlite:///{tmp_path}/f.db")
+        app = serve(framework, backend=url, board=None)
         send, service = runner.run(app.__aenter__())
         try:
             flow_id = runner.run(service.run(APPROVAL)).flow_id
@@ -209,13 +249,17 @@ def test_hostile_requests_are_never_a_server_error(framework: str, tmp_path: Pat
                 event=st.one_of(st.sampled_from(["approval", "payment"]), st.text(min_size=1)),
                 body=BODIES,
                 signal_id=st.one_of(st.none(), st.text(max_size=300)),
+                key=st.one_of(st.none(), KEYS),
             )
-            def attempt(flow: str, event: str, body: bytes, signal_id: str | None) -> None:
+            def attempt(
+                flow: str, event: str, body: bytes, signal_id: str | None, key: str | None
+            ) -> None:
                 query = {} if signal_id is None else {"signal_id": signal_id}
+                headers = {} if key is None else {"Idempotency-Key": key}
 
                 async def post() -> tuple[int, Any]:
                     async with asyncio.timeout(5):
-                        return await send(signal_path(flow, event), body, {}, query)
+                        return await send(signal_path(flow, event), body, headers, query)
 
                 code, answer = runner.run(post())
                 assert code in ANSWERS, (code, answer)

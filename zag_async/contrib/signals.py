@@ -63,6 +63,8 @@ async def deliver(
     if signal_id is not None and idempotency_key is not None and signal_id != idempotency_key:
         return _problem(422, "the Idempotency-Key header and ?signal_id= differ; give one")
     signal_id = idempotency_key if idempotency_key is not None else signal_id
+    if signal_id is not None and "\x00" in signal_id:  # PostgreSQL text cannot hold it
+        return _problem(422, "signal_id must not contain NUL characters")
     try:
         payload = json.loads(body) if body.strip() else None
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+from collections.abc import Callable
 
-from .conftest import ok, zag, zag_many
+from .conftest import Running, ok, zag, zag_many
 
 
 def waiting_flow(db_url: str) -> str:
@@ -76,3 +78,24 @@ def test_bad_input_and_refused_signals_are_one_line(sqlite_url: str) -> None:
     )
     resumed = ok("run", "--resume", flow_id, "--backend", sqlite_url)
     assert '"paid": "paid, approved by cron"' in resumed.lines[-1]
+
+
+def test_with_board_the_signal_wakes_the_parked_job(
+    board_url: str, pg_url: str, spawn: Callable[..., Running]
+) -> None:
+    """ZooKeeper board, PostgreSQL flows: the conductor parks the waiting flow's job;
+    `signal --board` makes it due, and the conductor finishes the flow."""
+    where = ("--board", board_url, "--backend", pg_url)
+    conductor = spawn("conductor", *where, "--name", "c1")
+    conductor.wait_for("conductor c1 running jobs from zookeeper://")
+    posted = ok("jobs", "post", "cli_flows:approval", *where).out.split()
+    job_id, flow_id = posted[2], posted[5]
+    conductor.wait_for(f"parked job approval {job_id}: flow waits for a signal or ")
+    sent = ok("signal", flow_id, "approval", "--data", '{"by": "ann"}', *where)
+    assert sent.out.startswith("signal approval ") and f"for flow {flow_id}" in sent.out
+    # woken at once (the conductors' sweep, every 10 s, would be later)
+    conductor.wait_for(f"consumed job approval {job_id} SUCCESS", within=8)
+    shown = ok("jobs", "show", job_id, *where)
+    assert re.search(r"^pay_expense\s+SUCCESS\s+1\s", shown.out, re.M), shown.out
+    conductor.signal(signal.SIGTERM)
+    assert conductor.wait() == 0, conductor.errors()

@@ -68,9 +68,8 @@ def signal_command(
             async with connect(backend) as database:
                 return await signal(flow_id, event, payload, backend=database, signal_id=signal_id)
         async with open_board(board, backend, timeout) as (database, opened):
-            wake: dict[str, Any] = {"board": opened}  # TODO(merge main): board= lands there
             return await signal(
-                flow_id, event, payload, backend=database, signal_id=signal_id, **wake
+                flow_id, event, payload, backend=database, board=opened, signal_id=signal_id
             )
 
     stored = asyncio.run(send())

@@ -149,6 +149,10 @@ async def test_a_signal_through_the_route_resumes_the_flow(framework: str, urls:
         assert flows.APPROVED == [{"by": "ann", "ok": True}]
         code, body = await send(path, b"{}", {}, {})
         assert code == 409 and "finished" in body["detail"]
+        # a retry of the click after the flow took it and finished: still its signal
+        code, again = await send(path, b'{"by": "bob"}', {"Idempotency-Key": click}, {})
+        assert (code, again) == (202, first)
+        assert flows.APPROVED == [{"by": "ann", "ok": True}]
 
 
 @pytest.mark.parametrize("framework", ["fastapi", "aiohttp"])

@@ -6,7 +6,8 @@ request's parts into one `ZagService.signal` call and its outcome into a
 status and a JSON body, so both frameworks answer alike:
 
     202  the signal is stored: {id, flow_id, event, arrived_at}; sending the same
-         signal id again answers the first signal, stores nothing
+         signal id again answers the first signal, stores nothing (also once the
+         flow has taken it and finished)
     404  no such flow
     409  the flow has finished, or none of its waits declares the event, or the
          signal id was already used for another flow or event
@@ -22,13 +23,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError, ExecutionError, NotFound, SignalRefused
 from ..service import ZagService
 from ..status import iso_utc
 
-__all__ = ["PATH", "Reply", "deliver"]
+if TYPE_CHECKING:
+    from ..models import Signal
+    from ..persistence.base import Backend
+
+__all__ = ["PATH", "Reply", "deliver", "stored_signal"]
 
 #: The route's path below the prefix.
 PATH = "/flows/{flow_id}/signals/{event}"
@@ -82,7 +87,10 @@ async def deliver(
             await service.backend.load_flow_row(flow_id)
         except NotFound:
             return _problem(404, f"no flow {flow_id!r}")
-        return _problem(409, str(exc))
+        earlier = await stored_signal(service.backend, flow_id, signal_id)
+        if earlier is None:
+            return _problem(409, str(exc))
+        stored = earlier  # a retry of a signal the flow took before it finished
     except ExecutionError as exc:  # the service is closing or stopped
         return _problem(503, str(exc))
     if stored.flow_id != flow_id or stored.event != event:
@@ -101,6 +109,18 @@ async def deliver(
             "arrived_at": iso_utc(stored.created_at),
         },
     )
+
+
+async def stored_signal(backend: Backend, flow_id: str, signal_id: str | None) -> Signal | None:
+    """The flow's signal `signal_id`, if stored: what a retry gets once the flow ended.
+
+    `zag.signal` refuses any signal for a finished flow, even one it stored
+    before; a webhook retried after the flow took the first delivery must
+    still hear that its signal is there.
+    """
+    if signal_id is None:
+        return None
+    return next((s for s in await backend.list_signals(flow_id) if s.id == signal_id), None)
 
 
 def _too_deep(value: Any) -> bool:

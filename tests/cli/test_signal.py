@@ -73,7 +73,7 @@ def test_bad_input_and_refused_signals_are_one_line(sqlite_url: str) -> None:
     other = waiting_flow(sqlite_url)
     reused = zag("signal", other, "approval", "--signal-id", "s-1", "--backend", sqlite_url)
     assert reused.code == 1
-    assert f"'s-1' was already used for signal 'approval' of flow {flow_id}" in (
+    assert f"'s-1' is already used by signal 'approval' of flow {flow_id}" in (
         reused.one_error_line()
     )
     resumed = ok("run", "--resume", flow_id, "--backend", sqlite_url)

@@ -139,8 +139,7 @@ async def test_a_signal_through_the_route_resumes_the_flow(framework: str, urls:
         other = (await service.run(APPROVAL)).flow_id
         code, body = await send(signal_path(other, "approval"), b"{}", {}, {"signal_id": click})
         assert (
-            code == 409
-            and f"already used for signal 'approval' of flow {flow_id}" in body["detail"]
+            code == 409 and f"already used by signal 'approval' of flow {flow_id}" in body["detail"]
         )
 
         done = await eventually(lambda: ended(service, flow_id), what="the flow to end")

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from .common import BadInput, CliError, backend_option, open_board, timeout_option
+from .common import BadInput, backend_option, open_board, timeout_option
 
 __all__ = ["signal_command"]
 
@@ -73,11 +73,6 @@ def signal_command(
             )
 
     stored = asyncio.run(send())
-    if stored.flow_id != flow_id or stored.event != event:  # signal ids are unique across flows
-        raise CliError(
-            f"signal id {stored.id!r} was already used for signal {stored.event!r} "
-            f"of flow {stored.flow_id}; nothing was sent"
-        )
     click.echo(
         f"signal {stored.event} {stored.id} for flow {stored.flow_id} "
         f"stored at {iso_utc(stored.created_at)}"

@@ -23,24 +23,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..errors import ConfigurationError, ExecutionError, NotFound, SignalRefused
+from ..errors import ConfigurationError, ExecutionError, SignalRefused
 from ..service import ZagService
 from ..status import iso_utc
 
-if TYPE_CHECKING:
-    from ..models import Signal
-    from ..persistence.base import Backend
-
-__all__ = ["PATH", "Reply", "deliver", "stored_signal"]
+__all__ = ["PATH", "Reply", "deliver"]
 
 #: The route's path below the prefix.
 PATH = "/flows/{flow_id}/signals/{event}"
 #: How deep a payload may nest (the codec and the JSON writer recurse).
 MAX_DEPTH = 100
-#: A flow id is at most this long (the flows table's key), so a longer one names no flow.
-MAX_FLOW_ID = 36
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,38 +62,20 @@ async def deliver(
     if signal_id is not None and idempotency_key is not None and signal_id != idempotency_key:
         return _problem(422, "the Idempotency-Key header and ?signal_id= differ; give one")
     signal_id = idempotency_key if idempotency_key is not None else signal_id
-    if signal_id is not None and "\x00" in signal_id:  # PostgreSQL text cannot hold it
-        return _problem(422, "signal_id must not contain NUL characters")
     try:
         payload = json.loads(body) if body.strip() else None
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         return _problem(422, f"the body must be JSON (the signal's payload): {exc}")
     if _too_deep(payload):
         return _problem(422, f"the payload nests deeper than {MAX_DEPTH} levels")
-    if len(flow_id) > MAX_FLOW_ID or "\x00" in flow_id:
-        return _problem(404, f"no such flow (a flow id has at most {MAX_FLOW_ID} characters)")
     try:
         stored = await service.signal(flow_id, event, payload, signal_id=signal_id)
     except ConfigurationError as exc:
         return _problem(422, str(exc))
     except SignalRefused as exc:
-        try:
-            await service.backend.load_flow_row(flow_id)
-        except NotFound:
-            return _problem(404, f"no flow {flow_id!r}")
-        earlier = await stored_signal(service.backend, flow_id, signal_id)
-        if earlier is None:
-            return _problem(409, str(exc))
-        stored = earlier  # a retry of a signal the flow took before it finished
+        return _problem(404 if exc.kind == "unknown_flow" else 409, str(exc))
     except ExecutionError as exc:  # the service is closing or stopped
         return _problem(503, str(exc))
-    if stored.flow_id != flow_id or stored.event != event:
-        # signal ids are unique across flows: this one was another signal's
-        return _problem(
-            409,
-            f"signal id {stored.id!r} was already used for signal {stored.event!r} "
-            f"of flow {stored.flow_id}",
-        )
     return Reply(
         202,
         {
@@ -109,18 +85,6 @@ async def deliver(
             "arrived_at": iso_utc(stored.created_at),
         },
     )
-
-
-async def stored_signal(backend: Backend, flow_id: str, signal_id: str | None) -> Signal | None:
-    """The flow's signal `signal_id`, if stored: what a retry gets once the flow ended.
-
-    `zag.signal` refuses any signal for a finished flow, even one it stored
-    before; a webhook retried after the flow took the first delivery must
-    still hear that its signal is there.
-    """
-    if signal_id is None:
-        return None
-    return next((s for s in await backend.list_signals(flow_id) if s.id == signal_id), None)
 
 
 def _too_deep(value: Any) -> bool:

@@ -407,6 +407,12 @@ class SqlBackend(Backend):
                 found = (await conn.execute(mine)).mappings().first()
         return None if found is None else dict(found)
 
+    async def _signal_row(self, signal_id: str) -> Row | None:
+        async with self._connect() as conn:
+            rows = await conn.execute(select(signals).where(signals.c.id == signal_id))
+            found = rows.mappings().first()
+        return None if found is None else dict(found)
+
     async def _signalled_flows(self) -> dict[str, int]:
         query = (
             select(signals.c.flow_uuid, func.max(signals.c.seq))

@@ -158,14 +158,15 @@ async def signal(
     """Send a signal to a stored flow; returns it as stored.
 
     It is stored durably, once per `signal_id` (sending the same id again
-    returns the first one and stores nothing), and kept until a wait of
+    returns the first one and stores nothing; ids are unique across flows),
+    and kept until a wait of
     `event` takes it: each signal ends at most one wait, oldest first. The
     flow is not woken here; resume it (`zag.resume`) to let its waits take
     their signals.
 
     Raises:
-        SignalRefused: the flow does not exist or has finished, or no wait of
-            it declares `event`.
+        SignalRefused: the flow does not exist or has finished, no wait of
+            it declares `event`, or `signal_id` was used for another flow or event.
     """
     if not isinstance(event, str) or not event:
         raise ConfigurationError(f"event must be a non-empty string, got {event!r}")
@@ -187,6 +188,14 @@ async def signal(
             flow_id, event, f"no wait of the flow declares it (it waits for {waits})"
         )
     stored, _ = await backend.add_signal(flow_id, event, payload, signal_id or new_id())
+    if (stored.flow_id, stored.event) != (flow_id, event):
+        # Ids are unique across flows: the one stored is not this signal.
+        raise SignalRefused(
+            flow_id,
+            event,
+            f"signal id {stored.id!r} is already used by flow {stored.flow_id} "
+            f"(event {stored.event!r})",
+        )
     return stored
 
 

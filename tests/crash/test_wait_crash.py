@@ -17,6 +17,7 @@ many times, and check that each flow has exactly one winner, recorded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -284,12 +285,15 @@ async def test_kill_during_the_wake(
 
 
 async def test_kill_after_the_wait_result_is_recorded(url: str, tmp_path: Path) -> None:
+    """Killed once the wait's end was written: the resume runs what follows, once,
+    and takes no other signal."""
     scene = Scene(url, tmp_path)
     await scene.start()
     await scene.signal("yes", "s1")
     await scene.resume(hang="waited:after:signal")
     states, meta, signals = await scene.stored()
-    assert states == {"flow": R, "a": S, "approve": S, "pay": P}
+    # The write that ends the wait also launches pay; pay had not logged anything yet.
+    assert states == {"flow": R, "a": S, "approve": S, "pay": R}
     assert meta["waited"]["signal"] == scene.sid("s1")
     assert await scene.log() == ["a:exec", "a:done"]
 
@@ -330,6 +334,8 @@ async def test_kill_while_the_timeout_fires(url: str, tmp_path: Path, kind: str,
         assert out is not None and out["signal"] == scene.sid("s-late")
 
     state, error, log = TIMEOUT_ENDS[kind]
+    if error is not None and hang == "waited:after:timeout":
+        error = f"stored {error}"  # the failure was recorded before the kill
     out = await scene.resume()
     assert out is not None and (out["state"], out["error"]) == (state, error)
     states, meta, signals = await scene.stored()
@@ -338,6 +344,52 @@ async def test_kill_while_the_timeout_fires(url: str, tmp_path: Path, kind: str,
     assert meta["waited"]["signal"] is None
     assert taken(signals) == ([("s-late", False)] if late else [])
     assert await scene.log() == log
+
+
+async def test_a_signal_stored_before_the_deadline_wins_while_the_check_straddles_it(
+    url: str, tmp_path: Path
+) -> None:
+    """A resume looks for a signal just before the deadline and finds none; the
+    signal is stored (before the deadline), then the deadline passes before the
+    resume reads the clock. The signal arrived in time, so it must win."""
+    scene = Scene(url, tmp_path, timeout=6.0)
+    await scene.start()
+    env = {**os.environ, "ZAG_CRASH_PAUSE": "take:none", "ZAG_CRASH_SIGNAL": str(tmp_path)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(WORKER),
+        "resume",
+        url,
+        scene.flow_id,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    try:
+        paused = tmp_path / "paused"
+        await eventually(paused.exists, within=30, what="the resume finding no signal")
+        _, meta, _ = await scene.stored()
+        deadline = meta["wait"]["deadline"]
+        async with zag.connect(url) as backend:
+            sent = await zag.signal(scene.flow_id, wait_flows.EVENT, "yes", backend=backend)
+        assert sent.created_at <= deadline, "the test was too slow to send the signal in time"
+        await scene.past_deadline()
+        (tmp_path / "go").write_text("")
+        async with asyncio.timeout(60):
+            out, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, err.decode()
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    states, meta, signals = await scene.stored()
+    assert (meta["waited"]["ended_by"], [s.taken_by is not None for s in signals]) == (
+        "signal",
+        [True],
+    )
+    assert result == {"flow_id": scene.flow_id, "state": S, "error": None}
+    assert await scene.log() == paid("yes")
 
 
 # -- a signal racing the deadline, from two processes ------------------------------------
@@ -413,10 +465,8 @@ async def test_a_signal_racing_the_deadline_has_one_recorded_winner(
     async with zag.connect(url) as backend:
         for flow_id, _, _ in scenes:
             if (await backend.load_flow(flow_id)).state is zag.FlowState.WAITING:
-                try:
+                with contextlib.suppress(WaitTimeout):
                     await zag.resume(flow_id, backend=backend)
-                except WaitTimeout:
-                    pass
 
     refused = {o["flow_id"] for o in signalled if o["signal"] == "refused"}
     tally: dict[str, int] = {}

@@ -16,11 +16,19 @@ and sleeps until killed (`crash.flows.checkpoint`):
     take:after                  take_signal returned a signal (not yet recorded)
     waited:before:<how>         the write recording how the wait ended
     waited:after:<how>          (<how>: signal, timeout, rejected)
+
+ZAG_CRASH_PAUSE names a point where the process pauses instead, until the test
+creates `$ZAG_CRASH_SIGNAL/go` (it announces the pause with `.../paused`):
+
+    take:none                   take_signal found no signal for the wait
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import zag_async as zag
@@ -58,6 +66,19 @@ def build(kind: str, url: str, run: str, timeout: float) -> zag.Flow:
     if kind == "sleep":
         return zag.linear("sleep", a, zag.sleep("approve", delay=timeout), Step("c", url, run))
     raise ValueError(f"unknown flow kind {kind!r}")
+
+
+async def pause(name: str, within: float = 60) -> None:
+    """Pause here until the test says go, if this is the pause point it asked for."""
+    if os.environ.get("ZAG_CRASH_PAUSE") != name:
+        return
+    folder = Path(os.environ["ZAG_CRASH_SIGNAL"])
+    (folder / "paused").write_text(name)
+    for _ in range(int(within / 0.01)):
+        if (folder / "go").exists():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"pause {name!r} was never released")
 
 
 def _waits_in(atoms: Sequence[zag.AtomDetail]) -> tuple[set[str], dict[str, str]]:
@@ -110,6 +131,8 @@ def instrument(backend: Backend) -> None:
         got = await take_signal(*args, **kwargs)
         if got is not None:
             await checkpoint("take:after")
+        else:
+            await pause("take:none")
         return got
 
     backend.save = saving  # type: ignore[method-assign]

@@ -51,11 +51,11 @@ async def _resume(backend: Backend, flow_id: str) -> dict[str, Any]:
     return {"flow_id": flow_id, "state": state, "error": error}
 
 
-async def start(url: str, kind: str, run: str, timeout: str, folder: str) -> dict[str, Any]:
+async def start(url: str, kind: str, run: str, seconds: str, folder: str) -> dict[str, Any]:
     async with zag.connect(url) as backend:
         wait_flows.instrument(backend)
         engine = zag.Engine.from_factory(
-            wait_flows.build, args=(kind, url, run, float(timeout)), backend=backend
+            wait_flows.build, args=(kind, url, run, float(seconds)), backend=backend
         )
         (Path(folder) / "flow_id").write_text(engine.flow_id)
         error = None
@@ -95,8 +95,7 @@ async def signal(
         return {**out, "signal": sent}
 
 
-async def race(url: str, role: str, plan_file: str) -> None:
-    plan = sorted(json.loads(Path(plan_file).read_text()), key=lambda p: p["at"])
+async def race(url: str, role: str, plan: list[dict[str, Any]]) -> None:
     async with zag.connect(url) as backend:
         await backend.clock()  # connected before the first trial
         for item in plan:
@@ -114,7 +113,9 @@ async def race(url: str, role: str, plan_file: str) -> None:
 def main(argv: list[str]) -> int:
     command, *args = argv
     if command == "race":
-        asyncio.run(race(*args))
+        url, role, plan_file = args
+        plan = sorted(json.loads(Path(plan_file).read_text()), key=lambda p: p["at"])
+        asyncio.run(race(url, role, plan))
         return 0
     commands = {"start": start, "resume": resume, "signal": signal}
     if command not in commands:

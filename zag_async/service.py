@@ -47,6 +47,7 @@ from .errors import (
     NotFound,
     StorageError,
 )
+from .factory import FactoryRef
 from .flow import Flow
 from .jobs import JobBoard
 from .jobs import connect as connect_board
@@ -58,6 +59,7 @@ from .service_config import ServiceConfig, worker_class_or_explain
 from .states import FlowState
 from .status import FlowStatus, JobStatus, read_flow_status, read_job_status
 from .waiting import signal as send_signal
+from .waiting import signalled, wake_delay, wake_job_id
 
 if TYPE_CHECKING:
     from .jobs.base import Job
@@ -523,6 +525,8 @@ class ZagService:
         results: Mapping[str, Any] | None = None
         try:
             results = await engine.run()
+            if engine.state is FlowState.WAITING:
+                await self._park(engine)
         except Exception:
             if engine.state not in (FlowState.REVERTED, FlowState.FAILURE):
                 raise  # not the flow's own failure (storage trouble, a bug)
@@ -534,6 +538,31 @@ class ZagService:
             engine.storage.flow, results if engine.state is FlowState.SUCCESS else None
         )
 
+    async def _park(self, engine: Engine) -> None:
+        """Hand a WAITING flow to the board as a parked job, so its deadline or a
+        signal resumes it through any conductor (this one, or a replica's) and
+        nothing here holds it meanwhile."""
+        if self._board is None or self._conductor is None:
+            return  # no board: a signal sent through this service resumes it (`_wake`)
+        detail = engine.storage.flow
+        factory = detail.meta.get("factory")
+        if factory is None:
+            logger.warning(
+                "zag service %s: flow %s waits but was not built from a factory; only "
+                "zag.resume can finish it",
+                self.name,
+                detail.uuid,
+            )
+            return
+        waits = engine.waiting_for
+        delay = await wake_delay(self.backend, waits)
+        job = await self._board.post_waiting(
+            detail.uuid, detail.name, FactoryRef.from_dict(factory), delay
+        )
+        self._conductor.track_parked(job.uuid, delay)
+        if await signalled(self.backend, detail.uuid, waits):
+            await self._conductor.wake(job.uuid)
+
     # -- signals ---------------------------------------------------------------------------
 
     async def signal(
@@ -541,15 +570,23 @@ class ZagService:
     ) -> Signal:
         """Send a signal to a flow (see `zag.signal`) and wake the flow in the background.
 
-        Returns once the signal is stored. The flow is then resumed in this
-        service's task group as soon as no engine holds it (an engine that is
-        running it may take the signal itself before it stops).
+        Returns once the signal is stored. With a job board the flow's parked job
+        is woken, so this service's conductor (or a replica's) resumes it; an
+        engine running it now takes the signal before it stops, or its job is
+        woken as it is parked. Without a board the flow is resumed in this
+        service's task group as soon as no engine holds it.
         """
         self._check_open()
+        conductor = self._conductor
         stored = await send_signal(
             flow_id, event, payload, backend=self.backend, signal_id=signal_id
         )
         self._check_open()
+        if conductor is not None:
+            row = await self.backend.load_flow_row(flow_id)
+            job_id = self.backend.flow_from_row(row).meta.get("job") or wake_job_id(flow_id)
+            await conductor.wake(str(job_id))
+            return stored
         assert self._tg is not None
         self._tg.create_task(self._wake(flow_id), name=f"zag-wake-{flow_id}")
         return stored

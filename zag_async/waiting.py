@@ -20,7 +20,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from uuid import NAMESPACE_URL, uuid5
 
 from .atom import Provides, Task
 from .errors import (
@@ -42,7 +43,16 @@ if TYPE_CHECKING:
     from .scheduler import Launch, Outcome
     from .storage import Storage
 
-__all__ = ["Wait", "WaitingFor", "Waits", "reject", "signal", "sleep", "wait_for"]
+__all__ = [
+    "Wait",
+    "WaitingFor",
+    "Waits",
+    "reject",
+    "signal",
+    "sleep",
+    "wait_for",
+    "wake_job_id",
+]
 
 #: The key of a payload made by `reject()`.
 REJECT_KEY = "zag:reject"
@@ -147,22 +157,39 @@ def reject(reason: str) -> dict[str, str]:
     return {REJECT_KEY: str(reason)}
 
 
+def wake_job_id(flow_id: str) -> str:
+    """The id of the job that resumes a waiting flow that was not started as a
+    job (`JobBoard.post_waiting`): derived, so a signal finds it from the flow id."""
+    return str(uuid5(NAMESPACE_URL, f"zag-wait:{flow_id}"))
+
+
+class Wakes(Protocol):
+    """What `signal` needs of a job board: making a flow's parked job due now."""
+
+    async def wake(self, job_id: str) -> bool: ...
+
+
 async def signal(
     flow_id: str,
     event: str,
     payload: Any = None,
     *,
     backend: Backend,
+    board: Wakes | None = None,
     signal_id: str | None = None,
 ) -> Signal:
     """Send a signal to a stored flow; returns it as stored.
 
     It is stored durably, once per `signal_id` (sending the same id again
     returns the first one and stores nothing; ids are unique across flows),
-    and kept until a wait of
-    `event` takes it: each signal ends at most one wait, oldest first. The
-    flow is not woken here; resume it (`zag.resume`) to let its waits take
-    their signals.
+    and kept until a wait of `event` takes it: each signal ends at most one
+    wait, oldest first.
+
+    With `board` (the job board the flow's job is on) the flow's parked job is
+    made due now, so a conductor resumes the flow at once. Without it the
+    conductors' sweep of the flow database finds the signal within
+    `RECOVER_EVERY` (10) seconds; a flow that no conductor runs is resumed by
+    `zag.resume` (or `ZagService.signal`, which wakes it itself).
 
     Raises:
         SignalRefused: the flow does not exist or has finished, no wait of
@@ -196,6 +223,8 @@ async def signal(
             f"signal id {stored.id!r} is already used by flow {stored.flow_id} "
             f"(event {stored.event!r})",
         )
+    if board is not None:
+        await board.wake(str(detail.meta.get("job") or wake_job_id(flow_id)))
     return stored
 
 
@@ -379,6 +408,27 @@ class Waits:
         }
         d.meta = meta
         self._storage.touch(d)
+
+
+async def wake_delay(backend: Backend, waits: Sequence[WaitingFor]) -> float | None:
+    """Seconds until the earliest deadline of `waits`, by the database's clock
+    (None: they wait for signals only): when to park a WAITING flow's job until."""
+    deadlines = [w.deadline for w in waits if w.deadline is not None]
+    if not deadlines:
+        return None
+    return max(0.0, min(deadlines) - await backend.clock())
+
+
+async def signalled(backend: Backend, flow_id: str, waits: Sequence[WaitingFor]) -> bool:
+    """True when a signal that one of `waits` would take is pending: one sent
+    while the flow's job was held woke nothing, so whoever parks the job looks
+    once more after parking."""
+    events = {w.event for w in waits if w.event is not None}
+    if not events:
+        return False
+    return any(
+        s.taken_by is None and s.event in events for s in await backend.list_signals(flow_id)
+    )
 
 
 def declare_events(detail: FlowDetail, nodes: Sequence[Node]) -> None:

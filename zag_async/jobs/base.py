@@ -31,6 +31,7 @@ from uuid import NAMESPACE_URL, uuid4, uuid5
 from ..errors import BoardUnavailable, ConcurrentUpdate, ConfigurationError, JobNotFound
 from ..factory import FactoryRef
 from ..models import FlowDetail
+from ..waiting import wake_job_id
 from .records import Claim, Job, JobOutcome, JobState
 from .schedule import Schedule, check_cron, next_fire
 
@@ -39,12 +40,25 @@ if TYPE_CHECKING:
 
     from ..persistence.base import Backend
 
-__all__ = ["Claim", "Job", "JobBoard", "JobOutcome", "JobState", "Schedule", "next_fire"]
+__all__ = [
+    "PARKED",
+    "Claim",
+    "Job",
+    "JobBoard",
+    "JobOutcome",
+    "JobState",
+    "Schedule",
+    "next_fire",
+    "wake_job_id",
+]
 
 logger = logging.getLogger("zag_async.jobs")
 
 
 ChangeCallback = Callable[[], None]
+
+#: The due time (board clock) of a job parked with no deadline: only `wake` makes it due.
+PARKED = 32503680000.0  # 3000-01-01 UTC
 
 
 class JobBoard(abc.ABC):
@@ -366,6 +380,31 @@ class JobBoard(abc.ABC):
     @abc.abstractmethod
     async def abandon(self, claim: Claim) -> None:
         """Give the job back so another owner can claim it."""
+
+    @abc.abstractmethod
+    async def park(self, claim: Claim, *, delay: float | None) -> None:
+        """Give the job back due in `delay` seconds of the board's clock, or (None)
+        never until `wake` (its flow waits for a signal or a deadline)."""
+
+    @abc.abstractmethod
+    async def wake(self, job_id: str) -> bool:
+        """Make a parked (or delayed) unclaimed job due now; False when there is no
+        such job or it is claimed (its holder looks for signals before parking)."""
+
+    @abc.abstractmethod
+    async def next_due(self) -> float | None:
+        """Seconds until the soonest delayed unclaimed job is due (None: none is)."""
+
+    async def post_waiting(
+        self, flow_id: str, name: str, factory: FactoryRef, delay: float | None
+    ) -> Job:
+        """Post the job that resumes a stored WAITING flow that was not a job
+        (a service's awaited flow), parked like `park` parks; its id is
+        `wake_job_id(flow_id)`, so posting twice keeps one job."""
+        job = Job(uuid=wake_job_id(flow_id), name=name, flow_id=flow_id, factory=factory)
+        if delay is None:
+            job.due_at = PARKED
+        return await self._post(job, None if delay is None else max(delay, 0.0))
 
     @abc.abstractmethod
     async def consume(

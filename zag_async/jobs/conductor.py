@@ -8,6 +8,13 @@ record, claims that record with the claim's fencing token (so an owner that
 lost its claim can no longer write), runs the engine and then:
 
 - consumes the job when the flow ends SUCCESS or cleanly REVERTED;
+- parks it when its flow is left WAITING: the job is given back due at the
+  earliest deadline of its waits (never, with none), and a signal wakes it
+  (`JobBoard.wake`), so any conductor resumes the flow and nothing is held
+  meanwhile. A signal that came while the job was claimed found nothing to
+  wake, so after parking the conductor looks for one and wakes the job itself;
+  and every `RECOVER_EVERY` seconds it sweeps the flow database for WAITING
+  flows with signals not yet taken (one sent without a board) and wakes them;
 - abandons it (another conductor resumes it) on storage or board trouble and
   on `stop()`;
 - trashes it when its flow ends FAILURE (a revert failed: needs a person), or
@@ -27,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -52,6 +60,7 @@ from ..persistence.base import Backend
 from ..persistence.leases import abandoned, engine_name
 from ..states import FlowState
 from ..status import job_outcome
+from ..waiting import signalled, wake_delay, wake_job_id
 from .base import Claim, Job, JobBoard, JobOutcome, JobState
 
 __all__ = ["Conductor", "ConductorEvent"]
@@ -64,7 +73,7 @@ logger = logging.getLogger("zag_async.conductor")
 #: at once instead of when their leases run out.
 RECOVER_EVERY = 10.0
 
-EventKind = Literal["claimed", "started", "consumed", "abandoned", "trashed", "lost"]
+EventKind = Literal["claimed", "started", "consumed", "abandoned", "trashed", "lost", "parked"]
 
 
 @dataclass(frozen=True)
@@ -124,6 +133,10 @@ class Conductor:
         self.name = name or engine_name()
         self.claim_new = claim_new
         self._adopted: set[str] = set()  # jobs to claim even when not claiming new ones
+        self._swept: dict[str, int] = {}  # flow -> newest pending signal already woken for
+        # Jobs this conductor parked, by when they are due (loop time), when it takes
+        # only its own jobs: nobody else would run them.
+        self._parked: dict[str, float] = {}
         self.max_jobs = max_jobs
         self.build_attempts = build_attempts
         self._listeners = list(listeners)
@@ -172,8 +185,26 @@ class Conductor:
 
     def adopt(self, job: Job | str) -> None:
         """Claim and run this job as soon as a slot is free (whatever `claim_new` says)."""
-        self._adopted.add(job if isinstance(job, str) else job.uuid)
+        job_id = job if isinstance(job, str) else job.uuid
+        self._parked.pop(job_id, None)
+        self._adopted.add(job_id)
         self._wake.set()
+
+    def track_parked(self, job_id: str, delay: float | None) -> None:
+        """Remember a job parked for `delay` seconds (None: until woken) when this
+        conductor takes only its own jobs: nobody else would take it back."""
+        if not self.claim_new:
+            due = math.inf if delay is None else asyncio.get_running_loop().time() + delay
+            self._parked[job_id] = due
+            self._wake.set()
+
+    async def wake(self, job_id: str) -> bool:
+        """Wake a parked job (its flow was sent a signal) and, when this conductor
+        takes only its own jobs, take it back (`adopt`)."""
+        woken = await self.board.wake(job_id)
+        if woken and not self.claim_new:
+            self.adopt(job_id)
+        return woken
 
     @property
     def running_flows(self) -> list[str]:
@@ -210,18 +241,19 @@ class Conductor:
         loop = asyncio.get_running_loop()
         try:
             await self._recover()
+            await self._sweep_signals()
             recovered = loop.time()
             async with asyncio.TaskGroup() as tg:
                 while not self._stopping:
                     self._wake.clear()
-                    if self.board.releases_owners and loop.time() - recovered >= RECOVER_EVERY:
+                    if loop.time() - recovered >= RECOVER_EVERY:
                         await self._recover()  # a process of this machine may have died
+                        await self._sweep_signals()
                         recovered = loop.time()
                     delay = await self._claim_some(tg)
                     if self._stopping:
                         break
-                    if self.board.releases_owners:
-                        delay = RECOVER_EVERY if delay is None else min(delay, RECOVER_EVERY)
+                    delay = RECOVER_EVERY if delay is None else min(delay, RECOVER_EVERY)
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(delay):
                             await self._wake.wait()
@@ -258,10 +290,42 @@ class Conductor:
             # Not fatal: those claims come back when their leases run out.
             logger.warning("conductor %s: could not recover earlier claims: %s", self.name, exc)
 
+    async def _sweep_signals(self) -> None:
+        """Wake the jobs of WAITING flows that have signals no wait took (sent
+        without a board, or lost to a crash between storing and waking); each
+        newest signal once, so a signal for a later wait does not wake its flow
+        over and over."""
+        try:
+            pending = await self.persistence.signalled_flows()
+        except StorageError as exc:
+            logger.warning("conductor %s: could not look for signals: %s", self.name, exc)
+            return
+        self._swept = {f: seq for f, seq in self._swept.items() if f in pending}
+        running = set(self.running_flows)
+        for flow_id, seq in pending.items():
+            if self._stopping or self._swept.get(flow_id) == seq or flow_id in running:
+                continue
+            try:
+                row = await self.persistence.load_flow_row(flow_id)
+                job_id = self.persistence.flow_from_row(row).meta.get("job") or wake_job_id(flow_id)
+                if await self.wake(str(job_id)):
+                    logger.info("conductor %s: woke flow %s for its signals", self.name, flow_id)
+            except (StorageError, JobError) as exc:
+                logger.warning("conductor %s: could not wake flow %s: %s", self.name, flow_id, exc)
+                continue
+            self._swept[flow_id] = seq
+
     async def _claim_some(self, tg: asyncio.TaskGroup) -> float | None:
         """Claim jobs into free slots; returns seconds until a delayed job is due."""
         free = self.max_jobs - len(self._active)
         next_due: float | None = None
+        if self._parked:
+            now = asyncio.get_running_loop().time()
+            for job_id, due in list(self._parked.items()):
+                if due <= now:
+                    self.adopt(job_id)
+                elif due < math.inf:
+                    next_due = due - now if next_due is None else min(next_due, due - now)
         for job_id in sorted(self._adopted):  # asked for by name: claimed directly
             if free <= 0 or self._stopping:
                 return next_due
@@ -277,7 +341,10 @@ class Conductor:
             return next_due
         try:
             # A few more than the free slots: some will be taken by others or not due.
-            jobs = await self.board.jobs(state=JobState.UNCLAIMED, limit=4 * free + 16)
+            # Due ones only: parked jobs (flows that wait) could fill any limit.
+            jobs = await self.board.jobs(
+                state=JobState.UNCLAIMED, include_delayed=False, limit=4 * free + 16
+            )
         except BoardUnavailable as exc:
             logger.warning("conductor %s: board unavailable: %s", self.name, exc)
             return 1.0
@@ -296,6 +363,13 @@ class Conductor:
                 next_due = due_in if next_due is None else min(next_due, due_in)
             elif job.uuid in self._active:
                 free -= 1
+        if free > 0 and not self._stopping:
+            try:
+                due_in = await self.board.next_due()
+            except BoardUnavailable:
+                due_in = 1.0
+            if due_in is not None:
+                next_due = due_in if next_due is None else min(next_due, due_in)
         return next_due
 
     async def _claim_one(self, tg: asyncio.TaskGroup, job: Job | str) -> float | None:
@@ -384,6 +458,9 @@ class Conductor:
         if state is FlowState.SUSPENDED:
             await self._give_back(claim, "suspended")
             return
+        if state is FlowState.WAITING:
+            await self._park(claim, engine)
+            return
         outcome = job_outcome(job, state, results, error)
         if state is FlowState.FAILURE:
             await self._finish(claim, "trashed", outcome, f"flow ended FAILURE: {outcome.error}")
@@ -411,6 +488,30 @@ class Conductor:
             await self._give_back(claim, f"could not finish: {exc}")
             return
         self._emit(kind, job, reason, outcome=outcome)
+
+    async def _park(self, claim: Claim, engine: Engine) -> None:
+        """Give back the job of a WAITING flow, due at its earliest deadline (on the
+        board's clock: the seconds left by the flow database's clock)."""
+        job = claim.job
+        waits = engine.waiting_for
+        try:
+            delay = await wake_delay(self.persistence, waits)
+            await self.board.park(claim, delay=delay)
+        except ClaimLost as exc:
+            self._emit("lost", job, f"claim lost before the job could be parked: {exc}")
+            return
+        except (JobError, StorageError) as exc:
+            await self._give_back(claim, f"could not park: {exc}")
+            return
+        until = "a signal" if delay is None else f"a signal or {delay:.3f} s"
+        self._emit("parked", job, f"flow waits for {until}")
+        self.track_parked(job.uuid, delay)
+        try:
+            if await signalled(self.persistence, job.flow_id, waits):
+                await self.wake(job.uuid)
+        except (JobError, StorageError) as exc:
+            # The sweep wakes it within RECOVER_EVERY seconds.
+            logger.warning("conductor %s: could not wake job %s: %s", self.name, job.uuid, exc)
 
     async def _build_failed(self, claim: Claim, exc: BaseException) -> None:
         job = claim.job

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 from ..errors import AlreadyClaimed, ClaimLost, NotYetDue
-from .base import Claim, Job, JobBoard, JobOutcome, JobState, Schedule
+from .base import PARKED, Claim, Job, JobBoard, JobOutcome, JobState, Schedule
 
 if TYPE_CHECKING:
     from ..persistence.base import Backend
@@ -73,6 +73,8 @@ class MemoryBoard(JobBoard):
             found = await self.find_key(key)
             assert found is not None
             return found
+        if job.uuid in s.jobs:  # this very job was posted before
+            return await self.get(job.uuid)
         job.posted_at = time.time()
         if delay is not None:
             job.due_at = job.posted_at + delay if delay > 0 else 0.0
@@ -168,6 +170,28 @@ class MemoryBoard(JobBoard):
         self._check(claim)
         del self._s.claims[claim.job.uuid]
         self._changed()
+
+    async def park(self, claim: Claim, *, delay: float | None) -> None:
+        self._check(claim)
+        job_id = claim.job.uuid
+        self._s.jobs[job_id].due_at = PARKED if delay is None else time.time() + max(delay, 0.0)
+        del self._s.claims[job_id]
+        self._changed()
+
+    async def wake(self, job_id: str) -> bool:
+        job = self._s.jobs.get(job_id)
+        if job is None or job_id in self._s.claims:
+            return False
+        if job.due_at > time.time():
+            job.due_at = 0.0
+            self._changed()
+        return True
+
+    async def next_due(self) -> float | None:
+        now = time.time()
+        s = self._s
+        due = [j.due_at for i, j in s.jobs.items() if i not in s.claims and j.due_at > now]
+        return min(due) - now if due else None
 
     async def consume(
         self, claim: Claim, outcome: JobOutcome, *, next_job: Job | None = None

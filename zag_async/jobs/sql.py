@@ -30,12 +30,12 @@ import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import RowMapping, delete, func, select
+from sqlalchemy import RowMapping, delete, func, select, update
 
 from ..background import Background
 from ..errors import ConfigurationError, JobNotFound
 from ..persistence.schema import job_keys, job_results, job_schedules, jobs
-from .base import JobBoard
+from .base import PARKED, JobBoard
 from .records import Claim, Job, JobOutcome, JobState
 from .schedule import Schedule
 from .sqlclaims import SqlClaims
@@ -267,6 +267,29 @@ class SqlBoard(JobBoard):
 
     async def abandon(self, claim: Claim) -> None:
         await self._leases.abandon(claim)
+
+    async def park(self, claim: Claim, *, delay: float | None) -> None:
+        await self._leases.abandon(claim, due_in=PARKED if delay is None else max(delay, 0.0))
+
+    async def wake(self, job_id: str) -> bool:
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(jobs).where(jobs.c.uuid == job_id, unclaimed_now(self.db)).values(due_at=0.0)
+            )
+            if result.rowcount == 1:
+                await self.db.changed(conn)
+        if result.rowcount == 1:
+            self._changed()
+        return bool(result.rowcount == 1)
+
+    async def next_due(self) -> float | None:
+        now = self.db.now_sql
+        soonest = select(func.min(jobs.c.due_at), now).where(
+            jobs.c.due_at > now, unclaimed_now(self.db)
+        )
+        async with self.db.read() as conn:
+            due, db_now = (await conn.execute(soonest)).one()
+        return None if due is None else float(due - db_now)
 
     async def consume(
         self, claim: Claim, outcome: JobOutcome, *, next_job: Job | None = None

@@ -4,6 +4,9 @@ Listing `jobs/` and reading every job node on each `jobs()` call would cost a
 round trip per job; instead a board that reads jobs keeps one children watch on
 `jobs/` and one on `claims/`, re-reads a listing when either fires (which also
 re-arms the watch) and after every reconnect, and answers from this cache.
+A woken job (`JobBoard.wake`) changes only its node's data, which no children
+watch sees, so the waker also leaves a marker under `wakes/` naming the job;
+each cache re-reads the jobs that new markers name.
 While a watch is not armed the board re-reads both listings itself
 (`refresh()`). The watch loops run in the cache's own task group.
 """
@@ -30,7 +33,7 @@ __all__ = ["JobCache"]
 
 logger = logging.getLogger("zag_async.jobs")
 
-WATCHED = ("/jobs", "/claims")
+WATCHED = ("/jobs", "/claims", "/wakes")
 
 
 class JobCache:
@@ -66,6 +69,7 @@ class JobCache:
         self._armed: dict[str, int] = {}  # watched path -> connection generation it is armed for
         self._tasks = Background("zag-zk-watches")
         self._watching = False
+        self._wakes_seen: set[str] = set()
 
     async def start(self) -> None:
         """Make `watch()` possible (the board is open)."""
@@ -83,6 +87,9 @@ class JobCache:
         self._tasks.spawn(self._watch_children("/jobs", self._apply_jobs), name="zag-zk-watch/jobs")
         self._tasks.spawn(
             self._watch_children("/claims", self._apply_claims), name="zag-zk-watch/claims"
+        )
+        self._tasks.spawn(
+            self._watch_children("/wakes", self._apply_wakes), name="zag-zk-watch/wakes"
         )
 
     @property
@@ -118,8 +125,10 @@ class JobCache:
         async with self._refresh_lock:
             names = await self.zk.call(self.zk.c.get_children, "/jobs")
             claimed = await self.zk.call(self.zk.c.get_children, "/claims")
+            wakes = await self.zk.call(self.zk.c.get_children, "/wakes")
             await self._apply_jobs(names)
             await self._apply_claims(claimed)
+            await self._apply_wakes(wakes)
 
     async def _watch_children(
         self, path: str, apply: Callable[[list[str]], Awaitable[None]]
@@ -167,6 +176,18 @@ class JobCache:
             for job in read:
                 if job is not None and job.uuid in present:
                     self.jobs.setdefault(job.uuid, job)
+
+    async def _apply_wakes(self, names: list[str]) -> None:
+        """Re-read the jobs named by wake markers not seen before (markers are
+        `<epoch seconds>-<job id>-<sequence>`)."""
+        new = [n for n in names if n not in self._wakes_seen]
+        self._wakes_seen = set(names)
+        woken = {n.split("-", 1)[1].rsplit("-", 1)[0] for n in new if n.count("-") >= 2}
+        woken &= set(self.jobs)
+        if woken:
+            for job in await asyncio.gather(*(self.read(job_id) for job_id in woken)):
+                if job is not None and job.uuid in self.jobs:
+                    self.jobs[job.uuid] = job
 
     async def _apply_claims(self, names: list[str]) -> None:
         self.claimed = set(names)

@@ -264,3 +264,76 @@ class ZkClaims:
             cached.build_failures = int(data["build_failures"])
             cached.version = new.version
         return int(data["build_failures"])
+
+    async def park(self, claim: Claim, due_at: float) -> None:
+        """Give the job back due at `due_at` (ZooKeeper's clock), in one multi."""
+        version = self._check(claim)
+        job_id = claim.job.uuid
+        try:
+            raw, stat = await self.zk.call(self.zk.c.get, f"/jobs/{job_id}")
+        except zk_exc.NoNode:
+            self._drop(job_id)
+            raise ClaimLost(f"job {job_id!r}: claim {claim.fence!r} is gone") from None
+        data = loads(raw)
+        data.pop("delay", None)
+        data.pop("claim", None)
+        data["due_at"] = due_at
+        payload = dumps(data)
+
+        def build(tx: Transaction) -> None:
+            tx.set_data(f"/jobs/{job_id}", payload, version)
+            tx.delete(f"/claims/{job_id}", -1)
+
+        responses = await multi(self.zk, build)
+        self._drop(job_id)
+        if failed(responses) or stat.version != version:
+            raise ClaimLost(f"job {job_id!r}: claim {claim.fence!r} was lost before it was parked")
+        self._view.claimed.discard(job_id)
+        cached = self._view.jobs.get(job_id)
+        if cached is not None:
+            cached.due_at = due_at
+            cached.version = version + 1
+
+    async def wake(self, job_id: str, now: float) -> bool:
+        """Make an unclaimed delayed job due now, and leave a marker under `wakes/`
+        so every board's cache re-reads it. False if it is gone or claimed."""
+        for _ in range(3):
+            try:
+                raw, stat = await self.zk.call(self.zk.c.get, f"/jobs/{job_id}")
+            except zk_exc.NoNode:
+                return False
+            data = loads(raw)
+            data.pop("delay", None)
+            data["due_at"] = 0.0
+            payload = dumps(data)
+
+            def build(
+                tx: Transaction, payload: bytes = payload, version: int = stat.version
+            ) -> None:
+                # Creating and deleting the claim node fails the whole multi if the job is claimed.
+                tx.create(f"/claims/{job_id}", b"")
+                tx.delete(f"/claims/{job_id}", -1)
+                tx.set_data(f"/jobs/{job_id}", payload, version)
+                tx.create(f"/wakes/{int(now)}-{job_id}-", job_id.encode(), sequential=True)
+
+            responses = await multi(self.zk, build)
+            if not failed(responses):
+                cached = self._view.jobs.get(job_id)
+                if cached is not None:
+                    cached.due_at = 0.0
+                    cached.version = stat.version + 1
+                await self._prune_wakes(now)
+                return True
+            if isinstance(responses[0], zk_exc.NodeExists):
+                return False  # claimed: its holder looks for signals before parking
+        return False
+
+    async def _prune_wakes(self, now: float) -> None:
+        """Drop wake markers older than a minute (every cache has read them by then)."""
+        with contextlib.suppress(BoardUnavailable, zk_exc.ZKError):
+            names = await self.zk.call(self.zk.c.get_children, "/wakes")
+            for name in names:
+                stamp = name.split("-", 1)[0]
+                if stamp.isdigit() and int(stamp) < now - 60:
+                    with contextlib.suppress(zk_exc.NoNode):
+                        await self.zk.call(self.zk.c.delete, f"/wakes/{name}")

@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 #: The board's top-level nodes, created when a board opens.
-DIRS = ("jobs", "claims", "keys", "results", "trash", "schedules", "locks")
+DIRS = ("jobs", "claims", "keys", "results", "trash", "schedules", "locks", "wakes")
 EV = protocol.WatchEvent
 
 

@@ -25,7 +25,7 @@ from aiozk import protocol
 from aiozk.transaction import Transaction
 
 from ..errors import BoardUnavailable, ConfigurationError
-from .base import JobBoard
+from .base import PARKED, JobBoard
 from .records import Claim, Job, JobOutcome, JobState
 from .schedule import Schedule
 from .zkcache import JobCache
@@ -254,6 +254,27 @@ class ZooKeeperBoard(JobBoard):
 
     async def abandon(self, claim: Claim) -> None:
         await self._claims.abandon(claim)
+
+    async def park(self, claim: Claim, *, delay: float | None) -> None:
+        due = PARKED if delay is None else self.estimate_now() + max(delay, 0.0)
+        await self._claims.park(claim, due)
+
+    async def wake(self, job_id: str) -> bool:
+        woken = await self._claims.wake(job_id, self.estimate_now())
+        if woken:
+            self._notify()
+        return woken
+
+    async def next_due(self) -> float | None:
+        self._view.watch()
+        if not self._view.current:
+            await self._view.refresh()
+        now = self.estimate_now()
+        claimed = self._view.claimed
+        due = [
+            j.due_at for j in self._view.jobs.values() if j.uuid not in claimed and j.due_at > now
+        ]
+        return min(due) - now if due else None
 
     async def consume(
         self, claim: Claim, outcome: JobOutcome, *, next_job: Job | None = None

@@ -287,6 +287,15 @@ class Backend(abc.ABC):
         self._check_open()
         return [self.signal_from_row(r) for r in await self._signal_rows(flow_id)]
 
+    async def signalled_flows(self) -> dict[str, int]:
+        """WAITING flows with signals no wait has taken yet: flow id -> the newest
+        such signal's sequence number (what a conductor's sweep wakes)."""
+        self._check_open()
+        return await self._signalled_flows()
+
+    @abc.abstractmethod
+    async def _signalled_flows(self) -> dict[str, int]: ...
+
     @abc.abstractmethod
     async def _insert_signal(self, row: Row) -> tuple[Row, bool]:
         """Insert the signal row (stamping `seq` and `created_at`) unless its id exists;

@@ -166,6 +166,15 @@ class MemoryBackend(Backend):
         pending["taken_by"] = taker
         return dict(pending)
 
+    async def _signalled_flows(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        waiting = str(FlowState.WAITING)
+        for row in self._t.signals.values():
+            flow = self._t.flows.get(row["flow_uuid"])
+            if row["taken_by"] is None and flow is not None and flow["state"] == waiting:
+                out[row["flow_uuid"]] = max(out.get(row["flow_uuid"], 0), row["seq"])
+        return out
+
     async def _signal_rows(self, flow_id: str) -> list[Row]:
         return [dict(r) for r in self._t.signals.values() if r["flow_uuid"] == flow_id]
 

@@ -198,6 +198,14 @@ signals = Table(
     Index("zag_signals_flow", "flow_uuid", "event", "seq"),
 )
 
+#: The signals no wait has taken yet: what the conductors' sweep looks for.
+pending_signals = Index(
+    "zag_signals_pending",
+    signals.c.flow_uuid,
+    postgresql_where=signals.c.taken_by.is_(None),
+    sqlite_where=signals.c.taken_by.is_(None),
+)
+
 
 def _v1(conn: Connection) -> None:
     """The first schema: logbooks, flows, atoms."""
@@ -242,8 +250,19 @@ def _v4_signals(conn: Connection) -> None:
     metadata.create_all(conn, tables=[signals])
 
 
+def _v5_pending_signals(conn: Connection) -> None:
+    """An index of the signals not yet taken (a v4 database made by this code has it)."""
+    pending_signals.create(conn, checkfirst=True)
+
+
 #: Migration N (1-based) brings the schema from version N-1 to N.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3_jobs, _v4_signals]
+MIGRATIONS: list[Callable[[Connection], None]] = [
+    _v1,
+    _v2,
+    _v3_jobs,
+    _v4_signals,
+    _v5_pending_signals,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -407,6 +407,17 @@ class SqlBackend(Backend):
                 found = (await conn.execute(mine)).mappings().first()
         return None if found is None else dict(found)
 
+    async def _signalled_flows(self) -> dict[str, int]:
+        query = (
+            select(signals.c.flow_uuid, func.max(signals.c.seq))
+            .join(flows, flows.c.uuid == signals.c.flow_uuid)
+            .where(signals.c.taken_by.is_(None), flows.c.state == str(FlowState.WAITING))
+            .group_by(signals.c.flow_uuid)
+        )
+        async with self._connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return {str(flow_id): int(seq) for flow_id, seq in rows}
+
     async def _signal_rows(self, flow_id: str) -> list[Row]:
         query = select(signals).where(signals.c.flow_uuid == flow_id).order_by(signals.c.seq)
         async with self._connect() as conn:

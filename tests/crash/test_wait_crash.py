@@ -95,6 +95,46 @@ class Scene:
         hang_file.unlink()
         return None
 
+    async def paused(self, *args: str, pause: str) -> asyncio.subprocess.Process:
+        """Start the worker with the pause point `pause`; return once it pauses there."""
+        env = {**os.environ, "ZAG_CRASH_PAUSE": pause, "ZAG_CRASH_SIGNAL": str(self.folder)}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(WORKER),
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        paused = self.folder / "paused"
+
+        def there() -> bool:
+            if proc.returncode is not None:
+                raise AssertionError(f"worker ended before pausing at {pause!r}")
+            return paused.exists()
+
+        try:
+            await eventually(there, within=30, what=f"worker pausing at {pause!r}")
+        except BaseException:
+            proc.kill()
+            await proc.wait()
+            raise
+        return proc
+
+    async def finish(self, proc: asyncio.subprocess.Process) -> dict[str, Any]:
+        """Let a paused worker go on; its JSON line once it ends (killed if it does not)."""
+        (self.folder / "go").write_text("")
+        try:
+            async with asyncio.timeout(60):
+                out, err = await proc.communicate()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        assert proc.returncode == 0, err.decode()
+        result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+        return result
+
     async def start(self, hang: str | None = None) -> dict[str, Any] | None:
         await flows.create_log(self.url)
         args = ("start", self.url, self.kind, self.run, str(self.timeout), str(self.folder))
@@ -354,35 +394,14 @@ async def test_a_signal_stored_before_the_deadline_wins_while_the_check_straddle
     resume reads the clock. The signal arrived in time, so it must win."""
     scene = Scene(url, tmp_path, timeout=6.0)
     await scene.start()
-    env = {**os.environ, "ZAG_CRASH_PAUSE": "take:none", "ZAG_CRASH_SIGNAL": str(tmp_path)}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(WORKER),
-        "resume",
-        url,
-        scene.flow_id,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    try:
-        paused = tmp_path / "paused"
-        await eventually(paused.exists, within=30, what="the resume finding no signal")
-        _, meta, _ = await scene.stored()
-        deadline = meta["wait"]["deadline"]
-        async with zag.connect(url) as backend:
-            sent = await zag.signal(scene.flow_id, wait_flows.EVENT, "yes", backend=backend)
-        assert sent.created_at <= deadline, "the test was too slow to send the signal in time"
-        await scene.past_deadline()
-        (tmp_path / "go").write_text("")
-        async with asyncio.timeout(60):
-            out, err = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode == 0, err.decode()
-    result = json.loads(out.decode().strip().splitlines()[-1])
+    proc = await scene.paused("resume", url, scene.flow_id, pause="take:none")
+    _, meta, _ = await scene.stored()
+    deadline = meta["wait"]["deadline"]
+    async with zag.connect(url) as backend:
+        sent = await zag.signal(scene.flow_id, wait_flows.EVENT, "yes", backend=backend)
+    assert sent.created_at <= deadline, "the test was too slow to send the signal in time"
+    await scene.past_deadline()
+    result = await scene.finish(proc)
     states, meta, signals = await scene.stored()
     assert (meta["waited"]["ended_by"], [s.taken_by is not None for s in signals]) == (
         "signal",
@@ -390,6 +409,57 @@ async def test_a_signal_stored_before_the_deadline_wins_while_the_check_straddle
     )
     assert result == {"flow_id": scene.flow_id, "state": S, "error": None}
     assert await scene.log() == paid("yes")
+
+
+async def test_a_signal_stored_before_the_deadline_but_committed_after_it(
+    url: str, tmp_path: Path
+) -> None:
+    """The signal's row is inserted before the deadline (its created_at) and its
+    transaction commits after a resume that came after the deadline began: the
+    resume must not time the wait out while a signal stamped in time is on its
+    way (or, if it does, the sender must not be told the signal was stored)."""
+    scene = Scene(url, tmp_path, timeout=6.0)
+    await scene.start()
+    _, meta, _ = await scene.stored()
+    deadline = meta["wait"]["deadline"]
+    sender = await scene.paused(
+        "signal", url, scene.flow_id, "yes", scene.sid("s1"), pause="signal:commit"
+    )
+    # The sender holds SQLite's write lock: tell the deadline by this machine's
+    # clock (SQLite's, and the local PostgreSQL's).
+    await eventually(lambda: time.time() > deadline + 0.05, within=10, what="the deadline")
+    resume = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(WORKER),
+        "resume",
+        url,
+        scene.flow_id,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        with contextlib.suppress(TimeoutError):  # it may wait for the signal's commit
+            async with asyncio.timeout(3):
+                await resume.wait()
+        sent = await scene.finish(sender)
+        async with asyncio.timeout(60):
+            out, err = await resume.communicate()
+    finally:
+        if resume.returncode is None:
+            resume.kill()
+            await resume.wait()
+    assert resume.returncode == 0, err.decode()
+    resumed = json.loads(out.decode().strip().splitlines()[-1])
+    states, meta, signals = await scene.stored()
+    if sent["signal"] == scene.sid("s1"):  # the sender was told it was stored
+        (signal_,) = signals
+        assert signal_.created_at <= meta["waited"]["deadline"]
+        assert (meta["waited"]["ended_by"], signal_.taken_by is not None) == ("signal", True)
+        assert resumed == {"flow_id": scene.flow_id, "state": S, "error": None}
+        assert await scene.log() == paid("yes")
+    else:
+        assert sent["signal"] == "refused"
+        assert meta["waited"]["ended_by"] == "timeout"
 
 
 # -- a signal racing the deadline, from two processes ------------------------------------

@@ -21,12 +21,16 @@ ZAG_CRASH_PAUSE names a point where the process pauses instead, until the test
 creates `$ZAG_CRASH_SIGNAL/go` (it announces the pause with `.../paused`):
 
     take:none                   take_signal found no signal for the wait
+    signal:commit               a signal's row is inserted, its transaction not
+                                yet committed (`pause_signal_commits`; blocks
+                                the whole process, which only sends the signal)
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -79,6 +83,33 @@ async def pause(name: str, within: float = 60) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"pause {name!r} was never released")
+
+
+def pause_signal_commits(within: float = 60) -> None:
+    """Make the `signal:commit` pause apply to this process's SQL engines."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    inserted: list[bool] = []
+
+    def on_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO ZAG_SIGNALS"):
+            inserted.append(True)
+
+    def on_commit(conn: Any) -> None:
+        if not inserted:
+            return
+        inserted.clear()
+        folder = Path(os.environ["ZAG_CRASH_SIGNAL"])
+        (folder / "paused").write_text("signal:commit")
+        for _ in range(int(within / 0.01)):
+            if (folder / "go").exists():
+                return
+            time.sleep(0.01)  # blocking on purpose: the transaction stays open
+        raise AssertionError("pause 'signal:commit' was never released")
+
+    event.listen(Engine, "before_cursor_execute", on_execute)
+    event.listen(Engine, "commit", on_commit)
 
 
 def _waits_in(atoms: Sequence[zag.AtomDetail]) -> tuple[set[str], dict[str, str]]:

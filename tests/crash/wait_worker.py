@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -85,6 +86,8 @@ async def _signal(backend: Backend, flow_id: str, payload: str, signal_id: str) 
 async def signal(
     url: str, flow_id: str, payload: str, signal_id: str, then: str = ""
 ) -> dict[str, Any]:
+    if os.environ.get("ZAG_CRASH_PAUSE") == "signal:commit":
+        wait_flows.pause_signal_commits()
     async with zag.connect(url) as backend:
         wait_flows.instrument(backend)
         sent = await _signal(backend, flow_id, payload, signal_id)

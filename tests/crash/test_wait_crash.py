@@ -324,6 +324,23 @@ async def test_kill_during_the_wake(
         assert await scene.log() == REVERTED
 
 
+async def test_a_signal_taken_before_a_kill_wins_over_the_deadline_passed_since(
+    url: str, tmp_path: Path
+) -> None:
+    """Killed after the wait took its signal; the resume comes after the deadline:
+    the signal the wait had taken still ends it (no timeout, no second signal)."""
+    scene = Scene(url, tmp_path, timeout=3.0)
+    await scene.start()
+    await scene.signal("yes", "s1")
+    await scene.resume(hang="take:after")
+    await scene.past_deadline()
+    assert await scene.resume() == {"flow_id": scene.flow_id, "state": S, "error": None}
+    _, meta, signals = await scene.stored()
+    assert (meta["waited"]["ended_by"], meta["waited"]["signal"]) == ("signal", scene.sid("s1"))
+    assert taken(signals) == [("s1", True)]
+    assert await scene.log() == paid("yes")
+
+
 async def test_kill_after_the_wait_result_is_recorded(url: str, tmp_path: Path) -> None:
     """Killed once the wait's end was written: the resume runs what follows, once,
     and takes no other signal."""
@@ -464,25 +481,15 @@ async def test_a_signal_stored_before_the_deadline_but_committed_after_it(
 
 # -- a signal racing the deadline, from two processes ------------------------------------
 
-TRIALS = 16
+TRIALS = 24
 SPACING = 0.3  # seconds between two trials' deadlines
-LEAD = 4.0  # seconds before the first deadline (both processes start meanwhile)
+CREATING = 0.25  # seconds allowed to create each flow (the first deadline comes after all)
 JITTER = 0.04  # each process acts within this of the deadline
 
 
-async def _race_child(url: str, role: str, plan: Path) -> list[dict[str, Any]]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(WORKER),
-        "race",
-        url,
-        role,
-        str(plan),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+async def _race_child(proc: asyncio.subprocess.Process) -> list[dict[str, Any]]:
     try:
-        async with asyncio.timeout(LEAD + TRIALS * SPACING + 60):
+        async with asyncio.timeout(TRIALS * (CREATING + SPACING) + 60):
             out, err = await proc.communicate()
     finally:
         if proc.returncode is None:
@@ -502,14 +509,29 @@ async def test_a_signal_racing_the_deadline_has_one_recorded_winner(
     the deadline says: a signal stored by it (its created_at) wins."""
     await flows.create_log(url)
     rng = random.Random(1234)
+    plans = {role: tmp_path / f"{role}.json" for role in ("signal", "resume")}
+    children = [  # started first: they wait for their plan, then connect
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(WORKER),
+            "race",
+            url,
+            role,
+            str(plan),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for role, plan in plans.items()
+    ]
+    racing = asyncio.gather(*(_race_child(c) for c in children))
     scenes: list[tuple[str, str, float]] = []  # flow id, run, deadline
     async with zag.connect(url) as backend:
+        first = await backend.clock() + 1.5 + TRIALS * CREATING
         for i in range(TRIALS):
             run = uuid.uuid4().hex
+            timeout = first + i * SPACING - await backend.clock()
             engine = zag.Engine.from_factory(
-                wait_flows.build,
-                args=("approval", url, run, LEAD + i * SPACING),
-                backend=backend,
+                wait_flows.build, args=("approval", url, run, max(timeout, 0.0)), backend=backend
             )
             await engine.run()
             (waiting,) = engine.waiting_for
@@ -518,16 +540,14 @@ async def test_a_signal_racing_the_deadline_has_one_recorded_winner(
         before = time.time()
         now = await backend.clock()
         offset = (before + time.time()) / 2 - now  # from the database's clock to this one's
-    plans = {}
-    for role in ("signal", "resume"):
-        plan = [
+    in_time = sum(d > now + 1.0 for _, _, d in scenes)
+    for plan in plans.values():
+        trials = [
             {"flow_id": f, "at": d + offset + rng.uniform(-JITTER, JITTER)} for f, _, d in scenes
         ]
-        plans[role] = tmp_path / f"{role}.json"
-        plans[role].write_text(json.dumps(plan))
-    signalled, resumed = await asyncio.gather(
-        _race_child(url, "signal", plans["signal"]), _race_child(url, "resume", plans["resume"])
-    )
+        plan.with_suffix(".tmp").write_text(json.dumps(trials))
+        plan.with_suffix(".tmp").rename(plan)
+    signalled, resumed = await racing
     assert len(signalled) == len(resumed) == TRIALS
 
     # Settle what neither process ended (the resume came first, and the signal's own
@@ -540,6 +560,7 @@ async def test_a_signal_racing_the_deadline_has_one_recorded_winner(
 
     refused = {o["flow_id"] for o in signalled if o["signal"] == "refused"}
     tally: dict[str, int] = {}
+    close = 0
     async with zag.connect(url) as backend:
         for flow_id, run, deadline in scenes:
             detail = await backend.load_flow(flow_id)
@@ -548,6 +569,7 @@ async def test_a_signal_racing_the_deadline_has_one_recorded_winner(
             log = await flows.read_log(url, run)
             how = waited["ended_by"]
             tally[how] = tally.get(how, 0) + 1
+            close += sum(abs(s.created_at - deadline) < 0.01 for s in signals)
             assert waited["deadline"] == deadline
             if how == "signal":
                 (sig,) = signals
@@ -567,4 +589,8 @@ async def test_a_signal_racing_the_deadline_has_one_recorded_winner(
                     assert sig.taken_by is None
                     assert sig.created_at > deadline, (sig.created_at - deadline, waited)
                 assert log == REVERTED
-    print(f"race on {url.split(':')[0]}: {tally}, refused {len(refused)}")
+    print(
+        f"race on {url.split(':')[0]}: {in_time} of {TRIALS} planned in time; {tally}, "
+        f"refused {len(refused)}, "
+        f"signals within 10 ms of the deadline: {close}"
+    )

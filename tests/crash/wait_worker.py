@@ -11,14 +11,15 @@ JSON line when done: {"flow_id", "state", "error"} (error: null, the exception's
 type name, or `stored <type>` for a failure loaded from storage), plus
 "signal" (the stored signal's id, or "refused") for `signal`.
 
-`race` reads PLAN (JSON: a list of {"flow_id", "at"}, `at` in epoch seconds),
-sleeps until each `at` and, as ROLE `signal`, sends the flow one signal (id
+`race` waits for PLAN to exist, reads it (JSON: a list of {"flow_id", "at"}, `at` in epoch seconds),
+at each `at` (each trial a task of its own) and, as ROLE `signal`, sends the flow one signal (id
 `race-<flow_id>`) and then resumes it, as a signal sender that wakes the flow
 would; as ROLE `resume`, it resumes it. It prints one JSON line per flow.
 
 The backend is instrumented (crash.wait_flows.instrument): ZAG_CRASH_HANG
 freezes the process at a point around a wait, `signal:stored` right after
-the signal is stored.
+the signal is stored; ZAG_CRASH_PAUSE pauses it (`take:none`, and for
+`signal`, `signal:commit`: the signal inserted, not yet committed).
 """
 
 from __future__ import annotations
@@ -101,22 +102,31 @@ async def signal(
 async def race(url: str, role: str, plan: list[dict[str, Any]]) -> None:
     async with zag.connect(url) as backend:
         await backend.clock()  # connected before the first trial
-        for item in plan:
+
+        async def trial(item: dict[str, Any]) -> None:
             await asyncio.sleep(max(0.0, item["at"] - time.time()))
-            flow_id = item["flow_id"]
+            flow_id, late = item["flow_id"], time.time() - item["at"]
             if role == "signal":
                 sent = await _signal(backend, flow_id, "close call", f"race-{flow_id}")
                 out = await _resume(backend, flow_id) if sent != "refused" else {}
                 out = {"flow_id": flow_id, **out, "signal": sent}
             else:
                 out = await _resume(backend, flow_id)
-            print(json.dumps(out), flush=True)
+            print(json.dumps({**out, "late": late}), flush=True)
+
+        async with asyncio.TaskGroup() as tg:  # each trial on time, whatever the others take
+            for item in plan:
+                tg.create_task(trial(item))
 
 
 def main(argv: list[str]) -> int:
     command, *args = argv
     if command == "race":
         url, role, plan_file = args
+        for _ in range(6000):  # the test writes it once its flows exist (within 60 s)
+            if Path(plan_file).exists():
+                break
+            time.sleep(0.01)
         plan = sorted(json.loads(Path(plan_file).read_text()), key=lambda p: p["at"])
         asyncio.run(race(url, role, plan))
         return 0

@@ -329,10 +329,13 @@ async def test_a_signal_taken_before_a_kill_wins_over_the_deadline_passed_since(
 ) -> None:
     """Killed after the wait took its signal; the resume comes after the deadline:
     the signal the wait had taken still ends it (no timeout, no second signal)."""
-    scene = Scene(url, tmp_path, timeout=3.0)
+    scene = Scene(url, tmp_path, timeout=6.0)
     await scene.start()
-    await scene.signal("yes", "s1")
-    await scene.resume(hang="take:after")
+    async with zag.connect(url) as backend:
+        await zag.signal(
+            scene.flow_id, wait_flows.EVENT, "yes", backend=backend, signal_id=scene.sid("s1")
+        )
+    await scene.resume(hang="take:after")  # (if the deadline passed already, it fails here)
     await scene.past_deadline()
     assert await scene.resume() == {"flow_id": scene.flow_id, "state": S, "error": None}
     _, meta, signals = await scene.stored()

@@ -392,6 +392,11 @@ class Waits:
                 out.append(("exec", i, False, Failure.from_exception(error), 0.0))
                 continue
             event, deadline = armed["event"], armed["deadline"]
+            if deadline is not None and now is None:
+                # Read before looking for signals: a signal stored before the
+                # deadline and before this reading is then found by the look
+                # (read after it, the deadline could pass between the two).
+                now = await backend.clock()
             got = None
             if event is not None:
                 got = await backend.take_signal(
@@ -401,12 +406,10 @@ class Waits:
                 self.parked.discard(i)
                 out.append(self._from_signal(i, atom, got))
                 continue
-            if deadline is not None:
-                now = now if now is not None else await backend.clock()
-                if now >= deadline:
-                    self.parked.discard(i)
-                    out.append(self._timed_out(i, atom, deadline))
-                    continue
+            if deadline is not None and now is not None and now >= deadline:
+                self.parked.discard(i)
+                out.append(self._timed_out(i, atom, deadline))
+                continue
             self.parked.add(i)
         return out
 

@@ -33,6 +33,19 @@ def test_quick_start_runs() -> None:
     assert "'tracking': 'TRK-1'" in out.stdout
 
 
+def test_quick_start_failure_refunds_the_charge() -> None:
+    # Issue 13: ship's controller gives up with nobody above it; the charge that ran
+    # before the failing subflow must be compensated too, not left SUCCESS.
+    code = re.findall(r"```python\n(.*?)```", README, re.S)[0]
+    assert 'address": ""' in code  # the block runs the failing order itself
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[1:] == ["refunding P-9.5", "order failed: no address to ship to"]
+
+
 def test_demo_shows_success_revert_and_retry() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "zag_async", "demo"],

@@ -524,7 +524,12 @@ class ZagService:
         try:
             results = await engine.run()
         except Exception:
-            if engine.state not in (FlowState.REVERTED, FlowState.FAILURE):
+            if engine.state not in (
+                FlowState.REVERTED,
+                FlowState.FAILURE,
+                FlowState.UNCOMPENSATED,
+                FlowState.STUCK_PAST_PIVOT,
+            ):
                 raise  # not the flow's own failure (storage trouble, a bug)
         finally:
             del self._live[engine]

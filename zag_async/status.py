@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .codec import plain_json
+from .compensation import unreverted_of
 from .engine import Engine
 from .errors import JobNotFound, ZagError
 from .factory import FactoryRef
@@ -24,7 +25,7 @@ from .inspection import AtomReport, describe_flow
 from .jobs.base import Job, JobBoard, JobOutcome, JobState
 from .models import FlowDetail
 from .persistence.base import Backend
-from .states import FlowState
+from .states import ENDED, FlowState
 from .storage import Storage
 
 __all__ = [
@@ -42,7 +43,9 @@ __all__ = [
 # The name the service logged these under before this module existed.
 logger = logging.getLogger("zag_async.service")
 
-_ENDED = (FlowState.SUCCESS, FlowState.REVERTED, FlowState.FAILURE)
+_ENDED = ENDED
+#: Ended by a failure (what ended it is the status's `error`).
+_FAILED = tuple(s for s in ENDED if s is not FlowState.SUCCESS)
 
 
 # -- flows -------------------------------------------------------------------------------
@@ -50,7 +53,7 @@ _ENDED = (FlowState.SUCCESS, FlowState.REVERTED, FlowState.FAILURE)
 
 def flow_error(detail: FlowDetail) -> str | None:
     """ "Type: message" of what ended the flow (a failed revert first), if anything did."""
-    if detail.state not in (FlowState.REVERTED, FlowState.FAILURE):
+    if detail.state not in _FAILED:
         return None
     for atom in detail.atoms.values():
         if atom.revert_failure is not None:
@@ -79,7 +82,9 @@ class FlowStatus:
     """Where one flow stands, as its record says (what a status URL shows).
 
     `results` (every provided value, store included) is set once the flow
-    ended SUCCESS; `error` ("Type: message") once it ended REVERTED or FAILURE.
+    ended SUCCESS; `error` ("Type: message") once it ended any other way.
+    `unreverted` names the atoms that ran and were not reverted when the flow
+    ended UNCOMPENSATED or STUCK_PAST_PIVOT (a person has to see to them).
     """
 
     flow_id: str
@@ -88,10 +93,12 @@ class FlowStatus:
     results: Mapping[str, Any] | None = None
     error: str | None = None
     atoms: Sequence[AtomReport] = ()
+    unreverted: tuple[str, ...] = ()
 
     @property
     def done(self) -> bool:
-        """True once the flow ended (SUCCESS, REVERTED or FAILURE)."""
+        """True once the flow ended (SUCCESS, REVERTED, FAILURE, UNCOMPENSATED or
+        STUCK_PAST_PIVOT)."""
         return self.state in _ENDED
 
     @property
@@ -108,6 +115,7 @@ class FlowStatus:
             results=dict(results) if results is not None else None,
             error=flow_error(detail),
             atoms=tuple(describe_flow(detail)),
+            unreverted=unreverted_of(detail),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -121,6 +129,7 @@ class FlowStatus:
             "atoms": [
                 {"name": a.name, "state": a.state, "attempts": a.attempts} for a in self.atoms
             ],
+            "unreverted": list(self.unreverted),
         }
 
 

@@ -426,9 +426,9 @@ async def test_retry_budget_spent_before_a_resume_stays_spent(backend: Backend) 
     assert history is not None
     assert history.values == [1, 2]
     assert [list(a.failures) for a in history] == [["r1"], ["r1"]]
-    # REVERT with no enclosing controller: the guarded subflow only.
+    # REVERT with no enclosing controller: the whole flow (issue 13).
     assert states(stored) == {
-        "before": S.SUCCESS,
+        "before": S.REVERTED,
         "guarded.retry": S.REVERTED,
         "r0": S.REVERTED,
         "r1": S.REVERTED,

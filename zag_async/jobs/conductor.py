@@ -385,8 +385,8 @@ class Conductor:
             await self._give_back(claim, "suspended")
             return
         outcome = job_outcome(job, state, results, error)
-        if state is FlowState.FAILURE:
-            await self._finish(claim, "trashed", outcome, f"flow ended FAILURE: {outcome.error}")
+        if state in (FlowState.FAILURE, FlowState.UNCOMPENSATED, FlowState.STUCK_PAST_PIVOT):
+            await self._finish(claim, "trashed", outcome, f"flow ended {state}: {outcome.error}")
         else:
             await self._finish(claim, "consumed", outcome, None)
 

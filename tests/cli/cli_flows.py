@@ -114,3 +114,18 @@ NOT_A_FLOW = 42
 
 def broken_factory() -> zag.Flow:
     raise ValueError("this factory is broken")
+
+
+@zag.task(provides="held", revert_retry=zag.retry.RevertRetry(attempts=1))
+async def hold() -> str:
+    return "held"
+
+
+@hold.revert
+async def release(*, result: Any) -> None:
+    raise RuntimeError("the hold cannot be released")
+
+
+def uncompensated() -> zag.Flow:
+    """prepare -> hold (its revert always fails) -> boom: compensation stops at hold."""
+    return zag.linear("uncompensated", prepare, hold, boom)

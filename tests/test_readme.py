@@ -97,3 +97,18 @@ def test_jobs_snippet_runs(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "state='SUCCESS'" in out.stdout and "'done': 'web-1:32'" in out.stdout
+
+
+def test_compensation_section_shows_the_example_as_it_runs() -> None:
+    # The README quotes examples/compensation.py's golden output with "..." for the
+    # repeated opening lines; everything it does show must be there, in that order.
+    section = README[README.index("\n## Compensation\n") :]
+    shown = re.search(r"```text\n(.*?)```", section, re.S)
+    assert shown is not None
+    golden = (ROOT / "examples" / "golden" / "compensation.out").read_text().splitlines()
+    position = 0
+    for line in shown.group(1).splitlines():
+        if line.strip() == "...":
+            continue
+        assert line in golden[position:], f"not in the golden output (in order): {line!r}"
+        position = golden.index(line, position) + 1

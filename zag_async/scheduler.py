@@ -399,7 +399,7 @@ class Scheduler:
         settled = value.check(NotFound, SerializationError) is not None
         if revert_tries(d) < atom.revert_policy.attempts and not settled:
             # Stays REVERTING: the next launch waits out the policy's pause.
-            logger.warning(
+            logger.info(
                 "flow %r: revert of %r failed (try %d of %d), trying again: %s",
                 self.name,
                 atom.name,
@@ -517,8 +517,8 @@ class Scheduler:
         (nothing is reverted), else give up, leaving everything as it stands."""
         kind, r = self._resolve(self.nodes[i].retry, self.nodes[i].name, failure)
         if kind != "retry":
-            logger.warning(
-                "flow %r: %r failed past the point of no return and will not be retried: %s",
+            logger.info(
+                "flow %r: %r failed past the point of no return with no retry left; stopping: %s",
                 self.name,
                 self.nodes[i].name,
                 failure,

@@ -451,3 +451,15 @@ def test_metrics_count_unreverted_atoms_and_the_new_end_states() -> None:
     assert read("zag_flows_total", {"flow": "order", "state": "STUCK_PAST_PIVOT"}) == 1
     assert read("zag_atoms_unreverted_total", {"flow": "order", "atom": "charge"}) == 1
     assert read("zag_atoms_unreverted_total", {"flow": "order", "atom": "ship"}) == 1
+
+
+def test_pictures_draw_a_pivot_with_a_double_border() -> None:
+    from zag_async.pictures import to_dot, to_mermaid
+
+    flow = zag.linear("order", step("charge"), pivot("ship"))
+    mermaid = to_mermaid(flow)
+    assert '[["ship"]]' in mermaid and '["charge"]' in mermaid
+    dot = to_dot(flow)
+    assert [line for line in dot.splitlines() if "peripheries=2" in line] == [
+        '        n1 [label="ship", peripheries=2];'
+    ]

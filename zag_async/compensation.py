@@ -18,6 +18,7 @@ same answer as the run that wrote them.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 from .compiler import Node
@@ -34,6 +35,7 @@ __all__ = [
     "revert_tries",
     "unreverted",
     "unreverted_of",
+    "warn_defer_reverts",
 ]
 
 S = AtomState
@@ -100,3 +102,13 @@ def clear_revert_tries(detail: AtomDetail) -> None:
     """Forget the revert tries (the atom is about to run afresh)."""
     if detail.meta:
         detail.meta.pop(_TRIES_KEY, None)
+
+
+def warn_defer_reverts() -> None:
+    """Warn the caller of `Engine`/`zag.run` that `defer_reverts` no longer does anything."""
+    warnings.warn(
+        "defer_reverts is deprecated and ignored: a retry controller that gives up "
+        "with no enclosing controller now always reverts the whole flow",
+        DeprecationWarning,
+        stacklevel=3,
+    )

@@ -19,14 +19,13 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .atom import Atom
 from .bus import EventBus, TraceHook, events_of_run
 from .calls import AtomCaller
-from .compensation import UNDONE_ENDS, unreverted_of
+from .compensation import UNDONE_ENDS, unreverted_of, warn_defer_reverts
 from .compiler import CompiledFlow, compile_flow, gc_paused
 from .errors import (
     ConfigurationError,
@@ -121,7 +120,7 @@ class Engine:
         ):
             raise ConfigurationError("pass either storage= or backend=/logbook=/owner=, not both")
         if defer_reverts is not None:
-            _warn_defer_reverts()
+            warn_defer_reverts()
         self.max_concurrency = max_concurrency
         self.executor: Executor = executor if executor is not None else LocalExecutor()
         self.bus = EventBus(listeners)
@@ -593,7 +592,7 @@ async def run(
     deprecated and ignored, as for `Engine`.
     """
     if defer_reverts is not None:
-        _warn_defer_reverts()
+        warn_defer_reverts()
     engine = Engine(
         flow,
         store=store,
@@ -603,15 +602,6 @@ async def run(
         backend=backend,
     )
     return await engine.run()
-
-
-def _warn_defer_reverts() -> None:
-    warnings.warn(
-        "defer_reverts is deprecated and ignored: a retry controller that gives up "
-        "with no enclosing controller now always reverts the whole flow",
-        DeprecationWarning,
-        stacklevel=3,
-    )
 
 
 async def resume(flow_id: str, *, backend: Backend, **options: Any) -> Mapping[str, Any]:

@@ -10,7 +10,7 @@ lost its claim can no longer write), runs the engine and then:
 - consumes the job when the flow ends SUCCESS or cleanly REVERTED;
 - abandons it (another conductor resumes it) on storage or board trouble and
   on `stop()`;
-- trashes it when its flow ends FAILURE (a revert failed: needs a person), or
+- trashes it when its flow ends FAILURE, UNCOMPENSATED or STUCK_PAST_PIVOT (needs a person), or
   when building its flow failed `build_attempts` times, counted on the job
   itself so every conductor sees the same count.
 

@@ -71,15 +71,17 @@ class AtomCaller:
                 if node.is_retry:
                     value = await self._call_retry(i, kwargs)
                 else:
-                    forward = self._engine.scheduler.forward_delays
-                    delay = forward.pop(i, 0.0) if forward else 0.0
+                    delay = self._retry_delay(i) if self._delays else 0.0
+                    scheduler = self._engine.scheduler
+                    if scheduler.past_pivot:  # a forward retry waits out its controller's delay
+                        delay = max(delay, scheduler.forward_delay(i))
                     value = await self._executor.execute(
                         atom,
                         node.name,
                         self._flow,
                         kwargs,
                         time_limit=atom.timeout_s,
-                        delay=max(delay, self._retry_delay(i) if self._delays else 0.0),
+                        delay=delay,
                     )
                     if atom.needs_check:
                         atom.check_result(value)

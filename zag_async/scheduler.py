@@ -115,8 +115,7 @@ class Scheduler:
         self.revert_failed = False
         self.past_pivot = False  # an irreversible atom succeeded: never revert again
         self.gave_up = False  # past the pivot, a failure outlasted its retries
-        #: node -> seconds to wait before running it again (forward retries)
-        self.forward_delays: dict[int, float] = {}
+        self._forward_delays: dict[int, float] = {}  # node -> pause before its forward retry
         self._cleared: set[int] = set()  # nodes whose deciders passed, not yet launched
 
     # -- state changes ---------------------------------------------------------------
@@ -308,6 +307,11 @@ class Scheduler:
 
     def started(self, i: int) -> None:
         self.running.add(i)
+
+    def forward_delay(self, i: int) -> float:
+        """Seconds node i's execute must wait first: its controller's delay when it is
+        retried forward past a pivot (asked once per launch), else 0."""
+        return self._forward_delays.pop(i, 0.0) if self._forward_delays else 0.0
 
     def revert_kwargs(self, i: int) -> dict[str, Any]:
         node = self.nodes[i]
@@ -530,7 +534,7 @@ class Scheduler:
         rd.history.add_attempt(rd.result)  # counts as the controller's next attempt
         self.storage.touch(rd)
         ctl = self.nodes[r].atom
-        self.forward_delays[i] = ctl.delay_before(len(rd.history) - 1)  # type: ignore[attr-defined]
+        self._forward_delays[i] = ctl.delay_before(len(rd.history) - 1)  # type: ignore[attr-defined]
         self.set(i, S.PENDING, failure=None)
         if self.waiting[i] == 0:
             self.ready.append(i)

@@ -24,37 +24,27 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 TESTED_BY: list[tuple[str, str]] = [
     (r"\./dev demo", "tests/test_readme.py::test_demo_shows_success_revert_and_retry"),
     (r"\./dev test", "tests/test_readme.py::test_ci_runs_the_readme_test_command"),
-    (
-        r'\./dev test -m "not services"',
-        "tests/test_readme_commands.py::test_the_fast_suite_leaves_out_what_needs_services",
-    ),
+    (r'\./dev test -m "not services"',
+     "tests/test_readme_commands.py::test_the_fast_suite_leaves_out_what_needs_services"),
     (r"\./dev (lint|typecheck)", "tests/test_readme_commands.py::test_ci_runs_lint_and_typecheck"),
     (r"\./dev bench\b.*", "tests/test_readme_commands.py::test_bench_harness_runs"),
     (r"\./dev$", "tests/test_readme.py::test_ci_runs_the_readme_test_command"),
     (r"pip install 'zag-async\[(\w+)\]'", "tests/test_readme_commands.py::test_extras_exist"),
     (r"zag-async\[(\w+)\]", "tests/test_readme_commands.py::test_extras_exist"),
-    (
-        r"python -m zag_async worker .*",
-        "tests/workers/test_worker_faults.py::test_sigterm_finishes_the_in_flight_request",
-    ),
+    (r"python -m zag_async worker .*",
+     "tests/workers/test_worker_faults.py::test_sigterm_finishes_the_in_flight_request"),
     (r"zag-async db upgrade .*", "tests/cli/test_basics.py::test_db_upgrade"),
-    (
-        r"zag-async conductor --metrics-port .*",
-        "tests/cli/test_jobs.py::test_conductor_runs_jobs_and_stops_gracefully",
-    ),
-    (
-        r"zag-async run --resume .*",
-        "tests/cli/test_run.py::test_an_interrupted_run_is_suspended_and_resumes",
-    ),
+    (r"zag-async conductor --metrics-port .*",
+     "tests/cli/test_jobs.py::test_conductor_runs_jobs_and_stops_gracefully"),
+    (r"zag-async run --resume .*",
+     "tests/cli/test_run.py::test_an_interrupted_run_is_suspended_and_resumes"),
     (r"zag-async worker", "tests/cli/test_basics.py::test_every_command_has_help"),
     (r"(zag-async|python -m zag_async)", "tests/cli/test_basics.py::test_help_lists_every_command"),
     (r"zag-async --debug .*", "tests/cli/test_errors.py::test_every_bad_input_is_one_clear_line"),
     (r"zag-async: \.\.\.", "tests/cli/test_errors.py::test_every_bad_input_is_one_clear_line"),
     # The Command line and Flow pictures sections' ```sh blocks, line by line:
-    (
-        r"(zag-async (run|flows|jobs|conductor|graph)|export ZAG_).*",
-        "tests/cli/test_readme.py::test_every_command_runs_as_shown",
-    ),
+    (r"(zag-async (run|flows|jobs|conductor|graph)|export ZAG_).*",
+     "tests/cli/test_readme.py::test_every_command_runs_as_shown"),
 ]
 
 COMMAND = re.compile(r"^(\./dev|zag-async|python -m zag_async|pip install|export ZAG_)")
@@ -108,19 +98,9 @@ def test_the_fast_suite_leaves_out_what_needs_services() -> None:
     drops those needing a server, by fixture, by parameter or by suite."""
     out = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "--collect-only",
-            "-q",
-            "-m",
-            "not services",
-            "tests/test_backoff.py",
-            "tests/persistence/test_codec.py",
-            "tests/persistence/test_conformance.py",
-            "tests/crash/test_outage.py",
+            sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q",
+            "-m", "not services", "tests/test_backoff.py", "tests/persistence/test_codec.py",
+            "tests/persistence/test_conformance.py", "tests/crash/test_outage.py",
         ],  # fmt: skip
         capture_output=True,
         text=True,

@@ -23,7 +23,6 @@ class SlowAckBackend(MemoryBackend):
     """Lands each write at once, then takes `ack_delay` to acknowledge it."""
 
     ack_delay = 0.0
-
     def __init__(self, url: str) -> None:
         super().__init__(url)
         self.landed = asyncio.Event()

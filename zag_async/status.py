@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .codec import plain_json
+from .compensation import unreverted_of
 from .engine import Engine
 from .errors import JobNotFound, ZagError
 from .factory import FactoryRef
@@ -25,7 +26,7 @@ from .inspection import AtomReport, describe_flow
 from .jobs.base import Job, JobBoard, JobOutcome, JobState
 from .models import FlowDetail
 from .persistence.base import Backend
-from .states import AtomState, FlowState
+from .states import ENDED, AtomState, FlowState
 from .storage import Storage
 from .waiting import WaitingFor
 
@@ -46,7 +47,9 @@ __all__ = [
 # The name the service logged these under before this module existed.
 logger = logging.getLogger("zag_async.service")
 
-_ENDED = (FlowState.SUCCESS, FlowState.REVERTED, FlowState.FAILURE)
+_ENDED = ENDED
+#: Ended by a failure (what ended it is the status's `error`).
+_FAILED = tuple(s for s in ENDED if s is not FlowState.SUCCESS)
 
 
 # -- flows -------------------------------------------------------------------------------
@@ -54,7 +57,7 @@ _ENDED = (FlowState.SUCCESS, FlowState.REVERTED, FlowState.FAILURE)
 
 def flow_error(detail: FlowDetail) -> str | None:
     """ "Type: message" of what ended the flow (a failed revert first), if anything did."""
-    if detail.state not in (FlowState.REVERTED, FlowState.FAILURE):
+    if detail.state not in _FAILED:
         return None
     for atom in detail.atoms.values():
         if atom.revert_failure is not None:
@@ -106,8 +109,10 @@ class FlowStatus:
     """Where one flow stands, as its record says (what a status URL shows).
 
     `results` (every provided value, store included) is set once the flow
-    ended SUCCESS; `error` ("Type: message") once it ended REVERTED or FAILURE;
+    ended SUCCESS; `error` ("Type: message") once it ended any other way;
     `waiting_for` lists the waits it is stopped at while WAITING.
+    `unreverted` names the atoms that ran and were not reverted when the flow
+    ended UNCOMPENSATED or STUCK_PAST_PIVOT (a person has to see to them).
     """
 
     flow_id: str
@@ -117,10 +122,12 @@ class FlowStatus:
     error: str | None = None
     atoms: Sequence[AtomReport] = ()
     waiting_for: tuple[WaitingFor, ...] = ()
+    unreverted: tuple[str, ...] = ()
 
     @property
     def done(self) -> bool:
-        """True once the flow ended (SUCCESS, REVERTED or FAILURE)."""
+        """True once the flow ended (SUCCESS, REVERTED, FAILURE, UNCOMPENSATED or
+        STUCK_PAST_PIVOT)."""
         return self.state in _ENDED
 
     @property
@@ -138,6 +145,7 @@ class FlowStatus:
             error=flow_error(detail),
             atoms=tuple(describe_flow(detail)),
             waiting_for=waits_of(detail),
+            unreverted=unreverted_of(detail),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -155,6 +163,7 @@ class FlowStatus:
                 {"atom": w.atom, "event": w.event, "deadline": iso_utc(w.deadline)}
                 for w in self.waiting_for
             ],
+            "unreverted": list(self.unreverted),
         }
 
 

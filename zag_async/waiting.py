@@ -57,7 +57,13 @@ __all__ = [
 #: The key of a payload made by `reject()`.
 REJECT_KEY = "zag:reject"
 _NO_DEFAULT: Any = object()
-_FINISHED = (FlowState.SUCCESS, FlowState.REVERTED, FlowState.FAILURE)
+_FINISHED = (
+    FlowState.SUCCESS,
+    FlowState.REVERTED,
+    FlowState.FAILURE,
+    FlowState.UNCOMPENSATED,
+    FlowState.STUCK_PAST_PIVOT,
+)
 
 
 class Wait(Task):

@@ -135,7 +135,11 @@ async def test_parameterized_for_each_reads_values_from_the_store() -> None:
     assert tried == [8080, 8081]
 
 
-async def test_always_revert_reverts_only_the_guarded_subflow(calls: list[str]) -> None:
+async def test_always_revert_without_an_enclosing_controller_reverts_the_whole_flow(
+    calls: list[str],
+) -> None:
+    # TaskFlow reverted only the subflow and left "a" SUCCESS yet called the flow
+    # REVERTED; here REVERTED means everything that ran was compensated.
     engine = zag.Engine(
         zag.linear(
             "outer",
@@ -153,24 +157,24 @@ async def test_always_revert_reverts_only_the_guarded_subflow(calls: list[str]) 
     with pytest.raises(Boom, match="c failed"):
         await engine.run()
 
-    assert calls == ["a", "b", "c", "revert c", "revert b"]
+    assert calls == ["a", "b", "c", "revert c", "revert b", "revert a"]
     assert engine.state is zag.FlowState.REVERTED
-    assert engine.storage.get("a").state is S.SUCCESS
+    assert engine.storage.get("a").state is S.REVERTED
     assert engine.storage.get("d").state is S.PENDING
     assert engine.storage.get("sub.retry").state is S.REVERTED
 
 
-async def test_defer_reverts_makes_a_revert_without_parent_revert_everything(
-    calls: list[str],
+@pytest.mark.parametrize("value", [True, False])
+async def test_defer_reverts_is_deprecated_and_the_whole_flow_reverts_either_way(
+    calls: list[str], value: bool
 ) -> None:
-    engine = zag.Engine(
-        zag.linear(
-            "outer",
-            Step("a", calls),
-            zag.linear("sub", Step("b", calls, fails=ALWAYS), retry=zag.retry.AlwaysRevert()),
-        ),
-        defer_reverts=True,
+    flow = zag.linear(
+        "outer",
+        Step("a", calls),
+        zag.linear("sub", Step("b", calls, fails=ALWAYS), retry=zag.retry.AlwaysRevert()),
     )
+    with pytest.warns(DeprecationWarning, match="defer_reverts"):
+        engine = zag.Engine(flow, defer_reverts=value)
 
     with pytest.raises(Boom):
         await engine.run()
@@ -310,9 +314,9 @@ async def test_nested_revert_reaching_an_exhausted_outer_reverts_both(calls: lis
     with pytest.raises(Boom):
         await engine.run()
 
-    assert calls == ["before"] + ["a", "b", "revert b", "revert a"] * 2
+    assert calls == ["before"] + ["a", "b", "revert b", "revert a"] * 2 + ["revert before"]
     assert engine.state is zag.FlowState.REVERTED
-    assert engine.storage.get("before").state is S.SUCCESS
+    assert engine.storage.get("before").state is S.REVERTED
 
 
 async def test_task_shorthand_retry_guards_the_atom_alone(calls: list[str]) -> None:

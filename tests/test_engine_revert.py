@@ -157,11 +157,11 @@ async def test_two_parallel_failures_raise_wrapped_failure_with_both() -> None:
     assert engine.state is zag.FlowState.REVERTED
 
 
-async def test_revert_that_raises_ends_flow_in_failure() -> None:
+async def test_revert_that_keeps_raising_ends_the_flow_uncompensated() -> None:
     original = Boom("execute failed")
     revert_error = RuntimeError("revert failed too")
 
-    @zag.task
+    @zag.task(revert_retry=zag.retry.RevertRetry(attempts=2, delay=0))
     async def fragile() -> None:
         raise original
 
@@ -176,12 +176,13 @@ async def test_revert_that_raises_ends_flow_in_failure() -> None:
 
     assert caught.value is revert_error
     assert caught.value.__context__ is original
-    assert engine.state is zag.FlowState.FAILURE
+    assert engine.state is zag.FlowState.UNCOMPENSATED
     assert engine.storage.get("fragile").state is zag.AtomState.REVERT_FAILURE
+    assert engine.storage.flow.meta["unreverted"] == ["fragile"]
 
 
 async def test_revert_failure_stops_further_reverts(calls: list[str]) -> None:
-    @zag.task
+    @zag.task(revert_retry=zag.retry.RevertRetry(attempts=1))
     async def middle() -> None:
         calls.append("middle")
 
@@ -196,8 +197,10 @@ async def test_revert_failure_stops_further_reverts(calls: list[str]) -> None:
         await engine.run()
 
     assert calls == ["a", "middle", "c", "revert c", "revert middle"]
-    assert engine.state is zag.FlowState.FAILURE
+    assert engine.state is zag.FlowState.UNCOMPENSATED
     assert engine.storage.get("a").state is zag.AtomState.SUCCESS
+    # What is left to compensate, by name: the failed revert and what it held back.
+    assert engine.storage.flow.meta["unreverted"] == ["a", "middle"]
 
 
 async def test_graph_reverts_in_reverse_dependency_order(calls: list[str]) -> None:

@@ -33,6 +33,19 @@ def test_quick_start_runs() -> None:
     assert "'tracking': 'TRK-1'" in out.stdout
 
 
+def test_quick_start_failure_refunds_the_charge() -> None:
+    # Issue 13: ship's controller gives up with nobody above it; the charge that ran
+    # before the failing subflow must be compensated too, not left SUCCESS.
+    code = re.findall(r"```python\n(.*?)```", README, re.S)[0]
+    assert 'address": ""' in code  # the block runs the failing order itself
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[1:] == ["refunding P-9.5", "order failed: no address to ship to"]
+
+
 def test_demo_shows_success_revert_and_retry() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "zag_async", "demo"],
@@ -84,3 +97,18 @@ def test_jobs_snippet_runs(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "state='SUCCESS'" in out.stdout and "'done': 'web-1:32'" in out.stdout
+
+
+def test_compensation_section_shows_the_example_as_it_runs() -> None:
+    # The README quotes examples/compensation.py's golden output with "..." for the
+    # repeated opening lines; everything it does show must be there, in that order.
+    section = README[README.index("\n## Compensation\n") :]
+    shown = re.search(r"```text\n(.*?)```", section, re.S)
+    assert shown is not None
+    golden = (ROOT / "examples" / "golden" / "compensation.out").read_text().splitlines()
+    position = 0
+    for line in shown.group(1).splitlines():
+        if line.strip() == "...":
+            continue
+        assert line in golden[position:], f"not in the golden output (in order): {line!r}"
+        position = golden.index(line, position) + 1

@@ -47,6 +47,10 @@ TESTED_BY: list[tuple[str, str]] = [
         "tests/cli/test_run.py::test_an_interrupted_run_is_suspended_and_resumes",
     ),
     (r"zag-async worker", "tests/cli/test_basics.py::test_every_command_has_help"),
+    (
+        r"zag-async signal .*",
+        "tests/cli/test_signal.py::test_a_signal_ends_the_wait_when_the_flow_resumes",
+    ),
     (r"(zag-async|python -m zag_async)", "tests/cli/test_basics.py::test_help_lists_every_command"),
     (r"zag-async --debug .*", "tests/cli/test_errors.py::test_every_bad_input_is_one_clear_line"),
     (r"zag-async: \.\.\.", "tests/cli/test_errors.py::test_every_bad_input_is_one_clear_line"),

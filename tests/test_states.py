@@ -36,6 +36,11 @@ FLOW_ALLOWED = {
     (F.RESUMING, F.SUSPENDED),
     (F.RUNNING, F.WAITING),
     (F.WAITING, F.RUNNING),
+    # "a state that says compensation is incomplete", and the one past a pivot
+    (F.RUNNING, F.UNCOMPENSATED),
+    (F.SUSPENDING, F.UNCOMPENSATED),
+    (F.RUNNING, F.STUCK_PAST_PIVOT),
+    (F.SUSPENDING, F.STUCK_PAST_PIVOT),
 }
 
 TASK_ALLOWED = {
@@ -49,6 +54,7 @@ TASK_ALLOWED = {
     (A.REVERTING, A.REVERT_FAILURE),
     (A.REVERTED, A.PENDING),
     (A.IGNORE, A.PENDING),
+    (A.FAILURE, A.PENDING),  # past a pivot, "retries forward" in place
 }
 
 RETRY_ONLY = {(A.SUCCESS, A.RETRYING), (A.RETRYING, A.RUNNING)}
@@ -63,7 +69,10 @@ def _id(pair: tuple[str, str]) -> str:
 
 
 def test_state_names() -> None:
-    flow = "PENDING RUNNING SUCCESS FAILURE REVERTED SUSPENDING SUSPENDED RESUMING WAITING"
+    flow = (
+        "PENDING RUNNING SUCCESS FAILURE REVERTED SUSPENDING SUSPENDED RESUMING WAITING"
+        " UNCOMPENSATED STUCK_PAST_PIVOT"
+    )
     atom = "PENDING RUNNING SUCCESS FAILURE REVERTING REVERTED REVERT_FAILURE RETRYING IGNORE"
     assert {s.value for s in FlowState} == set(flow.split())
     assert {s.value for s in AtomState} == set(atom.split())

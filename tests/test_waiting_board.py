@@ -63,6 +63,10 @@ async def _parked(service: ZagService) -> bool:
     return bool(jobs) and all(j.due_at > now for j in jobs)
 
 
+async def _no_jobs(service: ZagService) -> bool:
+    return await service.board.jobs() == []
+
+
 def _sqlite(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'app.db'}"
 
@@ -83,7 +87,7 @@ async def test_a_started_flow_is_parked_on_the_board_and_a_signal_resumes_it(
         done = await eventually(lambda: _ended(service, flow_id), what="the flow to end")
         assert done.state == "SUCCESS"
         assert done.results["paid"] == "paid after yes"
-        assert await service.board.jobs() == []
+        await eventually(lambda: _no_jobs(service), what="the job to be consumed")
     assert PAID == ["yes"]
 
 
@@ -127,7 +131,7 @@ async def test_an_awaited_flow_that_waits_is_handed_to_the_board(tmp_path: Path)
         await service.signal(status.flow_id, "approval", "later")
         done = await eventually(lambda: _ended(service, status.flow_id), what="the flow to end")
         assert done.results["paid"] == "paid after later"
-        assert await service.board.jobs() == []
+        await eventually(lambda: _no_jobs(service), what="the job to be consumed")
 
 
 async def test_on_a_memory_board_the_service_takes_back_its_own_parked_jobs() -> None:

@@ -7,6 +7,10 @@ are optional) and what it gives through `provides`:
 - a tuple/list of names: the result is a sequence unpacked by position;
 - a set of names: the result is a mapping, each name read as a key;
 - a dict `{name: key}`: each provided name read from that key (or index).
+
+How it is undone: `revert` (retried by `revert_retry`, a `zag.retry.RevertRetry`),
+or not at all for an `irreversible` atom (a pivot: once it succeeded, the flow
+retries forward instead of reverting past it).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 from .errors import InvalidAtom, ResultMismatch
 
 if TYPE_CHECKING:
-    from .retry import Retry
+    from .retry import Retry, RevertRetry
 
 __all__ = ["Arg", "Atom", "FunctionTask", "Task", "task"]
 
@@ -149,6 +153,8 @@ class Atom:
     inject: ClassVar[Mapping[str, Any] | None] = None
     timeout: ClassVar[float | None] = None
     idempotent: ClassVar[bool] = True
+    revert_retry: ClassVar[RevertRetry | None] = None
+    irreversible: ClassVar[bool] = False
 
     #: Set on retry controllers; lets the engine tell the kinds apart cheaply.
     is_retry: ClassVar[bool] = False
@@ -162,6 +168,7 @@ class Atom:
         "execute_fn",
         "injected",
         "is_idempotent",
+        "is_pivot",
         "name",
         "needs_check",
         "provided",
@@ -171,6 +178,7 @@ class Atom:
         "revert_fn",
         "revert_injected",
         "revert_keywords",
+        "revert_policy",
         "revert_var_kw",
         "timeout_s",
         "__weakref__",
@@ -182,6 +190,8 @@ class Atom:
     provided: dict[str, Any]
     timeout_s: float | None
     is_idempotent: bool
+    is_pivot: bool
+    revert_policy: RevertRetry
     retry_controller: Retry | None
     injected: Mapping[str, Any]
     execute_fn: Callable[..., Any] | None
@@ -203,6 +213,8 @@ class Atom:
         timeout: float | None = None,
         retry: Retry | None = None,
         idempotent: bool | None = None,
+        revert_retry: RevertRetry | None = None,
+        irreversible: bool | None = None,
     ) -> None:
         self.name = name if name is not None else self._default_name()
         if not isinstance(self.name, str) or not self.name:
@@ -214,6 +226,8 @@ class Atom:
             timeout=timeout if timeout is not None else type(self).timeout,
             retry=retry,
             idempotent=idempotent if idempotent is not None else type(self).idempotent,
+            revert_retry=revert_retry if revert_retry is not None else type(self).revert_retry,
+            irreversible=irreversible if irreversible is not None else type(self).irreversible,
         )
 
     # -- declaration -------------------------------------------------------------
@@ -244,6 +258,8 @@ class Atom:
         timeout: float | None,
         retry: Retry | None,
         idempotent: bool,
+        revert_retry: RevertRetry | None = None,
+        irreversible: bool = False,
     ) -> None:
         name = self.name
         if timeout is not None and (
@@ -260,6 +276,17 @@ class Atom:
                     f"atom {name!r}: retry= takes a retry controller such as zag.retry.Times(3)"
                 )
         self.retry_controller = retry
+        from .retry import DEFAULT_REVERT_RETRY, RevertRetry
+
+        if revert_retry is not None and not isinstance(revert_retry, RevertRetry):
+            raise InvalidAtom(
+                f"atom {name!r}: revert_retry= takes a policy such as "
+                f"zag.retry.RevertRetry(attempts=5, delay=1.0), not {revert_retry!r}"
+            )
+        if not isinstance(irreversible, bool):
+            raise InvalidAtom(f"atom {name!r}: irreversible must be True or False")
+        self.revert_policy = revert_retry if revert_retry is not None else DEFAULT_REVERT_RETRY
+        self.is_pivot = irreversible
         self.provided = _normalize_provides(name, provides)
         self.injected = dict(inject) if inject else _NO_VALUES
 
@@ -286,6 +313,19 @@ class Atom:
             raise InvalidAtom(f"atom {name!r}: rebind must be a dict or a list of names")
 
         revert_fn = self._revert_callable()
+        if irreversible:
+            if self.is_retry:
+                raise InvalidAtom(f"retry controller {name!r} cannot be irreversible")
+            if revert_fn is not None:
+                raise InvalidAtom(
+                    f"atom {name!r} is irreversible (a pivot) but has a revert; an atom "
+                    f"that can be undone is not a pivot: drop one of them"
+                )
+            if revert_retry is not None:
+                raise InvalidAtom(
+                    f"atom {name!r} is irreversible (a pivot): it is never reverted, "
+                    f"so revert_retry= means nothing"
+                )
         revert_sig = _signature(name, revert_fn) if revert_fn is not None else None
         revert_params = set(revert_sig.parameters) if revert_sig is not None else set()
         has_var_kw = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
@@ -393,10 +433,12 @@ class Atom:
         timeout: float | None = None,
         retry: Retry | None = None,
         idempotent: bool | None = None,
+        revert_retry: RevertRetry | None = None,
+        irreversible: bool | None = None,
     ) -> _A:
         """A new atom like this one with some declarations replaced."""
         clone = copy.copy(self)
-        new = (provides, rebind, inject, timeout, retry, idempotent)
+        new = (provides, rebind, inject, timeout, retry, idempotent, revert_retry, irreversible)
         decl = [
             old if value is None else value
             for old, value in zip(self._declared(), new, strict=True)
@@ -416,10 +458,17 @@ class Atom:
             self.timeout_s,
             self.retry_controller,
             self.is_idempotent,
+            self._revert_retry_declared(),
+            self.is_pivot,
         )
 
+    def _revert_retry_declared(self) -> RevertRetry | None:
+        from .retry import DEFAULT_REVERT_RETRY
+
+        return None if self.revert_policy is DEFAULT_REVERT_RETRY else self.revert_policy
+
     def _redeclare(self, decl: tuple[Any, ...]) -> None:
-        provides, rebind, inject, timeout, retry, idempotent = decl
+        provides, rebind, inject, timeout, retry, idempotent, revert_retry, irreversible = decl
         self._declare(
             provides=provides,
             rebind=rebind,
@@ -427,6 +476,8 @@ class Atom:
             timeout=timeout,
             retry=retry,
             idempotent=idempotent,
+            revert_retry=revert_retry,
+            irreversible=irreversible,
         )
 
     def __repr__(self) -> str:
@@ -519,6 +570,8 @@ def task(
     timeout: float | None = None,
     retry: Retry | None = None,
     idempotent: bool | None = None,
+    revert_retry: RevertRetry | None = None,
+    irreversible: bool | None = None,
 ) -> Callable[[Callable[..., Any]], FunctionTask]: ...
 
 
@@ -533,11 +586,14 @@ def task(
     timeout: float | None = None,
     retry: Retry | None = None,
     idempotent: bool | None = None,
+    revert_retry: RevertRetry | None = None,
+    irreversible: bool | None = None,
 ) -> FunctionTask | Callable[[Callable[..., Any]], FunctionTask]:
     """Turn a function (async or plain) into a task atom.
 
     Use bare (`@zag.task`) or with keywords (`@zag.task(provides="total")`).
-    Each application makes a new, distinct atom.
+    Each application makes a new, distinct atom. `revert_retry` sets how its
+    revert is retried; `irreversible=True` makes it a pivot (no revert).
     """
     kwargs: dict[str, Any] = {
         "name": name,
@@ -547,6 +603,8 @@ def task(
         "timeout": timeout,
         "retry": retry,
         "idempotent": idempotent,
+        "revert_retry": revert_retry,
+        "irreversible": irreversible,
     }
     if fn is not None:
         return FunctionTask(fn, **kwargs)

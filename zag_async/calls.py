@@ -6,16 +6,20 @@ go to the engine's executor (`LocalExecutor` unless one was given); retry
 controllers always run here, because their decisions are the engine's. Before a
 controller runs its scope again it asks the executor to wait out the retry's
 delay; what the executor hands back (a remote executor's brokers hold requests
-back themselves) is passed on with each guarded request.
+back themselves) is passed on with each guarded request. A revert tried again
+(`RevertRetry`) first waits out its pause here, and so does an atom retried
+forward past a pivot.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
 from .bus import TraceHook
+from .compensation import revert_tries
 from .compiler import Node
 from .events import Event, current_atom
 from .execution import Executor, invoke
@@ -67,22 +71,31 @@ class AtomCaller:
                 if node.is_retry:
                     value = await self._call_retry(i, kwargs)
                 else:
+                    delay = self._retry_delay(i) if self._delays else 0.0
+                    scheduler = self._engine.scheduler
+                    if scheduler.past_pivot:  # a forward retry waits out its controller's delay
+                        delay = max(delay, scheduler.forward_delay(i))
                     value = await self._executor.execute(
                         atom,
                         node.name,
                         self._flow,
                         kwargs,
                         time_limit=atom.timeout_s,
-                        delay=self._retry_delay(i) if self._delays else 0.0,
+                        delay=delay,
                     )
                     if atom.needs_check:
                         atom.check_result(value)
             elif atom.revert_fn is None:
                 value = None
-            elif node.is_retry:
-                value = await self._revert_retry(i, kwargs)
             else:
-                value = await self._executor.revert(atom, node.name, self._flow, kwargs)
+                tries = revert_tries(self._details[i])
+                if tries > 1:  # a try again: wait out the policy's pause first
+                    await asyncio.sleep(atom.revert_policy.delay_before(tries - 1))
+                    started = time.perf_counter()
+                if node.is_retry:
+                    value = await self._revert_retry(i, kwargs)
+                else:
+                    value = await self._executor.revert(atom, node.name, self._flow, kwargs)
             return kind, i, True, value, time.perf_counter() - started
         except Exception as exc:
             failure = Failure.from_exception(exc)

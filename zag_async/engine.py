@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from .atom import Atom
 from .bus import EventBus, TraceHook, events_of_run
 from .calls import AtomCaller
+from .compensation import UNDONE_ENDS, unreverted_of, warn_defer_reverts
 from .compiler import CompiledFlow, compile_flow, gc_paused
 from .errors import (
     ConfigurationError,
@@ -39,7 +40,7 @@ from .flow import Flow
 from .models import AtomDetail, FlowDetail, History
 from .resolver import Resolver
 from .scheduler import Launch, Outcome, Scheduler
-from .states import AtomState, FlowState, Intention
+from .states import ENDED, AtomState, FlowState, Intention
 from .storage import Storage, WritePolicy
 from .waiting import WaitingFor, Waits, declare_events, waiting_for
 
@@ -66,8 +67,9 @@ class Engine:
         max_concurrency: how many atoms may run at once; None is unbounded,
             1 is serial.
         listeners: callables receiving every `Event` (sync or async).
-        defer_reverts: a REVERT decision with no enclosing retry controller
-            reverts the whole flow instead of only the guarded subflow.
+        defer_reverts: deprecated and ignored (a warning says so): a REVERT
+            with no enclosing retry controller always reverts the whole flow,
+            so a flow ends REVERTED only when everything that ran was undone.
         target: run only this atom and what it needs.
         backend: where to persist state (see `zag_async.persistence.connect`);
             None keeps it in memory only.
@@ -93,7 +95,7 @@ class Engine:
         store: Mapping[str, Any] | None = None,
         max_concurrency: int | None = None,
         listeners: Iterable[Listener] = (),
-        defer_reverts: bool = False,
+        defer_reverts: bool | None = None,
         target: str | Atom | None = None,
         backend: Backend | None = None,
         logbook: str | None = None,
@@ -117,8 +119,9 @@ class Engine:
             backend is not None or logbook is not None or owner is not None or lease is not None
         ):
             raise ConfigurationError("pass either storage= or backend=/logbook=/owner=, not both")
+        if defer_reverts is not None:
+            warn_defer_reverts()
         self.max_concurrency = max_concurrency
-        self.defer_reverts = defer_reverts
         self.executor: Executor = executor if executor is not None else LocalExecutor()
         self.bus = EventBus(listeners)
         terms = backend.lease_for(owner, lease) if backend is not None else None
@@ -250,7 +253,6 @@ class Engine:
             bus=self.bus,
             active=active,
             max_concurrency=self.max_concurrency,
-            defer_reverts=self.defer_reverts,
         )
         self._caller = AtomCaller(self, nodes, details, self.executor, self.bus.emit)
         has_waits = any(node.atom.is_wait for node in nodes)
@@ -325,8 +327,10 @@ class Engine:
                 d.history = History()
             if d.meta:
                 d.meta.pop("wait", None)
+                d.meta.pop("revert_tries", None)
             self.storage.touch(d)
         self.storage.flow.meta.pop("revert_all", None)
+        self.storage.flow.meta.pop("unreverted", None)
         self.storage.restore_flow_state(FlowState.PENDING)
 
     async def run(self) -> Mapping[str, Any]:
@@ -344,7 +348,7 @@ class Engine:
         state = self.state
         if state is FlowState.SUCCESS:
             return self.storage.fetch_all()
-        if state in (FlowState.REVERTED, FlowState.FAILURE):
+        if state in ENDED:  # SUCCESS was handled above
             self._raise_outcome()
         self._running_flag = True
         self._suspend_requested = False
@@ -397,13 +401,15 @@ class Engine:
     def _set_flow(self, new: FlowState) -> None:
         self.storage.set_flow_state(new)
         if self.bus.wanted:
-            self.bus.emit(Event("flow", self.name, new))
+            left = unreverted_of(self.storage.flow) if new in UNDONE_ENDS else ()
+            details = {"unreverted": list(left)} if left else None
+            self.bus.emit(Event("flow", self.name, new, details=details))
 
     # -- the loop ----------------------------------------------------------------
 
     def _halted(self) -> bool:
         """Start nothing new: a suspension was asked for, a revert failed, or a write."""
-        return self._suspend_requested or self.scheduler.revert_failed or bool(self._storage_error)
+        return self._suspend_requested or self.scheduler.halted or bool(self._storage_error)
 
     async def _run_loop(self) -> None:
         self.scheduler.scan()
@@ -479,7 +485,7 @@ class Engine:
     async def _pick(self) -> list[Launch]:
         """The scheduler's launches, with any deciders it stops at asked in line."""
         scheduler = self.scheduler
-        if self._suspend_requested or scheduler.revert_failed or self._storage_error:
+        if self._suspend_requested or scheduler.halted or self._storage_error:
             return []
         launch, decide = scheduler.pick()
         while decide is not None:
@@ -517,7 +523,7 @@ class Engine:
             self._set_flow(FlowState.SUSPENDED)
             await self.storage.commit()
             return self.storage.fetch_all()
-        if self._waits is not None and self._waits.parked and not self.scheduler.revert_failed:
+        if self._waits is not None and self._waits.parked and not self.scheduler.halted:
             final, stuck = FlowState.WAITING, False  # nothing runs until it is resumed
         else:
             final, stuck = self.scheduler.verdict()
@@ -576,20 +582,22 @@ async def run(
     store: Mapping[str, Any] | None = None,
     max_concurrency: int | None = None,
     listeners: Iterable[Listener] = (),
-    defer_reverts: bool = False,
+    defer_reverts: bool | None = None,
     target: str | Atom | None = None,
     backend: Backend | None = None,
 ) -> Mapping[str, Any]:
     """Run a flow once; returns every provided value by name.
 
-    State is kept in memory unless a `backend` is given.
+    State is kept in memory unless a `backend` is given. `defer_reverts` is
+    deprecated and ignored, as for `Engine`.
     """
+    if defer_reverts is not None:
+        warn_defer_reverts()
     engine = Engine(
         flow,
         store=store,
         max_concurrency=max_concurrency,
         listeners=listeners,
-        defer_reverts=defer_reverts,
         target=target,
         backend=backend,
     )

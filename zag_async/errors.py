@@ -284,14 +284,19 @@ class WaitRejected(ExecutionError):
 
 
 class SignalRefused(ExecutionError):
-    """A signal that no wait could ever take, so it is refused instead of stored:
-    the flow does not exist or has finished, or none of its waits declares the event."""
+    """A signal that no wait could ever take, so it is refused instead of stored.
 
-    def __init__(self, flow_id: str, event: str, reason: str) -> None:
+    `kind` says why: "unknown_flow" (no such flow), "finished" (the flow has
+    ended), "undeclared" (no wait of the flow declares the event) or "id_taken"
+    (the signal id was used for another flow or event).
+    """
+
+    def __init__(self, flow_id: str, event: str, reason: str, *, kind: str = "undeclared") -> None:
         super().__init__(f"signal {event!r} for flow {flow_id}: {reason}")
         self.flow_id = flow_id
         self.event = event
         self.reason = reason
+        self.kind = kind
 
 
 class ConfigurationError(ZagError, ValueError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .compensation import unreverted_of
 from .failure import error_text
 from .models import FlowDetail
 
@@ -61,6 +62,9 @@ def format_flow(detail: FlowDetail, *, durations: bool = True) -> str:
         rows.append((r.name, r.state, str(r.attempts), duration, problem))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [head]
+    left = unreverted_of(detail)
+    if left:
+        lines.append(f"  not reverted: {', '.join(left)}")
     for row in rows:
         cells = [row[i].ljust(widths[i]) for i in range(4)] + [row[4]]
         lines.append("  " + "  ".join(cells).rstrip())

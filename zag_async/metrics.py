@@ -20,7 +20,10 @@ It keeps its series in its own `CollectorRegistry` (pass
     zag_atoms_revert_failed_total{flow,atom}
     zag_atom_duration_seconds{flow,atom}       histogram of execute calls (success or failure)
     zag_retries_total{flow,atom}               a retry controller (atom) restarted its subflow
-    zag_flows_total{flow,state}                runs ended SUCCESS, REVERTED, FAILURE or SUSPENDED
+    zag_flows_total{flow,state}                runs ended SUCCESS, REVERTED, FAILURE,
+                                               UNCOMPENSATED, STUCK_PAST_PIVOT or SUSPENDED
+    zag_atoms_unreverted_total{flow,atom}      a run ended (UNCOMPENSATED, STUCK_PAST_PIVOT)
+                                               leaving this atom un-reverted
     zag_jobs_{claimed,consumed,abandoned,trashed,lost}_total{job}   conductor events
     zag_queue_depth{topic}, zag_queue_consumers{topic}   see `Metrics.watch_queues`
     zag_jobs_pending{board}                    see `Metrics.watch_board`
@@ -72,7 +75,14 @@ _ATOM_COUNTERS = {
     "REVERT_FAILURE": "revert_failed",
     "RETRYING": "retries",
 }
-_FLOW_ENDS = ("SUCCESS", "REVERTED", "FAILURE", "SUSPENDED")
+_FLOW_ENDS = (
+    "SUCCESS",
+    "REVERTED",
+    "FAILURE",
+    "UNCOMPENSATED",
+    "STUCK_PAST_PIVOT",
+    "SUSPENDED",
+)
 _JOB_EVENTS = ("claimed", "consumed", "abandoned", "trashed", "lost")
 
 
@@ -103,6 +113,12 @@ class Metrics:
             "reverted": Counter("zag_atoms_reverted", "Atoms reverted.", atom, registry=r),
             "revert_failed": Counter(
                 "zag_atoms_revert_failed", "Atoms whose revert failed.", atom, registry=r
+            ),
+            "unreverted": Counter(
+                "zag_atoms_unreverted",
+                "Atoms a failed run left un-reverted (it ended UNCOMPENSATED or STUCK_PAST_PIVOT).",
+                atom,
+                registry=r,
             ),
             "retries": Counter(
                 "zag_retries",
@@ -160,6 +176,8 @@ class Metrics:
                     series[1].observe(event.duration)
             elif event.kind == "flow" and event.state in _FLOW_ENDS:
                 self.flows.labels(event.flow, event.state).inc()
+                for name in (event.details or {}).get("unreverted", ()):
+                    self._atoms["unreverted"].labels(event.flow, name).inc()
         elif event.kind in self._jobs:
             self._jobs[event.kind].labels(event.job.name).inc()
 

@@ -7,7 +7,8 @@ The picture is drawn from the compiled flow, so it shows what the engine
 runs: each pattern (linear, unordered, graph) is a cluster, an edge that
 carries data is labelled with the names it carries, an edge that only orders
 two atoms is dashed, a link with a decider is bold and marked with a diamond
-and the decider's name, and retry controllers are hexagons. With `states`
+and the decider's name, retry controllers are hexagons, and irreversible atoms
+(pivots: past them nothing is reverted) have a double border. With `states`
 (atom name -> state name) atoms are coloured by state.
 
 SVG and PNG need Graphviz's `dot` program (Debian package `graphviz`).
@@ -209,6 +210,8 @@ def to_mermaid(flow: Flow | Atom, states: Mapping[str, str] | None = None) -> st
             shape = ('{{"', '"}}')
         elif node.atom.is_wait:  # a stadium: waits for a signal or a time
             shape = ('(["', '"])')
+        elif node.atom.is_pivot:  # a double border: cannot be undone
+            shape = ('[["', '"]]')
         return f"{indent}n{i}{shape[0]}{label}{shape[1]}"
 
     def open_cluster(cluster: _Cluster, number: int, indent: str) -> list[str]:
@@ -277,6 +280,8 @@ def to_dot(flow: Flow | Atom, states: Mapping[str, str] | None = None) -> str:
             attrs.append("shape=hexagon")
         elif node.atom.is_wait:
             attrs.append("shape=oval")
+        elif node.atom.is_pivot:
+            attrs.append("peripheries=2")
         colours = STATE_COLOURS.get(state or "")
         if colours is not None:
             attrs.append(f'fillcolor="{colours[0]}", color="{colours[1]}"')

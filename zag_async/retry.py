@@ -8,9 +8,16 @@ fails, `on_failure(history)` picks a `Decision`:
 - `RETRY`: revert the guarded atoms, wait the delay, run the controller and
   the guarded atoms again;
 - `REVERT`: revert the guarded atoms (and the controller), then let the
-  enclosing controller decide; with none, the rest of the flow is left as is
-  unless the engine runs with `defer_reverts=True`;
+  enclosing controller decide; with none, revert the whole flow (a flow ends
+  REVERTED only when everything that ran was compensated);
 - `REVERT_ALL`: revert the whole flow.
+
+Once an irreversible atom (a pivot) has succeeded nothing is reverted any
+more: a RETRY runs the failed atom again in place (with the controller's
+current value), and giving up ends the flow STUCK_PAST_PIVOT.
+
+`RevertRetry` is the other direction: how often an atom's revert is tried
+before compensation is declared incomplete (the flow ends UNCOMPENSATED).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import inspect
 import random
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -34,6 +42,7 @@ __all__ = [
     "History",
     "ParameterizedForEach",
     "Retry",
+    "RevertRetry",
     "Times",
 ]
 
@@ -42,6 +51,52 @@ class Decision(StrEnum):
     RETRY = "RETRY"
     REVERT = "REVERT"
     REVERT_ALL = "REVERT_ALL"
+
+
+@dataclass(frozen=True, slots=True)
+class RevertRetry:
+    """How an atom's revert is retried: `attempts` tries in all, pauses growing.
+
+    A compensation that meets one transient error (a refund API timing out)
+    should not leave the flow uncompensated. The pause before try n+1 is
+    `delay * backoff**(n-1)`, at most `max_delay`. Tries are counted in the
+    atom's stored record, so a crash between tries does not reset the count.
+    Give `RevertRetry(attempts=1)` to try once.
+    """
+
+    attempts: int = 3
+    delay: float = 0.25
+    backoff: float = 2.0
+    max_delay: float = 30.0
+
+    def __post_init__(self) -> None:
+        problem = self.problem()
+        if problem is not None:
+            raise InvalidAtom(f"RevertRetry: {problem}")
+
+    def problem(self) -> str | None:
+        """What is wrong with these settings, if anything."""
+        if not isinstance(self.attempts, int) or isinstance(self.attempts, bool):
+            return f"attempts must be a whole number >= 1, got {self.attempts!r}"
+        if self.attempts < 1:
+            return f"attempts must be a whole number >= 1, got {self.attempts!r}"
+        for what in ("delay", "max_delay"):
+            value = getattr(self, what)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                return f"{what} must be a number of seconds >= 0, got {value!r}"
+        if not isinstance(self.backoff, (int, float)) or self.backoff < 1:
+            return f"backoff must be >= 1, got {self.backoff!r}"
+        return None
+
+    def delay_before(self, failed: int) -> float:
+        """Seconds to wait before the try that follows `failed` failed tries."""
+        if failed < 1 or self.delay == 0:
+            return 0.0
+        return float(min(self.delay * self.backoff ** (failed - 1), self.max_delay))
+
+
+#: What an atom's revert gets unless it says otherwise.
+DEFAULT_REVERT_RETRY = RevertRetry()
 
 
 class Retry(Atom):

@@ -4,9 +4,13 @@ Given the atoms' recorded states, the scheduler says what may run next
 (readiness by predecessor counts), records what came back (success, failure,
 revert), propagates reverts backwards in dependency order, asks retry
 controllers what a failure means and restarts their scope, and skips what a
-decider rejected. It never awaits and never calls an atom: the engine does
-that and feeds outcomes back. So every rule of the model can be exercised in a
-unit test without an event loop, and the engine's loop stays about I/O.
+decider rejected. A failure with no controller to retry it reverts the whole
+flow; a revert that fails is tried again by the atom's `RevertRetry`; once an
+irreversible atom (a pivot) has succeeded, failures are retried forward in
+place and never reverted (`compensation` judges how such runs end). It never
+awaits and never calls an atom: the engine does that and feeds outcomes back.
+So every rule of the model can be exercised in a unit test without an event
+loop, and the engine's loop stays about I/O.
 
 State changes go to the atom records (`AtomDetail`) and are marked in
 `Storage` as pending writes; the engine commits them before launching what
@@ -21,8 +25,17 @@ from collections.abc import Iterable
 from typing import Any, Literal
 
 from .bus import EventBus
+from .compensation import (
+    UNREVERTED_KEY,
+    clear_revert_tries,
+    count_revert_try,
+    failed_end,
+    pivot_passed,
+    revert_tries,
+    unreverted,
+)
 from .compiler import CompiledFlow, DeciderSpec
-from .errors import AtomInterrupted, SerializationError, ZagError
+from .errors import AtomInterrupted, NotFound, SerializationError, ZagError
 from .events import Event
 from .failure import Failure
 from .flow import Depth
@@ -70,7 +83,6 @@ class Scheduler:
         bus: receives an `Event` per atom state change while it has listeners.
         active: the nodes to consider (a target run); None means all.
         max_concurrency: how many calls may run at once (None: no limit).
-        defer_reverts: a REVERT with no enclosing controller reverts the whole flow.
     """
 
     def __init__(
@@ -83,7 +95,6 @@ class Scheduler:
         bus: EventBus | None = None,
         active: list[bool] | None = None,
         max_concurrency: int | None = None,
-        defer_reverts: bool = False,
     ) -> None:
         self.name = compiled.name
         self.nodes = compiled.nodes
@@ -94,7 +105,6 @@ class Scheduler:
         self.bus = bus if bus is not None else EventBus()
         self.active = active
         self.max_concurrency = max_concurrency
-        self.defer_reverts = defer_reverts
         n = len(self.nodes)
         self.waiting = [0] * n
         self.ready: deque[int] = deque()
@@ -103,6 +113,9 @@ class Scheduler:
         self.retrying: set[int] = set()
         self.revert_all = False
         self.revert_failed = False
+        self.past_pivot = False  # an irreversible atom succeeded: never revert again
+        self.gave_up = False  # past the pivot, a failure outlasted its retries
+        self._forward_delays: dict[int, float] = {}  # node -> pause before its forward retry
         self._cleared: set[int] = set()  # nodes whose deciders passed, not yet launched
 
     # -- state changes ---------------------------------------------------------------
@@ -151,6 +164,12 @@ class Scheduler:
         self._cleared.clear()
         self.revert_all = bool(self.storage.flow.meta.get("revert_all"))
         self.revert_failed = any(d.state is S.REVERT_FAILURE for d in details)
+        self.past_pivot = pivot_passed(nodes, details)
+        # A failure still recorded past the pivot is one that was given up on
+        # (a forward retry clears it in the same step that records it).
+        self.gave_up = self.past_pivot and any(
+            d.state is S.FAILURE and d.intention is Intention.EXECUTE for d in details
+        )
         for i, node in enumerate(nodes):
             if active is not None and not active[i]:
                 continue
@@ -184,6 +203,12 @@ class Scheduler:
                 self.on_failure(i, failure)
 
     @property
+    def halted(self) -> bool:
+        """True when nothing new may start: a revert failed for good, or the flow
+        gave up past its pivot (what runs is let finish)."""
+        return self.revert_failed or self.gave_up
+
+    @property
     def queued(self) -> bool:
         """True when some call waits for room (or for a failure found while picking)."""
         return bool(self.ready or self.revert_ready)
@@ -212,6 +237,10 @@ class Scheduler:
                 if d.state not in _REVERTIBLE:
                     continue
                 self.set(i, S.REVERTING)
+            if nodes[i].atom.revert_fn is not None:
+                count_revert_try(d)  # with this launch, so a crash counts as a try
+                if self._durable:
+                    self.storage.touch(d)
             try:
                 kwargs = self.revert_kwargs(i)
             except ZagError as exc:
@@ -279,6 +308,11 @@ class Scheduler:
     def started(self, i: int) -> None:
         self.running.add(i)
 
+    def forward_delay(self, i: int) -> float:
+        """Seconds node i's execute must wait first: its controller's delay when it is
+        retried forward past a pivot (asked once per launch), else 0."""
+        return self._forward_delays.pop(i, 0.0) if self._forward_delays else 0.0
+
     def revert_kwargs(self, i: int) -> dict[str, Any]:
         node = self.nodes[i]
         atom = node.atom
@@ -321,6 +355,8 @@ class Scheduler:
                 assert d.history is not None
                 d.history.add_attempt(value)
             self.set(i, S.SUCCESS, result=value, failure=None, duration=duration)
+            if node.atom.is_pivot:
+                self.past_pivot = True
             if d.intention is Intention.EXECUTE:
                 waiting, details, ready, active = (
                     self.waiting,
@@ -359,9 +395,26 @@ class Scheduler:
         if ok:
             self.set(i, S.REVERTED, revert_result=value, duration=duration)
             self._recheck_preds(i)
-        else:
-            self.set(i, S.REVERT_FAILURE, revert_failure=value, duration=duration)
-            self.revert_failed = True
+            return
+        d = self.details[i]
+        atom = self.nodes[i].atom
+        # Arguments that cannot be found and results that cannot be stored fail
+        # the same way every time: only the revert's own errors are retried.
+        settled = value.check(NotFound, SerializationError) is not None
+        if revert_tries(d) < atom.revert_policy.attempts and not settled:
+            # Stays REVERTING: the next launch waits out the policy's pause.
+            logger.info(
+                "flow %r: revert of %r failed (try %d of %d), trying again: %s",
+                self.name,
+                atom.name,
+                revert_tries(d),
+                atom.revert_policy.attempts,
+                value,
+            )
+            self.revert_ready.append(i)
+            return
+        self.set(i, S.REVERT_FAILURE, revert_failure=value, duration=duration)
+        self.revert_failed = True
 
     def _recheck_preds(self, i: int) -> None:
         """Node i settled: its predecessors (seen through skipped atoms) may revert now."""
@@ -386,6 +439,8 @@ class Scheduler:
         if d.intention is not Intention.REVERT or d.state not in _REVERTIBLE or i in self.running:
             return
         details, nodes = self.details, self.nodes
+        if nodes[i].atom.is_pivot and d.state is S.SUCCESS:
+            return  # it cannot be undone; it (and what precedes it) is left as is
         stack = list(nodes[i].succs)
         seen: set[int] | None = None
         while stack:
@@ -404,6 +459,9 @@ class Scheduler:
     # -- failures and retry controllers ---------------------------------------------------
 
     def on_failure(self, i: int, failure: Failure) -> None:
+        if self.past_pivot and not self.revert_all:
+            self._retry_forward(i, failure)
+            return
         kind, r = self._resolve(self.nodes[i].retry, self.nodes[i].name, failure)
         if self.revert_all:
             self.intend(i, Intention.REVERT)
@@ -417,16 +475,13 @@ class Scheduler:
         else:
             rd = self.details[r]
             scope = self.nodes[r].scope or []
-            if kind == "retry" and rd.intention is Intention.REVERT:
+            if rd.intention is Intention.REVERT:
                 targets = (i,)  # an enclosing revert already covers this scope
-            elif kind == "retry":
+            else:
                 if rd.intention is not Intention.RETRY:
                     self.intend(r, Intention.RETRY)
                     self.retrying.add(r)
                 targets = scope
-            else:
-                targets = [r, *scope]
-                self.retrying.discard(r)
         for n in targets:
             self.intend(n, Intention.REVERT)
         for n in targets:
@@ -457,11 +512,32 @@ class Scheduler:
             return ("retry", r)
         if decision is Decision.REVERT_ALL:
             return ("all", -1)
-        # REVERT defers to the enclosing controller; with none, only this scope
-        # is reverted unless the engine was asked to defer reverts to the flow.
-        if node.retry >= 0 or self.defer_reverts:
-            return self._resolve(node.retry, node.name, failure)
-        return ("scope", r)
+        # REVERT defers to the enclosing controller; with none, the whole flow is
+        # reverted (REVERTED means everything that ran was compensated).
+        return self._resolve(node.retry, node.name, failure)
+
+    def _retry_forward(self, i: int, failure: Failure) -> None:
+        """Past a pivot: run node i again in place if its controllers say RETRY
+        (nothing is reverted), else give up, leaving everything as it stands."""
+        kind, r = self._resolve(self.nodes[i].retry, self.nodes[i].name, failure)
+        if kind != "retry":
+            logger.info(
+                "flow %r: %r failed past the point of no return with no retry left; stopping: %s",
+                self.name,
+                self.nodes[i].name,
+                failure,
+            )
+            self.gave_up = True
+            return
+        rd = self.details[r]
+        assert rd.history is not None
+        rd.history.add_attempt(rd.result)  # counts as the controller's next attempt
+        self.storage.touch(rd)
+        ctl = self.nodes[r].atom
+        self._forward_delays[i] = ctl.delay_before(len(rd.history) - 1)  # type: ignore[attr-defined]
+        self.set(i, S.PENDING, failure=None)
+        if self.waiting[i] == 0:
+            self.ready.append(i)
 
     def settle_retries(self) -> None:
         """Restart each retry scope whose atoms have all been reverted."""
@@ -482,6 +558,7 @@ class Scheduler:
                 if d.state is not S.PENDING:
                     self.set(n, S.PENDING)
                 d.result = d.failure = d.revert_result = d.revert_failure = None
+                clear_revert_tries(d)
                 if d.history is not None:
                     d.history = History()
                 self.intend(n, Intention.EXECUTE)
@@ -546,13 +623,25 @@ class Scheduler:
         return False
 
     def verdict(self) -> tuple[FlowState, bool]:
-        """How the run ended (SUCCESS, REVERTED or FAILURE), and whether it stopped
-        with work left that nothing blocks (an engine bug, reported as FAILURE)."""
+        """How the run ended, and whether it stopped with work left that nothing
+        blocks (an engine bug, reported as FAILURE).
+
+        A run without failures ends SUCCESS. One with failures ends REVERTED
+        only if everything that ran was reverted; else UNCOMPENSATED or, once a
+        pivot succeeded, STUCK_PAST_PIVOT, with the atoms left un-reverted
+        named in the flow's meta.
+        """
         failures = self.storage.failures
         revert_failed = any(d.state is S.REVERT_FAILURE for d in self.details)
-        stuck = not (failures or revert_failed) and self.work_left()
-        if revert_failed or stuck:
-            return FlowState.FAILURE, stuck
-        if failures:
-            return FlowState.REVERTED, False
-        return FlowState.SUCCESS, False
+        if not (failures or revert_failed):
+            if self.work_left():
+                return FlowState.FAILURE, True
+            return FlowState.SUCCESS, False
+        nodes, details = self.nodes, self.details
+        end = failed_end(nodes, details)
+        left = unreverted(nodes, details) if end is not FlowState.REVERTED else []
+        meta = self.storage.flow.meta
+        if left or UNREVERTED_KEY in meta:
+            meta[UNREVERTED_KEY] = left
+            self.storage.touch_flow()
+        return end, False

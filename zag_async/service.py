@@ -528,7 +528,12 @@ class ZagService:
             if engine.state is FlowState.WAITING:
                 await self._park(engine)
         except Exception:
-            if engine.state not in (FlowState.REVERTED, FlowState.FAILURE):
+            if engine.state not in (
+                FlowState.REVERTED,
+                FlowState.FAILURE,
+                FlowState.UNCOMPENSATED,
+                FlowState.STUCK_PAST_PIVOT,
+            ):
                 raise  # not the flow's own failure (storage trouble, a bug)
         finally:
             del self._live[engine]

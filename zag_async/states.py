@@ -10,7 +10,14 @@ from enum import StrEnum
 
 from .errors import InvalidTransition
 
-__all__ = ["AtomState", "FlowState", "Intention", "check_atom_transition", "check_flow_transition"]
+__all__ = [
+    "ENDED",
+    "AtomState",
+    "FlowState",
+    "Intention",
+    "check_atom_transition",
+    "check_flow_transition",
+]
 
 
 class FlowState(StrEnum):
@@ -25,6 +32,14 @@ class FlowState(StrEnum):
     #: Every branch that can still run is waiting for a signal or a timer;
     #: nothing runs and nothing is held until the flow is resumed.
     WAITING = "WAITING"
+    #: The flow failed and compensation could not finish: some atoms that ran
+    #: were not reverted (a revert kept failing). They are named in the flow's
+    #: meta under "unreverted"; a person has to look.
+    UNCOMPENSATED = "UNCOMPENSATED"
+    #: The flow failed after an irreversible atom (a pivot) had succeeded: it
+    #: retried forward, gave up and reverted nothing; a person has to finish it.
+    #: (Names are at most 16 characters: the tables' state column.)
+    STUCK_PAST_PIVOT = "STUCK_PAST_PIVOT"
 
 
 class AtomState(StrEnum):
@@ -51,6 +66,15 @@ class Intention(StrEnum):
 F = FlowState
 A = AtomState
 
+#: The states a flow run ends in (nothing runs until it is reset).
+ENDED: tuple[FlowState, ...] = (
+    F.SUCCESS,
+    F.REVERTED,
+    F.FAILURE,
+    F.UNCOMPENSATED,
+    F.STUCK_PAST_PIVOT,
+)
+
 FLOW_TRANSITIONS: frozenset[tuple[FlowState, FlowState]] = frozenset(
     [
         (F.PENDING, F.RUNNING),
@@ -75,6 +99,12 @@ FLOW_TRANSITIONS: frozenset[tuple[FlowState, FlowState]] = frozenset(
         # is never SUSPENDED: suspending it would change nothing.
         (F.RUNNING, F.WAITING),
         (F.WAITING, F.RUNNING),
+        # Compensation that could not finish, and a failure past a pivot: ends
+        # like FAILURE, reached the same ways.
+        (F.RUNNING, F.UNCOMPENSATED),
+        (F.SUSPENDING, F.UNCOMPENSATED),
+        (F.RUNNING, F.STUCK_PAST_PIVOT),
+        (F.SUSPENDING, F.STUCK_PAST_PIVOT),
     ]
 )
 
@@ -90,6 +120,8 @@ TASK_TRANSITIONS: frozenset[tuple[AtomState, AtomState]] = frozenset(
         (A.REVERTING, A.REVERT_FAILURE),
         (A.REVERTED, A.PENDING),
         (A.IGNORE, A.PENDING),
+        # Past a pivot a failed atom is run again in place, not reverted first.
+        (A.FAILURE, A.PENDING),
     ]
 )
 

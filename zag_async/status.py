@@ -13,9 +13,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from .codec import plain_json
+from .compensation import unreverted_of
 from .engine import Engine
 from .errors import JobNotFound, ZagError
 from .factory import FactoryRef
@@ -24,8 +26,9 @@ from .inspection import AtomReport, describe_flow
 from .jobs.base import Job, JobBoard, JobOutcome, JobState
 from .models import FlowDetail
 from .persistence.base import Backend
-from .states import FlowState
+from .states import ENDED, AtomState, FlowState
 from .storage import Storage
+from .waiting import WaitingFor
 
 __all__ = [
     "FlowStatus",
@@ -34,15 +37,19 @@ __all__ = [
     "failure_lines",
     "find_job",
     "flow_error",
+    "iso_utc",
     "job_outcome",
     "read_flow_status",
     "read_job_status",
+    "waits_of",
 ]
 
 # The name the service logged these under before this module existed.
 logger = logging.getLogger("zag_async.service")
 
-_ENDED = (FlowState.SUCCESS, FlowState.REVERTED, FlowState.FAILURE)
+_ENDED = ENDED
+#: Ended by a failure (what ended it is the status's `error`).
+_FAILED = tuple(s for s in ENDED if s is not FlowState.SUCCESS)
 
 
 # -- flows -------------------------------------------------------------------------------
@@ -50,7 +57,7 @@ _ENDED = (FlowState.SUCCESS, FlowState.REVERTED, FlowState.FAILURE)
 
 def flow_error(detail: FlowDetail) -> str | None:
     """ "Type: message" of what ended the flow (a failed revert first), if anything did."""
-    if detail.state not in (FlowState.REVERTED, FlowState.FAILURE):
+    if detail.state not in _FAILED:
         return None
     for atom in detail.atoms.values():
         if atom.revert_failure is not None:
@@ -61,6 +68,29 @@ def flow_error(detail: FlowDetail) -> str | None:
     if failed:
         return "; ".join(f"{name}: {error_text(f)}" for name, f in failed)
     return None
+
+
+def waits_of(detail: FlowDetail) -> tuple[WaitingFor, ...]:
+    """The waits a WAITING flow is stopped at, in the order its atoms were recorded.
+
+    A wait is recorded as reached (`meta["wait"]`) while its atom is RUNNING;
+    the record is replaced when it ends. Empty unless the flow is WAITING: a
+    running flow's reached waits may end at any moment, so only a stopped
+    flow's are worth showing.
+    """
+    if detail.state is not FlowState.WAITING:
+        return ()
+    out = []
+    for atom in detail.atoms.values():
+        armed = (atom.meta or {}).get("wait")
+        if armed is not None and atom.state is AtomState.RUNNING:
+            out.append(WaitingFor(atom.name, armed.get("event"), armed.get("deadline")))
+    return tuple(out)
+
+
+def iso_utc(epoch: float | None) -> str | None:
+    """Epoch seconds as ISO 8601 in UTC (None stays None)."""
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat()
 
 
 def failure_lines(detail: FlowDetail) -> list[str]:
@@ -79,7 +109,10 @@ class FlowStatus:
     """Where one flow stands, as its record says (what a status URL shows).
 
     `results` (every provided value, store included) is set once the flow
-    ended SUCCESS; `error` ("Type: message") once it ended REVERTED or FAILURE.
+    ended SUCCESS; `error` ("Type: message") once it ended any other way;
+    `waiting_for` lists the waits it is stopped at while WAITING.
+    `unreverted` names the atoms that ran and were not reverted when the flow
+    ended UNCOMPENSATED or STUCK_PAST_PIVOT (a person has to see to them).
     """
 
     flow_id: str
@@ -88,10 +121,13 @@ class FlowStatus:
     results: Mapping[str, Any] | None = None
     error: str | None = None
     atoms: Sequence[AtomReport] = ()
+    waiting_for: tuple[WaitingFor, ...] = ()
+    unreverted: tuple[str, ...] = ()
 
     @property
     def done(self) -> bool:
-        """True once the flow ended (SUCCESS, REVERTED or FAILURE)."""
+        """True once the flow ended (SUCCESS, REVERTED, FAILURE, UNCOMPENSATED or
+        STUCK_PAST_PIVOT)."""
         return self.state in _ENDED
 
     @property
@@ -108,6 +144,8 @@ class FlowStatus:
             results=dict(results) if results is not None else None,
             error=flow_error(detail),
             atoms=tuple(describe_flow(detail)),
+            waiting_for=waits_of(detail),
+            unreverted=unreverted_of(detail),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -121,6 +159,11 @@ class FlowStatus:
             "atoms": [
                 {"name": a.name, "state": a.state, "attempts": a.attempts} for a in self.atoms
             ],
+            "waiting_for": [
+                {"atom": w.atom, "event": w.event, "deadline": iso_utc(w.deadline)}
+                for w in self.waiting_for
+            ],
+            "unreverted": list(self.unreverted),
         }
 
 

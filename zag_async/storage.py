@@ -34,7 +34,13 @@ if TYPE_CHECKING:
 
 __all__ = ["Storage", "WritePolicy"]
 
-_FINISHED = (FlowState.SUCCESS, FlowState.REVERTED, FlowState.FAILURE)
+_FINISHED = (
+    FlowState.SUCCESS,
+    FlowState.REVERTED,
+    FlowState.FAILURE,
+    FlowState.UNCOMPENSATED,
+    FlowState.STUCK_PAST_PIVOT,
+)
 
 logger = logging.getLogger("zag_async")
 

@@ -57,7 +57,13 @@ __all__ = [
 #: The key of a payload made by `reject()`.
 REJECT_KEY = "zag:reject"
 _NO_DEFAULT: Any = object()
-_FINISHED = (FlowState.SUCCESS, FlowState.REVERTED, FlowState.FAILURE)
+_FINISHED = (
+    FlowState.SUCCESS,
+    FlowState.REVERTED,
+    FlowState.FAILURE,
+    FlowState.UNCOMPENSATED,
+    FlowState.STUCK_PAST_PIVOT,
+)
 
 
 class Wait(Task):
@@ -181,8 +187,9 @@ async def signal(
     """Send a signal to a stored flow; returns it as stored.
 
     It is stored durably, once per `signal_id` (sending the same id again
-    returns the first one and stores nothing), and kept until a wait of
-    `event` takes it: each signal ends at most one wait, oldest first.
+    returns the first one and stores nothing, even once the flow has ended;
+    ids are unique across flows), and kept until a wait of `event` takes it:
+    each signal ends at most one wait, oldest first.
 
     With `board` (the job board the flow's job is on) the flow's parked job is
     made due now, so a conductor resumes the flow at once. Without it the
@@ -191,22 +198,38 @@ async def signal(
     `zag.resume` (or `ZagService.signal`, which wakes it itself).
 
     Raises:
-        SignalRefused: the flow does not exist or has finished, or no wait of
-            it declares `event`.
+        SignalRefused: (its `kind` says which) the flow does not exist or has
+            finished, no wait of it declares `event`, or `signal_id` was used
+            for another flow or event.
+        ConfigurationError: `event` or `signal_id` is not a string every
+            database can store.
     """
-    if not isinstance(event, str) or not event:
-        raise ConfigurationError(f"event must be a non-empty string, got {event!r}")
-    if signal_id is not None and not (isinstance(signal_id, str) and 0 < len(signal_id) <= 200):
-        raise ConfigurationError(
-            f"signal_id must be a string of 1 to 200 characters, got {signal_id!r}"
-        )
+    _check_text("event", event, 1000)
+    if signal_id is not None:
+        _check_text("signal_id", signal_id, 200)
+    if not isinstance(flow_id, str) or not _storable(flow_id) or not 0 < len(flow_id) <= 36:
+        raise SignalRefused(str(flow_id), event, "no such flow", kind="unknown_flow")
+    if signal_id is not None:
+        earlier = await backend.find_signal(signal_id)
+        if earlier is not None:
+            if (earlier.flow_id, earlier.event) != (flow_id, event):
+                raise SignalRefused(
+                    flow_id,
+                    event,
+                    f"signal id {signal_id!r} is already used by signal {earlier.event!r} "
+                    f"of flow {earlier.flow_id}",
+                    kind="id_taken",
+                )
+            return earlier  # a retry (a webhook delivered twice): nothing new to wake
     try:
         row = await backend.load_flow_row(flow_id)
     except NotFound:
-        raise SignalRefused(flow_id, event, "no such flow") from None
+        raise SignalRefused(flow_id, event, "no such flow", kind="unknown_flow") from None
     detail = backend.flow_from_row(row)
     if detail.state in _FINISHED:
-        raise SignalRefused(flow_id, event, f"the flow has finished ({detail.state})")
+        raise SignalRefused(
+            flow_id, event, f"the flow has finished ({detail.state})", kind="finished"
+        )
     declared = detail.meta.get("events") or []
     if event not in declared:
         waits = ", ".join(repr(e) for e in declared) or "none"
@@ -214,9 +237,36 @@ async def signal(
             flow_id, event, f"no wait of the flow declares it (it waits for {waits})"
         )
     stored, _ = await backend.add_signal(flow_id, event, payload, signal_id or new_id())
+    if (stored.flow_id, stored.event) != (flow_id, event):  # the same id, sent concurrently
+        raise SignalRefused(
+            flow_id,
+            event,
+            f"signal id {stored.id!r} is already used by signal {stored.event!r} "
+            f"of flow {stored.flow_id}",
+            kind="id_taken",
+        )
     if board is not None:
         await board.wake(str(detail.meta.get("job") or wake_job_id(flow_id)))
     return stored
+
+
+def _storable(text: str) -> bool:
+    """True for text every backend stores as given (no NUL, no lone surrogate)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_text(what: str, value: Any, most: int) -> None:
+    if not (isinstance(value, str) and 0 < len(value) <= most and _storable(value)):
+        raise ConfigurationError(
+            f"{what} must be a string of 1 to {most} characters with no NUL or lone "
+            f"surrogate, got {value!r}"[:300]
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,6 +398,11 @@ class Waits:
                 out.append(("exec", i, False, Failure.from_exception(error), 0.0))
                 continue
             event, deadline = armed["event"], armed["deadline"]
+            if deadline is not None and now is None:
+                # Read before looking for signals: a signal stored before the
+                # deadline and before this reading is then found by the look
+                # (read after it, the deadline could pass between the two).
+                now = await backend.clock()
             got = None
             if event is not None:
                 got = await backend.take_signal(
@@ -357,12 +412,10 @@ class Waits:
                 self.parked.discard(i)
                 out.append(self._from_signal(i, atom, got))
                 continue
-            if deadline is not None:
-                now = now if now is not None else await backend.clock()
-                if now >= deadline:
-                    self.parked.discard(i)
-                    out.append(self._timed_out(i, atom, deadline))
-                    continue
+            if deadline is not None and now is not None and now >= deadline:
+                self.parked.discard(i)
+                out.append(self._timed_out(i, atom, deadline))
+                continue
             self.parked.add(i)
         return out
 

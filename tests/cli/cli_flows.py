@@ -114,3 +114,29 @@ NOT_A_FLOW = 42
 
 def broken_factory() -> zag.Flow:
     raise ValueError("this factory is broken")
+
+
+@zag.task(provides="paid")
+async def pay_expense(approval: Any) -> str:
+    return f"paid, approved by {approval['by']}"
+
+
+def approval() -> zag.Flow:
+    """Waits for an "approval" signal (a day at most), then pays."""
+    wait = zag.wait_for("approve", event="approval", timeout=86400, provides="approval")
+    return zag.linear("approval", wait, pay_expense)
+
+
+@zag.task(provides="held", revert_retry=zag.retry.RevertRetry(attempts=1))
+async def hold() -> str:
+    return "held"
+
+
+@hold.revert
+async def release(*, result: Any) -> None:
+    raise RuntimeError("the hold cannot be released")
+
+
+def uncompensated() -> zag.Flow:
+    """prepare -> hold (its revert always fails) -> boom: compensation stops at hold."""
+    return zag.linear("uncompensated", prepare, hold, boom)

@@ -82,3 +82,21 @@ def test_a_flow_without_factory_must_be_named_to_draw_or_resume(tmp_path: Path) 
     assert not_resumed.code == 2
     assert f"run MODULE:NAME --resume {flow_id}" in not_resumed.one_error_line()
     assert resumed.code == 0 and '"v2": 3' in resumed.out  # already SUCCESS: its results
+
+
+def test_flows_show_names_what_an_uncompensated_flow_left_unreverted(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'f.db'}"
+    ran = zag("run", "cli_flows:uncompensated", "--backend", url)
+    assert ran.code == 1, ran.err
+    flow_id = ran.lines[0].split()[2]
+    assert f"flow uncompensated {flow_id}" in ran.out
+    listed, shown = zag_many(
+        ("flows", "list", "--state", "UNCOMPENSATED", "--backend", url),
+        ("flows", "show", flow_id, "--backend", url),
+    )
+    assert listed.code == 0 and flow_id in listed.out, listed.err
+    assert shown.code == 0, shown.err
+    assert re.match(rf"flow uncompensated {flow_id} UNCOMPENSATED \(version \d+\)$", shown.lines[0])
+    rows = {line.split()[0]: line for line in shown.lines[2:]}
+    assert re.match(r"hold\s+REVERT_FAILURE\s+1\s.*RuntimeError: the hold cannot be", rows["hold"])
+    assert shown.lines[-1] == "not reverted: prepare, hold"

@@ -4,7 +4,9 @@ rebuild flows from `module:function`).
 `pipeline` runs `first -> slow -> last`; each execute appends "<atom> <tag>" to
 `LOG`. `slow` stops for tags in `HOLD` until `release(tag)`; `started(tag)` is
 set when it stops there. `failing` fails in its second step (`Boom`) and is
-reverted. `reset()` (autouse in conftest.py) clears everything between tests.
+reverted. `approval` waits for an "approval" signal (an hour at most) and
+then `record`s its payload in `APPROVED`. `reset()` (autouse in conftest.py)
+clears everything between tests.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import zag_async as zag
 
 LOG: list[str] = []
+APPROVED: list[Any] = []
 HOLD: set[str] = set()
 _STARTED: dict[str, asyncio.Event] = {}
 _RELEASE: dict[str, asyncio.Event] = {}
@@ -26,6 +29,7 @@ class Boom(Exception):
 
 def reset() -> None:
     LOG.clear()
+    APPROVED.clear()
     HOLD.clear()
     _STARTED.clear()
     _RELEASE.clear()
@@ -73,6 +77,17 @@ async def explode(tag: str, a: str) -> None:
 @first.revert
 async def undo_first(tag: str, **kwargs: Any) -> None:
     LOG.append(f"revert first {tag}")
+
+
+@zag.task(provides="recorded")
+async def record(approval: Any) -> Any:
+    APPROVED.append(approval)
+    return approval
+
+
+def approval() -> zag.Flow:
+    wait = zag.wait_for("approve", event="approval", timeout=3600, provides="approval")
+    return zag.linear("approval", wait, record)
 
 
 def pipeline() -> zag.Flow:

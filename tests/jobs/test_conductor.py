@@ -162,9 +162,9 @@ async def test_failed_flow_is_trashed(board: JobBoard, backend: zag.persistence.
     async with running(board, backend, recorder=recorder):
         outcome = await wait_outcome(job)
     assert outcome.state == "TRASHED"
-    assert outcome.error is not None and "FAILURE" in outcome.error
+    assert outcome.error is not None and "UNCOMPENSATED" in outcome.error
     assert recorder.kinds(job) == ["claimed", "started", "trashed"]
-    assert (await backend.load_flow(job.flow_id)).state is zag.FlowState.FAILURE
+    assert (await backend.load_flow(job.flow_id)).state is zag.FlowState.UNCOMPENSATED
     assert await board.jobs() == []
 
 

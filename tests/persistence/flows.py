@@ -11,7 +11,8 @@ lives here at module level (the rebuilt flow is a new set of objects):
   execute only) that stop mid-call, after logging their start, until the test
   cancels the run or calls `release(key)`; `started(key)` is set when they stop
   ("s1" or "revert s1");
-- `FAILS` maps an atom name to how many more of its calls should raise `Boom`;
+- `FAILS` maps an atom name to how many more of its calls should raise `Boom`,
+  `REVERT_FAILS` the same for its reverts (held reverts count from "s1#2" too);
 - `UNSTORABLE` names atoms that return a value no codec can store;
 - `EXTRA` names atoms the factories append, to simulate a changed flow.
 
@@ -29,6 +30,7 @@ LOG: list[str] = []
 HOLD_EXEC: set[str] = set()
 HOLD_REVERT: set[str] = set()
 FAILS: dict[str, int] = {}
+REVERT_FAILS: dict[str, int] = {}
 UNSTORABLE: set[str] = set()
 EXTRA: list[str] = []
 _STARTED: dict[str, asyncio.Event] = {}
@@ -48,6 +50,7 @@ def reset() -> None:
     HOLD_EXEC.clear()
     HOLD_REVERT.clear()
     FAILS.clear()
+    REVERT_FAILS.clear()
     UNSTORABLE.clear()
     EXTRA.clear()
     _STARTED.clear()
@@ -95,9 +98,26 @@ class Step(zag.Task):
     async def revert(self, **kwargs: Any) -> None:
         key = f"revert {self.name}"
         LOG.append(key)
-        if self.name in HOLD_REVERT:
+        if self.name in HOLD_REVERT or f"{self.name}#{LOG.count(key)}" in HOLD_REVERT:
             await _hold(key)
+        if REVERT_FAILS.get(self.name, 0) > 0:
+            REVERT_FAILS[self.name] -= 1
+            raise Boom(f"revert of {self.name} failed")
         LOG.append(f"reverted {self.name}")
+
+
+class Pivot(zag.Task):
+    """An irreversible step (no revert): logs "name" and "done name" like `Step`."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name=name, provides=name, irreversible=True)
+
+    async def execute(self) -> str:
+        LOG.append(self.name)
+        if self.name in HOLD_EXEC:
+            await _hold(self.name)
+        LOG.append(f"done {self.name}")
+        return f"{self.name}-out"
 
 
 def linear_steps(n: int, prefix: str = "s") -> zag.Flow:
@@ -128,6 +148,18 @@ def with_retry(attempts: int = 3) -> zag.Flow:
     """before -> [guarded: r0 -> r1 under Times(attempts)] -> after."""
     guarded = zag.linear("guarded", Step("r0"), Step("r1"), retry=zag.retry.Times(attempts))
     return zag.linear("retrying", Step("before"), guarded, Step("after"))
+
+
+def shaky_refund(attempts: int) -> zag.Flow:
+    """reserve -> charge (its revert tried `attempts` times, no pause) -> ship."""
+    policy = zag.retry.RevertRetry(attempts=attempts, delay=0)
+    return zag.linear("refund", Step("reserve"), Step("charge", revert_retry=policy), Step("ship"))
+
+
+def order_with_pivot(attempts: int) -> zag.Flow:
+    """reserve -> charge -> ship (irreversible) -> notify under Times(attempts)."""
+    notify = Step("notify", retry=zag.retry.Times(attempts))
+    return zag.linear("order", Step("reserve"), Step("charge"), Pivot("ship"), notify)
 
 
 def non_idempotent() -> zag.Flow:

@@ -426,9 +426,9 @@ async def test_retry_budget_spent_before_a_resume_stays_spent(backend: Backend) 
     assert history is not None
     assert history.values == [1, 2]
     assert [list(a.failures) for a in history] == [["r1"], ["r1"]]
-    # REVERT with no enclosing controller: the guarded subflow only.
+    # REVERT with no enclosing controller: the whole flow (issue 13).
     assert states(stored) == {
-        "before": S.SUCCESS,
+        "before": S.REVERTED,
         "guarded.retry": S.REVERTED,
         "r0": S.REVERTED,
         "r1": S.REVERTED,
@@ -529,3 +529,92 @@ async def test_load_needs_a_factory_or_a_flow(backend: Backend) -> None:
 async def test_load_of_unknown_flow_is_not_found(backend: Backend) -> None:
     with pytest.raises(NotFound):
         await zag.Engine.load("no-such-flow", backend=backend, owner="me")
+
+
+# -- compensation (issue 13): revert retries and pivots are durable ------------------------
+
+
+async def test_revert_retries_are_counted_across_a_resume(backend: Backend) -> None:
+    # charge's refund fails, is held (and cut off) on its second try; after the resume
+    # the third and last try fails too: 3 tries in all, not 2 + 3.
+    flows.FAILS["ship"] = 1
+    flows.REVERT_FAILS["charge"] = 10
+    flows.HOLD_REVERT.add("charge#2")
+    engine = zag.Engine.from_factory(flows.shaky_refund, args=(3,), backend=backend)
+    await interrupt(engine, "revert charge")
+    flows.HOLD_REVERT.clear()
+    stored = await backend.load_flow(engine.flow_id)
+    assert stored.atoms["charge"].state is S.REVERTING
+    assert stored.atoms["charge"].meta == {"revert_tries": 2}
+
+    resumed = await zag.Engine.load(engine.flow_id, backend=backend)
+    with pytest.raises(flows.Boom, match="revert of charge failed"):
+        await resumed.run()
+
+    assert flows.count("revert charge") == 3
+    stored = await backend.load_flow(engine.flow_id)
+    assert stored.state is F.UNCOMPENSATED
+    assert stored.meta["unreverted"] == ["reserve", "charge"]
+    assert states(stored) == {"reserve": S.SUCCESS, "charge": S.REVERT_FAILURE, "ship": S.REVERTED}
+    assert (await zag.status.read_flow_status(backend, engine.flow_id)).unreverted == (
+        "reserve",
+        "charge",
+    )
+
+
+async def test_a_revert_that_succeeds_on_a_later_try_ends_reverted(backend: Backend) -> None:
+    flows.FAILS["ship"] = 1
+    flows.REVERT_FAILS["charge"] = 2
+    engine = zag.Engine.from_factory(flows.shaky_refund, args=(3,), backend=backend)
+    with pytest.raises(flows.Boom, match="ship failed"):
+        await engine.run()
+    stored = await backend.load_flow(engine.flow_id)
+    assert stored.state is F.REVERTED
+    assert "unreverted" not in stored.meta
+    assert set(states(stored).values()) == {S.REVERTED}
+    assert stored.atoms["charge"].meta == {"revert_tries": 3}
+
+
+async def test_forward_retries_past_a_pivot_are_counted_across_a_resume(
+    backend: Backend,
+) -> None:
+    # notify fails on attempt 1 and is cut off in attempt 2; the resume runs attempt
+    # 2 again (at least once, as for any interrupted atom), then attempt 3, the last
+    # under Times(3): the flow stops past the pivot, and nothing is reverted.
+    flows.FAILS["notify"] = 10
+    flows.HOLD_EXEC.add("notify#2")
+    engine = zag.Engine.from_factory(flows.order_with_pivot, args=(3,), backend=backend)
+    await interrupt(engine, "notify")
+    flows.HOLD_EXEC.clear()
+    stored = await backend.load_flow(engine.flow_id)
+    history = stored.atoms["notify.retry"].history
+    assert history is not None and len(history) == 2
+
+    resumed = await zag.Engine.load(engine.flow_id, backend=backend)
+    with pytest.raises(flows.Boom, match="notify failed"):
+        await resumed.run()
+
+    assert flows.count("notify") == 4  # attempts 1, 2 (cut off), 2 again, 3
+    assert not [entry for entry in flows.LOG if entry.startswith("revert")]
+    stored = await backend.load_flow(engine.flow_id)
+    assert stored.state is F.STUCK_PAST_PIVOT
+    history = stored.atoms["notify.retry"].history
+    assert history is not None and len(history) == 3
+    assert stored.meta["unreverted"] == ["reserve", "charge", "ship", "notify"]
+    assert states(stored)["ship"] is S.SUCCESS
+    again = await zag.Engine.load(engine.flow_id, backend=backend)
+    with pytest.raises(flows.Boom):
+        await again.run()  # ended: nothing runs
+    assert flows.count("notify") == 4
+
+
+async def test_a_forward_retry_that_succeeds_ends_the_flow_successfully(
+    backend: Backend,
+) -> None:
+    flows.FAILS["notify"] = 1
+    engine = zag.Engine.from_factory(flows.order_with_pivot, args=(2,), backend=backend)
+    results = await engine.run()
+    assert results["notify"] == "notify-out"
+    stored = await backend.load_flow(engine.flow_id)
+    assert stored.state is F.SUCCESS
+    assert flows.count("notify") == 2 and flows.count("ship") == 1

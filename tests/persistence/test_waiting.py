@@ -197,10 +197,10 @@ async def test_a_short_timeout_ends_within_the_run(backend: Backend) -> None:
 
 async def test_a_signal_racing_the_timeout_has_one_recorded_winner(backend: Backend) -> None:
     # On time: the signal arrived before the deadline, the resume came after it.
-    engine = await start(backend, expense(timeout=0.3))
+    engine = await start(backend, expense(timeout=1.0))
     await zag.signal(engine.flow_id, "approval", "yes", backend=backend)
-    await asyncio.sleep(0.4)
-    again = await resume(backend, engine.flow_id, expense(timeout=0.3))
+    await asyncio.sleep(1.1)
+    again = await resume(backend, engine.flow_id, expense(timeout=1.0))
     assert again.state is zag.FlowState.SUCCESS
     meta = (await backend.load_flow(engine.flow_id)).atoms["approve"].meta
     assert meta is not None
@@ -277,7 +277,7 @@ async def test_a_failure_elsewhere_abandons_the_wait_and_reverts(backend: Backen
 
 async def test_sleep_is_a_durable_timer(backend: Backend) -> None:
     def flow() -> zag.Flow:
-        return zag.linear("nap", zag.sleep("nap", delay=0.2))
+        return zag.linear("nap", zag.sleep("nap", delay=1.0))
 
     engine = zag.Engine(flow(), backend=backend)
     await engine.run()
@@ -286,7 +286,7 @@ async def test_sleep_is_a_durable_timer(backend: Backend) -> None:
     again = await zag.Engine.load(engine.flow_id, backend=backend, flow=flow())
     await again.run()
     assert again.state is zag.FlowState.WAITING
-    await asyncio.sleep(0.25)
+    await asyncio.sleep(1.05)
     last = await zag.Engine.load(engine.flow_id, backend=backend, flow=flow())
     await last.run()
     assert last.state is zag.FlowState.SUCCESS
@@ -300,8 +300,39 @@ async def test_signals_no_wait_can_take_are_refused(backend: Backend) -> None:
         await zag.signal(engine.flow_id, "typo", None, backend=backend)
     await zag.signal(engine.flow_id, "approval", "ok", backend=backend)
     await resume(backend, engine.flow_id, expense())
-    with pytest.raises(SignalRefused, match="finished"):
+    with pytest.raises(SignalRefused, match="finished") as finished:
         await zag.signal(engine.flow_id, "approval", "again", backend=backend)
+    assert finished.value.kind == "finished"
+
+
+async def test_signal_ids_are_idempotent_even_after_the_flow_ends(backend: Backend) -> None:
+    engine = await start(backend, expense())
+    first = await zag.signal(engine.flow_id, "approval", "ok", backend=backend, signal_id="w-1")
+    await resume(backend, engine.flow_id, expense())
+    # the provider retries its webhook after the flow finished: the same signal, no error
+    again = await zag.signal(engine.flow_id, "approval", "ok", backend=backend, signal_id="w-1")
+    assert (again.id, again.seq, again.taken_by) == (first.id, first.seq, again.taken_by)
+    assert again.taken_by is not None
+    other = await start(backend, expense())
+    with pytest.raises(SignalRefused, match="already used by signal 'approval'") as taken:
+        await zag.signal(other.flow_id, "approval", "x", backend=backend, signal_id="w-1")
+    assert taken.value.kind == "id_taken"
+    assert await backend.list_signals(other.flow_id) == []
+
+
+@pytest.mark.parametrize("bad", ["a\x00b", "\ud800", "", "x" * 201])
+async def test_unstorable_signal_ids_and_events_are_refused_clearly(
+    backend: Backend, bad: str
+) -> None:
+    engine = await start(backend, expense())
+    with pytest.raises(ConfigurationError, match="signal_id must be a string"):
+        await zag.signal(engine.flow_id, "approval", None, backend=backend, signal_id=bad)
+    if len(bad) < 200:
+        with pytest.raises(ConfigurationError, match="event must be a string"):
+            await zag.signal(engine.flow_id, bad, None, backend=backend)
+    with pytest.raises(SignalRefused, match="no such flow") as unknown:
+        await zag.signal(bad or "?" * 37, "approval", None, backend=backend)
+    assert unknown.value.kind == "unknown_flow"
 
 
 async def test_take_signal_is_once_per_signal_and_repeatable_per_taker(backend: Backend) -> None:

@@ -3,6 +3,7 @@ jobs, inspect stored flows and draw flows.
 
     zag-async run myapp.flows:provision web-1 --store size=32 --backend sqlite+aiosqlite:///f.db
     zag-async flows show FLOW_ID --backend sqlite+aiosqlite:///f.db
+    zag-async signal FLOW_ID approval --data '{"by": "ann"}' --backend sqlite+aiosqlite:///f.db
     zag-async graph myapp.flows:provision web-1 --format svg -o provision.svg
 
 Mistakes a user can make (an unknown module, a malformed --store value, a
@@ -14,7 +15,7 @@ when the output is piped. Only this package imports click and rich, so
 
 This module holds the root group, its error handling and logging; the
 commands live in one module per group: `runs` (run, demo), `jobs` (jobs,
-conductor), `flows` (flows, graph, db) and `workers` (worker).
+conductor), `flows` (flows, graph, db), `signals` (signal) and `workers` (worker).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from .common import PICTURE_FORMATS, PROG, BadInput, CliError, describe_error
 from .flows import db, flows, graph
 from .jobs import conductor, jobs
 from .runs import demo, run_command
+from .signals import signal_command
 from .workers import worker
 
 __all__ = ["PICTURE_FORMATS", "main", "run"]
@@ -128,5 +130,5 @@ def main(debug: bool) -> None:
         sys.path.insert(0, cwd)
 
 
-for _command in (conductor, db, demo, flows, graph, jobs, run_command, worker):
+for _command in (conductor, db, demo, flows, graph, jobs, run_command, signal_command, worker):
     main.add_command(_command)

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ..compensation import unreverted_of
 from ..inspection import describe_flow
 from ..models import FlowDetail
 from .common import BadInput
@@ -41,6 +42,8 @@ STATE_STYLES = {
     "REVERT_FAILURE": "bold red",
     "RETRYING": "magenta",
     "IGNORE": "dim",
+    "UNCOMPENSATED": "bold red",
+    "STUCK_PAST_PIVOT": "bold red",
 }
 
 
@@ -117,3 +120,6 @@ def show_flow(console: Console, detail: FlowDetail) -> None:
     ]
     title = f"flow {detail.name} {detail.uuid} {detail.state} (version {detail.version})"
     emit_table(console, ["ATOM", "STATE", "ATTEMPTS", "DURATION", "FAILURE"], rows, title)
+    left = unreverted_of(detail)
+    if left:
+        console.print(f"not reverted: {', '.join(left)}", style="bold red")

@@ -263,7 +263,12 @@ async def _run_flow(
                 raise click.exceptions.Exit(128 + received[0]) from None
             raise
         except Exception:
-            if engine.state not in (FlowState.REVERTED, FlowState.FAILURE):
+            if engine.state not in (
+                FlowState.REVERTED,
+                FlowState.FAILURE,
+                FlowState.UNCOMPENSATED,
+                FlowState.STUCK_PAST_PIVOT,
+            ):
                 raise
             click.echo(
                 f"flow {engine.name} {engine.state} in {seconds_text(time.monotonic() - started)}"

@@ -13,6 +13,11 @@
 startup, stored under `ZAG_KEY`, and closed at cleanup, after aiohttp has let
 running requests finish (its flows are suspended, never lost).
 
+`signal_routes(prefix)` is a ready route that sends signals to waiting flows
+(`POST {prefix}/flows/{flow_id}/signals/{event}`, see `zag_async.contrib.signals`):
+
+    app.add_routes(signal_routes("/api"))
+
 Needs `pip install 'zag-async[aiohttp]'`.
 """
 
@@ -25,8 +30,9 @@ from aiohttp import web
 
 from ..errors import ConfigurationError
 from ..service import ZagService
+from .signals import PATH, deliver
 
-__all__ = ["ZAG_KEY", "get_zag", "zag_context"]
+__all__ = ["ZAG_KEY", "get_zag", "signal_handler", "signal_routes", "zag_context"]
 
 #: Where the running service is kept on the application.
 ZAG_KEY: web.AppKey[ZagService] = web.AppKey("zag", ZagService)
@@ -57,3 +63,24 @@ def get_zag(source: web.Application | web.Request) -> ZagService:
             "this aiohttp app has no zag service: add app.cleanup_ctx.append(zag_context(...))"
         )
     return service
+
+
+async def signal_handler(request: web.Request) -> web.Response:
+    """Send the signal a request carries: the flow id and event come from the route's
+    `{flow_id}` and `{event}`, the payload is the JSON body, the id the
+    `Idempotency-Key` header (or `?signal_id=`). See `zag_async.contrib.signals`."""
+    reply = await deliver(
+        get_zag(request),
+        request.match_info["flow_id"],
+        request.match_info["event"],
+        await request.read(),
+        signal_id=request.query.get("signal_id"),
+        idempotency_key=request.headers.get("Idempotency-Key"),
+    )
+    return web.json_response(reply.body, status=reply.status)
+
+
+def signal_routes(prefix: str = "") -> list[web.RouteDef]:
+    """`POST {prefix}/flows/{flow_id}/signals/{event}` (`signal_handler`), for
+    `app.add_routes(...)`; answers 202, 404, 409 or 422 as `signal_router` does."""
+    return [web.post(prefix + PATH, signal_handler)]

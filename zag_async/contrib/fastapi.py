@@ -17,6 +17,11 @@ suspended, never lost). Inside a lifespan of your own, enter it yourself:
         async with zag_lifespan(backend=...)(app):
             yield
 
+`signal_router(prefix)` is a ready route that sends signals to waiting flows
+(`POST {prefix}/flows/{flow_id}/signals/{event}`, see `zag_async.contrib.signals`):
+
+    app.include_router(signal_router("/api"))
+
 Needs `pip install 'zag-async[fastapi]'`.
 """
 
@@ -27,12 +32,14 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi.responses import JSONResponse
 
 from ..errors import ConfigurationError
 from ..service import ZagService
+from .signals import PATH, deliver
 
-__all__ = ["ZagDep", "get_zag", "zag_lifespan"]
+__all__ = ["ZagDep", "get_zag", "signal_router", "zag_lifespan"]
 
 
 def zag_lifespan(**options: Any) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
@@ -68,3 +75,35 @@ def get_zag(request: Request) -> ZagService:
 
 #: Annotate a handler parameter with this to receive the running `ZagService`.
 ZagDep = Annotated[ZagService, Depends(get_zag)]
+
+
+def signal_router(prefix: str = "") -> APIRouter:
+    """A router with `POST {prefix}/flows/{flow_id}/signals/{event}`: the JSON body is
+    the signal's payload, `Idempotency-Key` (or `?signal_id=`) its id.
+
+    Answers 202 with the stored signal, 404 for an unknown flow, 409 when the flow
+    has finished or no wait of it declares the event, 422 for a body that is not
+    JSON or a bad id (see `zag_async.contrib.signals`).
+    """
+    router = APIRouter(prefix=prefix)
+
+    @router.post(PATH, status_code=202, name="zag_signal")
+    async def send_signal(
+        flow_id: str,
+        event: str,
+        request: Request,
+        zag: ZagDep,
+        signal_id: str | None = None,
+        idempotency_key: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
+        reply = await deliver(
+            zag,
+            flow_id,
+            event,
+            await request.body(),
+            signal_id=signal_id,
+            idempotency_key=idempotency_key,
+        )
+        return JSONResponse(reply.body, status_code=reply.status)
+
+    return router

@@ -17,7 +17,7 @@ lost its claim can no longer write), runs the engine and then:
   flows with signals not yet taken (one sent without a board) and wakes them;
 - abandons it (another conductor resumes it) on storage or board trouble and
   on `stop()`;
-- trashes it when its flow ends FAILURE (a revert failed: needs a person), or
+- trashes it when its flow ends FAILURE, UNCOMPENSATED or STUCK_PAST_PIVOT (needs a person), or
   when building its flow failed `build_attempts` times, counted on the job
   itself so every conductor sees the same count.
 
@@ -462,8 +462,8 @@ class Conductor:
             await self._park(claim, engine)
             return
         outcome = job_outcome(job, state, results, error)
-        if state is FlowState.FAILURE:
-            await self._finish(claim, "trashed", outcome, f"flow ended FAILURE: {outcome.error}")
+        if state in (FlowState.FAILURE, FlowState.UNCOMPENSATED, FlowState.STUCK_PAST_PIVOT):
+            await self._finish(claim, "trashed", outcome, f"flow ended {state}: {outcome.error}")
         else:
             await self._finish(claim, "consumed", outcome, None)
 

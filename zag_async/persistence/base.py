@@ -282,6 +282,15 @@ class Backend(abc.ABC):
         row = await self._take_signal(flow_id, event, taker, arrived_by)
         return None if row is None else self.signal_from_row(row)
 
+    async def find_signal(self, signal_id: str) -> Signal | None:
+        """The signal stored under `signal_id` (any flow's), or None."""
+        self._check_open()
+        row = await self._signal_row(signal_id)
+        return None if row is None else self.signal_from_row(row)
+
+    @abc.abstractmethod
+    async def _signal_row(self, signal_id: str) -> Row | None: ...
+
     async def list_signals(self, flow_id: str) -> list[Signal]:
         """Every signal stored for the flow, in arrival order (taken or not)."""
         self._check_open()

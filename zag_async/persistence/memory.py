@@ -166,6 +166,10 @@ class MemoryBackend(Backend):
         pending["taken_by"] = taker
         return dict(pending)
 
+    async def _signal_row(self, signal_id: str) -> Row | None:
+        found = self._t.signals.get(signal_id)
+        return None if found is None else dict(found)
+
     async def _signalled_flows(self) -> dict[str, int]:
         out: dict[str, int] = {}
         waiting = str(FlowState.WAITING)

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Float,
+    Select,
     bindparam,
     delete,
     event,
@@ -380,6 +381,10 @@ class SqlBackend(Backend):
 
     async def _insert_signal(self, row: Row) -> tuple[Row, bool]:
         async with self._begin() as conn:
+            # PostgreSQL stamps created_at before the commit: a take (which locks
+            # the flow's row) waits for this commit rather than miss a signal
+            # stamped before a deadline it has seen pass. SQLite serializes writes.
+            await conn.execute(self._flow_key(row["flow_uuid"]).with_for_update(key_share=True))
             result = await conn.execute(self._insert_signal_row, [row])
             query = select(signals).where(signals.c.id == row["id"])
             stored = (await conn.execute(query)).mappings().one()
@@ -402,10 +407,21 @@ class SqlBackend(Backend):
             .values(taken_by=taker)
         )
         async with self._begin() as conn:
+            await conn.execute(self._flow_key(flow_id).with_for_update())  # see _insert_signal
             found = (await conn.execute(mine)).mappings().first()
             if found is None and (await conn.execute(take)).rowcount == 1:
                 found = (await conn.execute(mine)).mappings().first()
         return None if found is None else dict(found)
+
+    async def _signal_row(self, signal_id: str) -> Row | None:
+        async with self._connect() as conn:
+            rows = await conn.execute(select(signals).where(signals.c.id == signal_id))
+            found = rows.mappings().first()
+        return None if found is None else dict(found)
+
+    @staticmethod
+    def _flow_key(flow_id: str) -> Select[tuple[str]]:
+        return select(flows.c.uuid).where(flows.c.uuid == flow_id)
 
     async def _signalled_flows(self) -> dict[str, int]:
         query = (

@@ -185,3 +185,16 @@ def pg_url() -> Iterator[str]:
 @pytest.fixture(autouse=True)
 def _quick_sweep(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(conductor_module, "RECOVER_EVERY", 0.5)
+
+
+async def test_a_wake_from_another_client_reaches_a_conductor_of_its_own_jobs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(conductor_module, "RECOVER_EVERY", 1000.0)  # no sweep to help
+    async with ZagService(backend=f"memory://{uuid.uuid4().hex}") as service:  # claim_new False
+        flow_id = await service.start(FACTORY)
+        await eventually(lambda: _parked(service), what="the job to be parked")
+        # Not through service.signal: as a client holding the same board would.
+        await zag.signal(flow_id, "approval", "c", backend=service.backend, board=service.board)
+        done = await eventually(lambda: _ended(service, flow_id), what="the flow to end")
+        assert done.results["paid"] == "paid after c"

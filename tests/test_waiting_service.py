@@ -53,8 +53,10 @@ async def test_a_signal_wakes_the_waiting_flow(backend: str, tmp_path: Path) -> 
         assert done.state == "SUCCESS"
         assert done.results["paid"] == "paid after yes"
         # the same signal again is stored once and wakes nothing new
+        again = await service.signal(status.flow_id, "approval", "yes", signal_id="s1")
+        assert (again.id, again.seq) == (stored.id, stored.seq)
         with pytest.raises(SignalRefused, match="finished"):
-            await service.signal(status.flow_id, "approval", "yes", signal_id="s1")
+            await service.signal(status.flow_id, "approval", "no")
     assert PAID == ["yes"]
 
 

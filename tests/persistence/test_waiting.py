@@ -402,12 +402,18 @@ async def test_a_signal_sent_as_the_deadline_passes_has_exactly_one_winner(
     outcomes = set()
     for _ in range(4):
         LOG.clear()
-        engine = await start(backend, expense(timeout=0.1))
-        await asyncio.sleep(0.09)
+        engine = zag.Engine(expense(timeout=0.3), backend=backend)
+        with contextlib.suppress(WaitTimeout):
+            await engine.run()
+        if engine.state is not zag.FlowState.WAITING:
+            continue  # a loaded machine took the whole 0.3 s to get there: no race to test
+        (waiting,) = engine.waiting_for
+        assert waiting.deadline is not None
+        await asyncio.sleep(max(0.0, waiting.deadline - await backend.clock() - 0.01))
         sent = asyncio.ensure_future(
             zag.signal(engine.flow_id, "approval", "close call", backend=backend)
         )
-        again = await zag.Engine.load(engine.flow_id, backend=backend, flow=expense(timeout=0.1))
+        again = await zag.Engine.load(engine.flow_id, backend=backend, flow=expense(timeout=0.3))
         with contextlib.suppress(WaitTimeout):
             await again.run()
         refused = False

@@ -326,6 +326,7 @@ class Conductor:
                     self.adopt(job_id)
                 elif due < math.inf:
                     next_due = due - now if next_due is None else min(next_due, due - now)
+            await self._adopt_woken()
         for job_id in sorted(self._adopted):  # asked for by name: claimed directly
             if free <= 0 or self._stopping:
                 return next_due
@@ -371,6 +372,17 @@ class Conductor:
             if due_in is not None:
                 next_due = due_in if next_due is None else min(next_due, due_in)
         return next_due
+
+    async def _adopt_woken(self) -> None:
+        """Take back those of our parked jobs that someone else woke (a signal sent
+        with `board=` from another process): they are due now on the board."""
+        try:
+            due = await self.board.jobs(state=JobState.UNCLAIMED, include_delayed=False)
+        except BoardUnavailable:
+            return
+        for job in due:
+            if job.uuid in self._parked:
+                self.adopt(job.uuid)
 
     async def _claim_one(self, tg: asyncio.TaskGroup, job: Job | str) -> float | None:
         """Claim one job and start it; returns seconds until it is due if it is not yet."""

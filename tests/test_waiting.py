@@ -81,7 +81,7 @@ def test_waits_compile_into_flows_like_any_atom() -> None:
 def test_the_readme_approval_example_runs() -> None:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Waiting for people and time", 1)[1].split("\n## ", 1)[0]
-    [code] = [b for b in re.findall(r"```python\n(.*?)```", section, re.S) if "zag.Engine(" in b]
+    [code] = [b for b in re.findall(r"```python\n(.*?)```", section, re.S) if "expense_flow()" in b]
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,3 +69,16 @@ async def test_the_approval_example_runs(snippet: Any, capsys: pytest.CaptureFix
 
         assert (await eventually(done, what="the expense to be paid")).state == "SUCCESS"
     assert "paid E-1 approved by ann" in capsys.readouterr().out
+
+
+def test_the_run_time_wait_example_runs_as_shown(tmp_path: Path) -> None:
+    """The block on deciding at run time whether to wait prints its Output block."""
+    (block,) = [b for b in BLOCKS if "start_payment" in b]
+    shown = SECTION.split(block, 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    script = tmp_path / "pay.py"
+    script.write_text(block)
+    ran = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == shown

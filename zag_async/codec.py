@@ -159,51 +159,83 @@ def _encode_dict(value: Mapping[Any, Any]) -> Any:
 
 
 def _encode_other(value: Any) -> Any:
-    """Everything but exact JSON scalars, lists and dicts (the fast path)."""
+    """Everything but exact JSON scalars, lists and dicts (the fast path), by its class."""
     cls = type(value)
-    if isinstance(value, enum.Enum):
-        return {_TAG: "enum", "t": _type_name(cls), "v": _encode(value.value)}
-    if isinstance(value, (str, int, float)):  # subclasses (numpy scalars...): as the base type
-        return value
-    if isinstance(value, list):
-        return [_encode(v) for v in value]
-    if isinstance(value, dict):
-        return _encode_dict(value)
-    if isinstance(value, tuple):
-        if _is_named_tuple_class(cls):
-            return {_TAG: "namedtuple", "t": _type_name(cls), "v": [_encode(v) for v in value]}
-        return {_TAG: "tuple", "v": [_encode(v) for v in value]}
-    if isinstance(value, (set, frozenset)):
-        kind = "set" if isinstance(value, set) else "frozenset"
-        return {_TAG: kind, "v": [_encode(v) for v in value]}
-    if isinstance(value, bytes):
-        return {_TAG: "bytes", "v": base64.b64encode(value).decode("ascii")}
-    if isinstance(value, datetime.datetime):
-        return {_TAG: "datetime", "v": value.isoformat()}
-    if isinstance(value, datetime.date):
-        return {_TAG: "date", "v": value.isoformat()}
-    if isinstance(value, datetime.time):
-        return {_TAG: "time", "v": value.isoformat()}
-    if isinstance(value, datetime.timedelta):
-        return {_TAG: "timedelta", "v": [value.days, value.seconds, value.microseconds]}
-    if isinstance(value, decimal.Decimal):
-        return {_TAG: "decimal", "v": str(value)}
-    if isinstance(value, uuid.UUID):
-        return {_TAG: "uuid", "v": str(value)}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    encode = _ENCODERS.get(cls)
+    if encode is None:
+        encode = _encoder_for(cls, value)
+        _ENCODERS[cls] = encode
+    return encode(value)
+
+
+Encoder = Callable[[Any], Any]
+_ENCODERS: dict[type, Encoder] = {}  # by class, learnt on first sight
+
+
+def _encoder_for(cls: type, value: Any) -> Encoder:
+    """How values of `cls` are written; SerializationError if they cannot be."""
+    if issubclass(cls, enum.Enum):
         name = _type_name(cls)
-        fields = {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        return {_TAG: "dataclass", "t": name, "v": fields}
+        return lambda v: {_TAG: "enum", "t": name, "v": _encode(v.value)}
+    if issubclass(cls, (str, int, float)):  # subclasses (numpy scalars...): as the base type
+        return lambda v: v
+    if issubclass(cls, list):
+        return lambda v: [_encode(x) for x in v]
+    if issubclass(cls, dict):
+        return _encode_dict
+    if _is_named_tuple_class(cls):
+        name = _type_name(cls)
+        return lambda v: {_TAG: "namedtuple", "t": name, "v": [_encode(x) for x in v]}
+    if issubclass(cls, tuple):
+        return lambda v: {_TAG: "tuple", "v": [_encode(x) for x in v]}
+    if issubclass(cls, (set, frozenset)):
+        kind = "set" if issubclass(cls, set) else "frozenset"
+        return lambda v: {_TAG: kind, "v": [_encode(x) for x in v]}
+    if issubclass(cls, bytes):
+        return lambda v: {_TAG: "bytes", "v": base64.b64encode(v).decode("ascii")}
+    for kind, base in _AS_TEXT:  # datetime before date: a datetime is a date
+        if issubclass(cls, base):
+            return _as_text(kind)
+    if issubclass(cls, datetime.timedelta):
+        return lambda v: {_TAG: "timedelta", "v": [v.days, v.seconds, v.microseconds]}
+    if issubclass(cls, (decimal.Decimal, uuid.UUID)):
+        kind = "decimal" if issubclass(cls, decimal.Decimal) else "uuid"
+        return lambda v: {_TAG: kind, "v": str(v)}
+    if dataclasses.is_dataclass(cls):
+        name = _type_name(cls)
+        names = tuple(f.name for f in dataclasses.fields(cls))
+        return lambda v: {
+            _TAG: "dataclass",
+            "t": name,
+            "v": {n: _encode(getattr(v, n)) for n in names},
+        }
     if _is_model_class(cls):
-        name = _type_name(cls)
+        return _model_encoder(_type_name(cls))
+    raise SerializationError(
+        f"a {cls.__module__}.{cls.__qualname__} cannot be stored ({value!r:.80}): {_HOW_TO_STORE}"
+    )
+
+
+_AS_TEXT = (
+    ("datetime", datetime.datetime),
+    ("date", datetime.date),
+    ("time", datetime.time),
+)
+
+
+def _as_text(kind: str) -> Encoder:
+    return lambda v: {_TAG: kind, "v": v.isoformat()}
+
+
+def _model_encoder(name: str) -> Encoder:
+    def encode(value: Any) -> Any:
         try:
             dumped = value.model_dump(mode="json")
         except Exception as exc:  # pydantic's own serialization errors
             raise SerializationError(f"a {name} cannot be stored: {exc}") from exc
         return {_TAG: "model", "t": name, "v": _encode(dumped)}
-    raise SerializationError(
-        f"a {cls.__module__}.{cls.__qualname__} cannot be stored ({value!r:.80}): {_HOW_TO_STORE}"
-    )
+
+    return encode
 
 
 # -- reading -------------------------------------------------------------------------
@@ -272,6 +304,15 @@ class JsonCodec:
         except SerializationError:
             raise
         except (TypeError, ValueError, RecursionError) as exc:
+            raise SerializationError(f"value cannot be stored as JSON: {exc}") from exc
+
+    def check(self, value: Any) -> None:
+        """Raise SerializationError if `dumps(value)` would, without writing the text."""
+        if type(value) in _SCALARS:
+            return
+        try:
+            _encode(value)
+        except RecursionError as exc:
             raise SerializationError(f"value cannot be stored as JSON: {exc}") from exc
 
     def loads(self, text: str) -> Any:

@@ -179,7 +179,10 @@ class Storage:
         """
         codec = self.backend.codec if self.backend is not None else _DEFAULT_CODEC
         try:
-            codec.dumps(value)
+            if isinstance(codec, JsonCodec):
+                codec.check(value)  # the same verdict, without writing the text
+            else:
+                codec.dumps(value)
         except SerializationError as exc:
             if atom is None:
                 raise

@@ -30,6 +30,8 @@ import enum
 import importlib
 import json
 import sys
+import types
+import typing
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -322,6 +324,158 @@ class JsonCodec:
             raise
         except (ValueError, TypeError, KeyError, IndexError) as exc:
             raise SerializationError(f"stored value cannot be loaded: {exc!r}") from exc
+
+
+# -- into the declared types ------------------------------------------------------------
+
+Convert = Callable[[Any], Any]
+_CONVERTERS: dict[types.CodeType, dict[str, Convert]] = {}
+_FIELD_CONVERTERS: dict[type, dict[str, Convert]] = {}
+
+
+def as_declared(fn: Callable[..., Any], kwargs: dict[str, Any], *, atom: str) -> dict[str, Any]:
+    """`kwargs` with each value made the type `fn`'s parameter declares, where it is not yet.
+
+    A stored value comes back as its own type anyway (the codec tags it); this
+    is for plain JSON that reached the store another way (a web hook, the CLI's
+    `--store`, a job's arguments, a result stored by older code): a dict for a
+    parameter annotated with a dataclass or pydantic model, a value for an Enum,
+    a list for a tuple, set or NamedTuple, an ISO string for a datetime, date or
+    time, a string for a Decimal or UUID, seconds for a timedelta, also inside
+    `X | None`, `list[X]`, `tuple[X, ...]`, `set[X]` and `dict[K, X]`. Parameters
+    with other annotations (or none) are passed as they are, at no cost.
+    """
+    convert = _converters(fn)
+    if not convert:
+        return kwargs
+    out = dict(kwargs)
+    for name, to_type in convert.items():
+        if name in out:
+            try:
+                out[name] = to_type(out[name])
+            except Exception as exc:
+                raise SerializationError(
+                    f"atom {atom!r}: argument {name!r} (a {type(out[name]).__qualname__}) "
+                    f"cannot be made the type its parameter declares: {exc}"
+                ) from exc
+    return out
+
+
+def _converters(fn: Callable[..., Any]) -> dict[str, Convert]:
+    # By code object: closures made from one `def` (a factory's tasks) share one
+    # entry, and the cache cannot outgrow the program's source.
+    code = getattr(fn, "__code__", None)
+    if code is None:  # a callable object: work it out each time
+        return _learn_converters(fn)
+    found = _CONVERTERS.get(code)
+    if found is None:
+        found = _CONVERTERS[code] = _learn_converters(fn)
+    return found
+
+
+def _learn_converters(fn: Callable[..., Any]) -> dict[str, Convert]:
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # names only importable under TYPE_CHECKING...: leave the values be
+        return {}
+    hints.pop("return", None)
+    found = {name: _converter(hint) for name, hint in hints.items()}
+    return {name: c for name, c in found.items() if c is not None}
+
+
+def _converter(hint: Any) -> Convert | None:
+    """How to make a plain value the type `hint` names; None when there is nothing to do."""
+    origin = typing.get_origin(hint)
+    if origin is typing.Annotated:
+        return _converter(typing.get_args(hint)[0])
+    if origin is typing.Union or origin is types.UnionType:
+        arms = [a for a in typing.get_args(hint) if a is not type(None)]
+        inner = _converter(arms[0]) if len(arms) == 1 else None
+        return None if inner is None else (lambda v: v if v is None else inner(v))
+    if origin in (list, set, frozenset) or (origin is tuple and _homogeneous(hint)):
+        args = typing.get_args(hint)
+        return _collection(origin, _converter(args[0]) if args else None)
+    if origin is dict:
+        key_type, value_type = typing.get_args(hint) or (Any, Any)
+        keys, values = _converter(key_type) or _same, _converter(value_type) or _same
+        if keys is _same and values is _same:
+            return None
+        return lambda v: {keys(k): values(x) for k, x in v.items()} if type(v) is dict else v
+    if origin is not None or not isinstance(hint, type):
+        return None
+    return _class_converter(hint)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _homogeneous(hint: Any) -> bool:
+    args = typing.get_args(hint)
+    return len(args) == 2 and args[1] is Ellipsis
+
+
+def _collection(kind: type, items: Convert | None) -> Convert | None:
+    if items is None:  # only the container to make: a list for a tuple, set or frozenset
+        return None if kind is list else (lambda v: kind(v) if type(v) is list else v)
+    many = (list, tuple, set, frozenset)
+    return lambda v: kind(items(x) for x in v) if isinstance(v, many) else v
+
+
+_FROM_TEXT: dict[type, Convert] = {
+    datetime.datetime: datetime.datetime.fromisoformat,
+    datetime.date: datetime.date.fromisoformat,
+    datetime.time: datetime.time.fromisoformat,
+    uuid.UUID: uuid.UUID,
+}
+
+
+def _class_converter(cls: type) -> Convert | None:
+    if issubclass(cls, enum.Enum):
+        return lambda v: v if isinstance(v, cls) else cls(v)
+    if dataclasses.is_dataclass(cls):
+        return lambda v: _dataclass_from_dict(cls, v) if type(v) is dict else v
+    if _is_model_class(cls):
+        validate = cls.model_validate  # type: ignore[attr-defined]
+        return lambda v: validate(v) if type(v) is dict else v
+    if _is_named_tuple_class(cls):
+        return lambda v: _named_tuple(cls, v) if isinstance(v, list) else v
+    if cls in _FROM_TEXT:
+        parse = _FROM_TEXT[cls]
+        return lambda v: parse(v) if isinstance(v, str) else v
+    if cls is decimal.Decimal:
+        return lambda v: decimal.Decimal(str(v)) if isinstance(v, (str, int, float)) else v
+    if cls is datetime.timedelta:
+        return lambda v: datetime.timedelta(seconds=v) if type(v) in (int, float) else v
+    if cls in (tuple, set, frozenset):
+        return lambda v: cls(v) if isinstance(v, list) else v
+    return None
+
+
+def _field_converters(cls: type) -> dict[str, Convert]:
+    found = _FIELD_CONVERTERS.get(cls)
+    if found is None:
+        _FIELD_CONVERTERS[cls] = {}  # a class that refers to itself: no loop while learning
+        try:
+            hints = typing.get_type_hints(cls)
+        except Exception:
+            hints = {}
+        found = {n: c for n, h in hints.items() if (c := _converter(h)) is not None}
+        _FIELD_CONVERTERS[cls] = found
+    return found
+
+
+def _dataclass_from_dict(cls: Any, value: dict[str, Any]) -> Any:
+    convert = _field_converters(cls)
+    return cls(**{k: convert[k](v) if k in convert else v for k, v in value.items()})
+
+
+def _named_tuple(cls: Any, value: list[Any]) -> Any:
+    convert = _field_converters(cls)
+    named = zip(cls._fields, value, strict=False)
+    return cls(
+        *[convert[f](v) if f in convert else v for f, v in named], *value[len(cls._fields) :]
+    )
 
 
 def plain_json(values: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -16,6 +16,10 @@ saying how to make it storable. Any object with `dumps(value) -> str` and
 `loads(text) -> value` can replace the codec (`zag.connect(url, codec=...)`,
 `Worker(codec=...)`, `RemoteExecutor(codec=...)`).
 
+`as_declared` is the other way in: plain JSON that reached the store without
+the codec (a web hook, the CLI, a job's arguments) is made the type a task's
+parameter declares when the task is called.
+
 `plain_json` is the lossy form for documents that are read, not loaded back
 (job outcomes, flow status over HTTP).
 """
@@ -120,14 +124,16 @@ def _load_class(kind: str, name: str) -> Any:
     if module not in sys.modules:
         try:
             importlib.import_module(module)
-        except ImportError as exc:
+        except Exception as exc:  # ImportError, or whatever the module raised
             raise SerializationError(
                 f"stored value is a {name}, but module {module!r} cannot be imported here: {exc}"
             ) from exc
     found = _find(module, qualname)
     if not (isinstance(found, type) and _KINDS[kind](found)):
+        hint = " (a class of a script's __main__ loads only in that script)"
         raise SerializationError(
             f"stored value names {name} as a {kind}, but it is {found!r}: refusing to load it"
+            + (hint if module == "__main__" else "")
         )
     _CLASSES[(kind, name)] = found
     return found

@@ -156,3 +156,20 @@ async def test_a_value_that_cannot_be_made_the_declared_type_fails_the_atom() ->
     store = {**WEB_HOOK, "size": "XXL"}
     with pytest.raises(SerializationError, match=r"atom 'take': argument 'size' \(a str\)"):
         await zag.run(zag.linear("bad", take), store=store)
+
+
+@zag.task(provides="size")
+async def pick_size() -> Size:
+    raise RuntimeError("no size today")
+
+
+@pick_size.revert
+async def unpick(result: Size) -> None:
+    SEEN["revert got"] = result
+
+
+async def test_a_failure_handed_to_a_revert_is_not_converted() -> None:
+    SEEN.clear()
+    with pytest.raises(RuntimeError, match="no size today"):
+        await zag.run(zag.linear("sizes", pick_size))
+    assert isinstance(SEEN["revert got"], zag.Failure)

@@ -428,6 +428,8 @@ def _collection(kind: type, items: Convert | None) -> Convert | None:
     return lambda v: kind(items(x) for x in v) if isinstance(v, many) else v
 
 
+_ENUM_VALUES = frozenset({str, int, float})  # what JSON gives for an Enum member's value
+
 _FROM_TEXT: dict[type, Convert] = {
     datetime.datetime: datetime.datetime.fromisoformat,
     datetime.date: datetime.date.fromisoformat,
@@ -438,7 +440,7 @@ _FROM_TEXT: dict[type, Convert] = {
 
 def _class_converter(cls: type) -> Convert | None:
     if issubclass(cls, enum.Enum):
-        return lambda v: v if isinstance(v, cls) else cls(v)
+        return lambda v: cls(v) if type(v) in _ENUM_VALUES else v
     if dataclasses.is_dataclass(cls):
         return lambda v: _dataclass_from_dict(cls, v) if type(v) is dict else v
     if _is_model_class(cls):

@@ -173,3 +173,22 @@ async def test_a_failure_handed_to_a_revert_is_not_converted() -> None:
     with pytest.raises(RuntimeError, match="no size today"):
         await zag.run(zag.linear("sizes", pick_size))
     assert isinstance(SEEN["revert got"], zag.Failure)
+
+
+@dataclasses.dataclass
+class Invoice:
+    number: int
+
+
+def _taker(kind: type) -> zag.Atom:
+    async def take_one(value: kind) -> None:  # type: ignore[valid-type]
+        SEEN["one"] = value
+
+    take_one.__annotations__ = {"value": kind, "return": None}  # as without the __future__ import
+    return zag.task(name=f"take_{kind.__name__}")(take_one)
+
+
+async def test_closures_of_one_def_convert_by_their_own_annotations() -> None:
+    for kind, raw in [(Item, {"sku": "a", "size": "s", "price": "1"}), (Invoice, {"number": 3})]:
+        await zag.run(zag.linear("one", _taker(kind)), store={"value": raw})
+        assert type(SEEN["one"]) is kind

@@ -335,7 +335,7 @@ class JsonCodec:
 # -- into the declared types ------------------------------------------------------------
 
 Convert = Callable[[Any], Any]
-_CONVERTERS: dict[types.CodeType, dict[str, Convert]] = {}
+_CONVERTERS: dict[types.CodeType, tuple[Any, dict[str, Convert]]] = {}
 _FIELD_CONVERTERS: dict[type, dict[str, Convert]] = {}
 
 
@@ -368,14 +368,18 @@ def as_declared(fn: Callable[..., Any], kwargs: dict[str, Any], *, atom: str) ->
 
 
 def _converters(fn: Callable[..., Any]) -> dict[str, Convert]:
-    # By code object: closures made from one `def` (a factory's tasks) share one
-    # entry, and the cache cannot outgrow the program's source.
+    # By code object, so closures made from one `def` (a factory's tasks) share
+    # an entry and the cache cannot outgrow the program's source; checked
+    # against the annotations, which closures may evaluate differently.
     code = getattr(fn, "__code__", None)
     if code is None:  # a callable object: work it out each time
         return _learn_converters(fn)
-    found = _CONVERTERS.get(code)
-    if found is None:
-        found = _CONVERTERS[code] = _learn_converters(fn)
+    annotations = getattr(fn, "__annotations__", None)
+    cached = _CONVERTERS.get(code)
+    if cached is not None and (cached[0] is annotations or cached[0] == annotations):
+        return cached[1]
+    found = _learn_converters(fn)
+    _CONVERTERS[code] = (annotations, found)
     return found
 
 

@@ -155,6 +155,24 @@ def _encode(value: Any) -> Any:
     return _encode_other(value)
 
 
+def _check(value: Any) -> None:
+    """What `_encode` would refuse, refused without building its output (JSON's own
+    types, the common case, are only looked at)."""
+    cls = type(value)
+    if cls in _SCALARS:
+        return
+    if cls is list:
+        for v in value:
+            _check(v)
+    elif cls is dict:
+        for k, v in value.items():
+            if type(k) is not str:
+                _encode(k)
+            _check(v)
+    else:
+        _encode_other(value)
+
+
 def _encode_dict(value: Mapping[Any, Any]) -> Any:
     out: dict[str, Any] = {}
     for k, v in value.items():
@@ -316,10 +334,8 @@ class JsonCodec:
 
     def check(self, value: Any) -> None:
         """Raise SerializationError if `dumps(value)` would, without writing the text."""
-        if type(value) in _SCALARS:
-            return
         try:
-            _encode(value)
+            _check(value)
         except RecursionError as exc:
             raise SerializationError(f"value cannot be stored as JSON: {exc}") from exc
 

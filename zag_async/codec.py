@@ -17,7 +17,7 @@ saying how to make it storable. Any object with `dumps(value) -> str` and
 `Worker(codec=...)`, `RemoteExecutor(codec=...)`).
 
 `as_declared` is the other way in: plain JSON that reached the store without
-the codec (a web hook, the CLI, a job's arguments) is made the type a task's
+the codec (a web hook, the CLI, a schedule's store) is made the type a task's
 parameter declares when the task is called.
 
 `plain_json` is the lossy form for documents that are read, not loaded back
@@ -360,7 +360,7 @@ def as_declared(fn: Callable[..., Any], kwargs: dict[str, Any], *, atom: str) ->
 
     A stored value comes back as its own type anyway (the codec tags it); this
     is for plain JSON that reached the store another way (a web hook, the CLI's
-    `--store`, a job's arguments, a result stored by older code): a dict for a
+    `--store`, a schedule's store, a result stored by older code): a dict for a
     parameter annotated with a dataclass or pydantic model, a value for an Enum,
     a list for a tuple, set or NamedTuple, an ISO string for a datetime, date or
     time, a string for a Decimal or UUID, seconds for a timedelta, also inside

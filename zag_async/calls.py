@@ -96,6 +96,10 @@ class AtomCaller:
                     value = await self._revert_retry(i, kwargs)
                 else:
                     value = await self._executor.revert(atom, node.name, self._flow, kwargs)
+            storage = self._engine.storage
+            if value is not None and not storage.durable:  # durable: checked with the commit
+                what = "result" if kind == "exec" else "revert result"
+                storage.check_value(value, atom=node.name, what=what)
             return kind, i, True, value, time.perf_counter() - started
         except Exception as exc:
             failure = Failure.from_exception(exc)

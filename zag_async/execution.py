@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio.to_thread
 
+from .codec import as_declared
 from .errors import AtomTimeout
 
 if TYPE_CHECKING:
@@ -104,6 +105,7 @@ class LocalExecutor:
         if delay > 0:
             await asyncio.sleep(delay)
         fn = atom.execute_fn or atom.execute
+        kwargs = as_declared(fn, kwargs, atom=name)
         if time_limit is None and atom.execute_async:
             return await fn(**kwargs)  # the common case, one frame shorter
         is_async = atom.execute_async
@@ -113,6 +115,7 @@ class LocalExecutor:
         fn = atom.revert_fn
         if fn is None:
             return None
+        kwargs = as_declared(fn, kwargs, atom=name)
         return await invoke(fn, kwargs, is_async=atom.revert_async, name=name)
 
     async def before_retry(self, delay: float) -> float:

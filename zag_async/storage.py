@@ -22,7 +22,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .backoff import Backoff
-from .errors import ConcurrentUpdate, NotFound, StorageError, StorageUnavailable
+from .codec import JsonCodec
+from .errors import (
+    ConcurrentUpdate,
+    NotFound,
+    SerializationError,
+    StorageError,
+    StorageUnavailable,
+)
 from .failure import Failure
 from .models import AtomDetail, FlowDetail
 from .persistence.leases import Lease
@@ -43,6 +50,8 @@ _FINISHED = (
 )
 
 logger = logging.getLogger("zag_async")
+
+_DEFAULT_CODEC = JsonCodec()  # what results are checked with when there is no backend
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,10 +177,22 @@ class Storage:
         self.flow.state = state
         self._flow_dirty = True
 
-    def check_value(self, value: Any) -> None:
-        """Raise SerializationError now if the backend could not store `value`."""
-        if self.backend is not None:
-            self.backend.codec.dumps(value)
+    def check_value(self, value: Any, *, atom: str | None = None, what: str = "result") -> None:
+        """Raise SerializationError now if the backend could not store `value`.
+
+        With no backend the default codec decides, so a flow that runs in memory
+        also runs on a database. Given the `atom`, the error names it and `what`.
+        """
+        codec = self.backend.codec if self.backend is not None else _DEFAULT_CODEC
+        try:
+            if isinstance(codec, JsonCodec):
+                codec.check(value)  # the same verdict, without writing the text
+            else:
+                codec.dumps(value)
+        except SerializationError as exc:
+            if atom is None:
+                raise
+            raise SerializationError(f"atom {atom!r}: its {what} cannot be saved: {exc}") from exc
 
     async def commit(self) -> None:
         """Write every change made since the last commit, in one backend call.

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..atom import Atom
-from ..codec import Codec
+from ..codec import Codec, as_declared
 from ..errors import ConfigurationError, ExecutionError
 from ..events import Event, reporting
 from ..execution import invoke
@@ -173,7 +173,7 @@ class RequestHandler:
                     fn, is_async = revert, atom.revert_async
                 value = await invoke(
                     fn,
-                    request.args,
+                    as_declared(fn, request.args, atom=name),
                     is_async=is_async,
                     name=name,
                     time_limit=request.timeout or None,

@@ -1,0 +1,172 @@
+"""A fork server for the compensation crash tests (run with sys.executable, never imported).
+
+The tests kill dozens of flow runs with SIGKILL and resume each in a fresh
+process. Starting a fresh interpreter for each (importing zag_async,
+SQLAlchemy and the drivers) costs about half a second of CPU, several seconds
+on a loaded machine; so this process imports all of that once, then forks one
+child per run. Each child is a real process of its own: it opens its own
+connections, runs one engine and dies by SIGKILL like any other; the fork
+server starts no thread, loop or connection that a child could inherit.
+
+Protocol: one JSON object a line.
+
+    stdin   {"op": "spawn", "tag": T, "argv": [...], "env": {...}, "out": DIR}
+            {"op": "kill", "pid": P}     SIGKILL P, unless it has ended already
+    stdout  {"tag": T, "pid": P}         the child for spawn T is running
+            {"pid": P, "status": S}      P ended: its exit code, or -signal
+
+Children are reaped here and only here, as SIGCHLD arrives, and "kill" is
+refused for a reaped PID: so a PID the kernel has handed to some other
+process since is never signalled. A killed child is reported only once
+reaped, so its lease's owner (its PID) is gone when a test resumes the flow.
+
+A child runs `argv` (below) with stdin from /dev/null and stdout and stderr
+to DIR/<tag>.log, writes DIR/<tag>.json when the run ends, and `_exit`s:
+
+    start  URL KIND RUN FAILS_JSON   create and run a flow of crash.compensation_flows
+    resume URL FLOW_ID               Engine.load(FLOW_ID).run()
+
+The JSON is {"flow_id", "state", "error"}, error being the type name of what
+run() raised (None when it returned). `start` writes DIR/<tag>.flow_id first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import select
+import signal
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, so `crash` imports
+
+import zag_async as zag  # noqa: E402
+from crash import compensation_flows  # noqa: E402
+
+# Import what a run would import lazily, so that children do not pay for it.
+import aiosqlite  # noqa: E402, F401
+import asyncpg  # noqa: E402, F401
+import sqlalchemy.ext.asyncio  # noqa: E402, F401
+import zag_async.persistence.sql  # noqa: E402, F401
+
+
+# -- in the child ------------------------------------------------------------------------
+
+
+async def _run(engine: zag.Engine) -> str | None:
+    try:
+        await engine.run()
+    except Exception as exc:
+        return type(exc).__name__
+    return None
+
+
+async def start(out: Path, url: str, kind: str, run: str, fails: str) -> dict[str, Any]:
+    async with zag.connect(url) as backend:
+        engine = zag.Engine.from_factory(
+            compensation_flows.build, args=(kind, url, run, json.loads(fails)), backend=backend
+        )
+        out.with_suffix(".flow_id").write_text(engine.flow_id)
+        error = await _run(engine)
+        return {"flow_id": engine.flow_id, "state": str(engine.state), "error": error}
+
+
+async def resume(out: Path, url: str, flow_id: str) -> dict[str, Any]:
+    async with zag.connect(url) as backend:
+        engine = await zag.Engine.load(flow_id, backend=backend)
+        error = await _run(engine)
+        return {"flow_id": flow_id, "state": str(engine.state), "error": error}
+
+
+def child(out: Path, argv: list[str]) -> int:
+    command, *args = argv
+    runner = {"start": start, "resume": resume}[command]
+    result = asyncio.run(runner(out, *args))  # type: ignore[operator]
+    out.with_suffix(".json").write_text(json.dumps(result))
+    return 0
+
+
+def _become_child(msg: dict[str, Any], wakeup: int) -> None:
+    """In the forked child: fresh signals and files, run, and never return."""
+    code = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        os.close(wakeup)
+        out = Path(msg["out"]) / str(msg["tag"])
+        null = os.open(os.devnull, os.O_RDONLY)
+        log = os.open(out.with_suffix(".log"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(null, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(null)
+        os.close(log)
+        os.environ.update(msg.get("env") or {})
+        code = child(out, list(msg["argv"]))
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+# -- the fork server ---------------------------------------------------------------------
+
+
+def _say(msg: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(msg) + "\n")
+    sys.stdout.flush()
+
+
+def serve() -> None:
+    live: set[int] = set()
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+    stdin = sys.stdin.fileno()
+    pending = b""
+    while True:
+        ready, _, _ = select.select([stdin, read_end], [], [])
+        if read_end in ready:
+            try:
+                os.read(read_end, 1024)
+            except BlockingIOError:
+                pass
+        while live:  # reap whatever ended
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                break
+            live.discard(pid)
+            _say({"pid": pid, "status": os.waitstatus_to_exitcode(status)})
+        if stdin not in ready:
+            continue
+        data = os.read(stdin, 65536)
+        if not data:  # the test went away: take the children along
+            for pid in live:
+                os.kill(pid, signal.SIGKILL)
+            return
+        pending += data
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            msg = json.loads(line)
+            if msg["op"] == "kill":
+                if msg["pid"] in live:
+                    os.kill(msg["pid"], signal.SIGKILL)
+            elif msg["op"] == "spawn":
+                pid = os.fork()
+                if pid == 0:
+                    os.close(read_end)
+                    _become_child(msg, write_end)
+                live.add(pid)
+                _say({"tag": msg["tag"], "pid": pid})
+
+
+if __name__ == "__main__":
+    serve()

@@ -33,6 +33,7 @@ run() raised (None when it returned). `start` writes DIR/<tag>.flow_id first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import select
@@ -44,15 +45,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, so `crash` imports
 
-import zag_async as zag  # noqa: E402
-from crash import compensation_flows  # noqa: E402
-
-# Import what a run would import lazily, so that children do not pay for it.
+# The drivers, SQLAlchemy and zag's SQL backend are what a run imports lazily:
+# imported here once (F401), children do not pay for them.
 import aiosqlite  # noqa: E402, F401
 import asyncpg  # noqa: E402, F401
 import sqlalchemy.ext.asyncio  # noqa: E402, F401
-import zag_async.persistence.sql  # noqa: E402, F401
 
+import zag_async as zag  # noqa: E402
+import zag_async.persistence.sql  # noqa: E402, F401
+from crash import compensation_flows  # noqa: E402
 
 # -- in the child ------------------------------------------------------------------------
 
@@ -135,10 +136,8 @@ def serve() -> None:
     while True:
         ready, _, _ = select.select([stdin, read_end], [], [])
         if read_end in ready:
-            try:
+            with contextlib.suppress(BlockingIOError):
                 os.read(read_end, 1024)
-            except BlockingIOError:
-                pass
         while live:  # reap whatever ended
             pid, status = os.waitpid(-1, os.WNOHANG)
             if pid == 0:

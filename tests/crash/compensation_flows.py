@@ -101,8 +101,7 @@ async def apply_effect(url: str, run: str, atom: str, effect: str) -> bool:
     conn = await asyncpg.connect(flows.asyncpg_dsn(url), timeout=5)
     try:
         status = await conn.execute(
-            f"INSERT INTO {EFFECTS} (run, atom, effect) VALUES ($1, $2, $3)"
-            " ON CONFLICT DO NOTHING",
+            f"INSERT INTO {EFFECTS} (run, atom, effect) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
             run,
             atom,
             effect,

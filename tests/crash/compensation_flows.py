@@ -176,8 +176,8 @@ class Refundable(Business):
 class Pivot(Business):
     """An irreversible step (a parcel handed to the carrier)."""
 
-    def __init__(self, name: str, url: str, run: str) -> None:
-        super().__init__(name, url, run, irreversible=True)
+    def __init__(self, name: str, url: str, run: str, *, idempotent: bool = True) -> None:
+        super().__init__(name, url, run, irreversible=True, idempotent=idempotent)
 
 
 class Ship(Business):
@@ -212,7 +212,9 @@ def build(kind: str, url: str, run: str, fails: Mapping[str, int]) -> zag.Flow:
       charge's reverts (flaky: `fails[name]` failed calls first) run under
       `REVERT_POLICY`;
     - "pivot": charge -> reserve -> ship (irreversible) -> notify, notify
-      failing its first `fails["notify"]` calls under Times(FORWARD_ATTEMPTS).
+      failing its first `fails["notify"]` calls under Times(FORWARD_ATTEMPTS);
+    - "pivot-once": the same with ship declared idempotent=False (a launch cut
+      off by a crash is not run again: it may have taken effect).
     """
     policy = REVERT_POLICY
 
@@ -221,8 +223,9 @@ def build(kind: str, url: str, run: str, fails: Mapping[str, int]) -> zag.Flow:
 
     if kind == "refund":
         return zag.linear("refund", step("charge"), step("reserve"), Ship("ship", url, run))
-    if kind == "pivot":
+    if kind in ("pivot", "pivot-once"):
         retry = zag.retry.Times(FORWARD_ATTEMPTS, delay=0.03, backoff=2.0)
         notify = Notify("notify", url, run, fails.get("notify", 0), retry=retry)
-        return zag.linear("pivot", step("charge"), step("reserve"), Pivot("ship", url, run), notify)
+        ship = Pivot("ship", url, run, idempotent=kind == "pivot")
+        return zag.linear("pivot", step("charge"), step("reserve"), ship, notify)
     raise ValueError(f"unknown flow kind {kind!r}")

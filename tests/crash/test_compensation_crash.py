@@ -518,3 +518,23 @@ async def test_kill9_around_a_pivot(db: str, tmp_path: Path) -> None:
         check_pivot(trial)
         assert trial.final is not None
         assert await _status_unreverted(trial) == tuple(trial.final.meta.get("unreverted", []))
+
+
+@pytest.mark.parametrize("point", ["ship:before-effect", "ship:after-effect"])
+async def test_kill9_cuts_off_a_non_idempotent_pivot(db: str, point: str, tmp_path: Path) -> None:
+    """A pivot declared idempotent=False, killed in its launch: whether it took
+    effect is unknown and it cannot be undone, so nothing before it is reverted
+    either; the flow stops past the point of no return, naming what is left."""
+    trial_dir = tmp_path / "t0"
+    trial_dir.mkdir()
+    trial = Trial(0, "pivot-once", trial_url(db, trial_dir), trial_dir, {"notify": 0}, [point])
+    await run_trials([trial], tmp_path)
+    final = trial.final
+    assert final is not None and len(trial.at_kills) == 1, trial.where()
+    where = f"{trial.where()}\nlog {final.log}\nstates {final.states}"
+    assert not [e for e in final.log if ":undo" in e], where  # no refund, no restock
+    assert final.log.count("ship:exec") == 1, where  # not run again
+    assert final.flow == "STUCK_PAST_PIVOT", where
+    assert final.states["ship"] == "FAILURE", where  # AtomInterrupted: never "reverted"
+    assert final.meta["unreverted"] == ["charge", "reserve", "ship"], where
+    assert await _status_unreverted(trial) == ("charge", "reserve", "ship")

@@ -40,6 +40,10 @@ result is recorded, after that, and during notify's forward retries:
 - the flow ends SUCCESS or STUCK_PAST_PIVOT; stuck only with the controller's
   attempts spent, naming what is left un-reverted.
 
+A pivot declared idempotent=False and killed in its launch, before or after
+its effect, may have taken effect: it is not run again and nothing before it
+is reverted; the flow ends STUCK_PAST_PIVOT naming charge, reserve and ship.
+
 Run with -s to see the tally of where the kills landed.
 """
 

@@ -12,8 +12,8 @@ through a connection of its own (whatever happens to the engine afterwards):
   compensation did (the refund). Effects are written as a real service would
   with an idempotency key: INSERT ... ON CONFLICT DO NOTHING, so a call that
   runs again after a crash cannot apply its effect twice, only try to;
-- the call log of `crash.flows` (append-only, `zag_crash_log`), one row per
-  call and outcome, which the test counts:
+- the call log table of `crash.flows` (append-only, `zag_crash_log`), one row
+  per call and outcome, which the test counts:
 
       <atom>:exec                 execute started
       <atom>:undo                 a revert try reached the revert function
@@ -53,7 +53,44 @@ class Boom(Exception):
     """A planned failure."""
 
 
-# -- the effect table --------------------------------------------------------------------
+# -- the records ----------------------------------------------------------------------------
+
+#: asyncpg pools by (URL, event loop): a PostgreSQL connection is a server process,
+#: too dear to start for every row on a loaded machine.
+_POOLS: dict[tuple[str, int], Any] = {}
+
+
+async def _pg(url: str) -> Any:
+    import asyncpg
+
+    key = (url, id(asyncio.get_running_loop()))
+    if key not in _POOLS:
+        pool = await asyncpg.create_pool(flows.asyncpg_dsn(url), min_size=1, max_size=4)
+        if key in _POOLS:  # another task of this loop made one meanwhile
+            await pool.close()
+        else:
+            _POOLS[key] = pool
+    return _POOLS[key]
+
+
+async def close_pools() -> None:
+    """Close this event loop's pools (before the loop ends)."""
+    loop = id(asyncio.get_running_loop())
+    for key in [k for k in _POOLS if k[1] == loop]:
+        await _POOLS.pop(key).close()
+
+
+def _sqlite(url: str, sql: str, *args: Any) -> list[tuple[Any, ...]] | int:
+    """One statement in its own transaction: the rows it selects, or its row count."""
+    path = flows.sqlite_path(url)
+    assert path is not None
+    db = sqlite3.connect(path, timeout=10)
+    try:
+        with db:
+            cur = db.execute(sql, args)
+            return cur.fetchall() if cur.description else cur.rowcount
+    finally:
+        db.close()
 
 
 async def create_tables(url: str) -> None:
@@ -63,74 +100,48 @@ async def create_tables(url: str) -> None:
         f"CREATE TABLE IF NOT EXISTS {EFFECTS} (run TEXT NOT NULL, atom TEXT NOT NULL,"
         " effect TEXT NOT NULL, PRIMARY KEY (run, atom, effect))"
     )
-    path = flows.sqlite_path(url)
-    if path is not None:
-        db = sqlite3.connect(path, timeout=10)
-        try:
-            with db:
-                db.execute(ddl)
-        finally:
-            db.close()
-        return
-    import asyncpg
+    if flows.sqlite_path(url) is not None:
+        _sqlite(url, ddl)
+    else:
+        await (await _pg(url)).execute(ddl)
 
-    conn = await asyncpg.connect(flows.asyncpg_dsn(url), timeout=5)
-    try:
-        await conn.execute(ddl)
-    finally:
-        await conn.close()
+
+async def note(url: str, run: str, entry: str) -> None:
+    """Append one row to the call log (committed at once)."""
+    sql = f"INSERT INTO {flows.TABLE} (run, entry) VALUES "
+    if flows.sqlite_path(url) is not None:
+        _sqlite(url, sql + "(?, ?)", run, entry)
+    else:
+        await (await _pg(url)).execute(sql + "($1, $2)", run, entry)
+
+
+async def read_log(url: str, run: str) -> list[str]:
+    sql = f"SELECT entry FROM {flows.TABLE} WHERE run = "
+    if flows.sqlite_path(url) is not None:
+        rows = _sqlite(url, sql + "? ORDER BY seq", run)
+        assert isinstance(rows, list)
+        return [r[0] for r in rows]
+    return [r["entry"] for r in await (await _pg(url)).fetch(sql + "$1 ORDER BY seq", run)]
 
 
 async def apply_effect(url: str, run: str, atom: str, effect: str) -> bool:
     """Record one business effect under its idempotency key; False if it was there."""
-    path = flows.sqlite_path(url)
-    if path is not None:
-        db = sqlite3.connect(path, timeout=10)
-        try:
-            with db:
-                cur = db.execute(
-                    f"INSERT INTO {EFFECTS} (run, atom, effect) VALUES (?, ?, ?)"
-                    " ON CONFLICT DO NOTHING",
-                    (run, atom, effect),
-                )
-            return cur.rowcount == 1
-        finally:
-            db.close()
-    import asyncpg
-
-    conn = await asyncpg.connect(flows.asyncpg_dsn(url), timeout=5)
-    try:
-        status = await conn.execute(
-            f"INSERT INTO {EFFECTS} (run, atom, effect) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            run,
-            atom,
-            effect,
-        )
-    finally:
-        await conn.close()
+    sql = f"INSERT INTO {EFFECTS} (run, atom, effect) VALUES "
+    if flows.sqlite_path(url) is not None:
+        return _sqlite(url, sql + "(?, ?, ?) ON CONFLICT DO NOTHING", run, atom, effect) == 1
+    pool = await _pg(url)
+    status = await pool.execute(sql + "($1, $2, $3) ON CONFLICT DO NOTHING", run, atom, effect)
     return bool(status == "INSERT 0 1")
 
 
 async def read_effects(url: str, run: str) -> list[tuple[str, str]]:
     """(atom, effect) pairs of one run, sorted."""
-    path = flows.sqlite_path(url)
-    if path is not None:
-        db = sqlite3.connect(path, timeout=10)
-        try:
-            rows = db.execute(
-                f"SELECT atom, effect FROM {EFFECTS} WHERE run = ?", (run,)
-            ).fetchall()
-        finally:
-            db.close()
+    sql = f"SELECT atom, effect FROM {EFFECTS} WHERE run = "
+    if flows.sqlite_path(url) is not None:
+        rows = _sqlite(url, sql + "?", run)
+        assert isinstance(rows, list)
         return sorted((r[0], r[1]) for r in rows)
-    import asyncpg
-
-    conn = await asyncpg.connect(flows.asyncpg_dsn(url), timeout=5)
-    try:
-        rows = await conn.fetch(f"SELECT atom, effect FROM {EFFECTS} WHERE run = $1", run)
-    finally:
-        await conn.close()
-    return sorted((r["atom"], r["effect"]) for r in rows)
+    return sorted((r["atom"], r["effect"]) for r in await (await _pg(url)).fetch(sql + "$1", run))
 
 
 # -- tasks ---------------------------------------------------------------------------------
@@ -144,7 +155,7 @@ class Business(zag.Task):
         super().__init__(name=name, provides=name, **kw)
 
     async def note(self, entry: str) -> None:
-        await flows.record(self.url, self.run, f"{self.name}:{entry}")
+        await note(self.url, self.run, f"{self.name}:{entry}")
 
     async def execute(self) -> str:
         name = self.name
@@ -162,7 +173,7 @@ class Refundable(Business):
     async def revert(self, **kwargs: Any) -> None:
         name = self.name
         await self.note("undo")
-        calls = (await flows.read_log(self.url, self.run)).count(f"{name}:undo")
+        calls = (await read_log(self.url, self.run)).count(f"{name}:undo")
         await flows.checkpoint(f"{name}:undo#{calls}")
         await asyncio.sleep(WORK)
         if calls <= self.fails:
@@ -195,7 +206,7 @@ class Notify(Business):
     async def execute(self) -> str:
         name = self.name
         await self.note("call")
-        calls = (await flows.read_log(self.url, self.run)).count(f"{name}:call")
+        calls = (await read_log(self.url, self.run)).count(f"{name}:call")
         await flows.checkpoint(f"{name}:call#{calls}")
         await asyncio.sleep(WORK)
         if calls <= self.fails:

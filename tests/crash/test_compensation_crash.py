@@ -72,7 +72,6 @@ from support import eventually, fresh_pg_database
 import zag_async as zag
 
 from . import compensation_flows as cf
-from . import flows
 
 CHILD = Path(__file__).with_name("compensation_child.py")
 ATTEMPTS = cf.REVERT_POLICY.attempts
@@ -154,11 +153,13 @@ class ForkServer:
 
 
 @contextlib.asynccontextmanager
-async def fork_server(logs: Path) -> AsyncIterator[ForkServer]:
+async def fork_server(logs: Path, urls: list[str]) -> AsyncIterator[ForkServer]:
+    """The fork server, warmed up on SQLite and on `urls` (PostgreSQL)."""
     with (logs / "fork_server.log").open("wb") as err:  # noqa: ASYNC230 (local, at once)
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             str(CHILD),
+            *urls,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=err,
@@ -190,9 +191,8 @@ class Snapshot:
         return self.states.get(atom, "")
 
 
-async def snapshot(url: str, flow_id: str, run: str) -> Snapshot:
-    async with zag.connect(url) as backend:
-        detail = await backend.load_flow(flow_id)
+async def snapshot(backend: zag.Backend, url: str, flow_id: str, run: str) -> Snapshot:
+    detail = await backend.load_flow(flow_id)
     atoms = detail.atoms
     controller = atoms.get("notify.retry")
     history = controller.history if controller is not None else None
@@ -203,7 +203,7 @@ async def snapshot(url: str, flow_id: str, run: str) -> Snapshot:
         attempts={name: a.attempts for name, a in atoms.items()},
         history=len(history) if history is not None else 0,
         meta=dict(detail.meta),
-        log=await flows.read_log(url, run),
+        log=await cf.read_log(url, run),
         effects=await cf.read_effects(url, run),
     )
 
@@ -226,6 +226,7 @@ class Trial:
     at_kills: list[Snapshot] = field(default_factory=list)
     outcome: dict[str, Any] | None = None
     final: Snapshot | None = None
+    status_unreverted: tuple[str, ...] = ()  # FlowStatus.unreverted at the end
 
     def where(self) -> str:
         return (
@@ -235,7 +236,7 @@ class Trial:
 
 
 async def _log_has(url: str, run: str, entry: str) -> bool:
-    return entry in await flows.read_log(url, run)
+    return entry in await cf.read_log(url, run)
 
 
 async def _until(child: Child, check: Any) -> bool:
@@ -247,11 +248,11 @@ async def _until(child: Child, check: Any) -> bool:
         value = check()
         return bool(await value if inspect.isawaitable(value) else value)
 
-    await eventually(either, within=30, interval=0.01, what="the child reaching its kill point")
+    await eventually(either, within=30, interval=0.02, what="the child reaching its kill point")
     return not child.ended.done()
 
 
-async def run_trial(fs: ForkServer, trial: Trial, rng: random.Random) -> None:
+async def run_trial(fs: ForkServer, backend: zag.Backend, trial: Trial, rng: random.Random) -> None:
     url, run = trial.url, trial.run
     for n, how in enumerate(trial.kills):
         signal_dir = trial.dir / f"k{n}"
@@ -263,7 +264,7 @@ async def run_trial(fs: ForkServer, trial: Trial, rng: random.Random) -> None:
             argv = ["start", url, trial.kind, run, json.dumps(trial.fails)]
         else:
             argv = ["resume", url, trial.flow_id]
-        before = len(await flows.read_log(url, run))
+        before = len(await cf.read_log(url, run))
         child = await fs.spawn(trial.dir, *argv, env=env)
         if how != "random":
             alive = await _until(child, (signal_dir / "hang").exists)
@@ -281,17 +282,19 @@ async def run_trial(fs: ForkServer, trial: Trial, rng: random.Random) -> None:
         if status == 0:  # it finished first: no more kills
             break
         assert status == -signal.SIGKILL, f"{trial.where()}: child ended {status}\n{child.log()}"
-        trial.at_kills.append(await snapshot(url, trial.flow_id, run))
+        trial.at_kills.append(await snapshot(backend, url, trial.flow_id, run))
     # The last incarnation runs to the end (or finds the flow ended, and runs nothing).
     child = await fs.spawn(trial.dir, "resume", url, trial.flow_id)
     status = await asyncio.wait_for(child.ended, 60)
     assert status == 0, f"{trial.where()}: resume ended {status}\n{child.log()}"
     trial.outcome = child.result()
-    trial.final = await snapshot(url, trial.flow_id, run)
+    trial.final = await snapshot(backend, url, trial.flow_id, run)
+    status = await zag.status.read_flow_status(backend, trial.flow_id)
+    trial.status_unreverted = status.unreverted
 
 
 async def _len_above(url: str, run: str, n: int) -> bool:
-    return len(await flows.read_log(url, run)) > n
+    return len(await cf.read_log(url, run)) > n
 
 
 async def run_trials(trials: list[Trial], tmp_path: Path) -> float:
@@ -300,17 +303,26 @@ async def run_trials(trials: list[Trial], tmp_path: Path) -> float:
     rngs = [random.Random(rng.random()) for _ in trials]
     started = time.monotonic()
     lanes = asyncio.Semaphore(LANES)
-    for url in dict.fromkeys(t.url for t in trials):  # one by one: DDL races on PostgreSQL
-        await cf.create_tables(url)
-    async with fork_server(tmp_path) as fs:
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            # One by one (DDL races on PostgreSQL), and each backend opened once
+            # (connecting checks the schema).
+            backends: dict[str, zag.Backend] = {}
+            for url in dict.fromkeys(t.url for t in trials):
+                await cf.create_tables(url)
+                backends[url] = await stack.enter_async_context(zag.connect(url))
+            pg = [url for url in backends if not url.startswith("sqlite")]
+            fs = await stack.enter_async_context(fork_server(tmp_path, pg))
 
-        async def one(trial: Trial, trial_rng: random.Random) -> None:
-            async with lanes:
-                await run_trial(fs, trial, trial_rng)
+            async def one(trial: Trial, trial_rng: random.Random) -> None:
+                async with lanes:
+                    await run_trial(fs, backends[trial.url], trial, trial_rng)
 
-        async with asyncio.TaskGroup() as tg:
-            for trial, trial_rng in zip(trials, rngs, strict=True):
-                tg.create_task(one(trial, trial_rng))
+            async with asyncio.TaskGroup() as tg:
+                for trial, trial_rng in zip(trials, rngs, strict=True):
+                    tg.create_task(one(trial, trial_rng))
+    finally:
+        await cf.close_pools()
     return time.monotonic() - started
 
 
@@ -493,9 +505,11 @@ def check_pivot(trial: Trial) -> None:
 # -- the tests ------------------------------------------------------------------------------------
 
 
-async def _status_unreverted(trial: Trial) -> tuple[str, ...]:
-    async with zag.connect(trial.url) as backend:
-        return (await zag.status.read_flow_status(backend, trial.flow_id)).unreverted
+def check_status(trial: Trial) -> None:
+    """FlowStatus names the same atoms as the flow's meta."""
+    assert trial.final is not None
+    named = tuple(trial.final.meta.get("unreverted", []))
+    assert trial.status_unreverted == named, trial.where()
 
 
 @pytest.mark.timeout(150)
@@ -507,8 +521,7 @@ async def test_kill9_during_revert_retries(db: str, tmp_path: Path) -> None:
     check_checkpoints(trials)
     for trial in trials:
         check_refund(trial)
-        assert trial.final is not None
-        assert await _status_unreverted(trial) == tuple(trial.final.meta.get("unreverted", []))
+        check_status(trial)
 
 
 @pytest.mark.timeout(150)
@@ -520,25 +533,28 @@ async def test_kill9_around_a_pivot(db: str, tmp_path: Path) -> None:
     check_checkpoints(trials)
     for trial in trials:
         check_pivot(trial)
-        assert trial.final is not None
-        assert await _status_unreverted(trial) == tuple(trial.final.meta.get("unreverted", []))
+        check_status(trial)
 
 
-@pytest.mark.parametrize("point", ["ship:before-effect", "ship:after-effect"])
-async def test_kill9_cuts_off_a_non_idempotent_pivot(db: str, point: str, tmp_path: Path) -> None:
-    """A pivot declared idempotent=False, killed in its launch: whether it took
-    effect is unknown and it cannot be undone, so nothing before it is reverted
-    either; the flow stops past the point of no return, naming what is left."""
-    trial_dir = tmp_path / "t0"
-    trial_dir.mkdir()
-    trial = Trial(0, "pivot-once", trial_url(db, trial_dir), trial_dir, {"notify": 0}, [point])
-    await run_trials([trial], tmp_path)
-    final = trial.final
-    assert final is not None and len(trial.at_kills) == 1, trial.where()
-    where = f"{trial.where()}\nlog {final.log}\nstates {final.states}"
-    assert not [e for e in final.log if ":undo" in e], where  # no refund, no restock
-    assert final.log.count("ship:exec") == 1, where  # not run again
-    assert final.flow == "STUCK_PAST_PIVOT", where
-    assert final.states["ship"] == "FAILURE", where  # AtomInterrupted: never "reverted"
-    assert final.meta["unreverted"] == ["charge", "reserve", "ship"], where
-    assert await _status_unreverted(trial) == ("charge", "reserve", "ship")
+async def test_kill9_cuts_off_a_non_idempotent_pivot(db: str, tmp_path: Path) -> None:
+    """A pivot declared idempotent=False, killed in its launch (before its effect,
+    and after it): whether it took effect is unknown and it cannot be undone, so
+    it is not run again and nothing before it is reverted either; the flow stops
+    past the point of no return, naming what is left."""
+    trials = []
+    for n, point in enumerate(["ship:before-effect", "ship:after-effect"]):
+        trial_dir = tmp_path / f"t{n}"
+        trial_dir.mkdir()
+        url = trial_url(db, trial_dir)
+        trials.append(Trial(n, "pivot-once", url, trial_dir, {"notify": 0}, [point]))
+    await run_trials(trials, tmp_path)
+    for trial in trials:
+        final = trial.final
+        assert final is not None and len(trial.at_kills) == 1, trial.where()
+        where = f"{trial.where()}\nlog {final.log}\nstates {final.states}"
+        assert not [e for e in final.log if ":undo" in e], where  # no refund, no restock
+        assert final.log.count("ship:exec") == 1, where  # not run again
+        assert final.flow == "STUCK_PAST_PIVOT", where
+        assert final.states["ship"] == "FAILURE", where  # AtomInterrupted: never "reverted"
+        assert final.meta["unreverted"] == ["charge", "reserve", "ship"], where
+        check_status(trial)

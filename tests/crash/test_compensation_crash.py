@@ -1,10 +1,11 @@
 """kill -9 during compensation: revert retries and pivots, on SQLite and PostgreSQL (issue 13).
 
 Each trial runs one order flow of `crash.compensation_flows` in a child process
-(forked by `compensation_child.py`, see there why), SIGKILLs it one to three
-times (at a named checkpoint, or at a random instant after a trigger row shows
-up in the call log), resumes it each time in a fresh child, and lets the last
-one run the flow to its end. The tasks record every business effect under an
+(forked by `compensation_child.py`, see there why), SIGKILLs it up to four
+times (first at a named checkpoint or a random instant after a trigger row
+shows up in the call log, then at random instants in the resumed runs),
+resumes it each time in a fresh child, and lets the last one run the flow to
+its end (LANES trials at a time). The tasks record every business effect under an
 idempotency key (a primary key) and every call in an append-only log; after
 each kill the test reads the stored flow; at the end it checks the effects,
 the log and the record against each other.
@@ -16,7 +17,10 @@ and charge are flaky, RevertRetry(3 tries)):
 - every atom whose work took effect has its compensation recorded exactly once
   (state REVERTED), or is named in the flow's meta "unreverted" and in
   FlowStatus.unreverted (and then its compensation never took effect): never
-  silently left. REVERTED means nothing is named;
+  silently left. REVERTED means nothing is named. The revert *call* is
+  at-least-once (a kill after it took effect, before REVERTED was recorded,
+  runs it again); the idempotency key keeps the effect single, and a
+  checkpoint kill there (every fourth trial) checks that the re-run happens;
 - a compensation gives up (REVERT_FAILURE) only once the policy's tries are
   spent; charge is not reverted past reserve's failed compensation;
 - the bound on revert calls. Each try is counted in the atom's record and
@@ -78,6 +82,7 @@ ATTEMPTS = cf.REVERT_POLICY.attempts
 REFUND_TRIALS = 20  # per backend
 PIVOT_TRIALS = 12  # per backend
 LANES = 8  # trials run at once (each a few processes in turn)
+JITTER = 0.12  # s: a random kill comes this long at most after the row it waits for
 #: Random kill instants; ZAG_CRASH_SEED=<n> replays one run's choices (timing aside).
 SEED = int(os.environ.get("ZAG_CRASH_SEED", random.randrange(2**32)))
 
@@ -235,10 +240,6 @@ class Trial:
         )
 
 
-async def _log_has(url: str, run: str, entry: str) -> bool:
-    return entry in await cf.read_log(url, run)
-
-
 async def _until(child: Child, check: Any) -> bool:
     """Poll `check()` until true (True) or the child ends (False)."""
 
@@ -254,6 +255,7 @@ async def _until(child: Child, check: Any) -> bool:
 
 async def run_trial(fs: ForkServer, backend: zag.Backend, trial: Trial, rng: random.Random) -> None:
     url, run = trial.url, trial.run
+    finished = False  # a run ended the flow before its planned kill
     for n, how in enumerate(trial.kills):
         signal_dir = trial.dir / f"k{n}"
         signal_dir.mkdir()
@@ -268,33 +270,39 @@ async def run_trial(fs: ForkServer, backend: zag.Backend, trial: Trial, rng: ran
         child = await fs.spawn(trial.dir, *argv, env=env)
         if how != "random":
             alive = await _until(child, (signal_dir / "hang").exists)
-        elif n == 0:  # the first kill aims at the failure and the reverts after it
-            alive = await _until(child, functools.partial(_log_has, url, run, "ship:exec"))
-            await asyncio.sleep(rng.uniform(0, 0.6 if trial.kind == "refund" else 0.15))
-        else:  # the resumed run has done something: then, at any instant
-            alive = await _until(child, functools.partial(_len_above, url, run, before))
-            await asyncio.sleep(rng.uniform(0, 0.25))
+        else:
+            # Aimed by progress, not by the clock (so that a fast machine is hit as
+            # often): once the run has logged a random 0-2 more rows past ship's
+            # start (the first run: ship is row 3) or past a resumed run's first,
+            # wait a random part of JITTER (a call, its commit, a pause).
+            target = (3 if n == 0 else before + 1) + rng.randint(0, 2)
+            alive = await _until(child, functools.partial(_rows_at_least, url, run, target))
+            await asyncio.sleep(rng.uniform(0, JITTER))
         if alive:
             fs.kill(child)
         status = await asyncio.wait_for(child.ended, 30)
         if n == 0:
             trial.flow_id = (trial.dir / f"{child.tag}.flow_id").read_text()
         if status == 0:  # it finished first: no more kills
+            finished = True
             break
         assert status == -signal.SIGKILL, f"{trial.where()}: child ended {status}\n{child.log()}"
         trial.at_kills.append(await snapshot(backend, url, trial.flow_id, run))
     # The last incarnation runs to the end (or finds the flow ended, and runs nothing).
+    log_before = await cf.read_log(url, run)
     child = await fs.spawn(trial.dir, "resume", url, trial.flow_id)
     status = await asyncio.wait_for(child.ended, 60)
     assert status == 0, f"{trial.where()}: resume ended {status}\n{child.log()}"
     trial.outcome = child.result()
     trial.final = await snapshot(backend, url, trial.flow_id, run)
-    status = await zag.status.read_flow_status(backend, trial.flow_id)
-    trial.status_unreverted = status.unreverted
+    if finished:
+        assert trial.final.log == log_before, f"{trial.where()}: an ended flow ran again"
+    flow_status = await zag.status.read_flow_status(backend, trial.flow_id)
+    trial.status_unreverted = flow_status.unreverted
 
 
-async def _len_above(url: str, run: str, n: int) -> bool:
-    return len(await cf.read_log(url, run)) > n
+async def _rows_at_least(url: str, run: str, n: int) -> bool:
+    return len(await cf.read_log(url, run)) >= n
 
 
 async def run_trials(trials: list[Trial], tmp_path: Path) -> float:

@@ -9,7 +9,8 @@ records afterwards and says which end that was:
 - UNCOMPENSATED: some atoms that ran are not reverted (a revert kept failing
   past its `RevertRetry`); they are named;
 - STUCK_PAST_PIVOT: an irreversible atom (a pivot) had succeeded, so nothing
-  was reverted, and a later failure outlasted its retries.
+  was reverted, and a later failure outlasted its retries; or a pivot declared
+  idempotent=False was cut off by a crash, so it may have taken effect.
 
 It also keeps the durable counter of revert tries. Everything here is read
 from the records alone, so a resumed run (or a status reader) reaches the
@@ -22,6 +23,7 @@ import warnings
 from collections.abc import Sequence
 
 from .compiler import Node
+from .errors import AtomInterrupted
 from .models import AtomDetail, FlowDetail
 from .states import AtomState, FlowState
 
@@ -52,8 +54,17 @@ _UNDONE = (S.SUCCESS, S.FAILURE, S.REVERTING, S.REVERT_FAILURE)
 
 
 def pivot_passed(nodes: Sequence[Node], details: Sequence[AtomDetail]) -> bool:
-    """True once an irreversible atom has succeeded: there is no going back."""
-    return any(n.atom.is_pivot and details[n.index].state is S.SUCCESS for n in nodes)
+    """True once an irreversible atom has succeeded, or may have (a launch of a
+    non-idempotent one that a crash cut off): there is no going back."""
+    return any(n.atom.is_pivot and _may_have_run(details[n.index]) for n in nodes)
+
+
+def _may_have_run(detail: AtomDetail) -> bool:
+    if detail.state is S.SUCCESS:
+        return True
+    failure = detail.failure
+    interrupted = failure is not None and failure.check(AtomInterrupted) is not None
+    return detail.state is S.FAILURE and interrupted
 
 
 def unreverted(nodes: Sequence[Node], details: Sequence[AtomDetail]) -> list[str]:

@@ -196,11 +196,17 @@ class Scheduler:
         ]
         if interrupted:
             # Whether they finished is unknown: fail them (which reverts them) instead.
+            # A pivot among them may have taken effect and cannot be undone: the
+            # flow stops past it (nothing is reverted, nothing runs again).
             self.ready = deque(i for i in self.ready if i not in interrupted)
-            for i in interrupted:
-                failure = Failure.from_exception(AtomInterrupted(nodes[i].name))
+            failures = [Failure.from_exception(AtomInterrupted(nodes[i].name)) for i in interrupted]
+            for i, failure in zip(interrupted, failures, strict=True):
                 self.set(i, S.FAILURE, failure=failure)
-                self.on_failure(i, failure)
+                if nodes[i].atom.is_pivot:
+                    self.past_pivot = self.gave_up = True
+            for i, failure in zip(interrupted, failures, strict=True):
+                if not nodes[i].atom.is_pivot:
+                    self.on_failure(i, failure)
 
     @property
     def halted(self) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import math
 import typing
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -52,17 +53,41 @@ class Arg:
     default: Any = None
 
 
+#: The longest atom (and provided) name: names are keys in every backend's tables.
+MAX_NAME = 255
+
+
+def check_name(what: str, name: Any) -> str:
+    """`name` if every backend can store it as a key, else InvalidAtom naming `what`."""
+    if not isinstance(name, str) or not name:
+        raise InvalidAtom(f"{what} must be a non-empty string, got {name!r}")
+    if len(name) > MAX_NAME:
+        raise InvalidAtom(f"{what} is longer than {MAX_NAME} characters: {name[:40]!r}...")
+    if "\x00" in name:
+        raise InvalidAtom(f"{what} must not contain NUL characters: {name!r}")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidAtom(f"{what} is not valid text (a lone surrogate?): {name!r}") from None
+    return name
+
+
 def _normalize_provides(atom: str, provides: Provides) -> dict[str, Any]:
     """Map each provided name to how it is read from the result."""
     if provides is None:
         return {}
     if isinstance(provides, str):
+        check_name(f"atom {atom!r}: the provided name", provides)
         return {provides: WHOLE_RESULT}
     if isinstance(provides, Mapping):
         out = dict(provides)
     elif isinstance(provides, (set, frozenset)):
+        for name in provides:
+            check_name(f"atom {atom!r}: a provided name", name)
         out = {name: name for name in sorted(provides)}
     elif isinstance(provides, (list, tuple)):
+        for name in provides:
+            check_name(f"atom {atom!r}: a provided name", name)
         if len(set(provides)) != len(provides):
             raise InvalidAtom(f"atom {atom!r}: provides {provides!r} repeats a name")
         out = {name: i for i, name in enumerate(provides)}
@@ -72,8 +97,7 @@ def _normalize_provides(atom: str, provides: Provides) -> dict[str, Any]:
             f"not {type(provides).__name__}"
         )
     for name in out:
-        if not isinstance(name, str) or not name:
-            raise InvalidAtom(f"atom {atom!r}: provided names must be non-empty strings: {name!r}")
+        check_name(f"atom {atom!r}: a provided name", name)
     return out
 
 
@@ -216,9 +240,7 @@ class Atom:
         revert_retry: RevertRetry | None = None,
         irreversible: bool | None = None,
     ) -> None:
-        self.name = name if name is not None else self._default_name()
-        if not isinstance(self.name, str) or not self.name:
-            raise InvalidAtom(f"atom name must be a non-empty string, got {self.name!r}")
+        self.name = check_name("an atom's name", name if name is not None else self._default_name())
         self._declare(
             provides=provides if provides is not None else type(self).provides,
             rebind=rebind if rebind is not None else type(self).rebind,
@@ -263,9 +285,26 @@ class Atom:
     ) -> None:
         name = self.name
         if timeout is not None and (
-            not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0
+            not isinstance(timeout, (int, float))
+            or isinstance(timeout, bool)
+            or not math.isfinite(timeout)
+            or timeout <= 0
         ):
-            raise InvalidAtom(f"atom {name!r}: timeout must be a positive number of seconds")
+            raise InvalidAtom(
+                f"atom {name!r}: timeout must be a positive, finite number of seconds, "
+                f"got {timeout!r}"
+            )
+        if not isinstance(idempotent, bool):
+            raise InvalidAtom(
+                f"atom {name!r}: idempotent must be True or False, got {idempotent!r}"
+            )
+        if inject is not None and not isinstance(inject, Mapping):
+            raise InvalidAtom(
+                f"atom {name!r}: inject must be a dict of parameter name to value, "
+                f"got {type(inject).__name__} {inject!r}"[:300]
+            )
+        for key in inject or {}:
+            check_name(f"atom {name!r}: an inject key", key)
         self.timeout_s = float(timeout) if timeout is not None else None
         self.is_idempotent = bool(idempotent)
         if retry is not None:
@@ -302,7 +341,12 @@ class Atom:
             rebind_map = {}
         elif isinstance(rebind, Mapping):
             rebind_map = dict(rebind)
+            for param, symbol in rebind_map.items():
+                check_name(f"atom {name!r}: a rebind key", param)
+                check_name(f"atom {name!r}: rebind of {param!r}", symbol)
         elif isinstance(rebind, (list, tuple)):
+            for symbol in rebind:
+                check_name(f"atom {name!r}: a rebind name", symbol)
             if len(rebind) > len(params):
                 raise InvalidAtom(
                     f"atom {name!r}: rebind lists {len(rebind)} names but execute takes "

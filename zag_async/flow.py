@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar, Self
 
-from .atom import Atom
-from .errors import FlowDefinitionError
+from .atom import Atom, check_name
+from .errors import FlowDefinitionError, InvalidAtom
 from .retry import Retry
 
 __all__ = [
@@ -54,8 +54,10 @@ class Flow:
     kind: ClassVar[str] = "flow"
 
     def __init__(self, name: str, *items: Item, retry: Retry | None = None) -> None:
-        if not isinstance(name, str) or not name:
-            raise FlowDefinitionError(f"a flow needs a non-empty string name, got {name!r}")
+        try:
+            check_name("a flow's name", name)
+        except InvalidAtom as exc:
+            raise FlowDefinitionError(str(exc)) from None
         if retry is not None and not isinstance(retry, Retry):
             raise FlowDefinitionError(
                 f"flow {name!r}: retry= takes a retry controller such as zag.retry.Times(3), "

@@ -17,13 +17,14 @@ crash finds the signal it had already taken.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from uuid import NAMESPACE_URL, uuid5
 
-from .atom import Provides, Task
+from .atom import Provides, Task, check_name
 from .errors import (
     ConfigurationError,
     ExecutionError,
@@ -89,14 +90,20 @@ class Wait(Task):
         provides: Provides = None,
         default: Any = _NO_DEFAULT,
     ) -> None:
-        if not isinstance(name, str) or not name:
-            raise InvalidAtom(f"a wait's name must be a non-empty string, got {name!r}")
+        check_name("a wait's name", name)
         if event is not None and (not isinstance(event, str) or not event):
             raise InvalidAtom(f"wait {name!r}: event must be a non-empty string, got {event!r}")
         if timeout is not None and (
-            not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout < 0
+            not isinstance(timeout, int | float)
+            or isinstance(timeout, bool)
+            or not math.isfinite(timeout)
+            or timeout < 0
         ):
-            raise InvalidAtom(f"wait {name!r}: timeout must be a number of seconds >= 0")
+            raise InvalidAtom(
+                f"wait {name!r}: timeout must be a finite number of seconds >= 0, got {timeout!r}"
+            )
+        if until is not None and not math.isfinite(until):
+            raise InvalidAtom(f"wait {name!r}: until must be a finite time, got {until!r}")
         self.event = event
         self.wait_timeout = None if timeout is None else float(timeout)
         self.until = until

@@ -78,7 +78,10 @@ class Scene:
             return result
         try:
             await eventually(
-                lambda: hang_file.exists() or proc.returncode is not None,
+                # (its content, not just the file: it is created, then written)
+                lambda: (
+                    (hang_file.exists() and hang_file.read_text()) or proc.returncode is not None
+                ),
                 within=30,
                 what=f"worker reaching {hang!r}",
             )
@@ -424,6 +427,7 @@ async def _with_deadlines(url: str, tmp_path: Path, body: Any) -> None:
     pytest.fail("too slow to act before a 20 s deadline, twice")
 
 
+@pytest.mark.timeout(150)  # a slow machine may need the 20 s retry
 async def test_a_signal_stored_before_the_deadline_wins_while_the_check_straddles_it(
     url: str, tmp_path: Path
 ) -> None:
@@ -454,6 +458,7 @@ async def test_a_signal_stored_before_the_deadline_wins_while_the_check_straddle
     await _with_deadlines(url, tmp_path, body)
 
 
+@pytest.mark.timeout(150)  # a slow machine may need the 20 s retry
 async def test_a_signal_stored_before_the_deadline_but_committed_after_it(
     url: str, tmp_path: Path
 ) -> None:
@@ -533,6 +538,7 @@ async def _race_child(proc: asyncio.subprocess.Process) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.decode().splitlines()]
 
 
+@pytest.mark.timeout(150)
 async def test_a_signal_racing_the_deadline_has_one_recorded_winner(
     url: str, tmp_path: Path
 ) -> None:

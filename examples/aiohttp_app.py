@@ -33,6 +33,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 import zag_async as zag
 from zag_async.contrib.aiohttp import get_zag, zag_context
+from zag_async.contrib.http import http_status
 
 STOCK = {"book": 10, "lamp": 3}
 PRICES = {"book": 12, "lamp": 40}
@@ -77,30 +78,29 @@ def order_flow() -> zag.Flow:
 
 ORDER_FLOW = "aiohttp_app:order_flow"
 
-#: HTTP status for how a flow awaited in a request ended.
-HTTP_STATUS = {"SUCCESS": 200, "REVERTED": 409, "FAILURE": 500, "SUSPENDED": 503}
-
 routes = web.RouteTableDef()
 
 
 async def read_order(request: web.Request) -> dict[str, Any]:
-    body = await request.json()
-    if not isinstance(body.get("item"), str):
-        raise web.HTTPUnprocessableEntity(text="an order needs an item")
-    return {
-        "item": body["item"],
-        "qty": int(body.get("qty", 1)),
-        "ship_delay": float(body.get("ship_delay", 0.0)),  # demo knob: how long shipping takes
-    }
+    """The order in the request's JSON body; 422 for anything else (never a 500)."""
+    try:
+        body = await request.json()
+        if not isinstance(body, dict) or not isinstance(body.get("item"), str):
+            raise ValueError("an order needs an item")
+        return {
+            "item": body["item"],
+            "qty": int(body.get("qty", 1)),
+            "ship_delay": float(body.get("ship_delay", 0.0)),  # demo knob: how long shipping takes
+        }
+    except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
+        raise web.HTTPUnprocessableEntity(text=f"malformed order: {exc}") from None
 
 
 @routes.post("/orders")
 async def place_order(request: web.Request) -> web.Response:
     status = await get_zag(request).run(ORDER_FLOW, store=await read_order(request))
     headers = {} if status.done else {"Location": f"/flows/{status.flow_id}"}
-    return web.json_response(
-        status.to_dict(), status=HTTP_STATUS.get(status.state, 500), headers=headers
-    )
+    return web.json_response(status.to_dict(), status=http_status(status), headers=headers)
 
 
 @routes.post("/orders/async")

@@ -35,6 +35,7 @@ from pydantic import BaseModel
 
 import zag_async as zag
 from zag_async.contrib.fastapi import ZagDep, zag_lifespan
+from zag_async.contrib.http import http_status
 
 STOCK = {"book": 10, "lamp": 3}
 PRICES = {"book": 12, "lamp": 40}
@@ -88,14 +89,11 @@ class Order(BaseModel):
 
 router = APIRouter()
 
-#: HTTP status for how a flow awaited in a request ended.
-HTTP_STATUS = {"SUCCESS": 200, "REVERTED": 409, "FAILURE": 500, "SUSPENDED": 503}
-
 
 @router.post("/orders")
 async def place_order(order: Order, service: ZagDep, response: Response) -> dict[str, Any]:
     status = await service.run(ORDER_FLOW, store=order.model_dump())
-    response.status_code = HTTP_STATUS.get(status.state, 500)
+    response.status_code = http_status(status)  # 200, 409 reverted, 503 shut down
     if not status.done:  # suspended by a shutdown: say where to look later
         response.headers["Location"] = f"/flows/{status.flow_id}"
     return status.to_dict()

@@ -2,10 +2,11 @@
 
     POST /orders         runs the order flow inside the request: 200 with its results,
                          409 when it was reverted, 503 when the app shut down meanwhile
+                         (`zag_async.contrib.http.http_status`); 422 for a malformed order
     POST /orders/async   posts a job and answers 202 with a Location to poll
     POST /orders/later   starts the flow in the background: 202 with a Location to poll
     GET  /jobs/{id}      the job's state and its flow's status
-    GET  /flows/{id}     a flow's status
+    GET  /flows/{id}     a flow's status (404 for an unknown id, as /jobs/{id})
 
 `zag_context` (a `cleanup_ctx` entry) opens one SQLite file that holds both the
 flows' state and the job board, and runs a conductor in the same process. At

@@ -18,6 +18,7 @@ import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -101,7 +102,14 @@ def test_an_excerpt_is_cut_from_its_program(block: Block) -> None:
         assert not line or line in lines, f"{block}: not in {program}: {line!r}"
 
 
-@pytest.mark.parametrize("block", RUN, ids=str)
+def runnable(block: Block) -> Any:
+    """A block as a parameter, marked `services` when it needs a server (the fast
+    suite leaves it out)."""
+    marks = [pytest.mark.services] if named(block, NEEDS) else []
+    return pytest.param(block, id=str(block), marks=marks)
+
+
+@pytest.mark.parametrize("block", [runnable(b) for b in RUN])
 def test_the_block_prints_its_output(
     block: Block, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -109,7 +117,8 @@ def test_the_block_prints_its_output(
     need = named(block, NEEDS)
     if need is not None:
         request.getfixturevalue(need)  # fails (under CI) or skips without the service
-        code = code.replace('"compute"', f'"readme-{uuid.uuid4().hex[:8]}"')  # a topic of its own
+        # the only change: a topic of its own, as workers of other tests share the broker
+        code = code.replace('"compute"', f'"readme-{uuid.uuid4().hex[:8]}"')
     if "port=9464" in code:  # any free port: tests run side by side
         code = code.replace("port=9464", "port=0")
     script = tmp_path / "block.py"

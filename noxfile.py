@@ -17,6 +17,10 @@ nox.options.sessions = ["tests", "lint", "typecheck"]
 ROOT = Path(__file__).parent
 LINT_PATHS = ("zag_async", "tests", "examples", "benchmarks")
 
+# What the docs session needs: mkdocstrings reads the package's source without
+# importing it, so the package's own dependencies are not installed there.
+DOCS_REQUIREMENTS = ("mkdocs>=1.6", "mkdocstrings[python]>=0.26")
+
 # The peer library and what its SQL persistence backend needs for scenario S4.
 PEER_REQUIREMENTS = ("taskflow", "SQLAlchemy", "alembic", "psycopg2-binary", "kazoo")
 
@@ -47,6 +51,17 @@ def typecheck(session: nox.Session) -> None:
     """Type-check the package with mypy --strict (configured in pyproject.toml)."""
     session.install(".[all]", "mypy")
     session.run("mypy")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site (mkdocs.yml) with warnings as errors, into ``site/``.
+
+    The guide is the README, the API reference is generated from the docstrings;
+    a broken link, reference or docstring fails the build.
+    """
+    session.install(*DOCS_REQUIREMENTS)
+    session.run("mkdocs", "build", "--strict", *session.posargs)
 
 
 @nox.session

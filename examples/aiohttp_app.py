@@ -2,10 +2,11 @@
 
     POST /orders         runs the order flow inside the request: 200 with its results,
                          409 when it was reverted, 503 when the app shut down meanwhile
+                         (`zag_async.contrib.http.http_status`); 422 for a malformed order
     POST /orders/async   posts a job and answers 202 with a Location to poll
     POST /orders/later   starts the flow in the background: 202 with a Location to poll
     GET  /jobs/{id}      the job's state and its flow's status
-    GET  /flows/{id}     a flow's status
+    GET  /flows/{id}     a flow's status (404 for an unknown id, as /jobs/{id})
 
 `zag_context` (a `cleanup_ctx` entry) opens one SQLite file that holds both the
 flows' state and the job board, and runs a conductor in the same process. At
@@ -33,6 +34,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 import zag_async as zag
 from zag_async.contrib.aiohttp import get_zag, zag_context
+from zag_async.contrib.http import http_status
 
 STOCK = {"book": 10, "lamp": 3}
 PRICES = {"book": 12, "lamp": 40}
@@ -77,30 +79,29 @@ def order_flow() -> zag.Flow:
 
 ORDER_FLOW = "aiohttp_app:order_flow"
 
-#: HTTP status for how a flow awaited in a request ended.
-HTTP_STATUS = {"SUCCESS": 200, "REVERTED": 409, "FAILURE": 500, "SUSPENDED": 503}
-
 routes = web.RouteTableDef()
 
 
 async def read_order(request: web.Request) -> dict[str, Any]:
-    body = await request.json()
-    if not isinstance(body.get("item"), str):
-        raise web.HTTPUnprocessableEntity(text="an order needs an item")
-    return {
-        "item": body["item"],
-        "qty": int(body.get("qty", 1)),
-        "ship_delay": float(body.get("ship_delay", 0.0)),  # demo knob: how long shipping takes
-    }
+    """The order in the request's JSON body; 422 for anything else (never a 500)."""
+    try:
+        body = await request.json()
+        if not isinstance(body, dict) or not isinstance(body.get("item"), str):
+            raise ValueError("an order needs an item")
+        return {
+            "item": body["item"],
+            "qty": int(body.get("qty", 1)),
+            "ship_delay": float(body.get("ship_delay", 0.0)),  # demo knob: how long shipping takes
+        }
+    except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
+        raise web.HTTPUnprocessableEntity(text=f"malformed order: {exc}") from None
 
 
 @routes.post("/orders")
 async def place_order(request: web.Request) -> web.Response:
     status = await get_zag(request).run(ORDER_FLOW, store=await read_order(request))
     headers = {} if status.done else {"Location": f"/flows/{status.flow_id}"}
-    return web.json_response(
-        status.to_dict(), status=HTTP_STATUS.get(status.state, 500), headers=headers
-    )
+    return web.json_response(status.to_dict(), status=http_status(status), headers=headers)
 
 
 @routes.post("/orders/async")

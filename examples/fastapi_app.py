@@ -2,10 +2,11 @@
 
     POST /orders         runs the order flow inside the request: 200 with its results,
                          409 when it was reverted, 503 when the app shut down meanwhile
+                         (`zag_async.contrib.http.http_status`); 422 for a malformed order
     POST /orders/async   posts a job and answers 202 with a Location to poll
     POST /orders/later   starts the flow in the background: 202 with a Location to poll
     GET  /jobs/{id}      the job's state and its flow's status
-    GET  /flows/{id}     a flow's status
+    GET  /flows/{id}     a flow's status (404 for an unknown id, as /jobs/{id})
 
 `zag_lifespan` opens one SQLite file that holds both the flows' state and the
 job board, and runs a conductor in the same process. On shutdown it suspends
@@ -35,6 +36,7 @@ from pydantic import BaseModel
 
 import zag_async as zag
 from zag_async.contrib.fastapi import ZagDep, zag_lifespan
+from zag_async.contrib.http import http_status
 
 STOCK = {"book": 10, "lamp": 3}
 PRICES = {"book": 12, "lamp": 40}
@@ -88,14 +90,11 @@ class Order(BaseModel):
 
 router = APIRouter()
 
-#: HTTP status for how a flow awaited in a request ended.
-HTTP_STATUS = {"SUCCESS": 200, "REVERTED": 409, "FAILURE": 500, "SUSPENDED": 503}
-
 
 @router.post("/orders")
 async def place_order(order: Order, service: ZagDep, response: Response) -> dict[str, Any]:
     status = await service.run(ORDER_FLOW, store=order.model_dump())
-    response.status_code = HTTP_STATUS.get(status.state, 500)
+    response.status_code = http_status(status)  # 200, 409 reverted, 503 shut down
     if not status.done:  # suspended by a shutdown: say where to look later
         response.headers["Location"] = f"/flows/{status.flow_id}"
     return status.to_dict()

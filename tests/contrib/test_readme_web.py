@@ -1,4 +1,6 @@
-"""The README's "In a web service" snippets run as shown (FastAPI and aiohttp)."""
+"""The README's "In a web service" snippets run as shown (FastAPI and aiohttp) and
+answer with conventional codes over real HTTP: 200, 409 for an order reverted on a
+business rule, 404 for unknown ids, 422 for malformed input (issue 14 item 6)."""
 
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ import zag_async as zag
 
 @zag.task(provides="receipt")
 async def sell(item: str) -> str:
+    if item == "piano":
+        raise LookupError("no piano in stock")  # a business rule: the order is reverted
     return f"sold {item}"
 
 def order() -> zag.Flow:
@@ -58,6 +62,7 @@ def snippet(marker: str) -> Any:
 def test_the_section_sits_before_semantics() -> None:
     assert README.index("## In a web service") < README.index("## Semantics worth knowing")
     assert len(BLOCKS) == 2
+    assert all(" zag: " not in block for block in BLOCKS)  # no parameter shadows the alias
 
 
 async def test_fastapi_snippet(myapp: None, tmp_path: Path) -> None:
@@ -69,6 +74,11 @@ async def test_fastapi_snippet(myapp: None, tmp_path: Path) -> None:
         reply = await client.post("/orders", params={"item": "book"})
         assert reply.status_code == 200
         assert reply.json()["results"]["receipt"] == "sold book"
+        reverted = await client.post("/orders", params={"item": "piano"})
+        assert reverted.status_code == 409 and reverted.json()["state"] == "REVERTED"
+        assert (await client.post("/orders")).status_code == 422  # no item
+        assert (await client.get("/jobs/0f6c1ee6-1f5c-4b4c-9d0f-3a1e2b7c9d10")).status_code == 404
+        assert (await client.get("/jobs/nonsense")).status_code == 404
         reply = await client.post("/orders/async", params={"item": "lamp"})
         assert reply.status_code == 202
         location = reply.headers["location"]
@@ -87,4 +97,11 @@ async def test_aiohttp_snippet(myapp: None) -> None:
     async with TestClient(TestServer(app)) as client:
         reply = await client.post("/orders", params={"item": "book"})
         assert reply.status == 200
-        assert (await reply.json())["results"]["receipt"] == "sold book"
+        body = await reply.json()
+        assert body["results"]["receipt"] == "sold book"
+        assert (await client.get(f"/flows/{body['flow_id']}")).status == 200
+        reverted = await client.post("/orders", params={"item": "piano"})
+        assert reverted.status == 409 and (await reverted.json())["state"] == "REVERTED"
+        assert (await client.post("/orders")).status == 422
+        assert (await client.get("/flows/0f6c1ee6-1f5c-4b4c-9d0f-3a1e2b7c9d10")).status == 404
+        assert (await client.get("/flows/nonsense")).status == 404

@@ -7,7 +7,7 @@
 
     async def order(request: web.Request) -> web.Response:
         status = await get_zag(request).run("myapp.flows:order", store={"item": "book"})
-        return web.json_response(status.to_dict())
+        return web.json_response(status.to_dict(), status=http_status(status))
 
 `zag_context(...)` takes `ZagService`'s arguments. The service is opened at
 startup, stored under `ZAG_KEY`, and closed at cleanup, after aiohttp has let

@@ -5,8 +5,10 @@
     app = FastAPI(lifespan=zag_lifespan(backend="sqlite+aiosqlite:///app.db", conductor=True))
 
     @app.post("/orders")
-    async def order(item: str, zag: ZagDep) -> dict[str, Any]:
-        return (await zag.run("myapp.flows:order", store={"item": item})).to_dict()
+    async def order(item: str, service: ZagDep, response: Response) -> dict[str, Any]:
+        status = await service.run("myapp.flows:order", store={"item": item})
+        response.status_code = http_status(status)  # from zag_async.contrib.http
+        return status.to_dict()
 
 `zag_lifespan(...)` takes `ZagService`'s arguments. The service is opened at
 startup, stored as `app.state.zag`, and closed at shutdown (its flows are

@@ -33,7 +33,7 @@ from .errors import (
 from .failure import Failure
 from .models import AtomDetail, FlowDetail
 from .persistence.leases import Lease
-from .states import AtomState, FlowState, check_flow_transition
+from .states import ENDED, AtomState, FlowState, check_flow_transition
 
 if TYPE_CHECKING:
     from .persistence.base import Backend
@@ -41,13 +41,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Storage", "WritePolicy"]
 
-_FINISHED = (
-    FlowState.SUCCESS,
-    FlowState.REVERTED,
-    FlowState.FAILURE,
-    FlowState.UNCOMPENSATED,
-    FlowState.STUCK_PAST_PIVOT,
-)
 
 logger = logging.getLogger("zag_async")
 
@@ -296,7 +289,7 @@ class Storage:
         lease, backend = self.lease, self.backend
         if lease is None or backend is None:
             return
-        if self.flow.state in _FINISHED and not lease.held:
+        if self.flow.state in ENDED and not lease.held:
             if claim and lease.stable_owner is not None:
                 await backend.claim_flow(self.flow, lease.stable_owner)
             return

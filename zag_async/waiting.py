@@ -36,7 +36,7 @@ from .errors import (
 )
 from .failure import Failure
 from .models import AtomDetail, FlowDetail, Signal, new_id
-from .states import AtomState, FlowState, Intention
+from .states import ENDED, AtomState, Intention
 
 if TYPE_CHECKING:
     from .compiler import Node
@@ -58,13 +58,6 @@ __all__ = [
 #: The key of a payload made by `reject()`.
 REJECT_KEY = "zag:reject"
 _NO_DEFAULT: Any = object()
-_FINISHED = (
-    FlowState.SUCCESS,
-    FlowState.REVERTED,
-    FlowState.FAILURE,
-    FlowState.UNCOMPENSATED,
-    FlowState.STUCK_PAST_PIVOT,
-)
 
 
 class Wait(Task):
@@ -233,7 +226,7 @@ async def signal(
     except NotFound:
         raise SignalRefused(flow_id, event, "no such flow", kind="unknown_flow") from None
     detail = backend.flow_from_row(row)
-    if detail.state in _FINISHED:
+    if detail.state in ENDED:
         raise SignalRefused(
             flow_id, event, f"the flow has finished ({detail.state})", kind="finished"
         )

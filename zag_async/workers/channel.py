@@ -21,6 +21,12 @@ Bound: a worker consumes again within CONSUMER_CHECK + CONSUME_RETRY_CAP
 consume. A quorum queue that never gets a leader back serves nobody (RabbitMQ
 3.10 can lose the registration of a queue created seconds before a kill -9 and
 restart it without an election); the worker then warns every CONSUME_TIMEOUT.
+
+The first connection is not robust-retried: a URL that is not `amqp://` or
+`amqps://` with a host fails at once (`check_url`, ConfigurationError), and a
+refused connection or login raises BrokerUnavailable naming the URL (password
+hidden) as soon as the broker answers, at most `CONNECT_TIMEOUT` s for a host
+that never does. Only an established connection reconnects by itself.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from collections.abc import Awaitable, Callable
 
 import aio_pika
 import aiormq
+import yarl
 from aio_pika.abc import (
     AbstractChannel,
     AbstractIncomingMessage,
@@ -40,9 +47,11 @@ from aio_pika.abc import (
 )
 
 from ..backoff import Backoff
+from ..errors import BrokerUnavailable, ConfigurationError
 
 __all__ = [
     "CLEANUP_TIMEOUT",
+    "CONNECT_TIMEOUT",
     "CONSUMER_CHECK",
     "CONSUME_RETRY_CAP",
     "CONSUME_TIMEOUT",
@@ -50,8 +59,10 @@ __all__ = [
     "RECONNECT_INTERVAL",
     "ChannelKeeper",
     "QueueConsumer",
+    "check_url",
     "close_quietly",
     "connect",
+    "redact",
 ]
 
 logger = logging.getLogger("zag_async.workers")
@@ -59,6 +70,9 @@ logger = logging.getLogger("zag_async.workers")
 #: Seconds between reconnect attempts after the broker went away (aio-pika's
 #: default of 5 s would add up to 5 s to every outage).
 RECONNECT_INTERVAL = 1.0
+#: Seconds the first connection may take before BrokerUnavailable (a host that
+#: refuses, or a broker that refuses the login, answers much sooner).
+CONNECT_TIMEOUT = 10.0
 #: Seconds that closing waits on the broker for clean-up (cancelling consumers,
 #: deleting the reply queue) before leaving it undone.
 CLEANUP_TIMEOUT = 2.0
@@ -72,9 +86,65 @@ CONSUMER_CHECK = 0.5
 PUBLISH_ATTEMPT_TIMEOUT = 5.0
 
 
+def redact(url: str) -> str:
+    """`url` with its password hidden, for messages and logs."""
+    try:
+        parsed = yarl.URL(url)
+    except (TypeError, ValueError):
+        return "<unparsable URL>"
+    return str(parsed.with_password("***")) if parsed.password else url
+
+
+def check_url(url: str) -> str:
+    """`url` if it can name a RabbitMQ broker (`amqp://` or `amqps://` with a host),
+    else ConfigurationError at once (aio-pika would retry it for ever)."""
+    try:
+        parsed = yarl.URL(url) if isinstance(url, str) else None
+    except (TypeError, ValueError):
+        parsed = None
+    if parsed is None or parsed.scheme not in ("amqp", "amqps") or not parsed.host:
+        raise ConfigurationError(
+            f"not a RabbitMQ URL: {redact(url) if isinstance(url, str) else url!r} "
+            "(expected amqp://user:password@host[:port]/[vhost], or amqps://)"
+        )
+    return url
+
+
 async def connect(url: str) -> AbstractRobustConnection:
-    """A robust connection that retries every RECONNECT_INTERVAL while the broker is away."""
-    return await aio_pika.connect_robust(url, reconnect_interval=RECONNECT_INTERVAL)
+    """A robust connection that retries every RECONNECT_INTERVAL while the broker is away.
+
+    The first connection must succeed: BrokerUnavailable (naming the URL, password
+    hidden) when it is refused, the login is, or the broker does not answer
+    within CONNECT_TIMEOUT.
+    """
+    check_url(url)
+    connection = aio_pika.RobustConnection(
+        aio_pika.connection.make_url(url), reconnect_interval=RECONNECT_INTERVAL
+    )
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            await connection.connect()
+    except BaseException as exc:
+        with contextlib.suppress(Exception):  # stop its reconnect attempts
+            async with asyncio.timeout(CLEANUP_TIMEOUT):
+                await connection.close()
+        if not isinstance(exc, Exception):
+            raise
+        raise BrokerUnavailable(_why(url, exc)) from exc
+    return connection
+
+
+def _why(url: str, exc: Exception) -> str:
+    where = f"RabbitMQ at {redact(url)}"
+    if isinstance(exc, aiormq.exceptions.ProbableAuthenticationError):
+        return f"{where} refused the login: check the user name and password in the URL"
+    if isinstance(exc, aiormq.exceptions.ConnectionNotAllowed):
+        return f"{where} refused access to the virtual host: {exc}"
+    if isinstance(exc, TimeoutError):
+        return f"{where} did not answer within {CONNECT_TIMEOUT:g} s"
+    if isinstance(exc, ConnectionRefusedError) or "111" in str(exc) or "refused" in str(exc):
+        return f"{where} refused the connection: is the broker running on that host and port?"
+    return f"{where} cannot be reached: {exc!r}"
 
 
 async def close_quietly(channel: AbstractChannel) -> None:

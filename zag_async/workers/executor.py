@@ -38,10 +38,9 @@ from ..codec import Codec, JsonCodec
 from ..errors import AtomTimeout, ConfigurationError, ExecutionError, NoWorkers, WorkerLost
 from ..events import Event, current_atom
 from . import topology
-from .channel import CLEANUP_TIMEOUT, ChannelKeeper, connect
+from .channel import CLEANUP_TIMEOUT, ChannelKeeper, check_url, connect
 from .protocol import (
     Announcement,
-    MessageError,
     Ping,
     Request,
     Response,
@@ -100,7 +99,7 @@ class RemoteExecutor:
         codec: Codec | None = None,
         tracing: TracingHooks | None = None,
     ) -> None:
-        self.url = url
+        self.url = check_url(url)
         self.topics = [topology.check_topic(t) for t in topics]
         if not self.topics:
             raise ConfigurationError("RemoteExecutor needs at least one topic")
@@ -193,7 +192,7 @@ class RemoteExecutor:
     async def _on_announcement(self, message: AbstractIncomingMessage) -> None:
         try:
             word = load_discovery(message.body)
-        except MessageError as exc:
+        except Exception as exc:  # MessageError; anything else must not stop discovery either
             logger.warning("executor: ignoring a discovery message: %s", exc)
             return
         if not isinstance(word, Announcement):
@@ -338,8 +337,8 @@ class RemoteExecutor:
     async def _on_response(self, message: AbstractIncomingMessage) -> None:
         try:
             response = Response.loads(message.body, self.codec)
-        except MessageError as exc:
-            logger.error("ignoring a malformed response: %s", exc)
+        except Exception as exc:  # MessageError, or a bug: never let it stop the consumer
+            self._malformed(message.correlation_id or "", exc)
             return
         pending = self._pending.get(response.id)
         if pending is None or pending.future.done():
@@ -355,6 +354,19 @@ class RemoteExecutor:
         ):
             pending.emit(
                 Event("progress", pending.flow, "RUNNING", pending.atom, progress=response.progress)
+            )
+
+    def _malformed(self, rid: str, exc: Exception) -> None:
+        """A reply we cannot read ends the request it names (if outstanding): waiting
+        for a better one would wait until the stall timeout, or for ever."""
+        pending = self._pending.get(rid)
+        logger.error("executor: malformed response to request %r: %s", rid, exc)
+        if pending is not None and not pending.future.done():
+            pending.future.set_exception(
+                ExecutionError(
+                    f"atom {pending.atom!r}: malformed response to request {rid} "
+                    f"from worker {pending.worker or '?'}: {exc}"
+                )
             )
 
     async def _watch(self) -> None:

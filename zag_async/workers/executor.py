@@ -131,7 +131,11 @@ class RemoteExecutor:
         self._channels = ChannelKeeper(
             self._connection, self._setup, f"executor {self._reply_name}"
         )
-        await self._channels.open()
+        try:
+            await self._channels.open()
+        except BaseException:
+            await self.aclose()
+            raise
         await self._background.start()
         self._background.spawn(self._channels.keep(), name=f"{self._reply_name} channel")
         self._background.spawn(self._watch(), name=f"{self._reply_name} watchdog")

@@ -141,7 +141,11 @@ class Worker:
     async def __aenter__(self) -> Self:
         self._connection = await connect(self.url)
         self._channels = ChannelKeeper(self._connection, self._setup, f"worker {self.name}")
-        await self._channels.open()
+        try:
+            await self._channels.open()
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
         return self
 
     async def _setup(self, channel: AbstractChannel) -> None:

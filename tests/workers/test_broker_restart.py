@@ -233,15 +233,53 @@ def steps(n: int) -> zag.Flow:
     )
 
 
-async def finish(run: asyncio.Task[Any], engine: zag.Engine, n: int, within: float) -> Any:
-    """The run's result, or a failure naming the atoms still running after `within`."""
+async def finish(
+    run: asyncio.Task[Any],
+    engine: zag.Engine,
+    n: int,
+    within: float,
+    executor: zag.RemoteExecutor | None = None,
+) -> Any:
+    """The run's result, or a failure naming the atoms still running after `within`
+    and what the broker says of the queues involved (who consumes, what waits)."""
     try:
         async with asyncio.timeout(within):
             return await run
     except TimeoutError:
         names = [f"step{i}" for i in range(n)]
         stuck = [s for s in names if engine.storage.get(s).state == zag.AtomState.RUNNING]
-        pytest.fail(f"flow not done {within} s after the broker came back; running: {stuck}")
+        seen = "" if executor is None else await queues_seen(executor)
+        pytest.fail(
+            f"flow not done {within} s after the broker came back; running: {stuck}; {seen}"
+        )
+
+
+async def queues_seen(executor: zag.RemoteExecutor) -> str:
+    """Ready messages and consumers of the executor's topic and reply queues."""
+    import aio_pika
+
+    names = [f"zag.q.{t}" for t in executor.topics] + [executor.reply_queue]
+    found = []
+    try:
+        async with asyncio.timeout(10):
+            connection = await aio_pika.connect(executor.url)
+            try:
+                for name in names:
+                    channel = await connection.channel()
+                    try:
+                        queue = await channel.declare_queue(name, passive=True)
+                        result = queue.declaration_result
+                        found.append(
+                            f"{name}: {result.message_count} ready, "
+                            f"{result.consumer_count} consumers"
+                        )
+                    except Exception as exc:
+                        found.append(f"{name}: {exc!r}")
+            finally:
+                await connection.close()
+    except Exception as exc:
+        found.append(f"broker not asked: {exc!r}")
+    return f"in flight {executor.in_flight()}; " + "; ".join(found)
 
 
 def completed(events: list[zag.Event]) -> int:
@@ -346,7 +384,7 @@ async def test_kill_9_and_restart_mid_flow(
         # this test only; once it has a leader the flow must finish as usual.
         if await asyncio.to_thread(broker.elect_lost_leader, f"zag.q.{workers[0].topic}"):
             print("the broker lost the queue's leader (RabbitMQ defect): election triggered")
-        results = await finish(run, engine, n, RECOVERY_BOUND)  # quorum queues recover first
+        results = await finish(run, engine, n, RECOVERY_BOUND, executor)
         done = time.monotonic()
         print(
             f"kill -9 + restart: node back after {restarted - killed:.1f} s, flow done "

@@ -9,18 +9,22 @@ consumers, but two of its habits stalled flows after a broker restart:
 - It re-sends `basic.consume` with no deadline while holding the channel's
   lock, and RabbitMQ answers a consume on a quorum queue only once the queue
   has a leader again. Everything published on that channel (a worker's
-  outcomes and heartbeats) waited behind it. So a worker takes requests
-  through a `QueueConsumer`: a channel of its own that aio-pika does not
-  restore, checked every `CONSUMER_CHECK` s and consumed again when its
-  consumer is gone, one attempt at a time (each at most `CONSUME_TIMEOUT` s;
-  RabbitMQ itself gives up after 30 s) with pauses of at most
-  `CONSUME_RETRY_CAP` s.
+  outcomes and heartbeats) waited behind it. So a worker takes requests,
+  and an executor its replies, through a `QueueConsumer`: a channel of its
+  own that aio-pika does not restore, checked every `CONSUMER_CHECK` s and
+  consumed again when its consumer is gone, one attempt at a time with
+  pauses of at most `CONSUME_RETRY_CAP` s. Each attempt is cut at
+  `CONSUME_TIMEOUT` s: a consume sent while a quorum queue had no leader
+  may never be answered after the election (measured under CPU load: a
+  60 s cut left flows stalled for more than 30 s), while a queue with a
+  leader answers in milliseconds.
 
-Bound: a worker consumes again within CONSUMER_CHECK + CONSUME_RETRY_CAP
-(2.5 s) of its queue accepting consumers, and its outcomes never wait on a
-consume. A quorum queue that never gets a leader back serves nobody (RabbitMQ
-3.10 can lose the registration of a queue created seconds before a kill -9 and
-restart it without an election); the worker then warns every CONSUME_TIMEOUT.
+Bound: a worker (or executor) consumes again within CONSUME_TIMEOUT +
+CONSUME_RETRY_CAP + CONSUMER_CHECK (7.5 s) of its queue accepting
+consumers, and outcomes never wait on a consume. A quorum queue that never
+gets a leader back serves nobody (RabbitMQ 3.10 can lose the registration of
+a queue created seconds before a kill -9 and restart it without an
+election); the worker then warns every few seconds.
 
 The first connection is not robust-retried: a URL that is not `amqp://` or
 `amqps://` with a host fails at once (`check_url`, ConfigurationError), and a
@@ -76,8 +80,8 @@ CONNECT_TIMEOUT = 10.0
 #: Seconds that closing waits on the broker for clean-up (cancelling consumers,
 #: deleting the reply queue) before leaving it undone.
 CLEANUP_TIMEOUT = 2.0
-#: Seconds one attempt to start consuming a queue may take.
-CONSUME_TIMEOUT = 60.0
+#: Seconds one attempt to start consuming a queue may take (see the module docstring).
+CONSUME_TIMEOUT = 5.0
 #: Longest pause between two attempts to start consuming.
 CONSUME_RETRY_CAP = 2.0
 #: Seconds between checks that a consumer is still there.
@@ -247,11 +251,13 @@ class QueueConsumer:
         *,
         prefetch: int,
         owner: str,
+        no_ack: bool = False,
     ) -> None:
         self.connection = connection
         self.queue = queue
         self.callback = callback
         self.prefetch = prefetch
+        self.no_ack = no_ack
         self.owner = owner
         self.channel: AbstractChannel | None = None
         self.tag: str | None = None
@@ -266,9 +272,9 @@ class QueueConsumer:
                 await channel.set_qos(prefetch_count=self.prefetch)
                 queue = await channel.get_queue(self.queue, ensure=False)
                 if isinstance(queue, AbstractRobustQueue):
-                    self.tag = await queue.consume(self.callback, robust=False)
+                    self.tag = await queue.consume(self.callback, no_ack=self.no_ack, robust=False)
                 else:
-                    self.tag = await queue.consume(self.callback)
+                    self.tag = await queue.consume(self.callback, no_ack=self.no_ack)
         except BaseException:
             await close_quietly(channel)
             raise

@@ -38,7 +38,7 @@ from ..codec import Codec, JsonCodec
 from ..errors import AtomTimeout, ConfigurationError, ExecutionError, NoWorkers, WorkerLost
 from ..events import Event, current_atom
 from . import topology
-from .channel import CLEANUP_TIMEOUT, ChannelKeeper, check_url, connect
+from .channel import CLEANUP_TIMEOUT, ChannelKeeper, QueueConsumer, check_url, connect
 from .protocol import (
     Announcement,
     Ping,
@@ -114,7 +114,7 @@ class RemoteExecutor:
         self._work: AbstractExchange | None = None
         self._delay: AbstractExchange | None = None
         self._reply_queue: AbstractQueue | None = None
-        self._reply_tag: str | None = None
+        self._replies: QueueConsumer | None = None
         #: Named and durable, so it outlives a broker restart (and the reconnect):
         #: outcomes sent meanwhile wait for us. It expires when unused.
         self._reply_name = f"zag.reply.{uuid.uuid4().hex}"
@@ -131,24 +131,35 @@ class RemoteExecutor:
         self._channels = ChannelKeeper(
             self._connection, self._setup, f"executor {self._reply_name}"
         )
+        # Replies arrive on a channel of their own, kept by hand (see channel.py):
+        # aio-pika's restore of the main channel can wait on a quorum queue.
+        self._replies = QueueConsumer(
+            self._connection,
+            self._reply_name,
+            self._on_response,
+            prefetch=0,
+            owner=f"executor {self._reply_name}",
+            no_ack=True,
+        )
         try:
             await self._channels.open()
+            await self._replies.start()
         except BaseException:
             await self.aclose()
             raise
         await self._background.start()
         self._background.spawn(self._channels.keep(), name=f"{self._reply_name} channel")
+        self._background.spawn(self._replies.keep(), name=f"{self._reply_name} replies")
         self._background.spawn(self._watch(), name=f"{self._reply_name} watchdog")
         return self
 
     async def _setup(self, channel: AbstractChannel) -> None:
-        """Prepare a (new) channel: topology, reply and discovery consumers, a ping."""
+        """Prepare a (new) channel: topology, the reply queue, discovery, a ping."""
         self._work, _ = await topology.declare_topology(channel, self.topics, self.delivery_limit)
         self._delay = await channel.get_exchange(topology.DELAY, ensure=False)
         self._reply_queue = await channel.declare_queue(
             self._reply_name, durable=True, arguments={"x-expires": 600_000}
         )
-        self._reply_tag = await self._reply_queue.consume(self._on_response, no_ack=True)
         discovery = await channel.get_exchange(topology.DISCOVERY, ensure=False)
         hello = await channel.declare_queue(exclusive=True, auto_delete=True)
         await hello.bind(discovery)
@@ -177,16 +188,18 @@ class RemoteExecutor:
                     )
                 )
         await self._background.aclose()
+        if self._replies is not None:
+            # Cancel our consumer first: deleting a queue under a live consumer
+            # makes the broker cancel it, which aiormq logs as a warning.
+            await self._replies.cancel()
         if self._reply_queue is not None:
-            # Bounded: with the broker away these would wait for the reconnect (the
+            # Bounded: with the broker away this would wait for the reconnect (the
             # queue then expires by itself, x-expires).
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(CLEANUP_TIMEOUT):
-                    # Cancel our consumer first: deleting a queue under a live consumer
-                    # makes the broker cancel it, which aiormq logs as a warning.
-                    if self._reply_tag is not None:
-                        await self._reply_queue.cancel(self._reply_tag)
                     await self._reply_queue.delete(if_unused=False, if_empty=False)
+        if self._replies is not None:
+            await self._replies.close()
         if self._connection is not None:
             await self._connection.close()
             self._connection = None
@@ -211,6 +224,11 @@ class RemoteExecutor:
     def channel(self) -> AbstractChannel | None:
         """The channel requests go out on now (None before `async with`)."""
         return None if self._channels is None else self._channels.channel
+
+    @property
+    def reply_queue(self) -> str:
+        """The queue this executor's outcomes arrive on (`zag.reply.<id>`)."""
+        return self._reply_name
 
     def in_flight(self) -> dict[str, str]:
         """Outstanding requests: id -> the worker last heard from on it ('' if none yet)."""

@@ -15,9 +15,8 @@ consumers, but two of its habits stalled flows after a broker restart:
   consumed again when its consumer is gone, one attempt at a time with
   pauses of at most `CONSUME_RETRY_CAP` s. Each attempt is cut at
   `CONSUME_TIMEOUT` s: a consume sent while a quorum queue had no leader
-  may never be answered after the election (measured under CPU load: a
-  60 s cut left flows stalled for more than 30 s), while a queue with a
-  leader answers in milliseconds.
+  waits for one ("forwarded once leader is known") and may stay unanswered
+  after the election, while a queue with a leader answers in milliseconds.
 
 Bound: a worker (or executor) consumes again within CONSUME_TIMEOUT +
 CONSUME_RETRY_CAP + CONSUMER_CHECK (7.5 s) of its queue accepting

@@ -106,6 +106,7 @@ ERROR_TREE = [
     (errors.WaitTimeout, errors.ExecutionError),
     (errors.WaitRejected, errors.ExecutionError),
     (errors.SignalRefused, errors.ExecutionError),
+    (errors.BrokerUnavailable, errors.ExecutionError),
 ]
 
 

@@ -20,7 +20,8 @@ ZagError
 │   ├── NotFound               a name, atom or record that does not exist
 │   ├── WaitTimeout            a wait's deadline passed before a signal ended it
 │   ├── WaitRejected           the signal that ended a wait rejected it (`zag.reject`)
-│   └── SignalRefused          a signal no wait can take (unknown or ended flow, undeclared event)
+│   ├── SignalRefused          a signal no wait can take (unknown or ended flow, undeclared event)
+│   └── BrokerUnavailable      RabbitMQ refused the connection or the login, or did not answer
 ├── ConfigurationError         a bad option for an engine or backend (max_concurrency=0, ...)
 ├── JobError                   job boards, claims and locks
 │   ├── JobNotFound            no such job (or it is already complete)
@@ -54,6 +55,7 @@ __all__ = [
     "AtomInterrupted",
     "AtomTimeout",
     "AlreadyClaimed",
+    "BrokerUnavailable",
     "BoardUnavailable",
     "ClaimLost",
     "ConfigurationError",
@@ -297,6 +299,11 @@ class SignalRefused(ExecutionError):
         self.event = event
         self.reason = reason
         self.kind = kind
+
+
+class BrokerUnavailable(ExecutionError, ConnectionError):
+    """RabbitMQ refused the first connection or its login, or did not answer; the
+    message names the URL (password hidden). Established connections reconnect."""
 
 
 class ConfigurationError(ZagError, ValueError):

@@ -248,9 +248,10 @@ def _popen(cmd: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[b
 
 @pytest.fixture
 async def spawn_worker(amqp_url: str, topic: str, tmp_path: Path) -> AsyncIterator[SpawnWorker]:
-    """`await spawn_worker(cli=False, topic=..., heartbeat=..., delivery_limit=...)`.
+    """`await spawn_worker(cli=False, topic=..., heartbeat=..., delivery_limit=..., serves=())`.
 
-    Starts a worker subprocess serving `tasks.ALL` and waits until it prints
+    Starts a worker subprocess serving `tasks.ALL` (or the tasks named in
+    `serves`, without cli) and waits until it prints
     its "serving" line. With cli=True it is `python -m zag_async worker`
     (whose name is read from that line), else worker_main.py. Every process
     still alive at teardown is killed.
@@ -270,6 +271,7 @@ async def spawn_worker(amqp_url: str, topic: str, tmp_path: Path) -> AsyncIterat
         heartbeat: float = 0.2,
         delivery_limit: int = 5,
         concurrency: int = 4,
+        serves: tuple[str, ...] = (),
     ) -> WorkerProcess:
         name = f"w{len(procs)}-{uuid.uuid4().hex[:6]}"
         log = tmp_path / f"{name}.log"
@@ -284,6 +286,8 @@ async def spawn_worker(amqp_url: str, topic: str, tmp_path: Path) -> AsyncIterat
                 "--topic", topic, "--url", url, "--name", name, "--heartbeat", str(heartbeat),
                 "--delivery-limit", str(delivery_limit), "--concurrency", str(concurrency),
             ]  # fmt: skip
+            if serves:
+                cmd += ["--tasks", ",".join(serves)]
         worker = WorkerProcess(name, _popen(cmd, log, env), log)
         procs.append(worker)
         await worker.ready()

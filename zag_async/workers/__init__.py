@@ -5,6 +5,12 @@
     async with zag.RemoteExecutor(url, topics=["compute"]) as executor:      # engine process
         await zag.Engine(flow, executor=executor).run()
 
+Workers on one topic may serve different task lists: a request delivered to
+a worker without its task is handed back on the topic while another live
+worker announces that task, and dead-lettered (zag.dead, with the reason)
+only when none does. Whatever a request holds, it ends answered and acked,
+or dead-lettered with its reason: decoding is bounded (`protocol.py`).
+
 `LoopbackExecutor(tasks=[...])` runs the same protocol in one process, without
 a broker (for tests). Worker and RemoteExecutor need `pip install
 'zag-async[amqp]'`.

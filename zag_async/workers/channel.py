@@ -9,18 +9,27 @@ consumers, but two of its habits stalled flows after a broker restart:
 - It re-sends `basic.consume` with no deadline while holding the channel's
   lock, and RabbitMQ answers a consume on a quorum queue only once the queue
   has a leader again. Everything published on that channel (a worker's
-  outcomes and heartbeats) waited behind it. So a worker takes requests
-  through a `QueueConsumer`: a channel of its own that aio-pika does not
-  restore, checked every `CONSUMER_CHECK` s and consumed again when its
-  consumer is gone, one attempt at a time (each at most `CONSUME_TIMEOUT` s;
-  RabbitMQ itself gives up after 30 s) with pauses of at most
-  `CONSUME_RETRY_CAP` s.
+  outcomes and heartbeats) waited behind it. So a worker takes requests,
+  and an executor its replies, through a `QueueConsumer`: a channel of its
+  own that aio-pika does not restore, checked every `CONSUMER_CHECK` s and
+  consumed again when its consumer is gone, one attempt at a time with
+  pauses of at most `CONSUME_RETRY_CAP` s. Each attempt is cut at
+  `CONSUME_TIMEOUT` s: a consume sent while a quorum queue had no leader
+  waits for one ("forwarded once leader is known") and may stay unanswered
+  after the election, while a queue with a leader answers in milliseconds.
 
-Bound: a worker consumes again within CONSUMER_CHECK + CONSUME_RETRY_CAP
-(2.5 s) of its queue accepting consumers, and its outcomes never wait on a
-consume. A quorum queue that never gets a leader back serves nobody (RabbitMQ
-3.10 can lose the registration of a queue created seconds before a kill -9 and
-restart it without an election); the worker then warns every CONSUME_TIMEOUT.
+Bound: a worker (or executor) consumes again within CONSUME_TIMEOUT +
+CONSUME_RETRY_CAP + CONSUMER_CHECK (7.5 s) of its queue accepting
+consumers, and outcomes never wait on a consume. A quorum queue that never
+gets a leader back serves nobody (RabbitMQ 3.10 can lose the registration of
+a queue created seconds before a kill -9 and restart it without an
+election); the worker then warns every few seconds.
+
+The first connection is not robust-retried: a URL that is not `amqp://` or
+`amqps://` with a host fails at once (`check_url`, ConfigurationError), and a
+refused connection or login raises BrokerUnavailable naming the URL (password
+hidden) as soon as the broker answers, at most `CONNECT_TIMEOUT` s for a host
+that never does. Only an established connection reconnects by itself.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from collections.abc import Awaitable, Callable
 
 import aio_pika
 import aiormq
+import yarl
 from aio_pika.abc import (
     AbstractChannel,
     AbstractIncomingMessage,
@@ -40,9 +50,11 @@ from aio_pika.abc import (
 )
 
 from ..backoff import Backoff
+from ..errors import BrokerUnavailable, ConfigurationError
 
 __all__ = [
     "CLEANUP_TIMEOUT",
+    "CONNECT_TIMEOUT",
     "CONSUMER_CHECK",
     "CONSUME_RETRY_CAP",
     "CONSUME_TIMEOUT",
@@ -50,8 +62,10 @@ __all__ = [
     "RECONNECT_INTERVAL",
     "ChannelKeeper",
     "QueueConsumer",
+    "check_url",
     "close_quietly",
     "connect",
+    "redact",
 ]
 
 logger = logging.getLogger("zag_async.workers")
@@ -59,11 +73,14 @@ logger = logging.getLogger("zag_async.workers")
 #: Seconds between reconnect attempts after the broker went away (aio-pika's
 #: default of 5 s would add up to 5 s to every outage).
 RECONNECT_INTERVAL = 1.0
+#: Seconds the first connection may take before BrokerUnavailable (a host that
+#: refuses, or a broker that refuses the login, answers much sooner).
+CONNECT_TIMEOUT = 10.0
 #: Seconds that closing waits on the broker for clean-up (cancelling consumers,
 #: deleting the reply queue) before leaving it undone.
 CLEANUP_TIMEOUT = 2.0
-#: Seconds one attempt to start consuming a queue may take.
-CONSUME_TIMEOUT = 60.0
+#: Seconds one attempt to start consuming a queue may take (see the module docstring).
+CONSUME_TIMEOUT = 5.0
 #: Longest pause between two attempts to start consuming.
 CONSUME_RETRY_CAP = 2.0
 #: Seconds between checks that a consumer is still there.
@@ -72,9 +89,65 @@ CONSUMER_CHECK = 0.5
 PUBLISH_ATTEMPT_TIMEOUT = 5.0
 
 
+def redact(url: str) -> str:
+    """`url` with its password hidden, for messages and logs."""
+    try:
+        parsed = yarl.URL(url)
+    except (TypeError, ValueError):
+        return "<unparsable URL>"
+    return str(parsed.with_password("***")) if parsed.password else url
+
+
+def check_url(url: str) -> str:
+    """`url` if it can name a RabbitMQ broker (`amqp://` or `amqps://` with a host),
+    else ConfigurationError at once (aio-pika would retry it for ever)."""
+    try:
+        parsed = yarl.URL(url) if isinstance(url, str) else None
+    except (TypeError, ValueError):
+        parsed = None
+    if parsed is None or parsed.scheme not in ("amqp", "amqps") or not parsed.host:
+        raise ConfigurationError(
+            f"not a RabbitMQ URL: {redact(url) if isinstance(url, str) else url!r} "
+            "(expected amqp://user:password@host[:port]/[vhost], or amqps://)"
+        )
+    return url
+
+
 async def connect(url: str) -> AbstractRobustConnection:
-    """A robust connection that retries every RECONNECT_INTERVAL while the broker is away."""
-    return await aio_pika.connect_robust(url, reconnect_interval=RECONNECT_INTERVAL)
+    """A robust connection that retries every RECONNECT_INTERVAL while the broker is away.
+
+    The first connection must succeed: BrokerUnavailable (naming the URL, password
+    hidden) when it is refused, the login is, or the broker does not answer
+    within CONNECT_TIMEOUT.
+    """
+    check_url(url)
+    connection = aio_pika.RobustConnection(
+        aio_pika.connection.make_url(url), reconnect_interval=RECONNECT_INTERVAL
+    )
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            await connection.connect()
+    except BaseException as exc:
+        with contextlib.suppress(Exception):  # stop its reconnect attempts
+            async with asyncio.timeout(CLEANUP_TIMEOUT):
+                await connection.close()
+        if not isinstance(exc, Exception):
+            raise
+        raise BrokerUnavailable(_why(url, exc)) from exc
+    return connection
+
+
+def _why(url: str, exc: Exception) -> str:
+    where = f"RabbitMQ at {redact(url)}"
+    if isinstance(exc, aiormq.exceptions.ProbableAuthenticationError):
+        return f"{where} refused the login: check the user name and password in the URL"
+    if isinstance(exc, aiormq.exceptions.ConnectionNotAllowed):
+        return f"{where} refused access to the virtual host: {exc}"
+    if isinstance(exc, TimeoutError):
+        return f"{where} did not answer within {CONNECT_TIMEOUT:g} s"
+    if isinstance(exc, ConnectionRefusedError) or "111" in str(exc) or "refused" in str(exc):
+        return f"{where} refused the connection: is the broker running on that host and port?"
+    return f"{where} cannot be reached: {exc!r}"
 
 
 async def close_quietly(channel: AbstractChannel) -> None:
@@ -177,11 +250,13 @@ class QueueConsumer:
         *,
         prefetch: int,
         owner: str,
+        no_ack: bool = False,
     ) -> None:
         self.connection = connection
         self.queue = queue
         self.callback = callback
         self.prefetch = prefetch
+        self.no_ack = no_ack
         self.owner = owner
         self.channel: AbstractChannel | None = None
         self.tag: str | None = None
@@ -196,9 +271,9 @@ class QueueConsumer:
                 await channel.set_qos(prefetch_count=self.prefetch)
                 queue = await channel.get_queue(self.queue, ensure=False)
                 if isinstance(queue, AbstractRobustQueue):
-                    self.tag = await queue.consume(self.callback, robust=False)
+                    self.tag = await queue.consume(self.callback, no_ack=self.no_ack, robust=False)
                 else:
-                    self.tag = await queue.consume(self.callback)
+                    self.tag = await queue.consume(self.callback, no_ack=self.no_ack)
         except BaseException:
             await close_quietly(channel)
             raise

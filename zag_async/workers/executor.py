@@ -38,10 +38,9 @@ from ..codec import Codec, JsonCodec
 from ..errors import AtomTimeout, ConfigurationError, ExecutionError, NoWorkers, WorkerLost
 from ..events import Event, current_atom
 from . import topology
-from .channel import CLEANUP_TIMEOUT, ChannelKeeper, connect
+from .channel import CLEANUP_TIMEOUT, ChannelKeeper, QueueConsumer, check_url, connect
 from .protocol import (
     Announcement,
-    MessageError,
     Ping,
     Request,
     Response,
@@ -100,7 +99,7 @@ class RemoteExecutor:
         codec: Codec | None = None,
         tracing: TracingHooks | None = None,
     ) -> None:
-        self.url = url
+        self.url = check_url(url)
         self.topics = [topology.check_topic(t) for t in topics]
         if not self.topics:
             raise ConfigurationError("RemoteExecutor needs at least one topic")
@@ -115,7 +114,7 @@ class RemoteExecutor:
         self._work: AbstractExchange | None = None
         self._delay: AbstractExchange | None = None
         self._reply_queue: AbstractQueue | None = None
-        self._reply_tag: str | None = None
+        self._replies: QueueConsumer | None = None
         #: Named and durable, so it outlives a broker restart (and the reconnect):
         #: outcomes sent meanwhile wait for us. It expires when unused.
         self._reply_name = f"zag.reply.{uuid.uuid4().hex}"
@@ -132,20 +131,35 @@ class RemoteExecutor:
         self._channels = ChannelKeeper(
             self._connection, self._setup, f"executor {self._reply_name}"
         )
-        await self._channels.open()
+        # Replies arrive on a channel of their own, kept by hand (see channel.py):
+        # aio-pika's restore of the main channel can wait on a quorum queue.
+        self._replies = QueueConsumer(
+            self._connection,
+            self._reply_name,
+            self._on_response,
+            prefetch=0,
+            owner=f"executor {self._reply_name}",
+            no_ack=True,
+        )
+        try:
+            await self._channels.open()
+            await self._replies.start()
+        except BaseException:
+            await self.aclose()
+            raise
         await self._background.start()
         self._background.spawn(self._channels.keep(), name=f"{self._reply_name} channel")
+        self._background.spawn(self._replies.keep(), name=f"{self._reply_name} replies")
         self._background.spawn(self._watch(), name=f"{self._reply_name} watchdog")
         return self
 
     async def _setup(self, channel: AbstractChannel) -> None:
-        """Prepare a (new) channel: topology, reply and discovery consumers, a ping."""
+        """Prepare a (new) channel: topology, the reply queue, discovery, a ping."""
         self._work, _ = await topology.declare_topology(channel, self.topics, self.delivery_limit)
         self._delay = await channel.get_exchange(topology.DELAY, ensure=False)
         self._reply_queue = await channel.declare_queue(
             self._reply_name, durable=True, arguments={"x-expires": 600_000}
         )
-        self._reply_tag = await self._reply_queue.consume(self._on_response, no_ack=True)
         discovery = await channel.get_exchange(topology.DISCOVERY, ensure=False)
         hello = await channel.declare_queue(exclusive=True, auto_delete=True)
         await hello.bind(discovery)
@@ -174,16 +188,18 @@ class RemoteExecutor:
                     )
                 )
         await self._background.aclose()
+        if self._replies is not None:
+            # Cancel our consumer first: deleting a queue under a live consumer
+            # makes the broker cancel it, which aiormq logs as a warning.
+            await self._replies.cancel()
         if self._reply_queue is not None:
-            # Bounded: with the broker away these would wait for the reconnect (the
+            # Bounded: with the broker away this would wait for the reconnect (the
             # queue then expires by itself, x-expires).
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(CLEANUP_TIMEOUT):
-                    # Cancel our consumer first: deleting a queue under a live consumer
-                    # makes the broker cancel it, which aiormq logs as a warning.
-                    if self._reply_tag is not None:
-                        await self._reply_queue.cancel(self._reply_tag)
                     await self._reply_queue.delete(if_unused=False, if_empty=False)
+        if self._replies is not None:
+            await self._replies.close()
         if self._connection is not None:
             await self._connection.close()
             self._connection = None
@@ -193,7 +209,7 @@ class RemoteExecutor:
     async def _on_announcement(self, message: AbstractIncomingMessage) -> None:
         try:
             word = load_discovery(message.body)
-        except MessageError as exc:
+        except Exception as exc:  # MessageError; anything else must not stop discovery either
             logger.warning("executor: ignoring a discovery message: %s", exc)
             return
         if not isinstance(word, Announcement):
@@ -208,6 +224,11 @@ class RemoteExecutor:
     def channel(self) -> AbstractChannel | None:
         """The channel requests go out on now (None before `async with`)."""
         return None if self._channels is None else self._channels.channel
+
+    @property
+    def reply_queue(self) -> str:
+        """The queue this executor's outcomes arrive on (`zag.reply.<id>`)."""
+        return self._reply_name
 
     def in_flight(self) -> dict[str, str]:
         """Outstanding requests: id -> the worker last heard from on it ('' if none yet)."""
@@ -338,8 +359,8 @@ class RemoteExecutor:
     async def _on_response(self, message: AbstractIncomingMessage) -> None:
         try:
             response = Response.loads(message.body, self.codec)
-        except MessageError as exc:
-            logger.error("ignoring a malformed response: %s", exc)
+        except Exception as exc:  # MessageError, or a bug: never let it stop the consumer
+            self._malformed(message.correlation_id or "", exc)
             return
         pending = self._pending.get(response.id)
         if pending is None or pending.future.done():
@@ -355,6 +376,19 @@ class RemoteExecutor:
         ):
             pending.emit(
                 Event("progress", pending.flow, "RUNNING", pending.atom, progress=response.progress)
+            )
+
+    def _malformed(self, rid: str, exc: Exception) -> None:
+        """A reply we cannot read ends the request it names (if outstanding): waiting
+        for a better one would wait until the stall timeout, or for ever."""
+        pending = self._pending.get(rid)
+        logger.error("executor: malformed response to request %r: %s", rid, exc)
+        if pending is not None and not pending.future.done():
+            pending.future.set_exception(
+                ExecutionError(
+                    f"atom {pending.atom!r}: malformed response to request {rid} "
+                    f"from worker {pending.worker or '?'}: {exc}"
+                )
             )
 
     async def _watch(self) -> None:

@@ -15,12 +15,18 @@ refused with a reason wherever it arrives (`MessageError`):
   every worker to announce itself now. `load_discovery` reads either.
 
 Values go through the codec; failures travel as `Failure.to_dict()`.
+
+Decoding is bounded and total: a message larger than `MAX_MESSAGE_BYTES`,
+nested deeper than `MAX_DEPTH`, or with any field of the wrong type or shape
+(a failure record included) raises `MessageError` with the reason, and
+nothing else, so whoever reads a message can always settle it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +36,8 @@ from ..errors import ExecutionError, RemoteFailure, SerializationError
 from ..failure import Failure
 
 __all__ = [
+    "MAX_DEPTH",
+    "MAX_MESSAGE_BYTES",
     "PROTOCOL_VERSION",
     "Announcement",
     "MessageError",
@@ -43,6 +51,13 @@ __all__ = [
 PROTOCOL_VERSION = 1
 ACTIONS = ("execute", "revert")
 RESPONSE_KINDS = ("started", "heartbeat", "progress", "result", "failure", "rejected")
+#: Largest message read (bytes); a bigger one is refused unread.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+#: Deepest nesting of lists and objects read, in a message and in the values
+#: it carries (the JSON decoder would otherwise recurse until RecursionError).
+MAX_DEPTH = 200
+#: Longest chain of causes a failure record may carry.
+MAX_CAUSES = 20
 
 
 class MessageError(ValueError):
@@ -70,16 +85,106 @@ def _encode_args(codec: Codec, args: Mapping[str, Any]) -> str:
 
 
 def _decode_args(codec: Codec, text: str) -> dict[str, Any]:
-    data = json.loads(text)
-    args: dict[str, Any] = codec.loads(data["values"])
+    data = _bounded(json.loads, text, "arguments")
+    if not isinstance(data, dict):
+        raise MessageError("arguments are not a JSON object")
+    values = data.get("values")
+    if not isinstance(values, str):
+        raise MessageError("arguments: field 'values' missing or not str")
+    args = _bounded(codec.loads, values, "argument values")
+    if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
+        raise MessageError("argument values are not an object of names")
     failures = data.get("failures") or {}
+    if not isinstance(failures, dict):
+        raise MessageError("arguments: field 'failures' is not an object")
     if "result" in failures:
-        args["result"] = Failure.from_dict(failures["result"])
+        args["result"] = _failure(failures["result"], "failures.result")
     if "flow_failures" in failures:
+        flow_failures = failures["flow_failures"]
+        if not isinstance(flow_failures, dict):
+            raise MessageError("arguments: field 'failures.flow_failures' is not an object")
         args["flow_failures"] = {
-            k: Failure.from_dict(f) for k, f in failures["flow_failures"].items()
+            k: _failure(f, f"failures.flow_failures.{k}") for k, f in flow_failures.items()
         }
     return args
+
+
+def _bounded(decode: Callable[[str], Any], text: str, what: str) -> Any:
+    """`decode(text)` (JSON or the codec), any error or excess depth as MessageError."""
+    try:
+        value = decode(text)
+    except RecursionError:
+        raise MessageError(f"{what} nested deeper than {MAX_DEPTH} levels") from None
+    except MessageError:
+        raise
+    except Exception as exc:  # a codec may raise anything on hostile input
+        raise MessageError(f"{what} cannot be decoded: {exc!r}") from exc
+    _check_depth(value, what)
+    return value
+
+
+def _check_depth(value: Any, what: str) -> None:
+    """MessageError when lists and dicts in `value` nest deeper than MAX_DEPTH."""
+    level = [value]
+    for _ in range(MAX_DEPTH + 1):
+        deeper: list[Any] = []
+        for item in level:
+            if isinstance(item, dict):
+                deeper.extend(item.values())
+            elif isinstance(item, (list, tuple)):
+                deeper.extend(item)
+        if not deeper:
+            return
+        level = deeper
+    raise MessageError(f"{what} nested deeper than {MAX_DEPTH} levels")
+
+
+def _failure(data: Any, where: str) -> Failure:
+    """A failure record, checked field by field (Failure.from_dict trusts its input)."""
+    record: Any = data
+    chain: list[Any] = []
+    while record is not None:
+        if len(chain) >= MAX_CAUSES:
+            raise MessageError(f"{where}: more than {MAX_CAUSES} causes")
+        if not isinstance(record, dict):
+            raise MessageError(f"{where}: a failure record must be an object")
+        types = record.get("exception_types")
+        if not isinstance(types, list) or not types or not all(isinstance(t, str) for t in types):
+            raise MessageError(f"{where}: 'exception_types' must list type names (strings)")
+        if not isinstance(record.get("message"), str):
+            raise MessageError(f"{where}: 'message' missing or not str")
+        if not isinstance(record.get("args", []), list):
+            raise MessageError(f"{where}: 'args' must be a list")
+        if not isinstance(record.get("traceback", ""), str):
+            raise MessageError(f"{where}: 'traceback' must be str")
+        chain.append(record)
+        record = record.get("cause") or None
+        where = f"{where}.cause"
+    try:
+        return Failure.from_dict(data)
+    except Exception as exc:  # checked above; kept total all the same
+        raise MessageError(f"{where}: malformed failure: {exc!r}") from exc
+
+
+def _number(data: Mapping[str, Any], key: str) -> float | None:
+    """A finite, non-negative number or None (bool is not a number here)."""
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise MessageError(f"field {key!r} must be a number or null")
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        raise MessageError(f"field {key!r} must be finite and >= 0, got {value!r}")
+    return number
+
+
+def _text(data: Mapping[str, Any], key: str) -> str:
+    """An optional string field ('' when absent)."""
+    value = data.get(key, "")
+    if not isinstance(value, str):
+        raise MessageError(f"field {key!r} must be str")
+    return value
 
 
 def _require(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
@@ -90,10 +195,15 @@ def _require(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...]) -
 
 
 def _load(body: bytes) -> dict[str, Any]:
+    if len(body) > MAX_MESSAGE_BYTES:
+        raise MessageError(f"{len(body)} bytes, more than the {MAX_MESSAGE_BYTES} read")
     try:
         data = json.loads(body)
+    except RecursionError:
+        raise MessageError(f"nested deeper than {MAX_DEPTH} levels") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise MessageError(f"not JSON: {exc}") from exc
+    _check_depth(data, "message")
     if not isinstance(data, dict):
         raise MessageError("not a JSON object")
     version = data.get("v")
@@ -143,21 +253,13 @@ class Request:
         action = _require(data, "action", str)
         if action not in ACTIONS:
             raise MessageError(f"unknown action {action!r}")
-        timeout = data.get("timeout")
-        if timeout is not None and not isinstance(timeout, (int, float)):
-            raise MessageError("field 'timeout' must be a number or null")
-        try:
-            args = _decode_args(codec or JsonCodec(), _require(data, "args", str))
-        except (ValueError, KeyError, TypeError, SerializationError) as exc:
-            raise MessageError(f"arguments cannot be decoded: {exc}") from exc
+        timeout = _number(data, "timeout")
+        rid = _require(data, "id", str)
+        task = _require(data, "task", str)
+        atom, flow = _text(data, "atom"), _text(data, "flow")
+        args = _decode_args(codec or JsonCodec(), _require(data, "args", str))
         return cls(
-            id=_require(data, "id", str),
-            task=_require(data, "task", str),
-            action=action,
-            args=args,
-            atom=str(data.get("atom", "")),
-            flow=str(data.get("flow", "")),
-            timeout=timeout,
+            id=rid, task=task, action=action, args=args, atom=atom, flow=flow, timeout=timeout
         )
 
 
@@ -196,32 +298,29 @@ class Response:
         kind = _require(data, "kind", str)
         if kind not in RESPONSE_KINDS:
             raise MessageError(f"unknown response kind {kind!r}")
+        rid = _require(data, "id", str)
         result = None
         if kind == "result":
-            try:
-                result = (codec or JsonCodec()).loads(_require(data, "result", str))
-            except (ValueError, SerializationError) as exc:
-                raise MessageError(f"result cannot be decoded: {exc}") from exc
+            result = _bounded((codec or JsonCodec()).loads, _require(data, "result", str), "result")
         failure = data.get("failure")
-        if kind == "failure" and not isinstance(failure, dict):
+        if kind == "failure" and failure is None:
             raise MessageError("a failure response needs a 'failure' object")
-        if isinstance(failure, dict):
-            try:
-                parsed: Failure | None = Failure.from_dict(failure)
-            except (KeyError, TypeError, ValueError) as exc:
-                raise MessageError(f"malformed failure: {exc!r}") from exc
-        else:
-            parsed = None
-        progress = data.get("progress")
+        parsed = None if failure is None else _failure(failure, "failure")
+        reason = data.get("reason")
+        if reason is not None and not isinstance(reason, str):
+            raise MessageError("field 'reason' must be str")
+        details = data.get("details", {})
+        if not isinstance(details, dict):
+            raise MessageError("field 'details' must be an object")
         return cls(
-            id=_require(data, "id", str),
+            id=rid,
             kind=kind,
-            worker=str(data.get("worker", "")),
+            worker=_text(data, "worker"),
             result=result,
             failure=parsed,
-            progress=float(progress) if isinstance(progress, (int, float)) else None,
-            reason=data.get("reason") if isinstance(data.get("reason"), str) else None,
-            details=dict(data["details"]) if isinstance(data.get("details"), dict) else {},
+            progress=_number(data, "progress"),
+            reason=reason,
+            details=dict(details),
         )
 
     def outcome(self, atom: str) -> Any:
@@ -295,6 +394,6 @@ def load_discovery(body: bytes) -> Announcement | Ping:
     if not all(isinstance(t, str) for t in tasks):
         raise MessageError("field 'tasks' must list task keys (strings)")
     ttl = _require(data, "ttl", (int, float))
-    if isinstance(ttl, bool) or not ttl > 0:
+    if isinstance(ttl, bool) or not 0 < ttl < math.inf:
         raise MessageError(f"field 'ttl' must be a positive number, got {ttl!r}")
     return Announcement(worker, topic, frozenset(tasks), float(ttl))

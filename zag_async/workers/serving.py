@@ -6,6 +6,11 @@ through `zag_async.execution.invoke` (the one way a step is called, locally
 or remotely), sends heartbeats and progress while it runs, and returns the
 final `Response` with what to do with the request afterwards. Transport
 chores (acks, dead-lettering, retried publishes) stay with the caller.
+
+`handle` never raises (short of cancellation): a request it cannot decode is
+rejected with the reason and dead-lettered, and anything unexpected while it
+runs becomes the request's failure, so the caller can always settle the
+delivery and free its slot.
 """
 
 from __future__ import annotations
@@ -39,10 +44,14 @@ class Outcome:
         response: the engine's answer (None when the request named no id to answer).
         dead_letter: why the request must go to the dead letters instead of
             being acknowledged as served (None: it was served).
+        hand_back: the request is for a task this worker lacks and another live
+            worker on the topic has: put it back on the topic for that one
+            (response and dead_letter are then None).
     """
 
     response: Response | None
     dead_letter: str | None = None
+    hand_back: bool = False
 
 
 class RequestHandler:
@@ -56,6 +65,8 @@ class RequestHandler:
         heartbeat: seconds between heartbeats while a request runs.
         delivery_limit: deliveries of one request before it counts as poison.
         tracing: trace hooks, or None.
+        served_elsewhere: whether another live worker on the topic has a task
+            (by key); None when there are no other workers (loopback).
     """
 
     def __init__(
@@ -68,7 +79,9 @@ class RequestHandler:
         heartbeat: float,
         delivery_limit: int,
         tracing: TracingHooks | None = None,
+        served_elsewhere: Callable[[str], bool] | None = None,
     ) -> None:
+        self.served_elsewhere = served_elsewhere
         self.tasks = tasks
         self.worker = worker
         self.topic = topic
@@ -98,13 +111,30 @@ class RequestHandler:
         """
         try:
             request = Request.loads(body, self.codec)
-        except MessageError as exc:
-            reason = f"malformed request: {exc}"
+        except Exception as exc:  # MessageError; anything else is a bug, refused all the same
+            why = str(exc) if isinstance(exc, MessageError) else f"cannot be read ({exc!r})"
+            reason = f"malformed request: {why}"
             rejected = Response(correlation_id, "rejected", self.worker, reason=reason)
             return Outcome(rejected if correlation_id else None, reason)
+        try:
+            return await self._serve(request, headers, deliveries, send)
+        except Exception as exc:  # not the task's failure (invoke captures that): ours
+            failure = Failure.from_exception(
+                ExecutionError(f"worker {self.worker} could not run request {request.id}: {exc!r}")
+            )
+            return Outcome(Response(request.id, "failure", self.worker, failure=failure))
+
+    async def _serve(
+        self, request: Request, headers: Mapping[str, Any], deliveries: int, send: Send
+    ) -> Outcome:
         atom = self.tasks.get(request.task)
+        elsewhere = self.served_elsewhere
+        if atom is None and elsewhere is not None and elsewhere(request.task):
+            return Outcome(None, hand_back=True)
         if atom is None:
             reason = f"worker {self.worker} on topic {self.topic!r} has no task {request.task!r}"
+            if self.served_elsewhere is not None:
+                reason += ", nor has any other live worker on that topic"
             return Outcome(Response(request.id, "rejected", self.worker, reason=reason), reason)
         if deliveries >= self.delivery_limit - 1:
             reason = (
@@ -194,7 +224,9 @@ async def _quietly(sending: Awaitable[None]) -> None:
 def delivery_count(headers: Mapping[str, Any]) -> int:
     """How often the broker delivered a message before (RabbitMQ's x-delivery-count)."""
     count = headers.get("x-delivery-count", 0)
-    return int(count) if isinstance(count, (int, str)) else 0
+    if isinstance(count, str) and count.strip().isdigit():
+        return int(count)
+    return count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else 0
 
 
 def by_task_key(tasks: Iterable[Atom], owner: str) -> dict[str, Atom]:

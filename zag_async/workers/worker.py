@@ -7,6 +7,14 @@ worker from a slow task. Requests arrive on a channel of their own (see
 `channel.py` for why and for the recovery bound); outcomes, heartbeats and
 announcements go out on the worker's other channel. What is done with one
 request is `serving.RequestHandler`'s job, shared with the loopback executor.
+
+Workers on one topic may serve different tasks. Each listens to the others'
+announcements; a request for a task it lacks is handed back (republished on
+the topic, then acked) while a live worker on the topic announces that task,
+and dead-lettered only when none does. The first hand-back is immediate,
+later ones of the same request wait in the delay tiers (50 ms doubling to
+`HAND_BACK_DELAY_CAP`), so a request whose only capable worker is busy
+waits for it instead of bouncing in a tight loop.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from types import TracebackType
 from typing import Self
 
@@ -43,15 +51,21 @@ from .channel import (
     PUBLISH_ATTEMPT_TIMEOUT,
     ChannelKeeper,
     QueueConsumer,
+    check_url,
     connect,
 )
-from .protocol import Announcement, MessageError, Ping, Response, load_discovery
+from .protocol import Announcement, Ping, Response, load_discovery
 from .serving import RequestHandler, by_task_key, delivery_count
 from .tracing import TracingHooks
 
-__all__ = ["Worker"]
+__all__ = ["HAND_BACK_DELAY_CAP", "Worker"]
 
 logger = logging.getLogger("zag_async.workers")
+
+#: Longest wait (s) before a request handed back again reaches the topic queue.
+HAND_BACK_DELAY_CAP = 1.0
+#: Header counting how often workers lacking its task handed a request back.
+HOPS = "x-zag-hops"
 
 
 class Worker:
@@ -88,7 +102,7 @@ class Worker:
         codec: Codec | None = None,
         tracing: TracingHooks | None = None,
     ) -> None:
-        self.url = url
+        self.url = check_url(url)
         self.topic = topology.check_topic(topic)
         self.tasks: dict[str, Atom] = by_task_key(tasks, "worker")
         if not self.tasks:
@@ -109,7 +123,10 @@ class Worker:
             heartbeat=heartbeat,
             delivery_limit=delivery_limit,
             tracing=tracing,
+            served_elsewhere=self._served_elsewhere,
         )
+        #: Other live workers on our topic: name -> (tasks, monotonic expiry).
+        self._peers: dict[str, tuple[frozenset[str], float]] = {}
         self._connection: AbstractRobustConnection | None = None
         self._channels: ChannelKeeper | None = None
         self._pings: list[tuple[AbstractQueue, str]] = []  # on the current channel
@@ -124,7 +141,11 @@ class Worker:
     async def __aenter__(self) -> Self:
         self._connection = await connect(self.url)
         self._channels = ChannelKeeper(self._connection, self._setup, f"worker {self.name}")
-        await self._channels.open()
+        try:
+            await self._channels.open()
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
         return self
 
     async def _setup(self, channel: AbstractChannel) -> None:
@@ -139,7 +160,7 @@ class Worker:
         discovery = await channel.get_exchange(topology.DISCOVERY, ensure=False)
         pings = await channel.declare_queue(exclusive=True, auto_delete=True)
         await pings.bind(discovery)
-        self._pings = [(pings, await pings.consume(self._on_ping, no_ack=True))]
+        self._pings = [(pings, await pings.consume(self._on_discovery, no_ack=True))]
 
     async def _discovery(self) -> AbstractExchange:
         assert self._channels is not None
@@ -194,6 +215,9 @@ class Worker:
                     background.spawn(requests.keep(), name=f"{self.name} consumer")
                     background.spawn(self._announce_loop(), name=f"{self.name} announcer")
                     await self._announce()
+                    with contextlib.suppress(Exception):  # peers announce themselves now
+                        discovery = await self._discovery()
+                        await discovery.publish(aio_pika.Message(Ping().dumps()), routing_key="")
                     await self._stop.wait()
                 finally:
                     self._handlers = None
@@ -224,14 +248,27 @@ class Worker:
         discovery = await self._discovery()
         await discovery.publish(aio_pika.Message(word.dumps()), routing_key="")
 
-    async def _on_ping(self, message: AbstractIncomingMessage) -> None:
+    async def _on_discovery(self, message: AbstractIncomingMessage) -> None:
+        """Answer pings; note which tasks the other live workers on our topic have."""
         try:
             word = load_discovery(message.body)
-        except MessageError as exc:
+        except Exception as exc:  # MessageError; anything else must not stop discovery either
             logger.warning("worker %s: ignoring a discovery message: %s", self.name, exc)
             return
         if isinstance(word, Ping):
-            await self._announce()
+            with contextlib.suppress(Exception):  # the next announcement comes anyway
+                await self._announce()
+        elif word.worker == self.name or word.topic != self.topic:
+            return
+        elif word.leaving:
+            self._peers.pop(word.worker, None)
+        else:
+            self._peers[word.worker] = (word.tasks, time.monotonic() + word.ttl)
+
+    def _served_elsewhere(self, task: str) -> bool:
+        """True while another live worker on our topic announces `task`."""
+        now = time.monotonic()
+        return any(task in tasks and until > now for tasks, until in self._peers.values())
 
     async def _on_request(self, message: AbstractIncomingMessage) -> None:
         handlers = self._handlers
@@ -285,7 +322,38 @@ class Worker:
             )
         await message.ack()
 
+    async def _hand_back(self, message: AbstractIncomingMessage) -> None:
+        """Republish a request for a task we lack on our topic, then ack it (at least once)."""
+        assert self._channels is not None
+        headers = {
+            k: v
+            for k, v in (message.headers or {}).items()
+            if not k.startswith("x-") or k.startswith("x-zag-")  # not the broker's counters
+        }
+        hops = delivery_count({"x-delivery-count": headers.get(HOPS, 0)})
+        headers[HOPS] = hops + 1
+        exchange_name = topology.WORK
+        if hops:
+            wait = min(0.05 * 2 ** (hops - 1), HAND_BACK_DELAY_CAP)
+            headers["zag-delay"] = str(topology.delay_tier(wait))
+            exchange_name = topology.DELAY
+        copy = aio_pika.Message(
+            message.body,
+            headers=headers,
+            correlation_id=message.correlation_id,
+            reply_to=message.reply_to,
+            content_type=message.content_type,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        async with asyncio.timeout(PUBLISH_ATTEMPT_TIMEOUT):
+            channel = await self._channels.current()
+            exchange = await channel.get_exchange(exchange_name, ensure=False)
+            await exchange.publish(copy, routing_key=self.topic)
+        await message.ack()
+        logger.debug("worker %s: handed request %s back", self.name, message.correlation_id)
+
     async def _handle(self, message: AbstractIncomingMessage) -> None:
+        """Handle one delivery and settle it whatever happens (a held delivery wedges a slot)."""
         try:
             await self._handle_request(message)
         except (
@@ -303,8 +371,15 @@ class Worker:
                 message.correlation_id,
                 exc,
             )
-        except Exception:
+            await _settle(message.nack(requeue=True))  # frees the slot if the channel lives
+        except Exception as exc:
+            reason = f"worker {self.name} could not finish handling it: {exc!r}"
             logger.exception("worker %s: could not finish handling a request", self.name)
+            try:
+                async with asyncio.timeout(PUBLISH_ATTEMPT_TIMEOUT):
+                    await self._dead_letter(message, reason)
+            except Exception:  # then the queue's own dead-lettering (no reason header)
+                await _settle(message.nack(requeue=False))
 
     async def _handle_request(self, message: AbstractIncomingMessage) -> None:
         async def send(response: Response) -> None:
@@ -318,6 +393,9 @@ class Worker:
             deliveries=delivery_count(headers),
             send=send,
         )
+        if outcome.hand_back:
+            await self._hand_back(message)
+            return
         if outcome.dead_letter is not None:
             if outcome.response is not None:
                 await self._reply(message, outcome.response)
@@ -327,3 +405,11 @@ class Worker:
         await self._reply(message, outcome.response, retry=True)
         await message.ack()  # only now: a worker that dies before this gets redelivered
         self.served += 1
+
+
+async def _settle(settling: Awaitable[None]) -> None:
+    """Ack or nack, bounded; a dead channel (the broker redelivers) or a delivery
+    already settled is no error here."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(CLEANUP_TIMEOUT):
+            await settling

@@ -182,7 +182,7 @@ async def open_board(board_url: str, backend_url: str, wait: float | None) -> As
         options = {"call_timeout": wait / 2, "session_timeout": wait / 2}
     async with (
         connect(backend_url) as database,
-        jobs.connect(board_url, persistence=database, **options) as board,
+        jobs.connect(board_url, backend=database, **options) as board,
     ):
         yield database, board
 

@@ -275,7 +275,7 @@ def conductor(
             running = await stack.enter_async_context(
                 Conductor(
                     opened,
-                    persistence=database,
+                    backend=database,
                     name=name,
                     max_jobs=max_jobs,
                     build_attempts=build_attempts,

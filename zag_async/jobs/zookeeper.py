@@ -59,7 +59,7 @@ class ZooKeeperBoard(JobBoard):
 
     Args:
         url: `zookeeper://host:port[,host:port]/path` (path defaults to /zag).
-        persistence: where posted jobs' flow records are created.
+        backend: where posted jobs' flow records are created.
         session_timeout: seconds before a silent owner's claims expire.
         call_timeout: deadline of each ZooKeeper call (then retried, then
             `BoardUnavailable`).
@@ -69,11 +69,12 @@ class ZooKeeperBoard(JobBoard):
         self,
         url: str,
         *,
-        persistence: Backend,
+        backend: Backend | None = None,
+        persistence: Backend | None = None,
         session_timeout: float = 10.0,
         call_timeout: float = 5.0,
     ) -> None:
-        super().__init__(url, persistence=persistence)
+        super().__init__(url, backend=backend, persistence=persistence)
         parts = urlsplit(url)
         if not parts.netloc:
             raise ConfigurationError(f"zookeeper URL needs host:port, got {url!r}")

@@ -54,9 +54,7 @@ async def running(
 ) -> AsyncIterator[zag.Conductor]:
     """A conductor running in the background; stopped (and awaited) on exit."""
     options.setdefault("name", "c1")
-    conductor = zag.Conductor(
-        board, backend=backend, listeners=[recorder or Recorder()], **options
-    )
+    conductor = zag.Conductor(board, backend=backend, listeners=[recorder or Recorder()], **options)
     task = asyncio.create_task(conductor.run(), name=f"conductor-{options['name']}")
     try:
         yield conductor

@@ -52,9 +52,7 @@ async def conduct(cfg: dict[str, Any]) -> None:
         zag.jobs.connect(cfg["board"], backend=backend, **cfg.get("options", {})) as board,
     ):
         _freeze_around_park(board)
-        conductor = zag.Conductor(
-            board, backend=backend, name=cfg["name"], listeners=[on_event]
-        )
+        conductor = zag.Conductor(board, backend=backend, name=cfg["name"], listeners=[on_event])
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, conductor.stop)
         async with conductor:
             log.write("ready")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError
-from .base import Claim, pick_backend, Job, JobBoard, JobOutcome, JobState, Schedule
+from .base import Claim, Job, JobBoard, JobOutcome, JobState, Schedule, pick_backend
 from .memory import MemoryBoard
 
 if TYPE_CHECKING:
@@ -37,10 +37,10 @@ def connect(
 ) -> JobBoard:
     """A job board for `url`; use it as `async with connect(url, backend=...) as board:`.
 
-    `backend` (formerly `persistence`, still accepted with a warning) is where the flow records of posted jobs are created (the
-    same backend the conductors use). Options go to the board (ZooKeeper:
-    `session_timeout=`, `call_timeout=`; SQL: `lease=`, `poll_interval=`,
-    `connect_timeout=`).
+    `backend` is where the flow records of posted jobs are created (the same
+    backend the conductors use; `persistence=` is its deprecated old name).
+    Options go to the board (ZooKeeper: `session_timeout=`, `call_timeout=`;
+    SQL: `lease=`, `poll_interval=`, `connect_timeout=`).
     """
     if not isinstance(url, str) or "://" not in url:
         raise ConfigurationError(

@@ -73,6 +73,7 @@ def pick_backend(owner: str, backend: Backend | None, persistence: Backend | Non
         raise ConfigurationError(f"{owner} needs backend=, the flow-state backend of its flows")
     return backend
 
+
 #: The due time (board clock) of a job parked with no deadline: only `wake` makes it due.
 PARKED = 32503680000.0  # 3000-01-01 UTC
 

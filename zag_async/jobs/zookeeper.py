@@ -25,6 +25,7 @@ from aiozk import protocol
 from aiozk.transaction import Transaction
 
 from ..errors import BoardUnavailable, ConfigurationError
+from ..persistence.sql import hide_password
 from .base import PARKED, JobBoard
 from .records import Claim, Job, JobOutcome, JobState
 from .schedule import Schedule
@@ -78,10 +79,20 @@ class ZooKeeperBoard(JobBoard):
         parts = urlsplit(url)
         if not parts.netloc:
             raise ConfigurationError(f"zookeeper URL needs host:port, got {url!r}")
+        if "@" in parts.netloc:
+            raise ConfigurationError(
+                f"zookeeper URLs take no user or password, got {hide_password(url)!r}"
+            )
+        if parts.query or parts.fragment:
+            raise ConfigurationError(f"zookeeper URLs take no query or fragment, got {url!r}")
         self.servers = parts.netloc
         self.root = parts.path.rstrip("/") or "/zag"
         self.zk = ZkSession(
-            self.servers, self.root, session_timeout=session_timeout, call_timeout=call_timeout
+            self.servers,
+            self.root,
+            session_timeout=session_timeout,
+            call_timeout=call_timeout,
+            url=url,
         )
         self._clock = ZkClock(self.zk)
         self._view = JobCache(

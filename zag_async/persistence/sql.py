@@ -486,9 +486,17 @@ class SqlBackend(Backend):
         return [dict(r) for r in rows]
 
     async def list_flows(
-        self, *, logbook: str | None = None, states: Sequence[FlowState] | None = None
+        self,
+        *,
+        logbook: str | None = None,
+        states: Sequence[FlowState] | None = None,
+        newest_first: bool = False,
+        limit: int | None = None,
     ) -> list[FlowSummary]:
-        query = select(*_SUMMARY_COLUMNS).order_by(flows.c.created_at)
+        created = flows.c.created_at
+        query = select(*_SUMMARY_COLUMNS).order_by(created.desc() if newest_first else created)
+        if limit is not None:
+            query = query.limit(limit)
         if logbook is not None:
             query = query.where(flows.c.logbook == logbook)
         if states is not None:

@@ -20,13 +20,16 @@ async def test_backend_is_one_name_for_boards_and_conductors() -> None:
 
 async def test_persistence_still_works_with_a_deprecation_warning() -> None:
     backend = zag.persistence.MemoryBackend()
-    with pytest.warns(DeprecationWarning, match=r"jobs\.connect\(persistence=\.\.\.\)"):
+    with pytest.warns(DeprecationWarning, match=r"jobs\.connect\(persistence=\.\.\.\)") as seen:
         board = zag.jobs.connect("memory://", persistence=backend)
+    assert seen[0].filename == __file__
     assert board.backend is backend
-    with pytest.warns(DeprecationWarning, match=r"MemoryBoard\(persistence="):
+    with pytest.warns(DeprecationWarning, match=r"MemoryBoard\(persistence=") as seen:
         assert MemoryBoard(persistence=backend).backend is backend
-    with pytest.warns(DeprecationWarning, match=r"Conductor\(persistence="):
+    assert seen[0].filename == __file__  # the warning points at the caller's line
+    with pytest.warns(DeprecationWarning, match=r"Conductor\(persistence=") as seen:
         conductor = zag.Conductor(board, persistence=backend)
+    assert seen[0].filename == __file__
     assert conductor.backend is backend
     with pytest.warns(DeprecationWarning, match=r"\.backend"):
         assert board.persistence is backend

@@ -59,14 +59,18 @@ logger = logging.getLogger("zag_async.jobs")
 ChangeCallback = Callable[[], None]
 
 
-def pick_backend(owner: str, backend: Backend | None, persistence: Backend | None) -> Backend:
+def pick_backend(
+    owner: str, backend: Backend | None, persistence: Backend | None, stacklevel: int = 3
+) -> Backend:
     """The flow-state backend passed as `backend=` or as its deprecated old name
     `persistence=` (warned about, so one setting has one name across the API)."""
     if persistence is not None:
         if backend is not None:
             raise ConfigurationError(f"{owner}: pass backend= only (persistence= is its old name)")
         warnings.warn(
-            f"{owner}(persistence=...) is deprecated; pass backend=", DeprecationWarning, 3
+            f"{owner}(persistence=...) is deprecated; pass backend=",
+            DeprecationWarning,
+            stacklevel,  # the caller's line, so the default filters show it
         )
         return persistence
     if backend is None:
@@ -96,7 +100,8 @@ class JobBoard(abc.ABC):
         self, url: str, *, backend: Backend | None = None, persistence: Backend | None = None
     ) -> None:
         self.url = url
-        self.backend = pick_backend(type(self).__name__, backend, persistence)
+        # stacklevel 4: past JobBoard.__init__ and the board's own __init__
+        self.backend = pick_backend(type(self).__name__, backend, persistence, 4)
         self._subscribers: set[ChangeCallback] = set()
         self._lost_subscribers: set[ChangeCallback] = set()
         self._closed = False

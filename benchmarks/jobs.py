@@ -256,11 +256,11 @@ async def zag_inprocess(
         async with contextlib.AsyncExitStack() as stack:
             backend = await stack.enter_async_context(zag.connect(persistence))
             boards = [
-                await stack.enter_async_context(zag.jobs.connect(url, persistence=backend))
+                await stack.enter_async_context(zag.jobs.connect(url, backend=backend))
                 for _ in range(conductors)
             ]
             cons = [
-                zag.Conductor(b, persistence=backend, name=f"c{i}", max_jobs=max_jobs,
+                zag.Conductor(b, backend=backend, name=f"c{i}", max_jobs=max_jobs,
                               listeners=[on_event])
                 for i, b in enumerate(boards)
             ]
@@ -271,7 +271,7 @@ async def zag_inprocess(
 
             async def post_all() -> float:
                 # The poster has its own board (and ZooKeeper session), closed afterwards.
-                async with zag.jobs.connect(url, persistence=backend) as poster:
+                async with zag.jobs.connect(url, backend=backend) as poster:
                     t = clock()
                     for i in range(n):
                         await poster.post(f"noop-{i}", FACTORY)
@@ -358,8 +358,8 @@ async def conductor_main(args: argparse.Namespace) -> None:
 
         profiler = cProfile.Profile()
     async with zag.connect(args.persistence) as backend, \
-            zag.jobs.connect(args.board, persistence=backend) as board:
-        conductor = zag.Conductor(board, persistence=backend, name=args.name,
+            zag.jobs.connect(args.board, backend=backend) as board:
+        conductor = zag.Conductor(board, backend=backend, name=args.name,
                                   max_jobs=args.max_jobs, listeners=[on_event])
         out.write("ready\n")
         out.flush()
@@ -484,7 +484,7 @@ async def zag_subprocess(
 
             async def post_all() -> float:
                 # Its own board (and ZooKeeper session), closed once every job is posted.
-                async with zag.jobs.connect(url, persistence=backend) as poster:
+                async with zag.jobs.connect(url, backend=backend) as poster:
                     t = clock()
                     for i in range(n):
                         await poster.post(f"noop-{i}", FACTORY)
@@ -492,7 +492,7 @@ async def zag_subprocess(
 
             out = await conductor_processes(url, persistence, n, conductors, max_jobs, mode,
                                             post_all, profile_dir)
-            async with zag.jobs.connect(url, persistence=backend) as board:
+            async with zag.jobs.connect(url, backend=backend) as board:
                 out["remaining"] = len(await board.jobs())
     finally:
         out["deleted_nodes"] = await remove_root(root)
@@ -654,7 +654,7 @@ def tf_conductor(n: int, mode: str) -> dict[str, float]:
             with contextlib.closing(persistence.get_connection()) as conn:
                 conn.save_logbook(book)
             engines.save_factory_details(flow_detail, tf_noop_flow, (), {},
-                                         backend=persistence)
+                                         persistence=persistence)
             poster.post(f"noop-{i}", book=book, details={"store": {}})
         return clock() - t
 

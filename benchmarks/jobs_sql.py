@@ -78,7 +78,7 @@ async def post_jobs(url: str, n: int, backend: Any) -> tuple[float, list[str]]:
     """Post n no-op jobs (flow records in `backend`); returns (seconds, job ids)."""
     import zag_async as zag
 
-    async with zag.jobs.connect(url, persistence=backend) as board:
+    async with zag.jobs.connect(url, backend=backend) as board:
         t = clock()
         ids = [(await board.post(f"noop-{i}", FACTORY)).uuid for i in range(n)]
         return clock() - t, ids
@@ -122,9 +122,9 @@ async def inprocess(url: str, n: int, max_jobs: int, persistence: str) -> dict[s
                 done.set()
 
     async with zag.connect(persistence) as backend, \
-            zag.jobs.connect(url, persistence=backend) as board:
+            zag.jobs.connect(url, backend=backend) as board:
         out["post_s"], _ = await post_jobs(url, n, backend)
-        conductor = zag.Conductor(board, persistence=backend, name="c0", max_jobs=max_jobs,
+        conductor = zag.Conductor(board, backend=backend, name="c0", max_jobs=max_jobs,
                                   listeners=[on_event])
         t0, c0 = clock(), time.process_time()
         task = asyncio.create_task(conductor.run())
@@ -152,7 +152,7 @@ async def subprocesses(url: str, n: int, conductors: int) -> dict[str, Any]:
             return seconds
 
         out = await conductor_processes(url, url, n, conductors, 1, "pre", post_all)
-        async with zag.jobs.connect(url, persistence=backend) as board:
+        async with zag.jobs.connect(url, backend=backend) as board:
             out["remaining"] = len(await board.jobs())
     return out
 

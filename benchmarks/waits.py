@@ -358,7 +358,7 @@ async def latency_zkpg(n: int, client: bool) -> dict[str, list[float]]:
                 await latency(service, min(5, n), send)
                 return await latency(service, n, send)
             async with zag.connect(pg) as backend, \
-                    zag.jobs.connect(board_url, persistence=backend) as board:
+                    zag.jobs.connect(board_url, backend=backend) as board:
                 signal: Any = zag.signal  # board= is new in issue 12's board wake
 
                 async def send(flow_id: str, sid: str) -> Any:

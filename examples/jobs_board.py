@@ -45,7 +45,7 @@ def resize_flow() -> zag.Flow:
 
 
 async def main(board_url: str, store_url: str) -> None:
-    async with zag.connect(store_url) as db, zag.jobs.connect(board_url, persistence=db) as board:
+    async with zag.connect(store_url) as db, zag.jobs.connect(board_url, backend=db) as board:
         requests = [("web-1", 16, 0), ("db-1", 32, 5), ("cache-1", 128, 1), ("web-2", 8, 0)]
         jobs = []
         for vm, size, priority in requests:
@@ -70,7 +70,7 @@ async def main(board_url: str, store_url: str) -> None:
         claimed: list[str] = []
         conductor = zag.Conductor(
             board,
-            persistence=db,
+            backend=db,
             name="conductor-1",
             max_jobs=1,
             listeners=[lambda e: claimed.append(e.job.name) if e.kind == "claimed" else None],

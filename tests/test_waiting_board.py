@@ -166,7 +166,7 @@ async def test_zookeeper_board_and_postgres_flows(pg_url: str, zk_server: str) -
         # A client elsewhere: the signal goes to PostgreSQL, the wake to ZooKeeper.
         async with (
             zag.connect(pg_url) as backend,
-            zag.jobs.connect(board, persistence=backend) as client_board,
+            zag.jobs.connect(board, backend=backend) as client_board,
         ):
             await zag.signal(flow_id, "approval", "zk", backend=backend, board=client_board)
         done = await eventually(lambda: _ended(service, flow_id), what="the flow to end")

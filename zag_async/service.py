@@ -179,7 +179,7 @@ class ZagService:
             self._backend = await stack.enter_async_context(connect_backend(self.backend_url))
             if self.board_url is not None:
                 self._board = await stack.enter_async_context(
-                    connect_board(self.board_url, persistence=self._backend)
+                    connect_board(self.board_url, backend=self._backend)
                 )
             if isinstance(self._executor, AbstractAsyncContextManager):
                 await stack.enter_async_context(self._executor)
@@ -197,7 +197,7 @@ class ZagService:
                     engine_options = dict(options.get("engine_options") or {})
                     engine_options.setdefault("executor", self._executor)
                     options["engine_options"] = engine_options
-                self._conductor = Conductor(self._board, persistence=self._backend, **options)
+                self._conductor = Conductor(self._board, backend=self._backend, **options)
             ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             # One owned root task, not a task group entered here: the group would
             # live across the host app's own code (a lifespan's yield), and a

@@ -33,7 +33,7 @@ CASES: list[tuple[tuple[str, ...], int, str]] = [
     (("flows", "show", "00000000-0000-0000-0000-000000000000", "--backend",
       "sqlite+aiosqlite:///{tmp}/f.db"), 1, "no flow '00000000-0000-0000-0000-000000000000'"),
     (("jobs", "list", "--board", UNREACHABLE_ZK, "--timeout", "1"), 1,
-     "cannot reach ZooKeeper at 127.0.0.1:1"),
+     "cannot reach ZooKeeper for zookeeper://127.0.0.1:1/zag: 127.0.0.1:1: connection refused"),
     (("jobs", "post", "cli_flows:pipeline", "--board", UNREACHABLE_ZK), 2,
      "a zookeeper:// board needs --backend"),
     (("jobs", "show", "nope", "--board", "memory://"), 1, "no job 'nope'"),

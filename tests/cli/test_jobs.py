@@ -34,19 +34,21 @@ def test_post_list_show_trash(board_url: str, pg_url: str) -> None:
         ("jobs", "post", "cli_flows:slow", "--name", "spare", "--priority", "-1", *where),
         entry="script",
     )
-    assert posted(again)[0] == first  # the idempotency key returns the job already posted
+    # the idempotency key returns the job already posted, and says so
+    assert again.code == 0 and again.out.startswith(f"job {first} pipeline flow ")
+    assert "was already posted with key 'k-1'" in again.out
     later_id, later_flow = posted(later)
     spare_id, _ = posted(spare)
 
     listed, shown = zag_many(("jobs", "list", *board), ("jobs", "show", later_id, *where))
     assert listed.lines[0].split() == ["JOB", "NAME", "STATE", "PRIORITY", "DUE", "OWNER", "FLOW"]
     rows = [line.split() for line in listed.lines[1:]]
-    assert [r[:4] for r in rows] == [
-        [first, "pipeline", "UNCLAIMED", "1"],
-        [later_id, "later", "UNCLAIMED", "0"],
-        [spare_id, "spare", "UNCLAIMED", "-1"],
-    ]  # in claim order
-    assert rows[0][4] == "now"
+    # newest first (later and spare were posted at the same time, in either order)
+    assert sorted(r[:4] for r in rows[:2]) == sorted(
+        [[later_id, "later", "UNCLAIMED", "0"], [spare_id, "spare", "UNCLAIMED", "-1"]]
+    )
+    assert rows[2][:4] == [first, "pipeline", "UNCLAIMED", "1"]
+    assert rows[2][4] == "now"
     assert re.search(
         rf"^{later_id}\s+later\s+UNCLAIMED\s+0\s+in 3[56]\d\d\.\ds\s", listed.out, re.M
     )
@@ -65,7 +67,7 @@ def test_post_list_show_trash(board_url: str, pg_url: str) -> None:
     shown, listed = zag_many(("jobs", "show", spare_id, *where), ("jobs", "list", *board))
     assert re.search(r"^state\s+TRASHED$", shown.out, re.M)
     assert re.search(r"^error\s+not needed$", shown.out, re.M)
-    assert [line.split()[0] for line in listed.lines[1:]] == [first, later_id]
+    assert [line.split()[0] for line in listed.lines[1:]] == [later_id, first]
 
 
 def test_conductor_runs_jobs_and_stops_gracefully(

@@ -129,7 +129,7 @@ async def open_board(
             if not board_url.startswith(("memory", "zookeeper")):
                 options.setdefault("lease", TEST_LEASE)
             return await stack.enter_async_context(
-                zag.jobs.connect(board_url, persistence=backend, **options)
+                zag.jobs.connect(board_url, backend=backend, **options)
             )
 
         yield opener

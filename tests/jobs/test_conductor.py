@@ -54,9 +54,7 @@ async def running(
 ) -> AsyncIterator[zag.Conductor]:
     """A conductor running in the background; stopped (and awaited) on exit."""
     options.setdefault("name", "c1")
-    conductor = zag.Conductor(
-        board, persistence=backend, listeners=[recorder or Recorder()], **options
-    )
+    conductor = zag.Conductor(board, backend=backend, listeners=[recorder or Recorder()], **options)
     task = asyncio.create_task(conductor.run(), name=f"conductor-{options['name']}")
     try:
         yield conductor
@@ -180,7 +178,7 @@ async def test_unbuildable_job_trashed_after_build_attempts_across_conductors(
         # Each conductor tries once, gives the job back and is told to stop.
         recorder = Recorder()
         conductor = zag.Conductor(
-            board, persistence=backend, name=f"c{i}", build_attempts=3, listeners=[recorder]
+            board, backend=backend, name=f"c{i}", build_attempts=3, listeners=[recorder]
         )
         recorder.react = stop_on(conductor, "abandoned")
         async with asyncio.timeout(10):
@@ -224,7 +222,7 @@ async def test_stop_abandons_running_job_and_another_conductor_resumes_it(
     flows.HOLD.add("h:s1")
     job = await board.post("held", flows.steps, "h", 3)
     first = Recorder()
-    conductor = zag.Conductor(board, persistence=backend, name="first", listeners=[first])
+    conductor = zag.Conductor(board, backend=backend, name="first", listeners=[first])
     task = asyncio.create_task(conductor.run())
     async with asyncio.timeout(10):
         await flows.started("h:s1").wait()

@@ -42,7 +42,7 @@ import zag_async as zag
 async def main() -> None:
     url, what = sys.argv[1], sys.argv[2]
     async with zag.connect("memory://") as backend:
-        async with zag.jobs.connect(url, persistence=backend, lease=float(sys.argv[3])) as board:
+        async with zag.jobs.connect(url, backend=backend, lease=float(sys.argv[3])) as board:
             if what == "post":
                 print("ready", flush=True)
                 sys.stdin.readline()
@@ -104,7 +104,7 @@ async def test_connect_options_and_lease(open_board: BoardOpener) -> None:
     assert isinstance(board, SqlBoard)
     assert board.lease == 7.5
     with pytest.raises(ConfigurationError):
-        zag.jobs.connect(board.url, persistence=board.persistence, lease=0)
+        zag.jobs.connect(board.url, backend=board.backend, lease=0)
 
 
 @pytest.mark.services  # a second process
@@ -314,10 +314,10 @@ async def test_conductor_with_flows_and_jobs_in_one_database(
 ) -> None:
     async with (
         zag.connect(board_url) as backend,
-        zag.jobs.connect(board_url, persistence=backend, lease=1.0) as board,
+        zag.jobs.connect(board_url, backend=backend, lease=1.0) as board,
     ):
         job = await board.post("add", flows.adder, "one-db", store={"x": 2, "y": 3})
-        conductor = zag.Conductor(board, persistence=backend, name="c1")
+        conductor = zag.Conductor(board, backend=backend, name="c1")
         running = asyncio.create_task(conductor.run())
         try:
             outcome = await wait_outcome(job)

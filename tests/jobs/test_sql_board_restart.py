@@ -51,7 +51,7 @@ async def test_board_and_conductor_ride_out_a_postgres_crash(server: PrivatePost
     url = server.url
     async with (
         zag.connect(url) as backend,
-        zag.jobs.connect(url, persistence=backend, lease=2.0, poll_interval=0.3) as board,
+        zag.jobs.connect(url, backend=backend, lease=2.0, poll_interval=0.3) as board,
     ):
         posted = [
             await board.post("busy", flows.busy, f"b{i}", kwargs={"seconds": 0.15})
@@ -60,7 +60,7 @@ async def test_board_and_conductor_ride_out_a_postgres_crash(server: PrivatePost
         events: list[str] = []
         conductor = zag.Conductor(
             board,
-            persistence=backend,
+            backend=backend,
             name="c1",
             max_jobs=3,
             listeners=[lambda event: events.append(event.kind)],

@@ -29,7 +29,7 @@ async def test_kill9_mid_flow_next_conductor_takes_over(
     atom running at the kill, runs again exactly once; c runs once, in c2.
     """
     async with zag.jobs.connect(
-        zk_url, persistence=backend, session_timeout=SESSION, call_timeout=CALL
+        zk_url, backend=backend, session_timeout=SESSION, call_timeout=CALL
     ) as board:
         job = await board.post(
             "kill9",
@@ -104,7 +104,7 @@ async def test_four_conductors_race_over_1000_jobs(
     """Every one of 1,000 jobs completes exactly once with 4 conductors (max_jobs=8) racing."""
     total = 1000
     async with zag.jobs.connect(
-        zk_url, persistence=backend, session_timeout=SESSION, call_timeout=CALL
+        zk_url, backend=backend, session_timeout=SESSION, call_timeout=CALL
     ) as board:
         began = time.monotonic()
         limit = asyncio.Semaphore(20)

@@ -47,7 +47,7 @@ async def test_zombie_conductor_is_fenced_off(
     # b's first execution (c1's) sleeps 2 s: c1 is frozen well inside it. c's first
     # execution (c2's) sleeps 3 s when c1 is to be thawed while c2 is still running.
     sleeps = {"b": [2.0], "c": [3.0] if thaw == "while_running" else []}
-    async with zag.jobs.connect(zk_url, persistence=backend, **BOARD) as board:
+    async with zag.jobs.connect(zk_url, backend=backend, **BOARD) as board:
         job = await board.post(
             "fenced", flows.linear, pg_url, run_id, ["a", "b", "c", "d"], kwargs={"sleeps": sleeps}
         )
@@ -134,7 +134,7 @@ async def test_delayed_job_is_not_run_early(
     """A job posted with delay=2 runs no earlier than its ZooKeeper creation time + 2 s."""
     conductor = workers.conductor("c1", zk_url, pg_url)
     await conductor.ready()
-    async with zag.jobs.connect(zk_url, persistence=backend, **BOARD) as board:
+    async with zag.jobs.connect(zk_url, backend=backend, **BOARD) as board:
         job = await board.post("later", flows.linear, pg_url, run_id, ["a"], delay=2.0)
         assert job.due_at == pytest.approx(job.posted_at + 2.0)
         # Not claimable yet, not listed as due.
@@ -165,7 +165,7 @@ async def test_scheduled_job_keeps_its_store_across_runs(
     payload = {"n": 41, "tags": ["x", "y"], "nested": {"k": "v"}}
     conductor = workers.conductor("c1", zk_url, pg_url)
     await conductor.ready()
-    async with zag.jobs.connect(zk_url, persistence=backend, **BOARD) as board:
+    async with zag.jobs.connect(zk_url, backend=backend, **BOARD) as board:
         began = time.monotonic()
         first = await board.post_scheduled(
             "* * * * * *", "tick", flows.echo, pg_url, run_id, store={"payload": payload}

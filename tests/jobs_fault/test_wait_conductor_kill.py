@@ -101,7 +101,7 @@ async def test_conductor_killed_as_its_flow_waits(
     run = uuid.uuid4().hex
     async with (
         zag.connect(flows_url) as backend,
-        zag.jobs.connect(board_url, persistence=backend, **options) as board,
+        zag.jobs.connect(board_url, backend=backend, **options) as board,
     ):
         job = await board.post("waits", wait_flows.build, "approval", flows_url, run, 60.0)
         c1 = spawn(conductors, tmp_path, "c1", urls, hang=hang)

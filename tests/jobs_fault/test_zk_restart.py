@@ -84,7 +84,7 @@ async def test_conductors_ride_out_a_restart(
     """2 conductors over 40 jobs (0.3 s each), ZooKeeper restarted mid-run, 10 more posted after."""
     url = private_zk.url()
     board_opts = {"session_timeout": restart.session, "call_timeout": CALL}
-    async with zag.jobs.connect(url, persistence=backend, **board_opts) as board:
+    async with zag.jobs.connect(url, backend=backend, **board_opts) as board:
 
         async def post(n: int) -> zag.jobs.Job:
             return await board.post(
@@ -183,8 +183,8 @@ async def test_watch_keeps_yielding_after_a_restart(
     options = {"session_timeout": restart.session, "call_timeout": CALL}
     async with (
         zag.connect("memory://") as backend,
-        zag.jobs.connect(url, persistence=backend, **options) as watcher,
-        zag.jobs.connect(url, persistence=backend, **options) as poster,
+        zag.jobs.connect(url, backend=backend, **options) as watcher,
+        zag.jobs.connect(url, backend=backend, **options) as poster,
     ):
         seen: asyncio.Queue[str] = asyncio.Queue()
 
@@ -220,8 +220,8 @@ async def test_watch_sees_a_job_posted_as_it_starts(shared_zk: PrivateZooKeeper)
         for attempt in range(20):
             url = shared_zk.url()
             async with (
-                zag.jobs.connect(url, persistence=backend, **options) as watcher,
-                zag.jobs.connect(url, persistence=backend, **options) as poster,
+                zag.jobs.connect(url, backend=backend, **options) as watcher,
+                zag.jobs.connect(url, backend=backend, **options) as poster,
             ):
                 first = asyncio.ensure_future(anext(watcher.watch()))
                 await poster.post("racing", flows.linear, "-", "-", ["a"])
@@ -251,8 +251,8 @@ async def test_lock_waiter_blocked_across_a_restart_still_acquires(
     options = {"session_timeout": restart.session, "call_timeout": CALL}
     async with (
         zag.connect("memory://") as backend,
-        zag.jobs.connect(url, persistence=backend, **options) as holder,
-        zag.jobs.connect(url, persistence=backend, **options) as waiter,
+        zag.jobs.connect(url, backend=backend, **options) as holder,
+        zag.jobs.connect(url, backend=backend, **options) as waiter,
     ):
         release = asyncio.Event()
         held = asyncio.Event()
@@ -305,7 +305,7 @@ async def test_reconnects_soon_after_the_server_is_back(private_zk: PrivateZooKe
     url = private_zk.url()
     async with (
         zag.connect("memory://") as backend,
-        zag.jobs.connect(url, persistence=backend, session_timeout=0.8, call_timeout=1.0) as board,
+        zag.jobs.connect(url, backend=backend, session_timeout=0.8, call_timeout=1.0) as board,
     ):
         await board.now()
         down = await Restart("kill", 1.0, 0.8)(private_zk)

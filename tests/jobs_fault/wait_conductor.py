@@ -49,12 +49,10 @@ async def conduct(cfg: dict[str, Any]) -> None:
 
     async with (
         zag.connect(cfg["flows"]) as backend,
-        zag.jobs.connect(cfg["board"], persistence=backend, **cfg.get("options", {})) as board,
+        zag.jobs.connect(cfg["board"], backend=backend, **cfg.get("options", {})) as board,
     ):
         _freeze_around_park(board)
-        conductor = zag.Conductor(
-            board, persistence=backend, name=cfg["name"], listeners=[on_event]
-        )
+        conductor = zag.Conductor(board, backend=backend, name=cfg["name"], listeners=[on_event])
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, conductor.stop)
         async with conductor:
             log.write("ready")

@@ -89,10 +89,10 @@ async def conduct(cfg: dict[str, Any]) -> None:
     async with zag.connect(cfg["pg"]) as backend:
         if cfg.get("spy_saves"):
             _spy_saves(backend, log)
-        async with zag.jobs.connect(cfg["board"], persistence=backend, **options) as board:
+        async with zag.jobs.connect(cfg["board"], backend=backend, **options) as board:
             conductor = zag.Conductor(
                 board,
-                persistence=backend,
+                backend=backend,
                 name=cfg["name"],
                 max_jobs=cfg.get("max_jobs", 1),
                 listeners=[on_event],
@@ -111,7 +111,7 @@ async def lock(cfg: dict[str, Any]) -> None:
     options = {k: cfg[k] for k in ("session_timeout", "call_timeout") if k in cfg}
     async with (
         zag.connect("memory://") as backend,
-        zag.jobs.connect(cfg["board"], persistence=backend, **options) as board,
+        zag.jobs.connect(cfg["board"], backend=backend, **options) as board,
     ):
         await flows.record(cfg["pg"], cfg["run"], f"connected:{cfg['name']}")
         go = asyncio.Event()

@@ -41,11 +41,11 @@ async def test_engine_and_conductor_events_are_counted(caplog: pytest.LogCapture
         ).run()
         async with (
             zag.connect("memory://") as db,
-            zag.jobs.connect("memory://obs-metrics", persistence=db) as board,
+            zag.jobs.connect("memory://obs-metrics", backend=db) as board,
         ):
             job = await board.post("greet", flows.greet, "ann")
             async with zag.Conductor(
-                board, persistence=db, listeners=[metrics], engine_listeners=lambda job: [metrics]
+                board, backend=db, listeners=[metrics], engine_listeners=lambda job: [metrics]
             ) as conductor:
                 worker = asyncio.create_task(conductor.run())
                 async with asyncio.timeout(10):
@@ -85,7 +85,7 @@ async def test_pending_jobs_gauge_follows_the_board() -> None:
     metrics = Metrics()
     async with (
         zag.connect("memory://") as db,
-        zag.jobs.connect("memory://obs-pending", persistence=db) as board,
+        zag.jobs.connect("memory://obs-pending", backend=db) as board,
         metrics.watch_board(board, name="main"),
         serve_metrics(metrics, port=0) as server,
     ):

@@ -358,6 +358,13 @@ async def test_list_flows_filters_and_orders_by_creation(
     assert await backend.list_flows(logbook=b.uuid, states=[F.SUCCESS]) == []
     assert await backend.list_flows(states=[]) == []
     assert await backend.list_flows(logbook=str(uuid.uuid4())) == []
+    # Paged listings: newest first, at most `limit`.
+    newest = await backend.list_flows(newest_first=True)
+    assert ids(newest) == [f4.uuid, f3.uuid, f2.uuid, f1.uuid]
+    assert ids(await backend.list_flows(newest_first=True, limit=2)) == [f4.uuid, f3.uuid]
+    assert ids(await backend.list_flows(limit=1)) == [f1.uuid]
+    page = await backend.list_flows(logbook=a.uuid, newest_first=True, limit=1)
+    assert ids(page) == [f3.uuid]
 
     summary = (await backend.list_flows(logbook=b.uuid))[0]
     assert summary == zag.FlowSummary(

@@ -115,7 +115,11 @@ def _thread_failed(args: threading.ExceptHookArgs) -> None:
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
-    "--debug", is_flag=True, envvar="ZAG_DEBUG", help="Show tracebacks and debug logging."
+    "--debug",
+    is_flag=True,
+    envvar="ZAG_DEBUG",
+    show_envvar=True,
+    help="Show tracebacks and debug logging.",
 )
 @click.version_option(__version__, prog_name=PROG)
 def main(debug: bool) -> None:

@@ -33,7 +33,9 @@ __all__ = [
     "board_option",
     "describe_error",
     "is_memory",
+    "limit_option",
     "load_target",
+    "more_note",
     "on_signals",
     "open_board",
     "parse_store",
@@ -128,10 +130,45 @@ def require_shared(board: str, backend: str) -> None:
 # -- options ------------------------------------------------------------------------------
 
 
-BOARD_HELP = "Job board URL: memory:// or zookeeper://host:2181/path."
-board_option = click.option(
-    "--board", required=True, envvar="ZAG_BOARD", metavar="URL", help=BOARD_HELP
+def _needed(envvar: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A check that an option was given, or its environment variable set: help shows
+    the variable (`[env var: ZAG_BOARD]`) rather than `[required]`, which hid it."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is None:
+            raise click.UsageError(f"Missing option '--{param.name}' (or set {envvar})", ctx)
+        return value
+
+    return check
+
+
+BOARD_HELP = (
+    "Job board URL: memory://, zookeeper://host:2181/path, sqlite+aiosqlite:///f.db "
+    "or postgresql+asyncpg://..."
 )
+board_option = click.option(
+    "--board",
+    envvar="ZAG_BOARD",
+    show_envvar=True,
+    callback=_needed("ZAG_BOARD"),
+    metavar="URL",
+    help=BOARD_HELP,
+)
+limit_option = click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="Show at most this many, newest first (0: all of them).",
+)
+
+
+def more_note(shown: int, limit: int, more: bool, what: str) -> None:
+    """Say on stderr that a listing was cut at `limit` (stdout stays the table)."""
+    if more:
+        click.echo(f"{PROG}: {shown} newest {what} shown; --limit N for more, 0 for all", err=True)
+
+
 timeout_option = click.option(
     "--timeout",
     type=click.FloatRange(min=0.5),
@@ -142,11 +179,14 @@ timeout_option = click.option(
 
 
 def backend_option(required: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    extra: dict[str, Any] = {"required": True} if required else {"default": "memory://"}
+    extra: dict[str, Any] = (
+        {"callback": _needed("ZAG_BACKEND")} if required else {"default": "memory://"}
+    )
     return click.option(
         "--backend",
         show_default=not required,
         envvar="ZAG_BACKEND",
+        show_envvar=True,
         metavar="URL",
         help="Flow-state database (sqlite+aiosqlite:///f.db, postgresql+asyncpg://...).",
         **extra,
@@ -182,7 +222,7 @@ async def open_board(board_url: str, backend_url: str, wait: float | None) -> As
         options = {"call_timeout": wait / 2, "session_timeout": wait / 2}
     async with (
         connect(backend_url) as database,
-        jobs.connect(board_url, persistence=database, **options) as board,
+        jobs.connect(board_url, backend=database, **options) as board,
     ):
         yield database, board
 

@@ -16,7 +16,14 @@ from ..factory import FactoryRef
 from ..models import FlowDetail
 from ..persistence.base import Backend
 from ..states import FlowState
-from .common import BadInput, backend_option, load_target, picture_format_option
+from .common import (
+    BadInput,
+    backend_option,
+    limit_option,
+    load_target,
+    more_note,
+    picture_format_option,
+)
 from .output import emit_table, make_console, show_flow, time_text, write_bytes
 
 __all__ = ["db", "flows", "graph"]
@@ -37,16 +44,25 @@ def flows() -> None:
     help="Only flows in this state (repeatable).",
 )
 @click.option("--logbook", help="Only flows of this logbook (uuid).")
-def flows_list(backend: str, states: tuple[str, ...], logbook: str | None) -> None:
-    """List stored flows, oldest first."""
+@limit_option
+def flows_list(backend: str, states: tuple[str, ...], logbook: str | None, limit: int) -> None:
+    """List stored flows, newest first (the 50 newest unless --limit says otherwise)."""
     from ..persistence import connect
 
     async def listing() -> list[Any]:
         async with connect(backend) as database:
             wanted = [FlowState(s) for s in states] or None
-            return await database.list_flows(logbook=logbook, states=wanted)
+            return await database.list_flows(
+                logbook=logbook,
+                states=wanted,
+                newest_first=True,
+                limit=limit + 1 if limit else None,
+            )
 
     found = asyncio.run(listing())
+    more = bool(limit) and len(found) > limit
+    found = found[:limit] if more else found
+    more_note(len(found), limit, more, "flows")
     rows = [[f.uuid, f.name, str(f.state), time_text(f.updated_at), f.owner or ""] for f in found]
     emit_table(make_console(), ["FLOW", "NAME", "STATE", "UPDATED", "OWNER"], rows)
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import click
 
-from ..errors import AlreadyClaimed, NotFound, NotYetDue
+from ..errors import AlreadyClaimed, JobNotFound, NotFound, NotYetDue
 from ..factory import FactoryRef
-from ..jobs.base import JobState
+from ..jobs.base import JobBoard, JobState
 from ..models import FlowDetail
 from ..status import find_job
 from .common import (
@@ -29,6 +29,8 @@ from .common import (
     backend_option,
     board_option,
     is_memory,
+    limit_option,
+    more_note,
     on_signals,
     open_board,
     parse_store,
@@ -50,12 +52,18 @@ def jobs() -> None:
 @board_option
 @timeout_option
 @click.option("--state", type=click.Choice(["UNCLAIMED", "CLAIMED"]), help="Only these jobs.")
-def jobs_list(board: str, timeout: float, state: str | None) -> None:
-    """List the jobs on a board, in claim order (the board alone: no database needed)."""
+@limit_option
+def jobs_list(board: str, timeout: float, state: str | None, limit: int) -> None:
+    """List the jobs on a board, newest first (the board alone: no database needed)."""
+    more = False
 
     async def listing() -> list[list[str]]:
+        nonlocal more
         async with open_board(board, "memory://", timeout) as (_database, opened):
             found = await opened.jobs(state=None if state is None else JobState(state))
+            found.sort(key=lambda job: job.posted_at, reverse=True)
+            more = bool(limit) and len(found) > limit
+            found = found[:limit] if more else found
             now = await opened.now()
             rows = []
             for job in found:
@@ -68,6 +76,7 @@ def jobs_list(board: str, timeout: float, state: str | None) -> None:
             return rows
 
     rows = asyncio.run(listing())
+    more_note(len(rows), limit, more, "jobs")
     headers = ["JOB", "NAME", "STATE", "PRIORITY", "DUE", "OWNER", "FLOW"]
     emit_table(make_console(), headers, rows)
 
@@ -107,9 +116,10 @@ def jobs_post(
     resolve_factory(factory)  # an unknown module fails here, not in a conductor
     job_name = name or factory.rsplit(":", 1)[-1].rsplit(".", 1)[-1]
 
-    async def post() -> Any:
+    async def post() -> tuple[Any, bool]:
         async with open_board(board, backend, timeout) as (_database, opened):
-            return await opened.post(
+            earlier = None if key is None else await opened.find_key(key)
+            job = await opened.post(
                 job_name,
                 factory,
                 *(parse_value(a) for a in args),
@@ -118,9 +128,16 @@ def jobs_post(
                 delay=delay,
                 idempotency_key=key,
             )
+            return job, earlier is not None and earlier.uuid == job.uuid
 
-    job = asyncio.run(post())
-    click.echo(f"posted job {job.uuid} {job.name} flow {job.flow_id}")
+    job, again = asyncio.run(post())
+    if again:
+        click.echo(
+            f"job {job.uuid} {job.name} flow {job.flow_id} was already posted with key {key!r}; "
+            f"nothing new posted"
+        )
+    else:
+        click.echo(f"posted job {job.uuid} {job.name} flow {job.flow_id}")
 
 
 @jobs.command("show")
@@ -129,11 +146,14 @@ def jobs_post(
 @backend_option(required=False)
 @timeout_option
 def jobs_show(job_id: str, board: str, backend: str, timeout: float) -> None:
-    """Show one job (or how it ended); with --backend, its flow's atoms too."""
+    """Show one job (or how it ended); with --backend, its flow's atoms too.
+
+    JOB_ID may be a unique prefix of the id of a job still on the board.
+    """
 
     async def show() -> tuple[list[tuple[str, str]], FlowDetail | None]:
         async with open_board(board, backend, timeout) as (database, opened):
-            found = await find_job(opened, job_id)
+            found = await find_job(opened, await full_job_id(opened, job_id))
             fields: list[tuple[str, str]]
             if found.outcome is not None:
                 outcome = found.outcome
@@ -177,6 +197,26 @@ def jobs_show(job_id: str, board: str, backend: str, timeout: float) -> None:
         show_flow(make_console(), detail)
 
 
+async def full_job_id(board: JobBoard, job_id: str) -> str:
+    """`job_id`, or the one job on the board whose id starts with it (as `flows show`
+    takes a prefix); JobNotFound when none or several do."""
+    if len(job_id) >= 36 or await board.outcome(job_id) is not None:
+        return job_id
+    try:
+        await board.get(job_id)
+        return job_id
+    except JobNotFound:
+        pass
+    matches = [job.uuid for job in await board.jobs() if job.uuid.startswith(job_id)]
+    if len(matches) == 1:
+        return matches[0]
+    raise JobNotFound(
+        f"no job {job_id!r} on {board.url}, nor one whose id starts with it"
+        if not matches
+        else f"{job_id!r} starts {len(matches)} job ids; give more of it"
+    )
+
+
 def factory_text(ref: FactoryRef) -> str:
     parts = [json.dumps(a, default=repr) for a in ref.args]
     parts += [f"{k}={json.dumps(v, default=repr)}" for k, v in ref.kwargs.items()]
@@ -192,17 +232,18 @@ def jobs_trash(job_id: str, board: str, timeout: float, reason: str) -> None:
     """Move an unclaimed job to the trash (it will not run).
 
     The job is claimed for a moment to trash it, so a delayed job can be
-    trashed only once it is due.
+    trashed only once it is due. JOB_ID may be a unique prefix.
     """
 
-    async def trash() -> None:
+    async def trash() -> str:
         # Trashing records the outcome on the board; the flow record is left as it is.
         async with open_board(board, "memory://", timeout) as (_database, opened):
             owner = f"{PROG}@{socket.gethostname()}:{os.getpid()}"
+            full_id = await full_job_id(opened, job_id)
             try:
-                claim = await opened.claim(job_id, owner)
+                claim = await opened.claim(full_id, owner)
             except AlreadyClaimed:
-                holder = await opened.find_owner(job_id)
+                holder = await opened.find_owner(full_id)
                 raise CliError(
                     f"job {job_id} is claimed by {holder or 'another owner'}; "
                     f"only an unclaimed job can be trashed"
@@ -211,9 +252,9 @@ def jobs_trash(job_id: str, board: str, timeout: float, reason: str) -> None:
                 # Trashing goes through a claim, and a delayed job cannot be claimed early.
                 raise CliError(f"{exc}: a delayed job can be trashed once it is due") from None
             await opened.trash(claim, reason)
+            return full_id
 
-    asyncio.run(trash())
-    click.echo(f"trashed job {job_id}")
+    click.echo(f"trashed job {asyncio.run(trash())}")
 
 
 @click.command()
@@ -275,7 +316,7 @@ def conductor(
             running = await stack.enter_async_context(
                 Conductor(
                     opened,
-                    persistence=database,
+                    backend=database,
                     name=name,
                     max_jobs=max_jobs,
                     build_attempts=build_attempts,

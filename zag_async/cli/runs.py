@@ -160,10 +160,16 @@ def demo() -> None:
     default="memory://",
     show_default=True,
     envvar="ZAG_BACKEND",
+    show_envvar=True,
     metavar="URL",
     help="Where the flow's state is kept; with a database the flow id is printed.",
 )
 @click.option("--resume", "resume_id", metavar="FLOW_ID", help="Resume a stored flow instead.")
+@click.option(
+    "--allow-changes",
+    is_flag=True,
+    help="With --resume: match stored atoms by name even if the flow changed since.",
+)
 @click.option("--max-concurrency", type=click.IntRange(min=1), help="Atoms run at once.")
 @click.option("--plain", is_flag=True, help="Plain lines even on a terminal.")
 def run_command(
@@ -172,6 +178,7 @@ def run_command(
     store: tuple[str, ...],
     backend: str,
     resume_id: str | None,
+    allow_changes: bool,
     max_concurrency: int | None,
     plain: bool,
 ) -> int:
@@ -188,13 +195,25 @@ def run_command(
     values = parse_store(store)
     if factory is None and resume_id is None:
         raise click.UsageError("missing MODULE:FACTORY (or --resume FLOW_ID)")
+    if allow_changes and resume_id is None:
+        raise click.UsageError("--allow-changes applies only with --resume FLOW_ID")
     flow: Flow | Atom | None = None
     ref: FactoryRef | None = None
     if factory is not None:
         flow, ref = load_target(factory, args)
     console = make_console()
     return asyncio.run(
-        _run_flow(flow, ref, values, backend, resume_id, max_concurrency, console, not plain)
+        _run_flow(
+            flow,
+            ref,
+            values,
+            backend,
+            resume_id,
+            max_concurrency,
+            console,
+            not plain,
+            allow_changes=allow_changes,
+        )  # fmt: skip
     )
 
 
@@ -207,8 +226,11 @@ async def _run_flow(
     max_concurrency: int | None,
     console: Console,
     live: bool,
+    *,
+    allow_changes: bool = False,
 ) -> int:
     from ..engine import Engine
+    from ..errors import FlowChanged
     from ..persistence import connect
 
     durable = not is_memory(backend_url)
@@ -222,7 +244,14 @@ async def _run_flow(
                     f"flow {resume_id} was not started from a factory: give the flow to resume, "
                     f"as in: {PROG} run MODULE:NAME --resume {resume_id}"
                 )
-            engine = await Engine.load(resume_id, backend=backend, flow=flow, **options)
+            try:
+                engine = await Engine.load(
+                    resume_id, backend=backend, flow=flow, allow_changes=allow_changes, **options
+                )
+            except FlowChanged as exc:
+                # The engine's advice names its keyword; here the same choice is a flag.
+                advice = str(exc).replace("pass allow_changes=True", "pass --allow-changes")
+                raise BadInput(advice) from None
         elif ref is not None:
             engine = Engine.from_factory(
                 ref.path, args=ref.args, backend=backend if durable else None, **options

@@ -34,6 +34,7 @@ __all__ = ["signal_command"]
 @click.option(
     "--board",
     envvar="ZAG_BOARD",
+    show_envvar=True,
     metavar="URL",
     help="Also wake the flow's job on this board, so a conductor resumes it now.",
 )

@@ -22,6 +22,7 @@ __all__ = ["worker"]
     default="amqp://guest:guest@127.0.0.1/",
     show_default=True,
     envvar="ZAG_AMQP",
+    show_envvar=True,
     help="RabbitMQ URL.",
 )
 @click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True)

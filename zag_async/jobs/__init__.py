@@ -1,7 +1,7 @@
 """Job boards by URL: `memory://` (in this process), `zookeeper://host:port[,host:port]/path`,
 `sqlite+aiosqlite:///app.db` and `postgresql+asyncpg://user@host/db` (in the flows' database).
 
-async with zag.jobs.connect("zookeeper://127.0.0.1:2181/zag", persistence=backend) as board:
+async with zag.jobs.connect("zookeeper://127.0.0.1:2181/zag", backend=backend) as board:
     job = await board.post("provision", "myapp.flows:provision", "web-1", store={...})
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError
-from .base import Claim, Job, JobBoard, JobOutcome, JobState, Schedule
+from .base import Claim, Job, JobBoard, JobOutcome, JobState, Schedule, pick_backend
 from .memory import MemoryBoard
 
 if TYPE_CHECKING:
@@ -28,23 +28,30 @@ __all__ = [
 ]
 
 
-def connect(url: str, *, persistence: Backend, **options: Any) -> JobBoard:
-    """A job board for `url`; use it as `async with connect(url, persistence=...) as board:`.
+def connect(
+    url: str,
+    *,
+    backend: Backend | None = None,
+    persistence: Backend | None = None,
+    **options: Any,
+) -> JobBoard:
+    """A job board for `url`; use it as `async with connect(url, backend=...) as board:`.
 
-    `persistence` is where the flow records of posted jobs are created (the
-    same backend the conductors use). Options go to the board (ZooKeeper:
-    `session_timeout=`, `call_timeout=`; SQL: `lease=`, `poll_interval=`,
-    `connect_timeout=`).
+    `backend` is where the flow records of posted jobs are created (the same
+    backend the conductors use; `persistence=` is its deprecated old name).
+    Options go to the board (ZooKeeper: `session_timeout=`, `call_timeout=`;
+    SQL: `lease=`, `poll_interval=`, `connect_timeout=`).
     """
     if not isinstance(url, str) or "://" not in url:
         raise ConfigurationError(
             f"job board URL must look like 'memory://' or 'zookeeper://host:2181/path', got {url!r}"
         )
+    backend = pick_backend("jobs.connect", backend, persistence)
     scheme = url.split("://", 1)[0].lower()
     if scheme == "memory":
         if options:
             raise ConfigurationError(f"memory:// job boards take no options, got {sorted(options)}")
-        return MemoryBoard(url, persistence=persistence)
+        return MemoryBoard(url, backend=backend)
     if scheme == "zookeeper":
         try:
             from .zookeeper import ZooKeeperBoard
@@ -52,7 +59,7 @@ def connect(url: str, *, persistence: Backend, **options: Any) -> JobBoard:
             raise ConfigurationError(
                 f"zookeeper:// needs extra packages: pip install 'zag-async[zookeeper]' ({exc})"
             ) from exc
-        return ZooKeeperBoard(url, persistence=persistence, **options)
+        return ZooKeeperBoard(url, backend=backend, **options)
     if scheme in _SQL_EXTRAS:
         try:
             from .sql import SqlBoard
@@ -61,7 +68,7 @@ def connect(url: str, *, persistence: Backend, **options: Any) -> JobBoard:
                 f"{scheme}:// needs extra packages: pip install 'zag-async[{_SQL_EXTRAS[scheme]}]' "
                 f"({exc})"
             ) from exc
-        return SqlBoard(url, persistence=persistence, **options)
+        return SqlBoard(url, backend=backend, **options)
     raise ConfigurationError(
         f"no job board for {scheme!r} URLs; use memory://, zookeeper://, sqlite+aiosqlite:// "
         f"or postgresql+asyncpg://"

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -57,6 +58,26 @@ logger = logging.getLogger("zag_async.jobs")
 
 ChangeCallback = Callable[[], None]
 
+
+def pick_backend(
+    owner: str, backend: Backend | None, persistence: Backend | None, stacklevel: int = 3
+) -> Backend:
+    """The flow-state backend passed as `backend=` or as its deprecated old name
+    `persistence=` (warned about, so one setting has one name across the API)."""
+    if persistence is not None:
+        if backend is not None:
+            raise ConfigurationError(f"{owner}: pass backend= only (persistence= is its old name)")
+        warnings.warn(
+            f"{owner}(persistence=...) is deprecated; pass backend=",
+            DeprecationWarning,
+            stacklevel,  # the caller's line, so the default filters show it
+        )
+        return persistence
+    if backend is None:
+        raise ConfigurationError(f"{owner} needs backend=, the flow-state backend of its flows")
+    return backend
+
+
 #: The due time (board clock) of a job parked with no deadline: only `wake` makes it due.
 PARKED = 32503680000.0  # 3000-01-01 UTC
 
@@ -75,9 +96,12 @@ class JobBoard(abc.ABC):
     #: `release_owner` can give a dead holder's claims back early.
     releases_owners = False
 
-    def __init__(self, url: str, *, persistence: Backend) -> None:
+    def __init__(
+        self, url: str, *, backend: Backend | None = None, persistence: Backend | None = None
+    ) -> None:
         self.url = url
-        self.persistence = persistence
+        # stacklevel 4: past JobBoard.__init__ and the board's own __init__
+        self.backend = pick_backend(type(self).__name__, backend, persistence, 4)
         self._subscribers: set[ChangeCallback] = set()
         self._lost_subscribers: set[ChangeCallback] = set()
         self._closed = False
@@ -99,6 +123,12 @@ class JobBoard(abc.ABC):
 
     async def aclose(self) -> None:
         self._closed = True
+
+    @property
+    def persistence(self) -> Backend:
+        """Deprecated name of `backend`."""
+        warnings.warn("JobBoard.persistence is deprecated; use .backend", DeprecationWarning, 2)
+        return self.backend
 
     @property
     def closed(self) -> bool:
@@ -322,7 +352,7 @@ class JobBoard(abc.ABC):
         )
         # ConcurrentUpdate: an earlier attempt of this same post made it (ids are derived).
         with contextlib.suppress(ConcurrentUpdate):
-            await self.persistence.save(detail, [])
+            await self.backend.save(detail, [])
 
     # -- what subclasses implement -----------------------------------------------
 

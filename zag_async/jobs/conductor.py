@@ -1,6 +1,6 @@
 """Conductor: claims jobs from a board and runs their flows to the end.
 
-    async with zag.Conductor(board, persistence=backend, name="c1", max_jobs=4) as conductor:
+    async with zag.Conductor(board, backend=backend, name="c1", max_jobs=4) as conductor:
         await conductor.run()          # until conductor.stop()
 
 For each claimed job the conductor rebuilds the flow from the job's flow
@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -61,7 +62,7 @@ from ..persistence.leases import abandoned, engine_name
 from ..states import FlowState
 from ..status import job_outcome
 from ..waiting import signalled, wake_delay, wake_job_id
-from .base import Claim, Job, JobBoard, JobOutcome, JobState
+from .base import Claim, Job, JobBoard, JobOutcome, JobState, pick_backend
 
 __all__ = ["Conductor", "ConductorEvent"]
 
@@ -96,7 +97,7 @@ class Conductor:
 
     Args:
         board: the job board to take jobs from.
-        persistence: the flow-state backend the jobs' flow records live in.
+        backend: the flow-state backend the jobs' flow records live in.
         name: this conductor's name (owner of its claims); defaults to one that names
             this host and process, so a restart on the same machine recognises it.
         max_jobs: how many jobs to run at once.
@@ -115,7 +116,8 @@ class Conductor:
         self,
         board: JobBoard,
         *,
-        persistence: Backend,
+        backend: Backend | None = None,
+        persistence: Backend | None = None,
         name: str | None = None,
         max_jobs: int = 1,
         build_attempts: int = 3,
@@ -129,7 +131,7 @@ class Conductor:
         if not isinstance(build_attempts, int) or build_attempts < 1:
             raise ConfigurationError(f"build_attempts must be >= 1, got {build_attempts!r}")
         self.board = board
-        self.persistence = persistence
+        self.backend = pick_backend("Conductor", backend, persistence)
         self.name = name or engine_name()
         self.claim_new = claim_new
         self._adopted: set[str] = set()  # jobs to claim even when not claiming new ones
@@ -147,6 +149,12 @@ class Conductor:
         self._stopping = False
         self._stopped = asyncio.Event()
         self._running = False
+
+    @property
+    def persistence(self) -> Backend:
+        """Deprecated name of `backend`."""
+        warnings.warn("Conductor.persistence is deprecated; use .backend", DeprecationWarning, 2)
+        return self.backend
 
     async def __aenter__(self) -> Self:
         return self
@@ -296,7 +304,7 @@ class Conductor:
         newest signal once, so a signal for a later wait does not wake its flow
         over and over."""
         try:
-            pending = await self.persistence.signalled_flows()
+            pending = await self.backend.signalled_flows()
         except StorageError as exc:
             logger.warning("conductor %s: could not look for signals: %s", self.name, exc)
             return
@@ -306,8 +314,8 @@ class Conductor:
             if self._stopping or self._swept.get(flow_id) == seq or flow_id in running:
                 continue
             try:
-                row = await self.persistence.load_flow_row(flow_id)
-                job_id = self.persistence.flow_from_row(row).meta.get("job") or wake_job_id(flow_id)
+                row = await self.backend.load_flow_row(flow_id)
+                job_id = self.backend.flow_from_row(row).meta.get("job") or wake_job_id(flow_id)
                 if await self.wake(str(job_id)):
                     logger.info("conductor %s: woke flow %s for its signals", self.name, flow_id)
             except (StorageError, JobError) as exc:
@@ -437,7 +445,7 @@ class Conductor:
         try:
             engine = await Engine.load(
                 job.flow_id,
-                backend=self.persistence,
+                backend=self.backend,
                 owner=claim.fence,
                 # The board's claim is the authority: a frozen predecessor's live
                 # lease must not stall the job; the version bump fences it off.
@@ -507,7 +515,7 @@ class Conductor:
         job = claim.job
         waits = engine.waiting_for
         try:
-            delay = await wake_delay(self.persistence, waits)
+            delay = await wake_delay(self.backend, waits)
             await self.board.park(claim, delay=delay)
         except ClaimLost as exc:
             self._emit("lost", job, f"claim lost before the job could be parked: {exc}")
@@ -519,7 +527,7 @@ class Conductor:
         self._emit("parked", job, f"flow waits for {until}")
         self.track_parked(job.uuid, delay)
         try:
-            if await signalled(self.persistence, job.flow_id, waits):
+            if await signalled(self.backend, job.flow_id, waits):
                 await self.wake(job.uuid)
         except (JobError, StorageError) as exc:
             # The sweep wakes it within RECOVER_EVERY seconds.

@@ -44,8 +44,14 @@ _BOARDS: dict[str, _Shared] = {}
 
 
 class MemoryBoard(JobBoard):
-    def __init__(self, url: str = "memory://", *, persistence: Backend) -> None:
-        super().__init__(url, persistence=persistence)
+    def __init__(
+        self,
+        url: str = "memory://",
+        *,
+        backend: Backend | None = None,
+        persistence: Backend | None = None,
+    ) -> None:
+        super().__init__(url, backend=backend, persistence=persistence)
         name = url.partition("://")[2].strip("/")
         self._s = _BOARDS.setdefault(name, _Shared()) if name else _Shared()
         self._s.notifiers.add(self._notify)

@@ -55,7 +55,7 @@ class SqlBoard(JobBoard):
 
     Args:
         url: `sqlite+aiosqlite:///path.db` or `postgresql+asyncpg://user@host/db`.
-        persistence: where posted jobs' flow records are created (often the
+        backend: where posted jobs' flow records are created (often the
             same database).
         lease: seconds a claim or lock lasts without renewal (renewed every lease/3).
         poll_interval: seconds between looks for other processes' changes (SQLite
@@ -69,12 +69,13 @@ class SqlBoard(JobBoard):
         self,
         url: str,
         *,
-        persistence: Backend,
+        backend: Backend | None = None,
+        persistence: Backend | None = None,
         lease: float = 30.0,
         poll_interval: float = 0.5,
         connect_timeout: float = 5.0,
     ) -> None:
-        super().__init__(url, persistence=persistence)
+        super().__init__(url, backend=backend, persistence=persistence)
         if not isinstance(lease, (int, float)) or lease <= 0:
             raise ConfigurationError(f"lease must be > 0 seconds, got {lease!r}")
         if not isinstance(poll_interval, (int, float)) or poll_interval <= 0:

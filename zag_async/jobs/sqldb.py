@@ -25,8 +25,9 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.elements import ColumnElement
 
-from ..errors import BoardUnavailable, ConfigurationError
+from ..errors import BoardUnavailable
 from ..persistence.schema import job_counters
+from ..persistence.sql import parse_url
 
 __all__ = ["NOTIFY_CHANNEL", "BoardDb"]
 
@@ -49,10 +50,8 @@ class BoardDb:
     """
 
     def __init__(self, url: str, *, connect_timeout: float = 5.0) -> None:
-        parsed = make_url(url)
+        parsed = parse_url(url)
         self.dialect = parsed.get_backend_name()
-        if self.dialect not in _CLOCKS:
-            raise ConfigurationError(f"no SQL job board for {self.dialect!r} databases")
         self.url = url
         self.display = parsed.render_as_string(hide_password=True)
         self.connect_timeout = connect_timeout

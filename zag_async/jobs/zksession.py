@@ -34,9 +34,9 @@ from aiozk.states import States
 
 from ..background import Background
 from ..backoff import Backoff
-from ..errors import BoardUnavailable
+from ..errors import BoardUnavailable, ConfigurationError
 
-__all__ = ["ZkSession"]
+__all__ = ["ZkSession", "server_addresses"]
 
 logger = logging.getLogger("zag_async.jobs")
 
@@ -59,6 +59,47 @@ TRANSIENT = (
     ConnectionError,
     OSError,
 )
+
+
+def server_addresses(servers: str) -> list[tuple[str, int]]:
+    """`host[:port][,host[:port]]` as (host, port) pairs (port 2181 by default);
+    ConfigurationError at once when malformed, rather than a reconnect loop."""
+    addresses = []
+    for item in servers.split(","):
+        host, colon, port = item.strip().rpartition(":") if ":" in item else (item, "", "2181")
+        host = host.strip("[]")
+        if not host or (colon and not port.isdigit()) or not 0 < int(port or 0) < 65536:
+            raise ConfigurationError(
+                f"ZooKeeper servers must be host:port[,host:port], got {servers!r}"
+            )
+        addresses.append((host, int(port)))
+    return addresses
+
+
+async def unreachable(addresses: list[tuple[str, int]], within: float) -> str | None:
+    """None when some server accepts a TCP connection within `within` seconds; else
+    why none did. aiozk retries a refused server silently until the start deadline,
+    so a wrong port said only "TimeoutError" after 15 s; this says why at once."""
+
+    async def probe(host: str, port: int) -> str | None:
+        try:
+            async with asyncio.timeout(within):
+                _, writer = await asyncio.open_connection(host, port)
+        except TimeoutError:
+            return f"{host}:{port} did not answer within {within:g}s"
+        except ConnectionRefusedError:
+            return f"{host}:{port}: connection refused (is ZooKeeper running there?)"
+        except OSError as exc:
+            return f"{host}:{port}: {exc}"
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return None
+
+    reasons = await asyncio.gather(*(probe(host, port) for host, port in addresses))
+    if any(reason is None for reason in reasons):
+        return None
+    return "; ".join(reason for reason in reasons if reason)
 
 
 #: Pauses between rounds of the server search (no bound: the session waits for a server).
@@ -111,8 +152,11 @@ class ZkSession:
         session_timeout: float = 10.0,
         call_timeout: float = 5.0,
         attempts: int = 3,
+        url: str | None = None,
     ) -> None:
         self.servers = servers
+        self.addresses = server_addresses(servers)
+        self.name = url or servers  #: how errors name the board
         self.chroot = chroot
         self.session_timeout = session_timeout
         self.call_timeout = call_timeout
@@ -130,6 +174,9 @@ class ZkSession:
         self._closed = False
 
     async def start(self) -> None:
+        why = await unreachable(self.addresses, self.call_timeout)
+        if why is not None:
+            raise BoardUnavailable(f"cannot reach ZooKeeper for {self.name}: {why}")
         self.client = aiozk.ZKClient(
             self.servers,
             chroot=self.chroot or None,
@@ -142,9 +189,7 @@ class ZkSession:
         except BaseException as exc:
             await self._close_client()
             if isinstance(exc, (TimeoutError, *TRANSIENT)):
-                raise BoardUnavailable(
-                    f"cannot reach ZooKeeper at {self.servers}: {exc!r}"
-                ) from exc
+                raise BoardUnavailable(f"cannot reach ZooKeeper for {self.name}: {exc!r}") from exc
             raise
         self._session_id = self.client.session.session_id
         # aiozk backs off 2, 4, 8 ... 60 s between reconnect attempts, so a server

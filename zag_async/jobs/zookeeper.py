@@ -25,6 +25,7 @@ from aiozk import protocol
 from aiozk.transaction import Transaction
 
 from ..errors import BoardUnavailable, ConfigurationError
+from ..persistence.sql import hide_password
 from .base import PARKED, JobBoard
 from .records import Claim, Job, JobOutcome, JobState
 from .schedule import Schedule
@@ -59,7 +60,7 @@ class ZooKeeperBoard(JobBoard):
 
     Args:
         url: `zookeeper://host:port[,host:port]/path` (path defaults to /zag).
-        persistence: where posted jobs' flow records are created.
+        backend: where posted jobs' flow records are created.
         session_timeout: seconds before a silent owner's claims expire.
         call_timeout: deadline of each ZooKeeper call (then retried, then
             `BoardUnavailable`).
@@ -69,18 +70,29 @@ class ZooKeeperBoard(JobBoard):
         self,
         url: str,
         *,
-        persistence: Backend,
+        backend: Backend | None = None,
+        persistence: Backend | None = None,
         session_timeout: float = 10.0,
         call_timeout: float = 5.0,
     ) -> None:
-        super().__init__(url, persistence=persistence)
+        super().__init__(url, backend=backend, persistence=persistence)
         parts = urlsplit(url)
         if not parts.netloc:
             raise ConfigurationError(f"zookeeper URL needs host:port, got {url!r}")
+        if "@" in parts.netloc:
+            raise ConfigurationError(
+                f"zookeeper URLs take no user or password, got {hide_password(url)!r}"
+            )
+        if parts.query or parts.fragment:
+            raise ConfigurationError(f"zookeeper URLs take no query or fragment, got {url!r}")
         self.servers = parts.netloc
         self.root = parts.path.rstrip("/") or "/zag"
         self.zk = ZkSession(
-            self.servers, self.root, session_timeout=session_timeout, call_timeout=call_timeout
+            self.servers,
+            self.root,
+            session_timeout=session_timeout,
+            call_timeout=call_timeout,
+            url=url,
         )
         self._clock = ZkClock(self.zk)
         self._view = JobCache(

@@ -244,9 +244,15 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def list_flows(
-        self, *, logbook: str | None = None, states: Sequence[FlowState] | None = None
+        self,
+        *,
+        logbook: str | None = None,
+        states: Sequence[FlowState] | None = None,
+        newest_first: bool = False,
+        limit: int | None = None,
     ) -> list[FlowSummary]:
-        """Flows (optionally of one logbook, in some states), oldest first."""
+        """Flows (optionally of one logbook, in some states), oldest first, or
+        newest first; at most `limit` of them (listings of a busy database are paged)."""
 
     @abc.abstractmethod
     async def delete_flow(self, uuid: str) -> None: ...

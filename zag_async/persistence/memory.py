@@ -183,7 +183,12 @@ class MemoryBackend(Backend):
         return [dict(r) for r in self._t.signals.values() if r["flow_uuid"] == flow_id]
 
     async def list_flows(
-        self, *, logbook: str | None = None, states: Sequence[FlowState] | None = None
+        self,
+        *,
+        logbook: str | None = None,
+        states: Sequence[FlowState] | None = None,
+        newest_first: bool = False,
+        limit: int | None = None,
     ) -> list[FlowSummary]:
         self._check_open()
         wanted = {str(s) for s in states} if states is not None else None
@@ -194,7 +199,9 @@ class MemoryBackend(Backend):
             and (wanted is None or r["state"] in wanted)
         ]
         rows.sort(key=lambda r: r["created_at"])
-        return [self.summary_from_row(r) for r in rows]
+        if newest_first:
+            rows.reverse()
+        return [self.summary_from_row(r) for r in rows[:limit]]
 
     async def delete_flow(self, uuid: str) -> None:
         self._check_open()

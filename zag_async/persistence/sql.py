@@ -29,13 +29,25 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+)
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from ..codec import Codec
-from ..errors import ConcurrentUpdate, NotFound, StorageError, StorageUnavailable
+from ..errors import (
+    ConcurrentUpdate,
+    ConfigurationError,
+    NotFound,
+    StorageError,
+    StorageUnavailable,
+)
 from ..models import FlowSummary, LogBook
 from ..states import FlowState
 from . import schema
@@ -43,7 +55,42 @@ from .base import Backend, Row
 from .leases import DEFAULT_LEASE, Holder
 from .schema import atoms, flows, logbooks, signals
 
-__all__ = ["SqlBackend"]
+__all__ = ["SqlBackend", "hide_password", "parse_url"]
+
+
+def parse_url(url: str) -> URL:
+    """`url` parsed, or ConfigurationError at once when it cannot name a database
+    (bad syntax or port, another driver, SQLite without a file), so a typo never
+    waits for a connection timeout."""
+    hidden = hide_password(url)
+    try:
+        parsed = make_url(url)
+        parsed.port  # noqa: B018 - parsing checks the port too
+    except (ArgumentError, ValueError) as exc:
+        raise ConfigurationError(f"malformed database URL {hidden!r}: {exc}") from None
+    drivers = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
+    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    if drivers.get(backend) != driver:
+        raise ConfigurationError(
+            f"unsupported database URL {hidden!r}: use sqlite+aiosqlite:///path.db or "
+            f"postgresql+asyncpg://user@host/db"
+        )
+    if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise ConfigurationError(
+            f"SQLite URL {hidden!r} names no file: use sqlite+aiosqlite:///path.db "
+            f"(an in-memory database would lose the flows it exists to keep)"
+        )
+    return parsed
+
+
+def hide_password(url: str) -> str:
+    """`url` with any password between `user:` and `@` replaced by ***."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not (sep and at and ":" in userinfo):
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
+
 
 _LEASE_COLUMNS = ("lease_owner", "lease_expires")
 _FLOW_COLUMNS = [c.name for c in flows.columns if c.name not in ("uuid", *_LEASE_COLUMNS)]
@@ -76,10 +123,8 @@ class SqlBackend(Backend):
         lease: float = DEFAULT_LEASE,
     ) -> None:
         super().__init__(url, codec=codec, lease=lease)
-        parsed = make_url(url)
+        parsed = parse_url(url)
         self.dialect = parsed.get_backend_name()
-        if self.dialect not in ("sqlite", "postgresql"):
-            raise StorageError(f"unsupported database {self.dialect!r} in {url!r}")
         self._display = parsed.render_as_string(hide_password=True)
         self._auto_upgrade = upgrade
         self._connect_timeout = connect_timeout
@@ -441,9 +486,17 @@ class SqlBackend(Backend):
         return [dict(r) for r in rows]
 
     async def list_flows(
-        self, *, logbook: str | None = None, states: Sequence[FlowState] | None = None
+        self,
+        *,
+        logbook: str | None = None,
+        states: Sequence[FlowState] | None = None,
+        newest_first: bool = False,
+        limit: int | None = None,
     ) -> list[FlowSummary]:
-        query = select(*_SUMMARY_COLUMNS).order_by(flows.c.created_at)
+        created = flows.c.created_at
+        query = select(*_SUMMARY_COLUMNS).order_by(created.desc() if newest_first else created)
+        if limit is not None:
+            query = query.limit(limit)
         if logbook is not None:
             query = query.where(flows.c.logbook == logbook)
         if states is not None:

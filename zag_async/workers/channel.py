@@ -157,6 +157,14 @@ async def close_quietly(channel: AbstractChannel) -> None:
             await channel.close()
 
 
+async def close_connection(connection: AbstractRobustConnection) -> None:
+    """Close a connection, bounded: with the broker away or a channel stuck in its
+    restore, an unbounded close can hold a shutdown for minutes."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(2 * CLEANUP_TIMEOUT):
+            await connection.close()
+
+
 class ChannelKeeper:
     """A channel on a robust connection, replaced when aio-pika cannot restore it.
 

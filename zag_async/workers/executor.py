@@ -38,7 +38,14 @@ from ..codec import Codec, JsonCodec
 from ..errors import AtomTimeout, ConfigurationError, ExecutionError, NoWorkers, WorkerLost
 from ..events import Event, current_atom
 from . import topology
-from .channel import CLEANUP_TIMEOUT, ChannelKeeper, QueueConsumer, check_url, connect
+from .channel import (
+    CLEANUP_TIMEOUT,
+    ChannelKeeper,
+    QueueConsumer,
+    check_url,
+    close_connection,
+    connect,
+)
 from .protocol import (
     Announcement,
     Ping,
@@ -201,7 +208,7 @@ class RemoteExecutor:
         if self._replies is not None:
             await self._replies.close()
         if self._connection is not None:
-            await self._connection.close()
+            await close_connection(self._connection)
             self._connection = None
 
     # -- discovery -------------------------------------------------------------------

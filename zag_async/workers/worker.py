@@ -52,6 +52,7 @@ from .channel import (
     ChannelKeeper,
     QueueConsumer,
     check_url,
+    close_connection,
     connect,
 )
 from .protocol import Announcement, Ping, Response, load_discovery
@@ -175,7 +176,7 @@ class Worker:
     ) -> None:
         self.stop()
         if self._connection is not None:
-            await self._connection.close()
+            await close_connection(self._connection)
             self._connection = None
 
     @property

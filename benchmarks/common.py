@@ -191,6 +191,7 @@ class Plan:
     waits_timer_n: int = 60  # WAITS: timers, half sleep and half wait_for(timeout=)
     waits_timer_first: float = 3.0  # WAITS: seconds from the first start to the first deadline
     waits_timer_spread: float = 6.0  # WAITS: the deadlines spread evenly over this
+    s8_sizes: tuple[int, ...] = (100, 1000, 10_000)  # S8: concurrent three-atom flows
 
     @classmethod
     def quick(cls) -> Plan:
@@ -217,6 +218,7 @@ class Plan:
             waits_timer_n=20,
             waits_timer_first=2.0,
             waits_timer_spread=2.0,
+            s8_sizes=(100, 1000),
         )
 
 

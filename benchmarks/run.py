@@ -9,6 +9,7 @@ Run through nox so TaskFlow is installed beside zag-async::
     ./dev bench -- --only REMOTE     # remote workers on RabbitMQ (127.0.0.1:5672) vs raw aio-pika
     ./dev bench -- --only JOBS       # job boards on ZooKeeper (127.0.0.1:2181) + conductors
     ./dev bench -- --only WAITS      # waiting flows: signal latency, 100k waiting, timer lateness
+    ./dev bench -- --only S8         # 100/1,000/10,000 concurrent three-atom flows
     ./dev bench -- --only S1,S4,REMOTE --baseline main   # also zag at another revision
 
 Both libraries run in this one process (S7 and import cost use fresh
@@ -51,7 +52,8 @@ from common import (
 )
 
 HERE = Path(__file__).resolve().parent
-ALL_SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "JOBS", "REMOTE", "WAITS", "IMPORT")
+ALL_SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "JOBS", "REMOTE", "WAITS",
+                 "IMPORT")
 TITLES = {
     "S1": "S1 linear-noop (serial)",
     "S2": "S2 wide-io (200 x 10 ms sleeps)",
@@ -60,6 +62,8 @@ TITLES = {
     "S5": "S5 revert",
     "S6": "S6 retry Times(5)",
     "S7": "S7 memory (fresh process per library)",
+    "S8": "S8 many flows at once (N concurrent three-atom flows; memory, SQLite file, "
+          "PostgreSQL)",
     "JOBS": "JOBS job board on ZooKeeper + conductors (no-op jobs; raw create+delete floor)",
     "REMOTE": "REMOTE workers on RabbitMQ: zag.RemoteExecutor + worker processes vs raw aio-pika",
     "WAITS": "WAITS (S9) waiting flows: signal-to-resume latency, many waiting flows, timer "
@@ -375,6 +379,7 @@ def _run(
     zag_rec, peer_rec = Recorder(ZAG), Recorder(PEER)
 
     import jobs
+    import many
     import waits
 
     if run_peer:
@@ -382,6 +387,7 @@ def _run(
 
         taskflow_side.SCENARIOS.setdefault("JOBS", jobs.peer_scenario)
         taskflow_side.SCENARIOS.setdefault("WAITS", waits.peer_scenario)
+        taskflow_side.SCENARIOS.setdefault("S8", many.peer_scenario)
         if args.pg_url:
             taskflow_side.S4_PG_URL = args.pg_url
     if run_zag and trees is None:
@@ -391,6 +397,7 @@ def _run(
         zag_side.SCENARIOS.setdefault("REMOTE", remote.zag_scenario)
         zag_side.SCENARIOS.setdefault("JOBS", jobs.zag_scenario)
         zag_side.SCENARIOS.setdefault("WAITS", waits.zag_scenario)
+        zag_side.SCENARIOS.setdefault("S8", many.zag_scenario)
         remote.COMPARE_ONLY = args.baseline_child
         if args.zag_pg_url:
             jobs.PG_URL = args.zag_pg_url

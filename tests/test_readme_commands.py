@@ -172,3 +172,26 @@ def test_bench_waits_runs(zk_server: str) -> None:
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert "lateness p99" in out.stdout and "DB bytes per waiting flow" in out.stdout
+
+
+@pytest.mark.services
+def test_bench_s8_runs() -> None:
+    """S8 (many flows at once) at a toy size in memory, on SQLite and on PostgreSQL: every
+    figure measures, commits per atom included."""
+    import socket
+
+    from support import unavailable
+
+    try:
+        socket.create_connection(("127.0.0.1", 5432), timeout=2).close()
+    except OSError as exc:
+        unavailable(f"PostgreSQL at 127.0.0.1:5432 is not usable: {exc}", "postgres")
+    out = subprocess.run(
+        [sys.executable, "benchmarks/many.py", "--sizes", "20"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "commits per atom (pg_stat)" in out.stdout and "sqlite, N=20" in out.stdout

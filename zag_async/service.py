@@ -58,8 +58,8 @@ from .persistence.leases import engine_name
 from .service_config import ServiceConfig, worker_class_or_explain
 from .states import FlowState
 from .status import FlowStatus, JobStatus, read_flow_status, read_job_status
+from .waiting import job_of, signalled, wake_delay
 from .waiting import signal as send_signal
-from .waiting import signalled, wake_delay, wake_job_id
 
 if TYPE_CHECKING:
     from .jobs.base import Job
@@ -589,8 +589,7 @@ class ZagService:
         self._check_open()
         if conductor is not None:
             row = await self.backend.load_flow_row(flow_id)
-            job_id = self.backend.flow_from_row(row).meta.get("job") or wake_job_id(flow_id)
-            await conductor.wake(str(job_id))
+            await conductor.wake(job_of(self.backend.flow_from_row(row)))
             return stored
         assert self._tg is not None
         self._tg.create_task(self._wake(flow_id), name=f"zag-wake-{flow_id}")

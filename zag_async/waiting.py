@@ -169,6 +169,12 @@ def wake_job_id(flow_id: str) -> str:
     return str(uuid5(NAMESPACE_URL, f"zag-wait:{flow_id}"))
 
 
+def job_of(detail: FlowDetail) -> str:
+    """The id of the job that resumes this flow: the one it was posted as, else
+    the one a service hands it to when it waits (`wake_job_id`)."""
+    return str(detail.meta.get("job") or wake_job_id(detail.uuid))
+
+
 class Wakes(Protocol):
     """What `signal` needs of a job board: making a flow's parked job due now."""
 
@@ -246,7 +252,7 @@ async def signal(
             kind="id_taken",
         )
     if board is not None:
-        await board.wake(str(detail.meta.get("job") or wake_job_id(flow_id)))
+        await board.wake(job_of(detail))
     return stored
 
 

@@ -61,7 +61,7 @@ from ..persistence.base import Backend
 from ..persistence.leases import abandoned, engine_name
 from ..states import FlowState
 from ..status import job_outcome
-from ..waiting import signalled, wake_delay, wake_job_id
+from ..waiting import job_of, signalled, wake_delay
 from .base import Claim, Job, JobBoard, JobOutcome, JobState, pick_backend
 
 __all__ = ["Conductor", "ConductorEvent"]
@@ -315,8 +315,7 @@ class Conductor:
                 continue
             try:
                 row = await self.backend.load_flow_row(flow_id)
-                job_id = self.backend.flow_from_row(row).meta.get("job") or wake_job_id(flow_id)
-                if await self.wake(str(job_id)):
+                if await self.wake(job_of(self.backend.flow_from_row(row))):
                     logger.info("conductor %s: woke flow %s for its signals", self.name, flow_id)
             except (StorageError, JobError) as exc:
                 logger.warning("conductor %s: could not wake flow %s: %s", self.name, flow_id, exc)

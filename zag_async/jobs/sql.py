@@ -270,7 +270,8 @@ class SqlBoard(JobBoard):
         await self._leases.abandon(claim)
 
     async def park(self, claim: Claim, *, delay: float | None) -> None:
-        await self._leases.abandon(claim, due_in=PARKED if delay is None else max(delay, 0.0))
+        due = PARKED if delay is None else self.db.now_sql + max(delay, 0.0)
+        await self._leases.abandon(claim, due_at=due)
 
     async def wake(self, job_id: str) -> bool:
         async with self.db.write() as conn:

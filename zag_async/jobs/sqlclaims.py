@@ -30,12 +30,11 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import ColumnElement, delete, func, select, text, update
 
 from ..backoff import Backoff
 from ..errors import AlreadyClaimed, BoardUnavailable, ClaimLost, JobNotFound, NotYetDue
 from ..persistence.schema import job_counters, job_locks, job_results, jobs
-from .base import PARKED
 from .records import Claim, Job, JobOutcome
 from .sqldb import NOTIFY_CHANNEL, BoardDb
 from .sqlrows import insert_job, unclaimed_now
@@ -190,17 +189,19 @@ class SqlClaims:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def abandon(self, claim: Claim, *, due_in: float | None = None) -> None:
-        """Give the job back so another owner can claim it (due again in `due_in`
-        seconds of the database's clock, when given: a parked job)."""
+    async def abandon(
+        self, claim: Claim, *, due_at: ColumnElement[float] | float | None = None
+    ) -> None:
+        """Give the job back so another owner can claim it (due at `due_at`, when
+        given: a parked job)."""
         self._check(claim)
         values: dict[str, Any] = {
             "owner": None,
             "lease_until": None,
             "version": jobs.c.version + 1,
         }
-        if due_in is not None:
-            values["due_at"] = self.db.now_sql + due_in if due_in < PARKED else PARKED
+        if due_at is not None:
+            values["due_at"] = due_at
 
         async def step() -> int:
             async with self.db.write() as conn:

@@ -147,6 +147,12 @@ class ZooKeeperBoard(JobBoard):
         which may lag another board's last change by one watch event)."""
         await self._view.refresh()
 
+    async def _fresh_view(self) -> None:
+        """Keep the cache watch-fed from now on; re-read it while the watches are not armed."""
+        self._view.watch()
+        if not self._view.current:
+            await self._view.refresh()
+
     # -- clock -------------------------------------------------------------------
 
     async def now(self) -> float:
@@ -230,9 +236,7 @@ class ZooKeeperBoard(JobBoard):
         include_delayed: bool = True,
         limit: int | None = None,
     ) -> list[Job]:
-        self._view.watch()
-        if not self._view.current:
-            await self._view.refresh()
+        await self._fresh_view()
         now = self.estimate_now()
         claimed = self._view.claimed
         picked = []
@@ -278,9 +282,7 @@ class ZooKeeperBoard(JobBoard):
         return woken
 
     async def next_due(self) -> float | None:
-        self._view.watch()
-        if not self._view.current:
-            await self._view.refresh()
+        await self._fresh_view()
         now = self.estimate_now()
         claimed = self._view.claimed
         due = [

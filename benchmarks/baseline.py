@@ -204,7 +204,7 @@ def higher_is_better(m: Measurement) -> bool:
 
 def is_control(m: Measurement) -> bool:
     """Figures with no zag code in them (raw aio-pika, raw commits): they show the noise."""
-    return m.case.startswith("raw") or m.metric.startswith("raw commit")
+    return m.case.startswith("raw") or m.metric.startswith(("raw commit", "aiosqlite commit"))
 
 
 def cost_ratios(cur: Stats, base: Stats, higher: bool) -> tuple[float, float] | None:

@@ -321,12 +321,21 @@ def _decode_tag(obj: dict[str, Any]) -> Any:
     raise SerializationError(f"unknown stored type tag {kind!r}")
 
 
+#: One encoder for every write (json.dumps with options builds a new one per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=True)
+
+
 class JsonCodec:
     """JSON with tags for the Python types JSON lacks (see the module docstring)."""
 
     def dumps(self, value: Any) -> str:
+        cls = type(value)
+        if value is None:
+            return "null"
+        if cls is int:
+            return int.__repr__(value)
         try:
-            return json.dumps(_encode(value), separators=(",", ":"), allow_nan=True)
+            return _ENCODER.encode(_encode(value))
         except SerializationError:
             raise
         except (TypeError, ValueError, RecursionError) as exc:

@@ -86,11 +86,30 @@ async def pause(name: str, within: float = 60) -> None:
 
 
 def pause_signal_commits(within: float = 60) -> None:
-    """Make the `signal:commit` pause apply to this process's SQL engines."""
+    """Make the `signal:commit` pause apply to this process's SQL engines (SQLAlchemy's
+    and the SQLite backend's own connections)."""
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
+    from zag_async.persistence import sqlite as zag_sqlite
+
     inserted: list[bool] = []
+    opened = zag_sqlite.open_connection
+
+    def traced(path: str, **options: Any) -> Any:
+        conn = opened(path, **options)
+
+        def on_statement(statement: str) -> None:
+            text = statement.lstrip().upper()
+            if text.startswith("INSERT INTO ZAG_SIGNALS"):
+                inserted.append(True)
+            elif text.startswith("COMMIT"):
+                on_commit(conn)
+
+        conn.set_trace_callback(on_statement)
+        return conn
+
+    zag_sqlite.open_connection = traced  # type: ignore[assignment]
 
     def on_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         if statement.lstrip().upper().startswith("INSERT INTO ZAG_SIGNALS"):

@@ -43,6 +43,10 @@ def connect(url: str, *, codec: Codec | None = None, **options: Any) -> Backend:
         return MemoryBackend(url, codec=codec, **options)
     base = scheme.split("+", 1)[0]
     if base in ("sqlite", "postgresql"):
+        if base == "sqlite":
+            from .sqlite import SqliteBackend
+
+            return SqliteBackend(url, codec=codec, **options)
         try:
             from .sql import SqlBackend
         except ImportError as exc:  # pragma: no cover - depends on installed extras

@@ -26,6 +26,8 @@ from sqlalchemy import (
     select,
 )
 
+from . import names
+
 __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
@@ -264,6 +266,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _v5_pending_signals,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+assert SCHEMA_VERSION == names.SCHEMA_VERSION, "bump names.SCHEMA_VERSION with a migration"
 
 
 def current_version(conn: Connection) -> int:

@@ -130,6 +130,8 @@ class _Job:
     writes: bool
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
+    #: atom rows to upsert once `run` succeeded (a batch writes them all at once)
+    atoms: list[Row] | None = None
     outcome: Any = None
     error: BaseException | None = field(default=None)
 
@@ -200,10 +202,15 @@ class _Connection:
             self._local = None  # everything goes through the thread
 
     async def call(
-        self, run: Callable[[sqlite3.Connection], T], *, writes: bool, local: bool = True
+        self,
+        run: Callable[[sqlite3.Connection], T],
+        *,
+        writes: bool,
+        local: bool = True,
+        atoms: list[Row] | None = None,
     ) -> T:
         loop = asyncio.get_running_loop()
-        job = _Job(run, writes, loop, loop.create_future())
+        job = _Job(run, writes, loop, loop.create_future(), atoms)
         if local and self._local is not None and self._in_thread == 0 and loop is self._loop:
             if writes:
                 self._queued.append(job)
@@ -343,21 +350,22 @@ class _Connection:
                 _rollback(conn)
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
-        """Run the writes inside the open transaction, and commit it."""
-        alone = len(batch) == 1
+        """Run the writes inside the open transaction, and commit it.
+
+        Fast way first: each job's own statements, then the atom rows of all of
+        them in one `executemany`. A job refused by our own check (a stale
+        version, a missing flow) changed nothing and fails alone. Any other
+        error undoes the lot and the batch runs again, each job in a savepoint
+        of its own, so only the job at fault fails.
+        """
         try:
-            for job in batch:
-                if alone:
-                    job.outcome = job.run(conn)
-                    continue
-                conn.execute("SAVEPOINT zag_write")
-                try:
-                    job.outcome = job.run(conn)
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO zag_write")
-                    job.error = self._mapped(exc)
-                finally:
-                    conn.execute("RELEASE zag_write")
+            conn.execute("SAVEPOINT zag_batch")
+            try:
+                self._run_fast(conn, batch)
+            except Exception:
+                conn.execute("ROLLBACK TO zag_batch")
+                self._run_each(conn, batch)
+            conn.execute("RELEASE zag_batch")
             conn.execute("COMMIT")
             self.batches += 1
         except BaseException as exc:
@@ -365,6 +373,35 @@ class _Connection:
             for job in batch:
                 job.outcome, job.error = None, error
             _rollback(conn)
+
+    @staticmethod
+    def _run_fast(conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        rows: list[Row] = []
+        for job in batch:
+            job.outcome, job.error = None, None
+            try:
+                job.outcome = job.run(conn)
+            except (ConcurrentUpdate, NotFound) as exc:
+                job.error = exc  # raised before the job changed anything
+                continue
+            if job.atoms:
+                rows.extend(job.atoms)
+        if rows:
+            conn.executemany(_UPSERT_ATOMS, rows)
+
+    def _run_each(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        for job in batch:
+            job.outcome, job.error = None, None
+            conn.execute("SAVEPOINT zag_write")
+            try:
+                job.outcome = job.run(conn)
+                if job.atoms:
+                    conn.executemany(_UPSERT_ATOMS, job.atoms)
+            except Exception as exc:
+                conn.execute("ROLLBACK TO zag_write")
+                job.outcome, job.error = None, self._mapped(exc)
+            finally:
+                conn.execute("RELEASE zag_write")
 
     def _mapped(self, exc: BaseException) -> BaseException:
         """Our errors pass; the file being busy, missing or failing -> StorageUnavailable."""
@@ -508,13 +545,19 @@ class SqliteBackend(Backend):
         )
 
     async def _call(
-        self, run: Callable[[sqlite3.Connection], T], *, writes: bool = True, local: bool = True
+        self,
+        run: Callable[[sqlite3.Connection], T],
+        *,
+        writes: bool = True,
+        local: bool = True,
+        atoms: list[Row] | None = None,
     ) -> T:
-        """Run `run` on the file; `local=False` for work that may take long (listings)."""
+        """Run `run` on the file, then upsert `atoms` (a write's atom rows) if it
+        succeeded; `local=False` for work that may take long (listings)."""
         self._check_open()
         if self._db is None:
             raise StorageError(f"{self._display} is not open; use 'async with' or await open()")
-        return await self._db.call(run, writes=writes, local=local)
+        return await self._db.call(run, writes=writes, local=local, atoms=atoms)
 
     # -- logbooks ----------------------------------------------------------------
 
@@ -579,12 +622,10 @@ class SqliteBackend(Backend):
         def write(conn: sqlite3.Connection) -> None:
             if conn.execute(statement, row).rowcount != 1:
                 raise self.stale(uuid, expected)
-            if atom_rows:
-                conn.executemany(_UPSERT_ATOMS, atom_rows)
 
         steady = self._steady
         steady.pop(uuid, None)  # unknown until this write is known to have landed
-        await self._call(write)
+        await self._call(write, atoms=atom_rows)
         steady[uuid] = tuple(row[c] for c in _STEADY)
         if len(steady) > STEADY_CACHE:
             del steady[next(iter(steady))]

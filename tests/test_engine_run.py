@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from pathlib import Path
 
+import pytest
 from conftest import Step
 
 import zag_async as zag
@@ -225,3 +228,37 @@ async def test_sync_and_async_tasks_mix_in_an_unordered_flow() -> None:
         return "async"
 
     assert await zag.run(zag.unordered("u", blocking, nonblocking)) == {"a": "sync", "b": "async"}
+
+
+@pytest.mark.parametrize("durable", [False, True], ids=["no backend", "sqlite"])
+async def test_a_finished_run_is_freed_without_the_cyclic_collector(
+    durable: bool, tmp_path: Path
+) -> None:
+    """No reference cycle keeps a run's objects alive: with thousands of flows in
+    flight, cyclic garbage made every pass of Python's collector costlier."""
+    import gc
+    import weakref
+
+    @zag.task(provides="y")
+    async def double(x: int) -> int:
+        return 2 * x
+
+    flow = zag.linear("freed", double)
+    async with contextlib.AsyncExitStack() as stack:
+        backend = None
+        if durable:
+            backend = await stack.enter_async_context(
+                zag.connect(f"sqlite+aiosqlite:///{tmp_path / 'f.db'}")
+            )
+        gc.collect()
+        gc.disable()
+        try:
+            engine = zag.Engine(flow, store={"x": 2}, backend=backend)
+            assert (await engine.run())["y"] == 4
+            storage = weakref.ref(engine.storage)
+            ref = weakref.ref(engine)
+            del engine
+            await asyncio.sleep(0)  # let the run's last callbacks go
+            assert ref() is None and storage() is None
+        finally:
+            gc.enable()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import weakref
 from typing import TYPE_CHECKING, Any, Literal
 
 from .bus import TraceHook
@@ -46,7 +47,10 @@ class AtomCaller:
         executor: Executor,
         emit: Callable[[Event], None],
     ) -> None:
-        self._engine = engine
+        # A weak reference: the engine owns this caller, and a cycle between them
+        # would leave every finished run's objects to the cyclic collector, whose
+        # passes grow costly with thousands of flows alive.
+        self._engine = weakref.ref(engine)
         self._flow = engine.name
         self._nodes = nodes
         self._details = details
@@ -54,6 +58,11 @@ class AtomCaller:
         self._delays: dict[int, float] = {}  # retry node -> monotonic time its delay ends
         self.hooks: list[TraceHook] = []
         self._emit = emit
+
+    def _owner(self) -> Engine:
+        engine = self._engine()
+        assert engine is not None, "an engine's caller outlived its engine"
+        return engine
 
     async def __call__(self, launch: Launch) -> Outcome:
         if self.hooks:
@@ -72,7 +81,7 @@ class AtomCaller:
                     value = await self._call_retry(i, kwargs)
                 else:
                     delay = self._retry_delay(i) if self._delays else 0.0
-                    scheduler = self._engine.scheduler
+                    scheduler = self._owner().scheduler
                     if scheduler.past_pivot:  # a forward retry waits out its controller's delay
                         delay = max(delay, scheduler.forward_delay(i))
                     value = await self._executor.execute(
@@ -96,7 +105,7 @@ class AtomCaller:
                     value = await self._revert_retry(i, kwargs)
                 else:
                     value = await self._executor.revert(atom, node.name, self._flow, kwargs)
-            storage = self._engine.storage
+            storage = self._owner().storage
             if value is not None and not storage.durable:  # durable: checked with the commit
                 what = "result" if kind == "exec" else "revert result"
                 storage.check_value(value, atom=node.name, what=what)
@@ -113,7 +122,7 @@ class AtomCaller:
         name = self._nodes[i].name
         action: Literal["execute", "revert"] = "execute" if kind == "exec" else "revert"
         attempt = self._details[i].attempts
-        engine = self._engine
+        engine = self._owner()
         with contextlib.ExitStack() as scopes:
             done = [
                 scopes.enter_context(hook.atom_scope(engine, name, action, attempt))

@@ -181,3 +181,15 @@ def test_any_url_text_is_a_path_or_a_configuration_error(text: str) -> None:
             continue
         assert isinstance(path, str) and path
         assert time.monotonic() - started < 0.1
+
+
+async def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"this is not an SQLite file at all" * 100)
+    url = f"sqlite+aiosqlite:///{path}"
+    started = time.monotonic()
+    with pytest.raises(zag.errors.StorageError) as caught:
+        async with zag.connect(url):
+            pass
+    assert url in str(caught.value) and "not a database" in str(caught.value)
+    assert time.monotonic() - started < 5

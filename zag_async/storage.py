@@ -321,14 +321,25 @@ class Storage:
         The block's end stops the heartbeat at once, even in the middle of a
         renewal (an outage must not hold up the end of the run).
         """
-        if self.lease is None:
+        lease = self.lease
+        if lease is None:
             yield
             return
-        beating = tg.create_task(self._keep_lease(lost), name=f"zag-lease-{self.flow.uuid}")
+        # A timer until the first beat is due: most runs end before it, and a
+        # timer costs far less than a task started and cancelled for each of them.
+        beating: asyncio.Task[None] | None = None
+
+        def start() -> None:
+            nonlocal beating
+            beating = tg.create_task(self._keep_lease(lost), name=f"zag-lease-{self.flow.uuid}")
+
+        timer = asyncio.get_running_loop().call_later(lease.renew_every, start)
         try:
             yield
         finally:
-            beating.cancel()
+            timer.cancel()
+            if beating is not None:
+                beating.cancel()
 
     async def _keep_lease(self, lost: Callable[[], None]) -> None:
         """Renew the lease every third of its term.
@@ -341,24 +352,23 @@ class Storage:
         lease, backend = self.lease, self.backend
         if lease is None or backend is None:
             return
-        while True:
+        while True:  # (started when the first beat is due)
+            if lease.held:  # (not stored yet: its first write takes it)
+                try:
+                    async with asyncio.timeout(lease.renew_every):
+                        renewed = await backend.renew_lease(self.flow.uuid, lease)
+                except (StorageError, TimeoutError) as exc:
+                    logger.warning("flow %r: could not renew its lease: %r", self.flow.name, exc)
+                    renewed = True  # unknown: try again at the next beat
+                if not renewed:
+                    logger.warning(
+                        "flow %r (%s): its lease was taken over; stopping this run",
+                        self.flow.name,
+                        self.flow.uuid,
+                    )
+                    lost()
+                    return
             await asyncio.sleep(lease.renew_every)
-            if not lease.held:
-                continue  # not stored yet: its first write takes it
-            try:
-                async with asyncio.timeout(lease.renew_every):
-                    if await backend.renew_lease(self.flow.uuid, lease):
-                        continue
-            except (StorageError, TimeoutError) as exc:
-                logger.warning("flow %r: could not renew its lease: %r", self.flow.name, exc)
-                continue
-            logger.warning(
-                "flow %r (%s): its lease was taken over; stopping this run",
-                self.flow.name,
-                self.flow.uuid,
-            )
-            lost()
-            return
 
     async def commit_shielded(self) -> None:
         """Finish this commit even if the caller is cancelled again while it runs.

@@ -359,13 +359,16 @@ class _Connection:
         of its own, so only the job at fault fails.
         """
         try:
-            conn.execute("SAVEPOINT zag_batch")
-            try:
+            if len(batch) == 1:  # alone: its error fails the transaction and only it
                 self._run_fast(conn, batch)
-            except Exception:
-                conn.execute("ROLLBACK TO zag_batch")
-                self._run_each(conn, batch)
-            conn.execute("RELEASE zag_batch")
+            else:
+                conn.execute("SAVEPOINT zag_batch")
+                try:
+                    self._run_fast(conn, batch)
+                except Exception:
+                    conn.execute("ROLLBACK TO zag_batch")
+                    self._run_each(conn, batch)
+                conn.execute("RELEASE zag_batch")
             conn.execute("COMMIT")
             self.batches += 1
         except BaseException as exc:

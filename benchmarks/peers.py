@@ -55,7 +55,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import Measurement, Plan, Recorder, Stats, clock, dist_version, print_columns
+from common import (
+    PEER,
+    Measurement,
+    Plan,
+    Recorder,
+    Stats,
+    clock,
+    dist_version,
+    print_columns,
+)
 
 HERE = Path(__file__).resolve().parent
 SCENARIO = "PEERS"
@@ -226,8 +235,11 @@ def _zag_url(bare: str) -> str:
     return bare.replace("sqlite:///", "sqlite+aiosqlite:///", 1)
 
 
-def _sqlite(workdir: str, name: str) -> str:
-    return f"sqlite:///{workdir}/{name}-{uuid.uuid4().hex[:6]}.db"
+def _fresh(db: str, workdir: str, name: str) -> contextlib.AbstractContextManager[str]:
+    """A new database of kind ``db``: a SQLite file in ``workdir``, or a PostgreSQL database."""
+    if db == "sqlite":
+        return contextlib.nullcontext(f"sqlite:///{workdir}/{name}-{uuid.uuid4().hex[:6]}.db")
+    return pg_database(name)
 
 
 # --------------------------------------------------------------------------- zag
@@ -306,16 +318,12 @@ def durable(rec: Recorder, sizes: Sizes, workdir: str, databases: tuple[str, ...
     for db in databases:
         serial_case = f"{db}: 1 workflow of {sizes.serial_n} steps"
         conc_case = f"{db}: {sizes.concurrent_n:,} concurrent x 3 steps"
-        fresh: Callable[[str], contextlib.AbstractContextManager[str]]
-        if db == "sqlite":
-            fresh = lambda name: contextlib.nullcontext(_sqlite(workdir, name))  # noqa: E731
-        else:
-            fresh = pg_database
 
-        def with_db(name: str, fn: Callable[[str], Any]) -> Callable[[], Any]:
+        def with_db(name: str, fn: Callable[[str], Any], db: str = db) -> Callable[[], Any]:
             def call() -> Any:
-                with fresh(name) as url:
+                with _fresh(db, workdir, name) as url:
                     return fn(url)
+
             return call
 
         got = _case(rec, f"{ZAG_SIDE}|{serial_case}|per step|µs", with_db(
@@ -503,6 +511,20 @@ def zag_scenario(rec: Recorder, plan: Plan, sizes: Sizes | None = None,
 # --------------------------------------------------------------------------- printing
 
 
+LEGEND = (
+    "  zag: serial = S4's flow of no-op atoms (max_concurrency=1), per atom; concurrent = S8's "
+    "engines under one TaskGroup",
+    "  DBOS: one subprocess per case; async = async workflow/steps (asyncio.gather for the "
+    "concurrent case), sync = plain functions (DBOS.start_workflow on its thread pool)",
+    "  SQLite: one file per case in one temporary folder; WAL + synchronous=NORMAL on both sides "
+    "(zag's pragmas; DBOS's file switched to them)",
+    "  PostgreSQL: a fresh database per case on 127.0.0.1:5432, dropped after; DBOS's default "
+    "pool",
+    "  floor = one raw single-row commit (aiosqlite WAL; asyncpg BEGIN/INSERT/COMMIT); "
+    "zag adv. = DBOS time / zag time (per step) or zag rate / DBOS rate",
+)
+
+
 def _fmt(stats: Stats | None) -> str:
     if stats is None:
         return "n/a"
@@ -535,8 +557,11 @@ def print_table(rows: list[Measurement]) -> None:
         if key not in by:
             keys.append(key)
         by.setdefault(key, {})[m.side] = m
+    # TaskFlow's serial persisted figure, when S4 ran in the same run (its own N, R).
+    taskflow = {m.case: m.stats for m in rows
+                if (m.scenario, m.side, m.metric) == ("S4", PEER, "per task")}
     headers = ("case", "metric", "unit", "zag", DBOS_ASYNC, DBOS_SYNC, "zag adv. async/sync",
-               "floor", "notes")
+               "floor", "TaskFlow (S4)", "notes")
     lines = []
     for key in keys:
         sides = by[key]
@@ -549,14 +574,20 @@ def print_table(rows: list[Measurement]) -> None:
                            sides[side].stats if side in sides else None)
             adv.append(f"{a:.2g}x" if a is not None else "-")
         target = SERIAL_TARGET if key[1] == "per step" else CONCURRENT_TARGET
-        notes = "; ".join(f"{s}: {m.note}" for s, m in sides.items() if m.note)
+        db = key[0].split(":")[0]
+        # Per-row notes only say why a figure is missing; what each side does is in LEGEND.
+        notes = "; ".join(f"{s}: {m.note}" for s, m in sides.items() if m.stats is None)
         lines.append((key[0], key[1], key[2], _fmt(z.stats) if z else "-",
                       *(_fmt(sides[s].stats) if s in sides else "-" for s in (DBOS_ASYNC,
                                                                               DBOS_SYNC)),
                       f"{' / '.join(adv)} (target >= {target:g}x)",
-                      _fmt(sides[FLOOR].stats) if FLOOR in sides else "-", notes))
+                      _fmt(sides[FLOOR].stats) if FLOOR in sides else "-",
+                      _fmt(taskflow[db]) if key[1] == "per step" and taskflow.get(db) else "-",
+                      notes))
     print_columns("PEERS durable workflows: zag vs DBOS Transact (SQLite file in WAL, "
                   "PostgreSQL 127.0.0.1)", headers, lines)
+    if lines:
+        print("\n".join(LEGEND))
     celery_lines = [(k[0], k[1], k[2], _fmt(by[k][CELERY].stats), by[k][CELERY].note)
                     for k in keys if CELERY in by[k]]
     print_columns("PEERS Celery on RabbitMQ 127.0.0.1:5672 (zag's REMOTE beside it: see the "

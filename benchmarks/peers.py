@@ -29,8 +29,8 @@ figures as JSON. Rows carry their side (``zag``, ``DBOS async``, ``DBOS sync``,
 zag/TaskFlow table.
 
 ``python benchmarks/peers.py [--quick] [--serial-n 20] [--concurrent-n 20] [--celery-n 200]
-[--parts dbos,celery] [--databases sqlite,postgres] [--no-sync]`` runs the scenario alone
-and prints its table.
+[--rounds 1] [--parts dbos,celery] [--databases sqlite,postgres] [--no-sync]`` runs the
+scenario alone and prints its table.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ import traceback
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -82,9 +82,9 @@ CONCURRENT_TARGET = 10.0  # zag at least 10x DBOS's throughput at 1,000 concurre
 @dataclass(frozen=True)
 class Sizes:
     serial_n: int = 200  # steps in the serial workflow
-    serial_repeats: int = 3
+    serial_repeats: int = 5  # rounds: each side once per round, interleaved
     concurrent_n: int = 1000  # workflows of three steps at once
-    concurrent_repeats: int = 2
+    concurrent_repeats: int = 3
     celery_seq_n: int = 2000  # sequential round trips
     celery_rate_n: int = 2000  # round trips per rate run, 64 in flight
     celery_rate_repeats: int = 3
@@ -92,7 +92,7 @@ class Sizes:
 
 
 FULL = Sizes()
-QUICK = Sizes(serial_repeats=1, concurrent_repeats=1, celery_seq_n=1000, celery_rate_n=1000,
+QUICK = Sizes(serial_repeats=2, concurrent_repeats=1, celery_seq_n=1000, celery_rate_n=1000,
               celery_rate_repeats=1)
 IN_FLIGHT = 64
 
@@ -179,6 +179,8 @@ def dbos_child(args: argparse.Namespace) -> dict[str, Any]:
     DBOS.launch()
     try:
         out: dict[str, Any] = {"dbos": dist_version("dbos"), "api": args.api}
+        if url.startswith("sqlite"):
+            out["pragmas"] = _sqlite_pragmas()
         if args.shape == "serial":
             serial_once(min(args.n, 20))  # warm-up: connections, statement caches
             out["per_step_us"] = [serial_once(args.n) / args.n * 1e6 for _ in range(args.repeats)]
@@ -188,6 +190,18 @@ def dbos_child(args: argparse.Namespace) -> dict[str, Any]:
         return out
     finally:
         DBOS.destroy(destroy_registry=True)
+
+
+def _sqlite_pragmas() -> str:
+    """journal_mode and synchronous as DBOS's own engine sees them (proof of WAL+NORMAL)."""
+    from dbos._dbos import _get_dbos_instance  # private: only to read back the settings
+
+    engine = _get_dbos_instance()._sys_db.engine
+    with engine.connect() as conn:
+        journal = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
+        sync = conn.exec_driver_sql("PRAGMA synchronous").scalar()
+    names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+    return f"journal_mode={journal}, synchronous={names.get(sync, sync)}"
 
 
 def run_dbos(url: str, api: str, shape: str, n: int, repeats: int) -> dict[str, Any]:
@@ -299,66 +313,79 @@ def floor_commit_us(bare: str, workdir: str, n: int) -> float:
 # --------------------------------------------------------------------------- DBOS vs zag
 
 
-def _case(rec: Recorder, label: str, fn: Callable[[], Any]) -> Any:
-    """Run one measurement, logging it; None (and a missing row) when it fails."""
-    log(f"zag: PEERS {label}")
-    try:
-        return fn()
-    except Exception as exc:
-        traceback.print_exc(file=sys.stderr)
-        side, case, metric, unit = label.split("|")
-        _add(rec, side, case, metric, unit, None, f"failed: {type(exc).__name__}: {exc}"[:300])
-        return None
+@dataclass
+class Subject:
+    """One side's figure in one case, measured once per round on a fresh database."""
+
+    side: str
+    case: str
+    metric: str
+    unit: str
+    run: Callable[[str], tuple[list[float], str]]  # database URL -> (values, note)
+    note: str = ""
+    values: list[float] = field(default_factory=list)
+    failed: str = ""
+
+
+def _rounds(rec: Recorder, db: str, workdir: str, subjects: list[Subject], rounds: int) -> None:
+    """Measure every subject once per round, the order reversed every other round.
+
+    The machine's load drifts (it is shared): interleaving lets zag and its peers see the
+    same load, as REMOTE does; each measurement gets a fresh SQLite file or database.
+    """
+    for r in range(rounds):
+        for s in subjects if r % 2 == 0 else subjects[::-1]:
+            if s.failed:
+                continue
+            log(f"zag: PEERS {s.side}: {s.case} (round {r + 1}/{rounds})")
+            try:
+                with _fresh(db, workdir, s.side.split()[0].lower()) as url:
+                    values, note = s.run(url)
+            except Exception as exc:
+                traceback.print_exc(file=sys.stderr)
+                s.failed = f"failed: {type(exc).__name__}: {exc}"[:300]
+                continue
+            s.values += values
+            s.note = note or s.note
+    for s in subjects:
+        _add(rec, s.side, s.case, s.metric, s.unit, None if s.failed else s.values,
+             s.failed or s.note)
 
 
 def durable(rec: Recorder, sizes: Sizes, workdir: str, databases: tuple[str, ...]) -> None:
     """DBOS (async, and sync) and zag, serial and concurrent, on each database."""
     apis = ("async", "sync") if sizes.dbos_sync else ("async",)
     sides = {"async": DBOS_ASYNC, "sync": DBOS_SYNC}
+
+    def dbos(api: str, shape: str, n: int) -> Callable[[str], tuple[list[float], str]]:
+        def run(url: str) -> tuple[list[float], str]:
+            out = run_dbos(url, api, shape, n, 1)
+            values = out["per_step_us"] if shape == "serial" else out["per_s"]
+            return values, f"dbos {out['dbos']}; {out.get('pragmas', '')}".rstrip("; ")
+        return run
+
     for db in databases:
         serial_case = f"{db}: 1 workflow of {sizes.serial_n} steps"
         conc_case = f"{db}: {sizes.concurrent_n:,} concurrent x 3 steps"
-
-        def with_db(name: str, fn: Callable[[str], Any], db: str = db) -> Callable[[], Any]:
-            def call() -> Any:
-                with _fresh(db, workdir, name) as url:
-                    return fn(url)
-
-            return call
-
-        got = _case(rec, f"{ZAG_SIDE}|{serial_case}|per step|µs", with_db(
-            "zag", lambda url: zag_serial(url, sizes.serial_n, sizes.serial_repeats)))
-        if got:
-            _add(rec, ZAG_SIDE, serial_case, "per step", "µs", got,
-                 f"S4 flow, max_concurrency=1, R={sizes.serial_repeats}")
-        got = _case(rec, f"{FLOOR}|{serial_case}|per step|µs", with_db(
-            "floor", lambda url: floor_commit_us(url, workdir, sizes.serial_n)))
-        if got:
-            _add(rec, FLOOR, serial_case, "per step", "µs", [got],
-                 "one raw single-row commit: aiosqlite WAL+NORMAL" if db == "sqlite"
-                 else "one raw single-row commit: asyncpg BEGIN/INSERT/COMMIT")
-        for api in apis:
-            out = _case(rec, f"{sides[api]}|{serial_case}|per step|µs", with_db(
-                f"dbos_{api}", lambda url, api=api: run_dbos(
-                    url, api, "serial", sizes.serial_n, sizes.serial_repeats)))
-            if out:
-                _add(rec, sides[api], serial_case, "per step", "µs", out["per_step_us"],
-                     f"dbos {out['dbos']}; {'WAL+NORMAL' if db == 'sqlite' else ''}".rstrip("; "))
-
-        got = _case(rec, f"{ZAG_SIDE}|{conc_case}|workflows/s|1/s", with_db(
-            "zag", lambda url: zag_concurrent(url, sizes.concurrent_n,
-                                              sizes.concurrent_repeats)))
-        if got:
-            _add(rec, ZAG_SIDE, conc_case, "workflows/s", "1/s", got,
-                 "S8: engines under one TaskGroup")
-        for api in apis:
-            out = _case(rec, f"{sides[api]}|{conc_case}|workflows/s|1/s", with_db(
-                f"dbos_{api}", lambda url, api=api: run_dbos(
-                    url, api, "concurrent", sizes.concurrent_n, sizes.concurrent_repeats)))
-            if out:
-                how = ("asyncio.gather of workflow calls" if api == "async"
-                       else "DBOS.start_workflow, its thread pool")
-                _add(rec, sides[api], conc_case, "workflows/s", "1/s", out["per_s"], how)
+        floor_note = ("one raw single-row commit: aiosqlite WAL+NORMAL" if db == "sqlite"
+                      else "one raw single-row commit: asyncpg BEGIN/INSERT/COMMIT")
+        serial = [
+            Subject(ZAG_SIDE, serial_case, "per step", "µs",
+                    lambda url: (zag_serial(url, sizes.serial_n, 1), "")),
+            Subject(FLOOR, serial_case, "per step", "µs",
+                    lambda url: ([floor_commit_us(url, workdir, sizes.serial_n)], ""),
+                    note=floor_note),
+            *(Subject(sides[api], serial_case, "per step", "µs",
+                      dbos(api, "serial", sizes.serial_n)) for api in apis),
+        ]
+        _rounds(rec, db, workdir, serial, sizes.serial_repeats)
+        concurrent = [
+            Subject(ZAG_SIDE, conc_case, "workflows/s", "1/s",
+                    lambda url: (zag_concurrent(url, sizes.concurrent_n, 1), "")),
+            *(Subject(sides[api], conc_case, "workflows/s", "1/s",
+                      dbos(api, "concurrent", sizes.concurrent_n)) for api in apis),
+        ]
+        _rounds(rec, db, workdir, concurrent, sizes.concurrent_repeats)
 
 
 # --------------------------------------------------------------------------- Celery
@@ -516,8 +543,8 @@ LEGEND = (
     "concurrent case), sync = plain functions (DBOS.start_workflow on its thread pool)",
     "  SQLite: one file per case in one temporary folder; WAL + synchronous=NORMAL on both sides "
     "(zag's pragmas; DBOS's file switched to them)",
-    "  PostgreSQL: a fresh database per case on 127.0.0.1:5432, dropped after; DBOS's default "
-    "pool",
+    "  PostgreSQL: a fresh database per case on 127.0.0.1:5432, dropped after; each side's "
+    "default pool (DBOS 20 connections, zag 5 + 10 overflow)",
     "  floor = one raw single-row commit (aiosqlite WAL; asyncpg BEGIN/INSERT/COMMIT); "
     "zag adv. = DBOS time / zag time (per step) or zag rate / DBOS rate",
     "  TaskFlow (S4) = TaskFlow's S4 per task in the same run, when S4 ran (its own N: 200, "
@@ -588,6 +615,10 @@ def print_table(rows: list[Measurement]) -> None:
                   "PostgreSQL 127.0.0.1)", headers, lines)
     if lines:
         print("\n".join(LEGEND))
+        pragmas = sorted({m.note.split("; ", 1)[1] for m in mine
+                          if m.side in (DBOS_ASYNC, DBOS_SYNC) and m.stats and "; " in m.note})
+        for note in pragmas:
+            print(f"  DBOS's SQLite engine reports: {note}")
     celery_lines = [(k[0], k[1], k[2], _fmt(by[k][CELERY].stats), by[k][CELERY].note)
                     for k in keys if CELERY in by[k]]
     print_columns("PEERS Celery on RabbitMQ 127.0.0.1:5672 (zag's REMOTE beside it: see the "
@@ -648,6 +679,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrent-n", type=int, default=None)
     parser.add_argument("--celery-n", type=int, default=None,
                         help="Celery round trips, sequential and per rate run")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="rounds of the serial and the concurrent cases")
     parser.add_argument("--parts", default="dbos,celery")
     parser.add_argument("--databases", default="sqlite,postgres")
     parser.add_argument("--no-sync", action="store_true", help="DBOS's async API only")
@@ -668,6 +701,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.celery_n:
         sizes = dataclasses.replace(sizes, celery_seq_n=args.celery_n,
                                     celery_rate_n=args.celery_n)
+    if args.rounds:
+        sizes = dataclasses.replace(sizes, serial_repeats=args.rounds,
+                                    concurrent_repeats=args.rounds)
     if args.no_sync:
         sizes = dataclasses.replace(sizes, dbos_sync=False)
     rec = Recorder(ZAG_SIDE)

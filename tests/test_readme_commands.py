@@ -213,7 +213,8 @@ def test_bench_peers_runs() -> None:
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
         except OSError as exc:
             unavailable(f"{service} at 127.0.0.1:{port} is not usable: {exc}", service)
-    sizes = ["--serial-n", "10", "--concurrent-n", "10", "--celery-n", "50", "--no-sync"]
+    sizes = ["--quick", "--rounds", "1", "--serial-n", "10", "--concurrent-n", "10"]
+    sizes += ["--celery-n", "50", "--no-sync"]
     out = subprocess.run(
         [sys.executable, "benchmarks/peers.py", *sizes],
         capture_output=True,

@@ -61,6 +61,7 @@ from common import (
     Plan,
     Recorder,
     Stats,
+    check,
     clock,
     dist_version,
     print_columns,
@@ -159,7 +160,7 @@ def dbos_child(args: argparse.Namespace) -> dict[str, Any]:
         t0 = clock()
         total = asyncio.run(serial_async(n)) if args.api == "async" else serial_sync(n)
         wall = clock() - t0
-        assert total == n, f"DBOS serial workflow returned {total}, not {n}"
+        check(total == n, f"DBOS serial workflow returned {total}, not {n}")
         return wall
 
     def concurrent_once(n: int) -> float:
@@ -173,7 +174,7 @@ def dbos_child(args: argparse.Namespace) -> dict[str, Any]:
             handles = [DBOS.start_workflow(three_sync) for _ in range(n)]
             results = [h.get_result() for h in handles]
         wall = clock() - t0
-        assert results == [3] * n, "a DBOS workflow returned something else than 3"
+        check(results == [3] * n, "a DBOS workflow returned something else than 3")
         return wall
 
     DBOS.launch()

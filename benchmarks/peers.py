@@ -416,6 +416,17 @@ def celery_app(queue: str) -> tuple[Any, Any]:
 
 
 def celery_worker(queue: str) -> None:
+    """The worker's main; it exits by itself if the bench process that started it dies."""
+    import threading
+
+    parent = os.getppid()
+
+    def orphaned() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=orphaned, daemon=True).start()
     app, _ = celery_app(queue)
     app.worker_main(["worker", "--pool", "solo", "--without-gossip", "--without-mingle",
                      "--without-heartbeat", "--loglevel", "WARNING", "-Q", queue])

@@ -438,6 +438,14 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 
 def celery(rec: Recorder, sizes: Sizes, workdir: str) -> None:
     """A Celery worker subprocess (--pool solo) and the round trips to it."""
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", 5672), timeout=3).close()
+    except OSError as exc:
+        _add(rec, CELERY, "remote no-op round trip", "round trip p50", "ms", None,
+             f"skipped: RabbitMQ at 127.0.0.1:5672 is not reachable: {exc}")
+        return
     queue = f"zag-bench-celery-{uuid.uuid4().hex[:8]}"
     app, noop = celery_app(queue)
     worker_log = Path(workdir, "celery-worker.log")

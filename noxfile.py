@@ -24,6 +24,10 @@ DOCS_REQUIREMENTS = ("mkdocs>=1.6", "mkdocstrings[python]>=0.26")
 # The peer library and what its SQL persistence backend needs for scenario S4.
 PEER_REQUIREMENTS = ("taskflow", "SQLAlchemy", "alembic", "psycopg2-binary", "kazoo")
 
+# The durable-workflow and task-queue peers of scenario PEERS (benchmarks/peers.py), pinned
+# so figures stay comparable between runs; bench-only, never the package's dependencies.
+PEERS_REQUIREMENTS = ("dbos==3.4.0", "celery==5.7.0")
+
 
 @nox.session
 def tests(session: nox.Session) -> None:
@@ -75,8 +79,10 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmark zag-async against TaskFlow in one process (``-- --quick``, ``-- --only S1``).
 
+    Scenario PEERS also runs DBOS Transact and Celery (``PEERS_REQUIREMENTS``) beside zag.
+
     ``-- --baseline REV`` also measures the zag side at git revision REV (exported with
     ``git archive``) beside this tree, interleaved, and prints current/baseline ratios.
     """
-    session.install(".[postgres,amqp,zookeeper]", *PEER_REQUIREMENTS)
+    session.install(".[postgres,amqp,zookeeper]", *PEER_REQUIREMENTS, *PEERS_REQUIREMENTS)
     session.run("python", "benchmarks/run.py", *session.posargs)

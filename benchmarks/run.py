@@ -10,6 +10,7 @@ Run through nox so TaskFlow is installed beside zag-async::
     ./dev bench -- --only JOBS       # job boards on ZooKeeper (127.0.0.1:2181) + conductors
     ./dev bench -- --only WAITS      # waiting flows: signal latency, 100k waiting, timer lateness
     ./dev bench -- --only S8         # 100/1,000/10,000 concurrent three-atom flows
+    ./dev bench -- --only PEERS      # beside DBOS Transact (SQLite, PostgreSQL) and Celery
     ./dev bench -- --only S1,S4,REMOTE --baseline main   # also zag at another revision
 
 Both libraries run in this one process (S7 and import cost use fresh
@@ -53,7 +54,7 @@ from common import (
 
 HERE = Path(__file__).resolve().parent
 ALL_SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "JOBS", "REMOTE", "WAITS",
-                 "IMPORT")
+                 "PEERS", "IMPORT")
 TITLES = {
     "S1": "S1 linear-noop (serial)",
     "S2": "S2 wide-io (200 x 10 ms sleeps)",
@@ -68,6 +69,7 @@ TITLES = {
     "REMOTE": "REMOTE workers on RabbitMQ: zag.RemoteExecutor + worker processes vs raw aio-pika",
     "WAITS": "WAITS (S9) waiting flows: signal-to-resume latency, many waiting flows, timer "
              "lateness (SQLite file; PostgreSQL + ZooKeeper board)",
+    "PEERS": "PEERS zag beside DBOS Transact and Celery",
     "IMPORT": "Import cost (fresh interpreters, minus `python -c pass`)",
 }
 
@@ -228,6 +230,11 @@ def print_table(rows: list[Measurement], scenarios: list[str]) -> None:
     headers = ("case", "metric", "unit", "zag-async median [min-max]",
                "TaskFlow median [min-max]", "zag/TF", "notes")
     for scenario in scenarios:
+        if scenario == "PEERS":  # rows of several peers: a table of its own (peers.py)
+            import peers
+
+            peers.print_table(rows)
+            continue
         table = build_rows(rows, scenario)
         if not table:
             continue
@@ -380,6 +387,7 @@ def _run(
 
     import jobs
     import many
+    import peers
     import waits
 
     if run_peer:
@@ -398,6 +406,7 @@ def _run(
         zag_side.SCENARIOS.setdefault("JOBS", jobs.zag_scenario)
         zag_side.SCENARIOS.setdefault("WAITS", waits.zag_scenario)
         zag_side.SCENARIOS.setdefault("S8", many.zag_scenario)
+        zag_side.SCENARIOS.setdefault("PEERS", peers.zag_scenario)
         remote.COMPARE_ONLY = args.baseline_child
         if args.zag_pg_url:
             jobs.PG_URL = args.zag_pg_url
@@ -407,7 +416,9 @@ def _run(
 
     def zag(name: str) -> None:
         """The zag side of one scenario: in this process, or per revision in subprocesses."""
-        if trees is not None:
+        if trees is not None and name == "PEERS":
+            log("PEERS is not run with --baseline: its rows hold several peers, not one zag side")
+        elif trees is not None:
             for r in range(args.baseline_rounds):
                 for tree in trees[::-1] if r % 2 == 0 else trees:  # current first, then swap
                     rounds[tree.label].append(
@@ -470,6 +481,8 @@ def _run(
               f"per deployment")
     if "REMOTE" in wanted:
         print(f"  {'aio-pika':<11} {dist_version('aio-pika')}, RabbitMQ at 127.0.0.1:5672")
+    if "PEERS" in wanted:
+        print(f"  {'peers':<11} dbos {dist_version('dbos')}, celery {dist_version('celery')}")
     if zag_missing:
         print(f"  zag-async side not run: {zag_missing}")
     if peer_missing:
@@ -479,6 +492,8 @@ def _run(
               "the current figures below are those runs merged")
     print("  ratio = zag median / TaskFlow median (below 1: zag is faster or smaller)")
     print_table(rows, wanted)
+    if "PEERS" in wanted and "REMOTE" in wanted:
+        peers.cross_table(rows)
     print_scaling(rows)
     if trees is not None:
         baseline.print_comparison(wanted, TITLES, zag_rec.rows, baseline_rows, peer_rec.rows,

@@ -195,3 +195,34 @@ def test_bench_s8_runs() -> None:
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert "commits per atom (pg_stat)" in out.stdout and "sqlite, N=20" in out.stdout
+
+
+@pytest.mark.services
+def test_bench_peers_runs() -> None:
+    """PEERS at a toy size: zag and DBOS (SQLite file, PostgreSQL) and Celery on RabbitMQ all
+    measure. dbos and celery are bench-only (the nox bench session installs them): without
+    them here the test skips."""
+    import socket
+
+    from support import unavailable
+
+    for name in ("dbos", "celery"):
+        pytest.importorskip(name, reason=f"{name} is bench-only: ./dev bench installs it")
+    for port, service in ((5432, "postgres"), (5672, "rabbitmq")):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        except OSError as exc:
+            unavailable(f"{service} at 127.0.0.1:{port} is not usable: {exc}", service)
+    sizes = ["--quick", "--rounds", "1", "--serial-n", "10", "--concurrent-n", "10"]
+    sizes += ["--celery-n", "50", "--no-sync"]
+    out = subprocess.run(
+        [sys.executable, "benchmarks/peers.py", *sizes],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    for case in ("sqlite: 1 workflow of 10 steps", "postgres: 10 concurrent x 3 steps"):
+        assert case in out.stdout, out.stdout[-3000:]
+    assert "round trips/s c=64" in out.stdout

@@ -15,8 +15,8 @@ What is measured (RabbitMQ at ``URL``; every queue is fresh and deleted afterwar
   ``python -m zag_async worker`` subprocesses (``remote_tasks:TASKS``): per-flow
   round trip (sequential), ``executor.execute`` alone (no engine), and
   throughput as one unordered flow of 1,000 no-op atoms (1 worker, 4 workers)
-  and as 64 concurrent one-atom flows; messages per request counted in the
-  engine process.
+  and as 64 concurrent one-atom flows (and 64 ``executor.execute`` calls in
+  flight, no engine); messages per request counted in the engine process.
 - **what-if**: the same zag with one part of its message pattern changed by
   monkeypatching in this process and in ``remote.py worker`` subprocesses
   (zag_async itself is untouched):
@@ -554,6 +554,16 @@ def flows_rate(ex: Any, concurrency: int) -> Callable[[int], Awaitable[float]]:
     return run
 
 
+def execute_rate(ex: Any, concurrency: int) -> Callable[[int], Awaitable[float]]:
+    """Requests/s of n `executor.execute` calls, `concurrency` at once (no engine)."""
+    one = direct_call(ex)
+
+    async def run(n: int) -> float:
+        return n / await _concurrently(n, concurrency, one)
+
+    return run
+
+
 def rr_rate(client: RpcClient) -> Callable[[int], Awaitable[float]]:
     async def run(n: int) -> float:
         return n / await _concurrently(n, 64, client.call)
@@ -715,6 +725,11 @@ async def session(sizes: Sizes) -> tuple[list[Subject], dict[str, str]]:
                 "zag 64 concurrent flows, 1 worker c=64",
                 rate=flows_rate(ex, 64), rate_metric="atoms/s", executor=ex,
                 rate_note=f"{sizes.zag_flows_n} one-atom flows, 64 Engines at once"))
+            subjects.append(Subject(
+                "zag 64 executor.execute in flight, 1 worker c=64",
+                rate=execute_rate(ex, 64), rate_metric="atoms/s", executor=ex,
+                rate_note=f"{sizes.zag_flows_n} RemoteExecutor.execute calls, 64 at once "
+                          "(no engine): the transport's own rate"))
             if sizes.variants:
                 subjects.append(Subject(
                     WHATIFS[0][0], call=one_flow_call(ex), calls=sizes.whatif_seq_n,
@@ -736,7 +751,7 @@ async def session(sizes: Sizes) -> tuple[list[Subject], dict[str, str]]:
 
         for s in subjects:
             if s.rate is not None and s.rate_metric == "atoms/s":
-                s.per_run = sizes.zag_flows_n if "concurrent flows" in s.case else n
+                s.per_run = sizes.zag_flows_n if " 64 " in s.case else n
                 s.pids = pids.get(s.executor, [])
         log("zag: REMOTE warm-up")
         for s in subjects:

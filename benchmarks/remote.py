@@ -911,11 +911,20 @@ def zag_scenario(rec: Recorder, plan: Plan) -> None:
         rec.add(SCENARIO, "zag 1 worker, sequential", "p50 / raw zag-like p50", "x",
                 [p50["zag 1 worker, sequential"] / zag_like],
                 "zag's own overhead: the broker cost of its message pattern taken out")
+    if zag_like and "zag executor.execute (no engine)" in p50:
+        rec.add(SCENARIO, "zag executor.execute (no engine)", "p50 / raw zag-like p50", "x",
+                [p50["zag executor.execute (no engine)"] / zag_like],
+                "the transport's own overhead: no engine, the broker cost of its pattern out")
     zag_like_rate = rate.get(VARIANTS[-1].name)
     if zag_like_rate and "zag wide flow, 1 worker c=64" in rate:
         rec.add(SCENARIO, "zag wide flow, 1 worker c=64", "rate / raw zag-like c=64", "x",
                 [rate["zag wide flow, 1 worker c=64"] / zag_like_rate],
                 "zag's own overhead: the broker cost of its message pattern taken out")
+    execute_case = "zag 64 executor.execute in flight, 1 worker c=64"
+    if zag_like_rate and execute_case in rate:
+        rec.add(SCENARIO, execute_case, "rate / raw zag-like c=64", "x",
+                [rate[execute_case] / zag_like_rate],
+                "the transport's own overhead: no engine, the broker cost of its pattern out")
 
 
 # --------------------------------------------------------------------------- profile

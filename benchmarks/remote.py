@@ -34,6 +34,17 @@ The machine's load drifts (other jobs share it), so every subject is opened
 first and then measured in interleaved rounds: latency in 20 chunks per
 subject, one rate run per subject per round.
 
+Reading the figures (issue 15, measured 2026-12): one zag call costs exactly
+the broker traffic of "raw zag-like": one request publish whose confirm the
+engine awaits, one reply publish whose confirm the worker awaits before its
+ack, one ack; no declare, no reply-queue set-up and, without tracing hooks,
+no trace work per call (counted on aiormq's channel methods). A quorum queue
+hands a message to its consumer only once the Raft log has it, so the request
+leg alone takes about as long as a whole classic round trip: "raw zag-like / raw baseline"
+is the price of zag's guarantees (replicated, fsynced requests; poison
+requests dead-lettered after x-delivery-limit), and "zag / raw zag-like" is
+zag's own share. The what-if rows show what dropping each would buy.
+
 Small CLI for the subprocesses and for digging::
 
     python benchmarks/remote.py echo --queue Q [--queue-type quorum] [--no-confirms]

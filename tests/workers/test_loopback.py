@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
 
 import zag_async as zag
-from zag_async.workers import LoopbackExecutor
+from zag_async.workers import LoopbackExecutor, Request, Response, task_key
+from zag_async.workers.serving import FIRST_BEAT
 
 from . import tasks
 from .conftest import failure_types
@@ -126,3 +128,39 @@ async def test_retry_delays_are_carried_by_the_requests() -> None:
 def test_only_atoms_are_served() -> None:
     with pytest.raises(zag.errors.ConfigurationError, match="must be atoms"):
         LoopbackExecutor(tasks=[print])  # type: ignore[list-item]
+
+
+async def _beats(seconds: float, heartbeat: float) -> tuple[list[float], int]:
+    """Serve one request to `tasks.slow` for `seconds`: the beats' times after the
+    start, and how many beats were sent in all once the request is long over."""
+    handler = loopback(heartbeat=heartbeat).handler
+    rid = "r-beats"
+    body = Request(
+        rid, task_key(tasks.slow), "execute", {"seconds": seconds, "tag": "b"}, atom="s"
+    ).dumps()
+    started = time.monotonic()
+    beats: list[float] = []
+
+    async def send(response: Response) -> None:
+        assert response.kind == "heartbeat" and response.id == rid
+        beats.append(time.monotonic() - started)
+
+    outcome = await handler.handle(body, correlation_id=rid, headers={}, deliveries=0, send=send)
+    assert outcome.response is not None and outcome.response.kind == "result"
+    during = list(beats)
+    await asyncio.sleep(3 * heartbeat)  # nothing beats for a request that is done
+    return during, len(beats)
+
+
+async def test_a_short_request_sends_no_heartbeat() -> None:
+    """A request done before FIRST_BEAT costs no heartbeat (and no task for one)."""
+    during, total = await _beats(0.0, heartbeat=0.05)
+    assert during == [] and total == 0
+
+
+async def test_a_long_request_beats_early_then_steadily_and_stops_with_it() -> None:
+    during, total = await _beats(0.35, heartbeat=0.1)
+    assert during[0] >= FIRST_BEAT - 0.005  # not before the first beat is due...
+    assert during[0] < 0.1  # ...and well before the steady period would have brought it
+    assert 3 <= len(during) <= 5  # 0.02, 0.12, 0.22, 0.32 s (timer slack allowed)
+    assert total == len(during)

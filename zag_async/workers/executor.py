@@ -255,12 +255,20 @@ class RemoteExecutor:
             self._workers_changed.clear()
             await self._workers_changed.wait()
 
+    def _serving_topic(self, key: str) -> str | None:
+        """The first of our topics with a live worker that serves `key`, if any."""
+        now = time.monotonic()
+        for topic in self.topics:
+            for t, tasks, expiry in self._workers.values():
+                if t == topic and expiry > now and key in tasks:
+                    return topic
+        return None
+
     async def _topic_for(self, key: str, atom: str) -> str:
         deadline = time.monotonic() + self.discovery_timeout
         while True:
-            for topic in self.topics:
-                if any(t == topic and key in tasks for t, tasks in self.workers().values()):
-                    return topic
+            if (topic := self._serving_topic(key)) is not None:
+                return topic
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise NoWorkers(
@@ -341,6 +349,7 @@ class RemoteExecutor:
         message = aio_pika.Message(
             body,
             correlation_id=rid,
+            message_id=rid,  # else aiormq draws a random one for each publish
             reply_to=self._reply_name,
             headers=headers,
             content_type="application/json",

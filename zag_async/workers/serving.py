@@ -30,10 +30,12 @@ from ..failure import Failure
 from .protocol import MessageError, Request, Response, task_key
 from .tracing import TracingHooks
 
-__all__ = ["Outcome", "RequestHandler", "Send", "by_task_key", "delivery_count"]
+__all__ = ["FIRST_BEAT", "Outcome", "RequestHandler", "Send", "by_task_key", "delivery_count"]
 
 #: Sends one response to the engine that made the request.
 Send = Callable[[Response], Awaitable[None]]
+#: Seconds a request runs before its first heartbeat (then one every `heartbeat` s).
+FIRST_BEAT = 0.02
 
 
 @dataclass(frozen=True)
@@ -145,9 +147,17 @@ class RequestHandler:
             return Outcome(Response(request.id, "failure", self.worker, failure=failure), reason)
         # No "started" message: a short task answers with its outcome alone (one
         # broker round trip less); a long one is announced by its heartbeats.
+        # The first beat comes early (a task still running after FIRST_BEAT s is
+        # worth announcing, so the engine can tell if its worker dies), then
+        # steady. A timer starts the beating task only then: most requests end
+        # sooner and cost no task, no event and no wake-up for it.
         done = asyncio.Event()
         async with asyncio.TaskGroup() as news:  # heartbeats and progress reports
-            news.create_task(self._heartbeats(request.id, send, done))
+
+            def beat() -> None:
+                news.create_task(self._heartbeats(request.id, send, done))
+
+            timer = asyncio.get_running_loop().call_later(min(self.heartbeat, FIRST_BEAT), beat)
             try:
                 if self.tracing is None:
                     response = await self._run(atom, request, news, send)
@@ -156,20 +166,18 @@ class RequestHandler:
                         response = await self._run(atom, request, news, send)
                         record(response)
             finally:
+                timer.cancel()
                 done.set()
         return Outcome(response)
 
     async def _heartbeats(self, rid: str, send: Send, done: asyncio.Event) -> None:
-        # The first beat comes early (a task still running after 20 ms is worth
-        # announcing, so the engine can tell if its worker dies); then steady.
-        pause = min(self.heartbeat, 0.02)
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(pause):
-                    await done.wait()
-                    return
-            pause = self.heartbeat
+        """Beat now, then every `heartbeat` s, until `done` (checked between beats,
+        so a beat being published is never cut off halfway)."""
+        while not done.is_set():
             await _quietly(send(Response(rid, "heartbeat", self.worker)))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.heartbeat):
+                    await done.wait()
 
     async def _run(
         self, atom: Atom, request: Request, news: asyncio.TaskGroup, send: Send

@@ -300,12 +300,12 @@ def zag_concurrent(bare: str, n: int, repeats: int) -> list[float]:
 
 
 def floor_commit_us(bare: str, workdir: str, n: int) -> float:
-    """One raw single-row commit in us (S4's floors: aiosqlite WAL, asyncpg transaction)."""
+    """One raw single-row commit in us (S4's floors: sqlite3 WAL, asyncpg transaction)."""
     import zag_side
 
     if bare.startswith("sqlite"):
         path = os.path.join(workdir, f"floor-{uuid.uuid4().hex[:6]}.db")
-        phases = asyncio.run(zag_side._floor_sqlite(path, n, True))
+        phases = asyncio.run(zag_side._floor_sqlite3(path, n))
     else:
         phases = asyncio.run(zag_side._floor_asyncpg(_zag_url(bare), n, "tx", None))
     return float(phases["per_commit_ms"]) * 1e3
@@ -368,7 +368,7 @@ def durable(rec: Recorder, sizes: Sizes, workdir: str, databases: tuple[str, ...
     for db in databases:
         serial_case = f"{db}: 1 workflow of {sizes.serial_n} steps"
         conc_case = f"{db}: {sizes.concurrent_n:,} concurrent x 3 steps"
-        floor_note = ("one raw single-row commit: aiosqlite WAL+NORMAL" if db == "sqlite"
+        floor_note = ("one raw single-row commit: sqlite3 module, WAL+NORMAL" if db == "sqlite"
                       else "one raw single-row commit: asyncpg BEGIN/INSERT/COMMIT")
         serial = [
             Subject(ZAG_SIDE, serial_case, "per step", "µs",
@@ -565,7 +565,7 @@ LEGEND = (
     "(zag's pragmas; DBOS's file switched to them)",
     "  PostgreSQL: a fresh database per case on 127.0.0.1:5432, dropped after; each side's "
     "default pool (DBOS 20 connections, zag 5 + 10 overflow)",
-    "  floor = one raw single-row commit (aiosqlite WAL; asyncpg BEGIN/INSERT/COMMIT); "
+    "  floor = one raw single-row commit (sqlite3 module WAL; asyncpg BEGIN/INSERT/COMMIT); "
     "zag adv. = DBOS time / zag time (per step) or zag rate / DBOS rate",
     "  TaskFlow (S4) = TaskFlow's S4 per task in the same run, when S4 ran (its own N: 200, "
     "50 with --quick)",

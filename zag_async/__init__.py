@@ -11,10 +11,9 @@ concurrently with revert on failure and retries by policy::
 
     results = await zag.run(zag.linear("order", charge), store={"price": 9.5})
 
-Every public name is imported on first use (PEP 562 `__getattr__` below), so
-`import zag_async` costs a few milliseconds and a program pays only for the
-parts it touches: running a flow loads neither the job boards, nor the
-workers, nor the service (tests/test_startup_imports.py pins this).
+Public names are imported on first use, so `import zag_async` costs a few
+milliseconds and a program pays only for the parts it touches: running a flow
+loads neither the job boards, nor the workers, nor the service.
 """
 
 from __future__ import annotations
@@ -73,6 +72,7 @@ _LAZY: dict[str, str] = {
 }
 
 
+# PEP 562: tests/test_startup_imports.py pins what `import zag_async` and a first flow load.
 def __getattr__(name: str) -> object:
     """Import the submodule behind a public name on first use, then cache the name here."""
     where = _LAZY.get(name)

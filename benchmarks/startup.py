@@ -19,7 +19,9 @@ The figures are warm: the children may write bytecode caches
 (``PYTHONDONTWRITEBYTECODE`` is dropped from their environment) and one
 unmeasured run of each case goes first, so a run compiles nothing. The
 children import the same zag_async as this process (its tree goes first on
-``PYTHONPATH``), so ``run.py --baseline`` compares revisions here too.
+``PYTHONPATH``, and they run in a temporary directory, not in a checkout whose
+zag_async ``-c`` would put first), so ``run.py --baseline`` compares revisions
+here too.
 
 ``python benchmarks/startup.py [--runs N]`` runs it alone and prints its rows.
 """
@@ -37,9 +39,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import Plan, Recorder, clock
+from common import Plan, Recorder, check, clock
+
+import zag_async
 
 SCENARIO = "STARTUP"
+PACKAGE = Path(zag_async.__file__).resolve()  # the children must import this very file
 MIN_RUNS = 7
 SQLITE_URL = "sqlite+aiosqlite:///{path}"
 TARGETS_MS = {"import zag_async": 30.0, "first flow, SQLite file": 150.0}
@@ -90,7 +95,7 @@ t2, t3 = asyncio.run(main(sys.argv[1]))
 t4 = time.perf_counter()
 heavy = sorted(m for m in HEAVY if m in sys.modules)
 print(json.dumps({"import": t1 - t0, "connect": t2 - t1, "run": t3 - t2, "close": t4 - t3,
-                  "heavy": heavy}))
+                  "heavy": heavy, "package": zag.__file__}))
 """
 
 
@@ -100,9 +105,7 @@ def log(message: str) -> None:
 
 def _child_env() -> dict[str, str]:
     """This environment, bytecode caches allowed, this process's zag_async first on the path."""
-    import zag_async
-
-    tree = str(Path(zag_async.__file__).resolve().parent.parent)
+    tree = str(PACKAGE.parent.parent)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     inherited = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join([tree, *inherited])
@@ -122,11 +125,11 @@ class _Case:
         self.walls: list[float] = []
         self.phases: list[dict[str, Any]] = []
 
-    def once(self, env: dict[str, str], argv: list[str] | None = None) -> None:
+    def once(self, env: dict[str, str], cwd: Path, argv: list[str] | None = None) -> None:
         cmd = [sys.executable, *(argv or self.argv)]
         t0 = clock()
         proc = subprocess.run(
-            cmd, env=env, capture_output=True, text=True, timeout=120, check=False
+            cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False
         )
         wall = clock() - t0
         if proc.returncode != 0:
@@ -135,7 +138,12 @@ class _Case:
         self.walls.append(wall)
         out = proc.stdout.strip().splitlines()
         if out and out[-1].startswith("{"):
-            self.phases.append(json.loads(out[-1]))
+            phases = json.loads(out[-1])
+            check(
+                Path(phases["package"]).resolve() == PACKAGE,
+                f"{self.label}: the child imported {phases['package']}, not {PACKAGE}",
+            )
+            self.phases.append(phases)
 
 
 def measure(runs: int, tmp: Path) -> list[_Case]:
@@ -159,13 +167,13 @@ def measure(runs: int, tmp: Path) -> list[_Case]:
         return case.argv
 
     for case in cases:  # warm-up: bytecode caches written, the existing file created
-        case.once(env, argv(case))
+        case.once(env, tmp, argv(case))
     for case in cases:
         case.walls.clear()
         case.phases.clear()
     for r in range(runs):
         for case in cases[::-1] if r % 2 else cases:
-            case.once(env, argv(case))
+            case.once(env, tmp, argv(case))
     return cases
 
 

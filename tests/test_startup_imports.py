@@ -123,3 +123,17 @@ def test_first_flow_on_a_current_sqlite_file_loads_no_sqlalchemy(tmp_path: Path)
     loaded = loaded_after(FLOW, url)
     assert under(loaded, HEAVY) == []
     assert under(loaded, NOT_FOR_A_FLOW) == []
+
+
+def test_the_codec_loads_decimal_only_for_a_decimal() -> None:
+    code = """
+import sys
+from zag_async.codec import JsonCodec
+codec = JsonCodec()
+assert codec.loads(codec.dumps({"n": 1})) == {"n": 1}
+assert "decimal" not in sys.modules
+value = codec.loads('{"$zag": "decimal", "v": "1.50"}')
+assert type(value).__name__ == "Decimal" and str(value) == "1.50", value
+assert codec.dumps(value) == '{"$zag":"decimal","v":"1.50"}'
+"""
+    assert "decimal" in loaded_after(code)

@@ -9,7 +9,8 @@ the machine's load drifts over all of them alike) minus the median of
 - import, ``zag.connect`` on an existing SQLite file (schema current) and run
   a three-atom flow of no-op ``async def`` tasks to its end: at most 150 ms net;
 - the same on a new SQLite file (the schema is created), and on ``memory://``
-  (what the engine costs without a storage driver), for comparison.
+  (what the engine costs without a storage driver), for comparison, with
+  ``import asyncio`` alone: the floor no asyncio library goes under.
 
 Each child also reports, from inside, its own phases (import of asyncio and
 of the zag_async names the flow uses, connect, run, close) and which heavy
@@ -29,13 +30,16 @@ here too.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,25 +121,29 @@ def _first_flow_code() -> str:
 
 
 class _Case:
-    """One kind of fresh process: its argv, and the wall times and phases of its runs."""
+    """One kind of fresh process: how to start it, and the times and phases of its runs."""
 
-    def __init__(self, label: str, argv: list[str]) -> None:
+    def __init__(self, label: str, argv: Callable[[], list[str]]) -> None:
         self.label = label
-        self.argv = argv
+        self.argv = argv  # called per run: a case may need a new file each time
         self.walls: list[float] = []
+        self.cpus: list[float] = []  # user + system time of the child
         self.phases: list[dict[str, Any]] = []
 
-    def once(self, env: dict[str, str], cwd: Path, argv: list[str] | None = None) -> None:
-        cmd = [sys.executable, *(argv or self.argv)]
+    def once(self, env: dict[str, str], cwd: Path) -> None:
+        cmd = [sys.executable, *self.argv()]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = clock()
         proc = subprocess.run(
             cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False
         )
         wall = clock() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if proc.returncode != 0:
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise RuntimeError(f"{self.label}: exit {proc.returncode}: {tail}")
         self.walls.append(wall)
+        self.cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
         out = proc.stdout.strip().splitlines()
         if out and out[-1].startswith("{"):
             phases = json.loads(out[-1])
@@ -145,48 +153,50 @@ class _Case:
             )
             self.phases.append(phases)
 
+    def clear(self) -> None:
+        self.walls.clear()
+        self.cpus.clear()
+        self.phases.clear()
+
 
 def measure(runs: int, tmp: Path) -> list[_Case]:
     """Run every case `runs` times, interleaved, after one unmeasured run of each."""
     env = _child_env()
     code = _first_flow_code()
-    existing = tmp / "existing.db"
-    fresh = iter(range(10**6))
+    existing = SQLITE_URL.format(path=tmp / "existing.db")
+    fresh = itertools.count()
     cases = [
-        _Case("interpreter alone", ["-c", "pass"]),
-        _Case("import zag_async", ["-c", "import zag_async"]),
-        _Case("first flow, SQLite file", ["-c", code, SQLITE_URL.format(path=existing)]),
-        _Case("first flow, new SQLite file", ["-c", code, ""]),  # a new path per run
-        _Case("first flow, memory://", ["-c", code, "memory://"]),
+        _Case("interpreter alone", lambda: ["-c", "pass"]),
+        _Case("import zag_async", lambda: ["-c", "import zag_async"]),
+        _Case("import asyncio (floor)", lambda: ["-c", "import asyncio"]),
+        _Case("first flow, SQLite file", lambda: ["-c", code, existing]),
+        _Case(
+            "first flow, new SQLite file",
+            lambda: ["-c", code, SQLITE_URL.format(path=tmp / f"new-{next(fresh)}.db")],
+        ),
+        _Case("first flow, memory://", lambda: ["-c", code, "memory://"]),
     ]
-
-    def argv(case: _Case) -> list[str]:
-        if case.label.endswith("new SQLite file"):
-            path = tmp / f"new-{next(fresh)}.db"
-            return ["-c", code, SQLITE_URL.format(path=path)]
-        return case.argv
-
     for case in cases:  # warm-up: bytecode caches written, the existing file created
-        case.once(env, tmp, argv(case))
-    for case in cases:
-        case.walls.clear()
-        case.phases.clear()
+        case.once(env, tmp)
+        case.clear()
     for r in range(runs):
         for case in cases[::-1] if r % 2 else cases:
-            case.once(env, tmp, argv(case))
+            case.once(env, tmp)
     return cases
 
 
 def record(rec: Recorder, cases: list[_Case]) -> None:
-    base = statistics.median(cases[0].walls)
+    alone = cases[0]
+    base, base_cpu = statistics.median(alone.walls), statistics.median(alone.cpus)
     rec.add(
         SCENARIO,
-        cases[0].label,
+        alone.label,
         "wall",
         "ms",
-        [w * 1e3 for w in cases[0].walls],
+        [w * 1e3 for w in alone.walls],
         f"`{sys.executable} -c pass`, subtracted from the rows below",
     )
+    rec.add(SCENARIO, alone.label, "cpu (user+sys)", "ms", [c * 1e3 for c in alone.cpus])
     for case in cases[1:]:
         target = TARGETS_MS.get(case.label)
         net = [(w - base) * 1e3 for w in case.walls]
@@ -194,6 +204,14 @@ def record(rec: Recorder, cases: list[_Case]) -> None:
         if target:
             note += f" ({'met' if statistics.median(net) <= target else 'NOT met'} by the median)"
         rec.add(SCENARIO, case.label, "net of interpreter", "ms", net, note)
+        rec.add(
+            SCENARIO,
+            case.label,
+            "net cpu (user+sys)",
+            "ms",
+            [(c - base_cpu) * 1e3 for c in case.cpus],
+            "steadier than wall time on a busy machine",
+        )
         if not case.phases:
             continue
         for phase in ("import", "connect", "run", "close"):

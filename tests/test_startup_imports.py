@@ -137,3 +137,18 @@ assert type(value).__name__ == "Decimal" and str(value) == "1.50", value
 assert codec.dumps(value) == '{"$zag":"decimal","v":"1.50"}'
 """
     assert "decimal" in loaded_after(code)
+
+
+def test_submodules_once_loaded_by_import_are_still_attributes() -> None:
+    code = """
+import zag_async as zag
+assert callable(zag.status.read_flow_status)
+assert zag.engine.Engine is zag.Engine
+try:
+    zag.no_such_module
+except AttributeError:
+    pass
+else:
+    raise AssertionError("zag.no_such_module")
+"""
+    assert "zag_async.status" in loaded_after(code)

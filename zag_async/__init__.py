@@ -71,17 +71,46 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(["RemoteExecutor", "Worker"], "workers"),
 }
 
+#: Submodules that `import zag_async` loaded eagerly before it turned lazy: code that
+#: reached them as attributes (`zag.status.read_flow_status`) keeps working.
+_SUBMODULES = frozenset(
+    {
+        "atom",
+        "backoff",
+        "bus",
+        "calls",
+        "codec",
+        "compensation",
+        "compiler",
+        "engine",
+        "events",
+        "execution",
+        "factory",
+        "failure",
+        "flow",
+        "models",
+        "resolver",
+        "scheduler",
+        "service",
+        "service_config",
+        "states",
+        "status",
+        "storage",
+        "waiting",
+    }
+)
+
 
 # PEP 562: tests/test_startup_imports.py pins what `import zag_async` and a first flow load.
 def __getattr__(name: str) -> object:
     """Import the submodule behind a public name on first use, then cache the name here."""
     where = _LAZY.get(name)
-    if where is None:
-        raise AttributeError(f"module 'zag_async' has no attribute {name!r}")
     if where:
         value = getattr(importlib.import_module(f"{__name__}.{where}"), name)
-    else:
+    elif where == "" or name in _SUBMODULES:
         value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module 'zag_async' has no attribute {name!r}")
     globals()[name] = value
     return value
 

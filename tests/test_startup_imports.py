@@ -152,3 +152,9 @@ else:
     raise AssertionError("zag.no_such_module")
 """
     assert "zag_async.status" in loaded_after(code)
+
+
+def test_the_command_line_loads_rich_only_to_draw() -> None:
+    loaded = loaded_after("import zag_async.cli")
+    assert "click" in loaded
+    assert under(loaded, ("rich",)) == []

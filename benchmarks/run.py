@@ -54,7 +54,7 @@ from common import (
 
 HERE = Path(__file__).resolve().parent
 ALL_SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "JOBS", "REMOTE", "WAITS",
-                 "PEERS", "IMPORT")
+                 "PEERS", "IMPORT", "STARTUP")
 TITLES = {
     "S1": "S1 linear-noop (serial)",
     "S2": "S2 wide-io (200 x 10 ms sleeps)",
@@ -71,6 +71,7 @@ TITLES = {
              "lateness (SQLite file; PostgreSQL + ZooKeeper board)",
     "PEERS": "PEERS zag beside DBOS Transact and Celery",
     "IMPORT": "Import cost (fresh interpreters, minus `python -c pass`)",
+    "STARTUP": "STARTUP import and first flow (fresh interpreters, minus `python -c pass`)",
 }
 
 
@@ -427,6 +428,10 @@ def _run(
             s7(zag_rec, "zag", plan.s7_zag)
         elif name == "IMPORT":
             import_cost(zag_rec, "zag_async", plan.import_runs)
+        elif name == "STARTUP":
+            import startup
+
+            startup.zag_scenario(zag_rec, plan)
         else:
             run_side(ZAG, zag_side.SCENARIOS, [name], zag_rec, plan)
 
@@ -434,7 +439,7 @@ def _run(
     # TaskFlow's SQL backend leaves ~10^5-10^6 SQLAlchemy schema objects alive per
     # run (fresh MetaData per connection), after which every gc.collect() in this
     # process costs seconds and every later scenario would be slowed by it.
-    in_process = [s for s in wanted if s not in ("S4", "S7", "IMPORT")]
+    in_process = [s for s in wanted if s not in ("S4", "S7", "IMPORT", "STARTUP")]
     in_process += [s for s in wanted if s == "S4"]
     for name in in_process:
         # In S4 zag goes first, so TaskFlow's leftovers (above) cannot slow it down.
@@ -457,6 +462,8 @@ def _run(
             import_cost(peer_rec, "taskflow.engines", plan.import_runs)
         if run_zag:
             zag("IMPORT")
+    if "STARTUP" in wanted and run_zag:  # zag only: TaskFlow's side is IMPORT
+        zag("STARTUP")
 
     elapsed = time.perf_counter() - started
     env_after = environment()

@@ -29,7 +29,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime
-import decimal
 import enum
 import importlib
 import json
@@ -99,6 +98,17 @@ def _find(module: str, qualname: str) -> Any:
 def _is_model_class(cls: type) -> bool:
     pydantic = sys.modules.get("pydantic")  # no model exists unless pydantic was imported
     return pydantic is not None and issubclass(cls, pydantic.BaseModel)
+
+
+def _decimal_type() -> type[Any] | None:
+    decimal = sys.modules.get("decimal")  # no Decimal exists unless decimal was imported
+    return None if decimal is None else decimal.Decimal
+
+
+def _decimal(text: str) -> Any:
+    import decimal  # on first use: most flows store no Decimal
+
+    return decimal.Decimal(text)
 
 
 def _is_named_tuple_class(cls: type) -> bool:
@@ -224,8 +234,9 @@ def _encoder_for(cls: type, value: Any) -> Encoder:
             return _as_text(kind)
     if issubclass(cls, datetime.timedelta):
         return lambda v: {_TAG: "timedelta", "v": [v.days, v.seconds, v.microseconds]}
-    if issubclass(cls, (decimal.Decimal, uuid.UUID)):
-        kind = "decimal" if issubclass(cls, decimal.Decimal) else "uuid"
+    decimal_type = _decimal_type()
+    if issubclass(cls, uuid.UUID) or (decimal_type is not None and issubclass(cls, decimal_type)):
+        kind = "uuid" if issubclass(cls, uuid.UUID) else "decimal"
         return lambda v: {_TAG: kind, "v": str(v)}
     if dataclasses.is_dataclass(cls):
         name = _type_name(cls)
@@ -304,7 +315,7 @@ def _decode_tag(obj: dict[str, Any]) -> Any:
     if kind == "timedelta":
         return datetime.timedelta(days=v[0], seconds=v[1], microseconds=v[2])
     if kind == "decimal":
-        return decimal.Decimal(v)
+        return _decimal(v)
     if kind == "uuid":
         return uuid.UUID(v)
     if kind == "dict":
@@ -480,8 +491,8 @@ def _class_converter(cls: type) -> Convert | None:
     if cls in _FROM_TEXT:
         parse = _FROM_TEXT[cls]
         return lambda v: parse(v) if isinstance(v, str) else v
-    if cls is decimal.Decimal:
-        return lambda v: decimal.Decimal(str(v)) if isinstance(v, (str, int, float)) else v
+    if cls is _decimal_type():
+        return lambda v: _decimal(str(v)) if isinstance(v, (str, int, float)) else v
     if cls is datetime.timedelta:
         return lambda v: datetime.timedelta(seconds=v) if type(v) in (int, float) else v
     if cls in (tuple, set, frozenset):

@@ -22,8 +22,6 @@ import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-import anyio.to_thread
-
 from .codec import as_declared
 from .errors import AtomTimeout
 
@@ -85,6 +83,9 @@ async def invoke(
 
 
 async def _in_thread(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    # Imported here: a flow of coroutines only should not pay for loading anyio.
+    import anyio.to_thread
+
     ctx = contextvars.copy_context()
     return await anyio.to_thread.run_sync(functools.partial(ctx.run, fn, **kwargs))
 

@@ -8,17 +8,18 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import click
-from rich import box
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from ..compensation import unreverted_of
 from ..inspection import describe_flow
 from ..models import FlowDetail
 from .common import BadInput
+
+if TYPE_CHECKING:  # rich is imported by the commands that draw (worker, conductor... do not)
+    from rich.console import Console
+    from rich.text import Text
 
 __all__ = [
     "STATE_STYLES",
@@ -48,6 +49,8 @@ STATE_STYLES = {
 
 
 def make_console() -> Console:
+    from rich.console import Console
+
     return Console(highlight=False)
 
 
@@ -68,6 +71,8 @@ def time_text(epoch: float) -> str:
 
 
 def styled(state: str) -> Text:
+    from rich.text import Text
+
     return Text(state, style=STATE_STYLES.get(state, ""))
 
 
@@ -76,6 +81,9 @@ def emit_table(
 ) -> None:
     """A rich table on a terminal; plain aligned columns (header first) when piped."""
     if interactive(console):
+        from rich import box
+        from rich.table import Table
+
         table = Table(title=title or None, box=box.SIMPLE_HEAVY, title_justify="left")
         for header in headers:
             table.add_column(header, no_wrap=header in ("FLOW", "JOB", "ATOM"))

@@ -12,13 +12,9 @@ import json
 import signal
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich import box
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 
 from ..atom import Atom
 from ..events import Event
@@ -29,6 +25,11 @@ from ..states import FlowState
 from ..status import failure_lines
 from .common import PROG, STORE_HELP, BadInput, is_memory, load_target, parse_store
 from .output import interactive, make_console, seconds_text, styled
+
+if TYPE_CHECKING:  # rich is imported when a run draws (see output.py)
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
 
 __all__ = ["RunView", "demo", "run_command"]
 
@@ -96,6 +97,9 @@ class RunView:
             self._live.refresh()
 
     def table(self) -> Table:
+        from rich import box
+        from rich.table import Table
+
         table = Table(box=box.SIMPLE_HEAVY, title=f"flow {self.engine.name}", title_justify="left")
         for header in ("ATOM", "STATE", "ATTEMPTS", "DURATION", "FAILURE"):
             table.add_column(header, no_wrap=header != "FAILURE")
@@ -124,6 +128,8 @@ class RunView:
         if not self.live:
             yield
             return
+        from rich.live import Live
+
         loop = asyncio.get_running_loop()
         with Live(get_renderable=self.table, console=self.console, auto_refresh=False) as live:
             self._live = live

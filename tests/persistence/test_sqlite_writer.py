@@ -146,7 +146,7 @@ def test_opening_a_current_file_imports_no_sqlalchemy(tmp_path: Path) -> None:
         "print('sqlalchemy' in sys.modules, 'aiosqlite' in sys.modules)\n"
     )
     first = subprocess.run([sys.executable, "-c", code, url], capture_output=True, text=True)
-    assert first.returncode == 0, first.stderr  # creates the schema (with SQLAlchemy)
+    assert first.returncode == 0, first.stderr  # creates the schema
     again = subprocess.run([sys.executable, "-c", code, url], capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert again.stdout.split() == ["False", "False"]
@@ -193,3 +193,51 @@ async def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) ->
             pass
     assert url in str(caught.value) and "not a database" in str(caught.value)
     assert time.monotonic() - started < 5
+
+
+def _schema_of(path: Path) -> tuple[list[tuple[str, str, str]], list[tuple[object, ...]]]:
+    conn = sqlite3.connect(path)
+    try:
+        entries = [
+            (kind, name, " ".join(sql.replace("(", " ( ").replace(")", " ) ").split()))
+            for kind, name, sql in conn.execute(
+                "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL"
+            )
+        ]
+        rows = [
+            *conn.execute("SELECT name, value FROM zag_job_counters ORDER BY name"),
+            *conn.execute("SELECT version FROM zag_schema_version"),
+        ]
+    finally:
+        conn.close()
+    return sorted(entries), rows
+
+
+async def test_a_new_file_gets_the_schema_the_migrations_make(tmp_path: Path) -> None:
+    """The plain-SQL schema of a new file equals what SQLAlchemy's migrations build."""
+    from sqlalchemy import create_engine
+
+    fresh = tmp_path / "fresh.db"
+    async with zag.connect(f"sqlite+aiosqlite:///{fresh}"):
+        pass
+    migrated = tmp_path / "migrated.db"
+    engine = create_engine(f"sqlite:///{migrated}")
+    with engine.begin() as conn:
+        assert schema.migrate(conn) == names.SCHEMA_VERSION
+    engine.dispose()
+    assert _schema_of(fresh) == _schema_of(migrated)
+
+
+def test_a_new_file_is_created_without_sqlalchemy(tmp_path: Path) -> None:
+    url = _url(tmp_path, "new.db")
+    code = (
+        "import asyncio, sys, zag_async as zag\n"
+        "async def main():\n"
+        "    async with zag.connect(sys.argv[1]) as b:\n"
+        "        assert await b.upgrade() > 0\n"
+        "asyncio.run(main())\n"
+        "print('sqlalchemy' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, url], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False"]

@@ -869,6 +869,29 @@ def _version_message(display: str, version: int) -> str:
     )
 
 
+def _create_fresh(conn: sqlite3.Connection) -> bool:
+    """Create the current schema on a file with no zag tables, as plain SQL (no
+    SQLAlchemy import); False when zag tables were there (another process may
+    have just made them): those go through the migrations."""
+    from .sqlite_schema import FRESH
+
+    conn.execute("BEGIN IMMEDIATE")  # waits out the busy timeout
+    try:
+        found = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name LIKE 'zag\\_%' ESCAPE '\\'"
+        ).fetchone()
+        if found is not None:
+            conn.execute("ROLLBACK")
+            return False
+        for statement in FRESH:
+            conn.execute(statement)
+    except BaseException:
+        _rollback(conn)
+        raise
+    conn.execute("COMMIT")
+    return True
+
+
 def _migrate(conn: sqlite3.Connection, display: str) -> int:
     """Create or upgrade the schema inside BEGIN IMMEDIATE (so two processes opening
     a new file take turns), through SQLAlchemy's migration steps."""
@@ -877,6 +900,8 @@ def _migrate(conn: sqlite3.Connection, display: str) -> int:
         return version
     if version > SCHEMA_VERSION:
         raise StorageError(_version_message(display, version))
+    if version == 0 and _create_fresh(conn):
+        return SCHEMA_VERSION
     from sqlalchemy import create_engine
     from sqlalchemy.pool import StaticPool
 

@@ -48,6 +48,9 @@ SCHEME = "sqlite+aiosqlite"
 BUSY_TIMEOUT = 10.0
 #: Most writes committed in one transaction (the rest wait for the next one).
 MAX_BATCH = 512
+#: ... on the event loop's connection: the loop is busy while it commits (about
+#: 30 us a write), so a turn commits at most this many and the next turn the rest.
+LOOP_BATCH = 128
 #: Flows whose steady columns this process remembers (see `_STEADY`).
 STEADY_CACHE = 10_000
 #: Commits on the loop's connection between two WAL checkpoints in the thread.
@@ -245,7 +248,7 @@ class _Connection:
         _settle(job.future, job.outcome, job.error)
 
     def _commit_local(self) -> None:
-        batch, self._queued = self._queued[:MAX_BATCH], self._queued[MAX_BATCH:]
+        batch, self._queued = self._queued[:LOOP_BATCH], self._queued[LOOP_BATCH:]
         if not batch:
             return
         if self._queued:

@@ -212,6 +212,20 @@ async def test_one_conductor_retries_a_build_then_trashes(
     assert flows.LOG == []
 
 
+async def test_a_job_whose_flow_record_is_gone_ends_in_the_trash(
+    board: JobBoard, backend: zag.persistence.Backend
+) -> None:
+    """Not claimed and given back forever (a busy loop): counted as a build failure."""
+    job = await board.post("gone", flows.steps, "g", 1)
+    await backend.delete_flow(job.flow_id)
+    recorder = Recorder()
+    async with running(board, backend, recorder=recorder, build_attempts=2):
+        outcome = await wait_outcome(job)
+    assert outcome.state == "TRASHED"
+    assert outcome.error is not None and "no flow" in outcome.error
+    assert recorder.kinds(job) == ["claimed", "abandoned", "claimed", "trashed"]
+
+
 # -- stopping and resuming -----------------------------------------------------------
 
 

@@ -51,6 +51,7 @@ from ..errors import (
     JobError,
     JobNotFound,
     NotClaimable,
+    NotFound,
     NotYetDue,
     StorageError,
     ZagError,
@@ -452,7 +453,10 @@ class Conductor:
                 listeners=listeners,
                 **self._engine_options,
             )
-        except (ConfigurationError, FlowDefinitionError, ImportError, TypeError) as exc:
+        except (ConfigurationError, FlowDefinitionError, ImportError, TypeError, NotFound) as exc:
+            # (NotFound: the job's flow record is gone, e.g. deleted by hand: counted
+            # like a build failure, so the job ends in the trash instead of being
+            # claimed and given back forever.)
             await self._build_failed(claim, exc)
             return
         except (StorageError, ConcurrentUpdate) as exc:

@@ -430,11 +430,11 @@ class Conductor:
             if not self._stopping:
                 return  # cancelled because the claim was lost: nothing more to do
             raise
-        except Exception:
+        except Exception as exc:
             logger.exception("conductor %s: job %s failed unexpectedly", self.name, job.uuid)
-            with contextlib.suppress(JobError):
-                await self.board.abandon(claim)
-            self._emit("abandoned", job, "unexpected error; see the log")
+            # Counted like a build failure: an error that recurs ends in the trash
+            # after build_attempts instead of a claim-fail-give-back loop.
+            await self._build_failed(claim, exc)
         finally:
             self._active.pop(job.uuid, None)
             self._wake.set()

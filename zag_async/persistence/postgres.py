@@ -296,7 +296,7 @@ class PostgresBackend(Backend):
             return
         self._closed = True
         writer, self._writer = self._writer, None
-        pool, self._pool = self._pool, None
+        pool = self._pool
         try:
             if writer is not None:
                 self._stopping = True
@@ -310,6 +310,7 @@ class PostgresBackend(Backend):
                 with contextlib.suppress(asyncio.CancelledError):
                     await writer
             self._fail_queued(StorageUnavailable(f"{self._display}: backend closed"))
+            self._pool = None
             if pool is not None:
                 try:
                     async with asyncio.timeout(self._connect_timeout):
@@ -394,9 +395,10 @@ class PostgresBackend(Backend):
         return self._pool
 
     @contextlib.asynccontextmanager
-    async def _conn(self) -> AsyncIterator[Any]:
-        """A pooled connection; driver errors come out as zag errors."""
-        pool = self._pool_or_fail()
+    async def _conn(self, *, writer: bool = False) -> AsyncIterator[Any]:
+        """A pooled connection; driver errors come out as zag errors. The writer
+        may use one while `aclose()` drains it, after the backend counts as closed."""
+        pool = self._pool if writer and self._pool is not None else self._pool_or_fail()
         try:
             async with pool.acquire(timeout=self._connect_timeout) as conn:
                 yield conn
@@ -565,7 +567,7 @@ class PostgresBackend(Backend):
                 renewals[0].append(op.uuid)
                 renewals[1].append(op.renew[0])
                 renewals[2].append(op.renew[1])
-        async with self._conn() as conn:
+        async with self._conn(writer=True) as conn:
             rows = await conn.fetch(_GROUP_COMMIT, *flows, *atoms, *renewals)
         self.commits += 1
         self.writes += len(batch)

@@ -120,6 +120,15 @@ async def test_a_stale_flow_in_a_batch_fails_alone(pg: PostgresBackend, admin: A
     assert (await pg.load_flow(flows[18].uuid)).atoms["a1"].result == "second"
 
 
+async def test_a_write_the_database_refuses_fails_alone(pg: PostgresBackend) -> None:
+    flows = [_flow() for _ in range(20)]
+    flows[5].logbook = "x" * 40  # longer than the column: the whole statement is refused
+    outcomes = await asyncio.gather(*(_save(pg, f) for f in flows), return_exceptions=True)
+    assert [i for i, o in enumerate(outcomes) if o is not None] == [5]
+    assert type(outcomes[5]) is StorageError  # not retried as unavailable, nor stale
+    assert {s.uuid for s in await pg.list_flows()} == {f.uuid for f in flows} - {flows[5].uuid}
+
+
 async def test_a_lone_write_goes_out_at_once(pg: PostgresBackend) -> None:
     flow = _flow()
     await _save(pg, flow)

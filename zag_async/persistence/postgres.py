@@ -305,10 +305,12 @@ class PostgresBackend(Backend):
                 if not writer.done():
                     logger.warning("%r: writes still in flight at close; failing them", self)
         finally:
-            if writer is not None and not writer.done():
-                writer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await writer
+            if writer is not None:
+                if not writer.done():
+                    writer.cancel()  # its batch's callers get StorageUnavailable
+                await asyncio.wait({writer})  # raises only our own cancellation
+                if not writer.cancelled() and writer.exception() is not None:
+                    logger.error("%r: the writer failed", self, exc_info=writer.exception())
             self._fail_queued(StorageUnavailable(f"{self._display}: backend closed"))
             self._pool = None
             if pool is not None:

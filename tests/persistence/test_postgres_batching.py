@@ -21,7 +21,6 @@ from support import eventually
 
 import zag_async as zag
 from zag_async.errors import ConcurrentUpdate, StorageError, StorageUnavailable
-from zag_async.persistence import postgres, schema
 from zag_async.persistence.postgres import PostgresBackend
 
 from .conftest import _empty_pg_tables
@@ -80,10 +79,6 @@ def three_atom_flow() -> zag.Flow:
         return y + 1
 
     return zag.linear("three", a, b, c)
-
-
-def test_schema_version_is_the_migrations_one() -> None:
-    assert postgres.SCHEMA_VERSION == schema.SCHEMA_VERSION
 
 
 async def test_concurrent_writes_of_many_flows_share_commits(pg: PostgresBackend) -> None:

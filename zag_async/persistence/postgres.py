@@ -52,76 +52,51 @@ from ..models import FlowSummary, LogBook
 from ..states import FlowState
 from .base import Backend, Row
 from .leases import DEFAULT_LEASE, Holder
+from .names import ATOM_COLUMNS, FLOW_COLUMNS, SCHEMA_VERSION, SUMMARY_COLUMNS
 
-__all__ = ["BATCH_LIMIT", "SCHEMA_VERSION", "PostgresBackend"]
+__all__ = ["BATCH_LIMIT", "PostgresBackend"]
 
 logger = logging.getLogger("zag_async")
-
-#: The schema version this module's SQL is written for: `schema.SCHEMA_VERSION`,
-#: kept here so that opening a current database does not import SQLAlchemy (a
-#: test pins the two together).
-SCHEMA_VERSION = 5
 
 #: Most writes (and renewals) one group commit carries.
 BATCH_LIMIT = 500
 
 _NOW = "EXTRACT(EPOCH FROM statement_timestamp())::float8"
-_ATOM_COLUMNS = (
-    "flow_uuid",
-    "name",
-    "kind",
-    "state",
-    "intention",
-    "result",
-    "failure",
-    "revert_result",
-    "revert_failure",
-    "history",
-    "duration",
-    "attempts",
-    "meta",
-    "position",
+#: Parameter types of the columns that are not text.
+_TYPES = dict.fromkeys(("created_at", "updated_at", "duration", "lease_seconds"), "float8") | (
+    dict.fromkeys(("attempts", "position", "expected", "lease"), "int4")
 )
-_ATOM_TYPES = ("text",) * 10 + ("float8", "int4", "text", "int4")
-_FLOW_COLUMNS = (
-    "uuid",
-    "logbook",
-    "name",
-    "state",
-    "owner",
-    "store",
-    "meta",
-    "created_at",
-    "updated_at",
-    "version",
-    "lease_owner",
-    "lease_expires",
-)
-_SUMMARY = "uuid, name, state, logbook, owner, created_at, updated_at, version"
+_FLOW_DATA = tuple(c for c in FLOW_COLUMNS if c != "version")  # what a flow write carries
+#: One flow write, as the group commit takes it (an array per column): `lease` = 1
+#: clears the lease on update; an insert carries its lease (owner, seconds), if any.
+_WRITE = ("uuid", "expected", *_FLOW_DATA, "lease", "lease_owner", "lease_seconds")
+_ATOM_ROW = ("flow_uuid", "name", *ATOM_COLUMNS)
+_SUMMARY = ", ".join(SUMMARY_COLUMNS)
 
 
-def _atom_unnest(first: int) -> str:
-    params = ", ".join(f"${first + i}::{t}[]" for i, t in enumerate(_ATOM_TYPES))
-    return f"unnest({params}) AS a({', '.join(_ATOM_COLUMNS)})"
+def _unnest(first: int, columns: Sequence[str], alias: str) -> str:
+    """`unnest($first::type[], ...) AS alias(columns)`: rows from one array per column."""
+    params = ", ".join(f"${first + i}::{_TYPES.get(c, 'text')}[]" for i, c in enumerate(columns))
+    return f"unnest({params}) AS {alias}({', '.join(columns)})"
 
 
-#: The group commit: flow writes ($1-$13, one array element per flow), their atoms
-#: ($14-$27, one element per atom) and lease renewals ($28-$30), in one statement.
-#: `w.lease` = 1 clears the lease on update; an insert carries its lease, if any.
+_ATOMS_AT = 1 + len(_WRITE)
+_RENEWALS_AT = _ATOMS_AT + len(_ATOM_ROW)
+
+#: The group commit: flow writes (one array element per flow), their atoms (one
+#: element per atom) and lease renewals, in one statement and one transaction.
 #: Returns the uuid of every flow written or renewed (no flow appears twice).
 _GROUP_COMMIT = f"""
 WITH w AS (
-    SELECT * FROM unnest(
-        $1::text[], $2::int4[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-        $8::text[], $9::float8[], $10::float8[], $11::int4[], $12::text[], $13::float8[]
-    ) AS w(uuid, expected, logbook, name, state, owner, store,
-           meta, created_at, updated_at, lease, lease_owner, lease_seconds)
+    SELECT * FROM {_unnest(1, _WRITE, "w")}
 ),
 updated AS (
     UPDATE zag_flows AS f SET
-        logbook = w.logbook, name = w.name, state = w.state, owner = w.owner,
-        store = w.store, meta = w.meta, created_at = w.created_at,
-        updated_at = w.updated_at, version = w.expected + 1,
+        {
+    ", ".join(
+        "version = w.expected + 1" if c == "version" else f"{c} = w.{c}" for c in FLOW_COLUMNS
+    )
+},
         lease_owner = CASE WHEN w.lease = 1 THEN NULL ELSE f.lease_owner END,
         lease_expires = CASE WHEN w.lease = 1 THEN NULL ELSE f.lease_expires END
     FROM w
@@ -129,8 +104,8 @@ updated AS (
     RETURNING f.uuid
 ),
 inserted AS (
-    INSERT INTO zag_flows ({", ".join(_FLOW_COLUMNS)})
-    SELECT uuid, logbook, name, state, owner, store, meta, created_at, updated_at, 1,
+    INSERT INTO zag_flows (uuid, {", ".join(FLOW_COLUMNS)}, lease_owner, lease_expires)
+    SELECT uuid, {", ".join("1" if c == "version" else c for c in FLOW_COLUMNS)},
            lease_owner, {_NOW} + lease_seconds
     FROM w WHERE w.expected = 0
     ON CONFLICT (uuid) DO NOTHING
@@ -140,15 +115,15 @@ written AS (
     SELECT uuid FROM updated UNION ALL SELECT uuid FROM inserted
 ),
 atoms AS (
-    INSERT INTO zag_atoms ({", ".join(_ATOM_COLUMNS)})
-    SELECT a.* FROM {_atom_unnest(14)}
+    INSERT INTO zag_atoms ({", ".join(_ATOM_ROW)})
+    SELECT a.* FROM {_unnest(_ATOMS_AT, _ATOM_ROW, "a")}
     WHERE a.flow_uuid IN (SELECT uuid FROM written)
     ON CONFLICT (flow_uuid, name) DO UPDATE SET
-        {", ".join(f"{c} = EXCLUDED.{c}" for c in _ATOM_COLUMNS[2:])}
+        {", ".join(f"{c} = EXCLUDED.{c}" for c in ATOM_COLUMNS)}
 ),
 renewed AS (
-    UPDATE zag_flows AS f SET lease_expires = {_NOW} + r.seconds
-    FROM unnest($28::text[], $29::text[], $30::float8[]) AS r(uuid, owner, seconds)
+    UPDATE zag_flows AS f SET lease_expires = {_NOW} + r.lease_seconds
+    FROM {_unnest(_RENEWALS_AT, ("uuid", "owner", "lease_seconds"), "r")}
     WHERE f.uuid = r.uuid AND f.lease_owner = r.owner
     RETURNING f.uuid
 )
@@ -207,7 +182,7 @@ class _Op:
 
     uuid: str
     future: asyncio.Future[bool]
-    flow: tuple[Any, ...] | None = None  # the $1-$13 elements of a write
+    flow: tuple[Any, ...] | None = None  # a write's values, in `_WRITE` order
     atoms: list[Row] = field(default_factory=list)
     renew: tuple[str, float] | None = None  # (owner, seconds)
 
@@ -459,21 +434,7 @@ class PostgresBackend(Backend):
         elif "lease_owner" in row:
             lease = 1
         uuid = row["uuid"]
-        values = (
-            uuid,
-            expected,
-            row["logbook"],
-            row["name"],
-            row["state"],
-            row["owner"],
-            row["store"],
-            row["meta"],
-            row["created_at"],
-            row["updated_at"],
-            lease,
-            lease_owner,
-            lease_seconds,
-        )
+        values = (uuid, expected, *(row[c] for c in _FLOW_DATA), lease, lease_owner, lease_seconds)
         if not await self._submit(_Op(uuid, self._future(), flow=values, atoms=atom_rows)):
             raise self.stale(uuid, expected)
 
@@ -555,15 +516,15 @@ class PostgresBackend(Backend):
                 op.future.set_result(op.uuid in done)
 
     async def _send(self, batch: list[_Op]) -> set[str]:
-        flows: list[list[Any]] = [[] for _ in range(13)]
-        atoms: list[list[Any]] = [[] for _ in _ATOM_COLUMNS]
+        flows: list[list[Any]] = [[] for _ in _WRITE]
+        atoms: list[list[Any]] = [[] for _ in _ATOM_ROW]
         renewals: list[list[Any]] = [[], [], []]
         for op in batch:
             if op.flow is not None:
                 for column, value in zip(flows, op.flow, strict=True):
                     column.append(value)
                 for row in op.atoms:
-                    for column, name in zip(atoms, _ATOM_COLUMNS, strict=True):
+                    for column, name in zip(atoms, _ATOM_ROW, strict=True):
                         column.append(row[name])
             elif op.renew is not None:
                 renewals[0].append(op.uuid)

@@ -353,7 +353,7 @@ class PostgresBackend(Backend):
             return StorageUnavailable(
                 f"{self._display}: no connection within {self._connect_timeout:g} s"
             )
-        if isinstance(exc, asyncpg.DataError):  # a value asyncpg cannot send: not transient
+        if isinstance(exc, asyncpg.DataError | ValueError):  # a value that cannot be stored
             return StorageError(f"{self._display}: {short}")
         if _transient(exc) or isinstance(
             exc, asyncpg.InterfaceError | OSError | TimeoutError | asyncpg.PostgresConnectionError

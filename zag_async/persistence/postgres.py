@@ -550,6 +550,16 @@ class PostgresBackend(Backend):
             rows = await conn.fetch("SELECT * FROM zag_atoms WHERE flow_uuid = $1", uuid)
         return dict(row), [dict(r) for r in rows]
 
+    async def load_flow_row(self, uuid: str) -> Row:
+        """The flow's own row, in one query (signals and the engine's retry check
+        read it; the base method would read the atoms too)."""
+        self._check_open()
+        async with self._conn() as conn:
+            row = await conn.fetchrow("SELECT * FROM zag_flows WHERE uuid = $1", uuid)
+        if row is None:
+            raise NotFound(f"no flow {uuid!r} in {self._display}")
+        return dict(row)
+
     async def _claim(self, uuid: str, owner: str, expected: int) -> None:
         async with self._conn() as conn:
             done = await conn.fetchval(

@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +86,8 @@ async def pause(name: str, within: float = 60) -> None:
 
 
 def pause_signal_commits(within: float = 60) -> None:
-    """Make the `signal:commit` pause apply to this process's SQL engines (SQLAlchemy's
-    and the SQLite backend's own connections)."""
+    """Make the `signal:commit` pause apply to this process's SQL engines (SQLAlchemy's,
+    the SQLite backend's own connections and PostgresBackend's asyncpg ones)."""
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
@@ -129,6 +129,27 @@ def pause_signal_commits(within: float = 60) -> None:
 
     event.listen(Engine, "before_cursor_execute", on_execute)
     event.listen(Engine, "commit", on_commit)
+    _pause_asyncpg_commits(inserted, on_commit)
+
+
+def _pause_asyncpg_commits(inserted: list[bool], on_commit: Callable[[Any], None]) -> None:
+    """PostgresBackend talks to asyncpg itself: it inserts a signal with `fetchrow`
+    and commits with asyncpg's `execute("COMMIT;")`, which no SQLAlchemy event sees."""
+    import asyncpg
+
+    fetchrow, execute = asyncpg.Connection.fetchrow, asyncpg.Connection.execute
+
+    async def fetching(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+        if query.lstrip().upper().startswith("INSERT INTO ZAG_SIGNALS"):
+            inserted.append(True)
+        return await fetchrow(self, query, *args, **kwargs)
+
+    async def executing(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+        if query.strip().upper().startswith("COMMIT"):
+            on_commit(self)
+        return await execute(self, query, *args, **kwargs)
+
+    asyncpg.Connection.fetchrow, asyncpg.Connection.execute = fetching, executing
 
 
 def _waits_in(atoms: Sequence[zag.AtomDetail]) -> tuple[set[str], dict[str, str]]:

@@ -42,6 +42,15 @@ def connect(url: str, *, codec: Codec | None = None, **options: Any) -> Backend:
             raise ConfigurationError(f"memory:// takes only lease=, got {sorted(options)}")
         return MemoryBackend(url, codec=codec, **options)
     base = scheme.split("+", 1)[0]
+    if scheme == "postgresql+asyncpg":
+        try:
+            from .postgres import PostgresBackend  # asyncpg; SQLAlchemy only to migrate
+        except ImportError as exc:  # pragma: no cover - depends on installed extras
+            raise ConfigurationError(
+                f"postgresql+asyncpg:// needs extra packages: pip install 'zag-async[postgres]' "
+                f"({exc})"
+            ) from exc
+        return PostgresBackend(url, codec=codec, **options)
     if base in ("sqlite", "postgresql"):
         if base == "sqlite":
             from .sqlite import SqliteBackend

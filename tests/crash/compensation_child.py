@@ -58,7 +58,8 @@ import asyncpg  # noqa: E402, F401
 import sqlalchemy.ext.asyncio  # noqa: E402, F401
 
 import zag_async as zag  # noqa: E402
-import zag_async.persistence.sql  # noqa: E402, F401
+import zag_async.persistence.postgres  # noqa: E402, F401
+import zag_async.persistence.sqlite  # noqa: E402, F401
 from crash import compensation_flows  # noqa: E402
 
 # -- in the child ------------------------------------------------------------------------

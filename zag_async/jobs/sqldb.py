@@ -27,7 +27,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from ..errors import BoardUnavailable
 from ..persistence.schema import job_counters
-from ..persistence.sql import parse_url
+from ..persistence.urls import parse_url
 
 __all__ = ["NOTIFY_CHANNEL", "BoardDb"]
 

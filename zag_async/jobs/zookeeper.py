@@ -25,7 +25,7 @@ from aiozk import protocol
 from aiozk.transaction import Transaction
 
 from ..errors import BoardUnavailable, ConfigurationError
-from ..persistence.sql import hide_password
+from ..persistence.urls import hide_password
 from .base import PARKED, JobBoard
 from .records import Claim, Job, JobOutcome, JobState
 from .schedule import Schedule

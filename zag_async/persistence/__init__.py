@@ -21,8 +21,6 @@ from .memory import MemoryBackend
 
 __all__ = ["Backend", "MemoryBackend", "connect", "upgrade"]
 
-_EXTRAS = {"sqlite": "sqlite", "postgresql": "postgres"}
-
 
 def connect(url: str, *, codec: Codec | None = None, **options: Any) -> Backend:
     """A backend for `url`; use it as `async with connect(url) as backend:`.
@@ -51,23 +49,12 @@ def connect(url: str, *, codec: Codec | None = None, **options: Any) -> Backend:
                 f"({exc})"
             ) from exc
         return PostgresBackend(url, codec=codec, **options)
-    if base in ("sqlite", "postgresql"):
-        if base == "sqlite":
-            from .sqlite import SqliteBackend
+    if base == "sqlite":
+        from .sqlite import SqliteBackend  # the standard sqlite3 module
 
-            return SqliteBackend(url, codec=codec, **options)
-        try:
-            from .sql import SqlBackend
-        except ImportError as exc:  # pragma: no cover - depends on installed extras
-            raise ConfigurationError(
-                f"{url.split('://')[0]}:// needs extra packages: "
-                f"pip install 'zag-async[{_EXTRAS[base]}]' ({exc})"
-            ) from exc
-        if base == "sqlite" and scheme != "sqlite+aiosqlite":
-            raise ConfigurationError(f"use 'sqlite+aiosqlite://' for SQLite, not {scheme!r}")
-        if base == "postgresql" and scheme != "postgresql+asyncpg":
-            raise ConfigurationError(f"use 'postgresql+asyncpg://' for PostgreSQL, not {scheme!r}")
-        return SqlBackend(url, codec=codec, **options)
+        return SqliteBackend(url, codec=codec, **options)
+    if base == "postgresql":
+        raise ConfigurationError(f"use 'postgresql+asyncpg://' for PostgreSQL, not {scheme!r}")
     raise ConfigurationError(
         f"no storage backend for {scheme!r} URLs; use memory://, sqlite+aiosqlite:// or "
         f"postgresql+asyncpg://"

@@ -1,9 +1,9 @@
 """Flow state in PostgreSQL straight through asyncpg, with group commit across flows.
 
-`SqlBackend` pays SQLAlchemy's per-statement cost on every commit, a
-transaction of three round trips, and one pooled session per concurrent
-writer. Here every query is a prepared asyncpg statement, and every flow
-write (`save`, through `_write`) and lease renewal goes through one writer:
+Through SQLAlchemy a commit paid its per-statement cost, a transaction of
+three round trips, and one pooled session per concurrent writer. Here every
+query is a prepared asyncpg statement, and every flow write (`save`, through
+`_write`) and lease renewal goes through one writer:
 
 - a write is ONE statement in autocommit (data-modifying CTEs: the conditional
   UPDATE of the flow row, or its INSERT ... ON CONFLICT DO NOTHING, then the
@@ -53,6 +53,7 @@ from ..states import FlowState
 from .base import Backend, Row
 from .leases import DEFAULT_LEASE, Holder
 from .names import ATOM_COLUMNS, FLOW_COLUMNS, SCHEMA_VERSION, SUMMARY_COLUMNS
+from .urls import hide_password
 
 __all__ = ["BATCH_LIMIT", "PostgresBackend"]
 
@@ -143,15 +144,6 @@ RETURNING 1
 #: SQLSTATE classes/codes worth retrying: connection exceptions, the server
 #: shutting down, starting up or recovering, resource exhaustion, serialization.
 _TRANSIENT_STATES = ("08", "53", "57P01", "57P02", "57P03", "40001", "40P01")
-
-
-def hide_password(url: str) -> str:
-    """`url` with any password between `user:` and `@` replaced by ***."""
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    if not (sep and at and ":" in userinfo):
-        return url
-    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
 
 
 def asyncpg_dsn(url: str) -> str:
@@ -315,7 +307,7 @@ class PostgresBackend(Backend):
 
     async def _migrate(self) -> int:
         """Run `schema.migrate` through a short-lived SQLAlchemy engine (no pool),
-        under the advisory lock SqlBackend takes, so two processes take turns."""
+        under an advisory lock, so two processes take turns."""
         from sqlalchemy.exc import DBAPIError, SQLAlchemyError
         from sqlalchemy.ext.asyncio import create_async_engine
         from sqlalchemy.pool import NullPool

@@ -435,6 +435,24 @@ class Backend(abc.ABC):
             created_at=row["created_at"],
         )
 
+    def refused_take(
+        self,
+        uuid: str,
+        expected: int,
+        owner: str,
+        steal: bool | str,
+        holder: str | None,
+        expires: float | None,
+        now: float,
+    ) -> Holder:
+        """Why a take's conditional update changed nothing, from the row it then read:
+        the live lease of another owner (returned), or else a stale version (raised)."""
+        live = holder is not None and expires is not None and expires >= now
+        if live and holder not in (owner, steal) and steal is not True:
+            assert holder is not None and expires is not None
+            return Holder(holder, float(expires), float(now))  # busy, whatever the version
+        raise self.stale(uuid, expected)
+
     @staticmethod
     def stale(uuid: str, expected: int) -> ConcurrentUpdate:
         return ConcurrentUpdate(

@@ -594,10 +594,7 @@ class PostgresBackend(Backend):
         if found is None:
             raise NotFound(f"no flow {uuid!r} in {self._display}")
         holder, expires, db_now = found["lease_owner"], found["lease_expires"], found["now"]
-        live = holder is not None and expires is not None and expires >= db_now
-        if live and holder not in (owner, steal) and not steal_any:
-            return Holder(holder, float(expires), float(db_now))  # busy, whatever the version
-        raise self.stale(uuid, expected)
+        return self.refused_take(uuid, expected, owner, steal, holder, expires, db_now)
 
     async def list_flows(
         self,

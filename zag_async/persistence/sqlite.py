@@ -713,10 +713,7 @@ class SqliteBackend(Backend):
         if found is None:
             return None
         _version, holder, expires, db_now = found
-        live = holder is not None and expires is not None and expires >= db_now
-        if live and holder not in (owner, steal) and steal is not True:
-            return Holder(holder, float(expires), float(db_now))  # busy, whatever the version
-        raise self.stale(uuid, expected)
+        return self.refused_take(uuid, expected, owner, steal, holder, expires, db_now)
 
     async def _renew(self, uuid: str, owner: str, seconds: float) -> bool:
         return await self._call(

@@ -1,0 +1,62 @@
+"""Fixtures for the operations UI tests: a SQLite backend in tmp_path holding
+real flows (one waiting for a signal, one succeeded, one failed with markup in
+its names), and `client(**asgi_app options)`: an httpx client on the UI app
+mounted under /zag in a Starlette host, through the ASGI transport."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+import zag_async as zag
+from zag_async.contrib.ui import asgi_app
+from zag_async.persistence import connect
+from zag_async.persistence.base import Backend
+
+from . import flows
+
+
+@dataclass
+class Stored:
+    backend: Backend
+    waiting: str
+    done: str
+    failed: str
+
+
+@pytest.fixture
+async def stored(tmp_path: Path) -> AsyncIterator[Stored]:
+    async with connect(f"sqlite+aiosqlite:///{tmp_path / 'flows.db'}") as backend:
+        waiting = zag.Engine.from_factory(flows.approval, backend=backend)
+        await waiting.run()
+        flows.gate_for("done").set()
+        done = zag.Engine.from_factory(flows.held, store={"tag": "done"}, backend=backend)
+        await done.run()
+        failed = zag.Engine.from_factory(flows.nasty, backend=backend)
+        with pytest.raises(Exception):  # noqa: B017 (the flow fails on purpose)
+            await failed.run()
+        yield Stored(backend, waiting.flow_id, done.flow_id, failed.flow_id)
+    flows.GATE.clear()
+
+
+Client = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
+
+
+@pytest.fixture
+def client(stored: Stored) -> Client:
+    @asynccontextmanager
+    async def open_client(**options: Any) -> AsyncIterator[httpx.AsyncClient]:
+        host = Starlette(routes=[Mount("/zag", asgi_app(stored.backend, **options))])
+        transport = httpx.ASGITransport(app=host)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ui.test") as http:
+            yield http
+
+    return open_client

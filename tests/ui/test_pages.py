@@ -1,0 +1,143 @@
+"""The UI's pages against a real SQLite backend: listing, filters, paging, one
+flow, the polled JSON, escaping of stored markup, and fuzzed query strings."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import zag_async as zag
+from zag_async.contrib.ui import asgi_app
+from zag_async.errors import ConfigurationError
+
+from . import flows
+from .conftest import Client, Stored
+
+
+async def test_the_listing_shows_every_flow_newest_first(client: Client, stored: Stored) -> None:
+    async with client() as http:
+        home = await http.get("/zag/")
+        assert home.status_code == 303 and home.headers["location"] == "/zag/flows"
+        page = await http.get("/zag/flows")
+    assert page.status_code == 200
+    ids = re.findall(r'href="/zag/flows/([0-9a-f-]{36})"', page.text)
+    assert ids == [stored.failed, stored.done, stored.waiting]
+    assert 'href="/zag/static/ui.css"' in page.text
+
+
+async def test_the_listing_filters_by_state_and_name(client: Client, stored: Stored) -> None:
+    async with client() as http:
+        waiting = await http.get("/zag/flows", params={"state": "WAITING"})
+        named = await http.get("/zag/flows", params={"name": "hel"})
+        none = await http.get("/zag/flows", params={"state": "SUCCESS", "name": "approval"})
+    assert re.findall(r"/zag/flows/([0-9a-f-]{36})", waiting.text) == [stored.waiting]
+    assert re.findall(r"/zag/flows/([0-9a-f-]{36})", named.text) == [stored.done]
+    assert "No flows match." in none.text
+
+
+async def test_the_listing_is_paged(client: Client, stored: Stored) -> None:
+    from zag_async.contrib.ui import views
+
+    for n in range(views.PAGE_SIZE):
+        flows.gate_for(f"p{n}").set()
+        await zag.Engine.from_factory(
+            flows.held, store={"tag": f"p{n}"}, backend=stored.backend
+        ).run()
+    async with client() as http:
+        first = await http.get("/zag/flows")
+        assert 'rel="next" href="/zag/flows?page=1"' in first.text
+        assert 'rel="prev"' not in first.text
+        second = await http.get("/zag/flows", params={"page": "1"})
+    ids = re.findall(r"/zag/flows/([0-9a-f-]{36})", second.text)
+    assert ids == [stored.failed, stored.done, stored.waiting]
+    assert 'rel="next"' not in second.text and 'rel="prev"' in second.text
+
+
+async def test_a_waiting_flow_shows_what_it_waits_for(client: Client, stored: Stored) -> None:
+    async with client() as http:
+        page = await http.get(f"/zag/flows/{stored.waiting}")
+        polled = await http.get(f"/zag/flows/{stored.waiting}/atoms.json")
+    assert page.status_code == 200
+    assert "approve waits for signal <code>approval</code> until " in page.text
+    assert 'src="/zag/static/ui.js"' in page.text
+    assert "<form" not in page.text  # read-only: no action forms
+    assert polled.json() == {
+        "flow_id": stored.waiting,
+        "state": "WAITING",
+        "version": polled.json()["version"],
+        "atoms": {
+            "approve": {"state": "RUNNING", "attempts": 1},
+            "record": {"state": "PENDING", "attempts": 0},
+        },
+    }
+
+
+async def test_a_finished_flow_shows_its_atoms_and_results(client: Client, stored: Stored) -> None:
+    async with client() as http:
+        page = await http.get(f"/zag/flows/{stored.done}")
+    assert page.status_code == 200
+    for atom in ("one", "gate", "two"):
+        assert f'<tr data-atom="{atom}">' in page.text
+    assert "&quot;two-done&quot;" in page.text
+    assert 'class="state state-success">SUCCESS<' in page.text
+
+
+async def test_stored_markup_is_escaped_everywhere(client: Client, stored: Stored) -> None:
+    async with client() as http:
+        listing = await http.get("/zag/flows")
+        page = await http.get(f"/zag/flows/{stored.failed}")
+    for text in (listing.text, page.text):
+        assert "<script>alert" not in text
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert "<b>boom</b>" not in page.text
+    assert "ValueError: bad &lt;script&gt;" in page.text  # the failure line and the atom's
+
+
+async def test_unknown_flows_are_404(client: Client) -> None:
+    async with client() as http:
+        page = await http.get("/zag/flows/nope")
+        polled = await http.get("/zag/flows/nope/atoms.json")
+    assert (page.status_code, polled.status_code) == (404, 404)
+
+
+async def test_static_assets_ship_in_the_package(client: Client) -> None:
+    async with client() as http:
+        css = await http.get("/zag/static/ui.css")
+        js = await http.get("/zag/static/ui.js")
+    assert css.status_code == js.status_code == 200
+    assert "atoms.json" not in css.text and "fetch(" in js.text
+
+
+def test_actions_need_a_way_to_authenticate(stored: Stored) -> None:
+    try:
+        asgi_app(stored.backend, actions=True)
+    except ConfigurationError as exc:
+        assert "token= or auth=" in str(exc)
+    else:
+        raise AssertionError("actions without authentication were allowed")
+
+
+query_values = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    params=st.dictionaries(
+        st.sampled_from(["state", "name", "page", "x"]), query_values, max_size=4
+    ),
+    path=st.sampled_from(["/zag/flows", "/zag/flows/{}", "/zag/flows/{}/atoms.json"]),
+    flow=query_values,
+)
+async def test_no_query_string_makes_a_server_error(
+    client: Client, params: dict[str, str], path: str, flow: str
+) -> None:
+    async with client() as http:
+        reply = await http.get(path.format(quote(flow, safe="") or "x"), params=params)
+    assert reply.status_code in (200, 404), (path, flow, params, reply.status_code)

@@ -1,0 +1,84 @@
+"""Who may act through the operations UI, and proof that a form came from it.
+
+Actions are off unless the app is built with `actions=True`, and then need an
+authenticated caller: the host app's own check (`auth`, an async callable
+taking the request) or, for standalone use, a shared `token` sent as
+`Authorization: Bearer ...` or set as a cookie by the login form.
+
+CSRF: each browser gets a random nonce signed with the app's secret (HMAC-
+SHA256), set in a SameSite=Strict, HttpOnly cookie and put in a hidden field
+of every form; a POST must carry both, equal and correctly signed, and an
+`Origin` header, when present, must name the UI's own host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
+
+from starlette.requests import Request
+
+__all__ = ["CSRF_COOKIE", "TOKEN_COOKIE", "Auth", "Guard"]
+
+CSRF_COOKIE = "zag_csrf"
+TOKEN_COOKIE = "zag_token"
+
+#: The host app's check: True when the request's caller may act.
+Auth = Callable[[Request], Awaitable[bool]]
+
+
+class Guard:
+    """Authentication and CSRF checks for one UI app (its secret lives here)."""
+
+    def __init__(self, *, token: str | None, auth: Auth | None, secret: bytes | None = None):
+        self.token = token
+        self.auth = auth
+        self.secret = secret if secret is not None else secrets.token_bytes(32)
+
+    async def who(self, request: Request) -> str | None:
+        """A name for the authenticated caller (for the action log), or None."""
+        if self.auth is not None and await self.auth(request):
+            user = request.scope.get("user")
+            name = getattr(user, "display_name", None) or getattr(user, "username", None)
+            return str(name) if name else "auth"
+        if self.token is not None:
+            header = request.headers.get("authorization", "")
+            given = header[7:] if header.lower().startswith("bearer ") else None
+            given = given or request.cookies.get(TOKEN_COOKIE)
+            if given is not None and hmac.compare_digest(given.encode(), self.token.encode()):
+                return "token"
+        return None
+
+    def sign(self, nonce: str) -> str:
+        mac = hmac.new(self.secret, nonce.encode(), hashlib.sha256).hexdigest()
+        return f"{nonce}.{mac}"
+
+    def new_csrf(self) -> str:
+        return self.sign(secrets.token_urlsafe(16))
+
+    def valid_csrf(self, value: str | None) -> bool:
+        if not value or value.count(".") != 1:
+            return False
+        nonce = value.split(".", 1)[0]
+        return hmac.compare_digest(self.sign(nonce).encode(), value.encode())
+
+    def csrf_ok(self, request: Request, field: str | None) -> bool:
+        """True when the form's token equals the cookie's and is signed by this app."""
+        cookie = request.cookies.get(CSRF_COOKIE)
+        if not cookie or not field or not self.valid_csrf(cookie):
+            return False
+        return hmac.compare_digest(cookie.encode(), field.encode())
+
+    @staticmethod
+    def origin_ok(request: Request) -> bool:
+        """False when an Origin (or, lacking it, Referer) header names another host."""
+        origin = request.headers.get("origin") or request.headers.get("referer")
+        if origin is None:
+            return True
+        if origin == "null":
+            return False
+        host = request.headers.get("host", "")
+        return urlsplit(origin).netloc == host

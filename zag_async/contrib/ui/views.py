@@ -1,0 +1,237 @@
+"""HTML for the operations UI, built from stored records with no web framework.
+
+Every value that came from the database (flow and atom names, results,
+failures, payloads) goes through `html.escape` before it is put in a page,
+so a flow named `<script>` shows as text. Links are made relative to `root`
+(the ASGI root_path), so the UI works mounted under any prefix.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from html import escape
+from typing import Any
+from urllib.parse import urlencode
+
+from ...failure import error_text
+from ...models import AtomDetail, FlowDetail, FlowSummary
+from ...states import FlowState
+from ...status import failure_lines, iso_utc, waits_of
+
+__all__ = ["FlowQuery", "atom_states", "flow_page", "flows_page", "page"]
+
+#: Flows shown per page of the listing.
+PAGE_SIZE = 50
+#: The most flows a name filter looks through (newest first).
+NAME_SCAN = 5000
+
+
+def e(value: Any) -> str:
+    """Any value as escaped text (quotes included: safe in attributes too)."""
+    return escape(str(value), quote=True)
+
+
+@dataclass(frozen=True)
+class FlowQuery:
+    """The listing's filters, read leniently from query parameters (bad ones are dropped)."""
+
+    states: tuple[FlowState, ...] = ()
+    name: str = ""
+    page: int = 0
+
+    @classmethod
+    def parse(cls, params: Mapping[str, str], all_states: Iterable[str]) -> FlowQuery:
+        known = {s.upper(): FlowState(s) for s in all_states}
+        raw = params.get("state", "")
+        states = tuple(known[s] for s in raw.upper().split(",") if s in known)
+        name = params.get("name", "")[:200]
+        try:
+            number = int(params.get("page", "0"))
+        except ValueError:
+            number = 0
+        return cls(states=states, name=name, page=min(max(number, 0), 10_000))
+
+    def link(self, root: str, **changes: Any) -> str:
+        values = {"state": ",".join(self.states), "name": self.name, "page": self.page}
+        values.update(changes)
+        kept = {k: v for k, v in values.items() if v not in ("", 0, None)}
+        return f"{root}/flows" + (f"?{urlencode(kept)}" if kept else "")
+
+
+def page(root: str, title: str, body: str, *, script: bool = False) -> str:
+    """A whole page: head with the shipped stylesheet, a nav bar, `body`."""
+    js = f'<script src="{e(root)}/static/ui.js" defer></script>' if script else ""
+    return (
+        "<!doctype html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{e(title)} · zag-async</title>"
+        f'<link rel="stylesheet" href="{e(root)}/static/ui.css">{js}</head>'
+        f'<body><header><nav aria-label="main"><a href="{e(root)}/flows">Flows</a></nav>'
+        f"</header><main>{body}</main></body></html>\n"
+    )
+
+
+def _when(epoch: float | None) -> str:
+    text = iso_utc(epoch)
+    return "" if text is None else e(text[:19].replace("T", " ") + "Z")
+
+
+def _state(state: Any) -> str:
+    return f'<span class="state state-{e(str(state).lower())}">{e(state)}</span>'
+
+
+def flows_page(
+    root: str,
+    query: FlowQuery,
+    rows: Sequence[FlowSummary],
+    has_next: bool,
+) -> str:
+    """The listing: a filter form, a table of flows, previous/next links."""
+    options = "".join(
+        f'<option value="{e(s)}"{" selected" if s in query.states else ""}>{e(s)}</option>'
+        for s in FlowState
+    )
+    form = (
+        f'<form method="get" action="{e(root)}/flows" class="filters">'
+        f'<label for="state">State</label><select id="state" name="state">'
+        f'<option value="">any</option>{options}</select>'
+        f'<label for="name">Name</label>'
+        f'<input id="name" name="name" value="{e(query.name)}">'
+        '<button type="submit">Filter</button></form>'
+    )
+    lines = "".join(
+        f'<tr><td><a href="{e(root)}/flows/{e(f.uuid)}">{e(f.name)}</a></td>'
+        f"<td>{_state(f.state)}</td><td><code>{e(f.uuid)}</code></td>"
+        f"<td>{_when(f.created_at)}</td><td>{_when(f.updated_at)}</td></tr>"
+        for f in rows
+    )
+    table = (
+        '<table class="flows"><caption>Flows, newest first</caption><thead><tr>'
+        '<th scope="col">Name</th><th scope="col">State</th><th scope="col">Id</th>'
+        '<th scope="col">Created</th><th scope="col">Updated</th></tr></thead>'
+        f"<tbody>{lines}</tbody></table>"
+        if rows
+        else '<p class="empty">No flows match.</p>'
+    )
+    links = []
+    if query.page > 0:
+        links.append(
+            f'<a rel="prev" href="{e(query.link(root, page=query.page - 1))}">previous</a>'
+        )
+    if has_next:
+        links.append(f'<a rel="next" href="{e(query.link(root, page=query.page + 1))}">next</a>')
+    nav = f'<nav aria-label="pages" class="pager">{" ".join(links)}</nav>'
+    return page(root, "Flows", f"<h1>Flows</h1>{form}{table}{nav}")
+
+
+def _value(value: Any) -> str:
+    try:
+        text = json.dumps(value, default=repr, indent=1, sort_keys=True)
+    except (TypeError, ValueError):
+        text = repr(value)
+    if len(text) > 2000:
+        text = text[:2000] + " …"
+    return f"<pre>{e(text)}</pre>"
+
+
+def _atom_row(atom: AtomDetail) -> str:
+    failure = atom.failure or atom.revert_failure
+    if failure is not None:
+        trace = failure.traceback_text
+        outcome = f'<pre class="failure">{e(error_text(failure))}</pre>' + (
+            f"<details><summary>Traceback</summary><pre>{e(trace)}</pre></details>" if trace else ""
+        )
+    else:
+        outcome = _value(atom.result)
+    took = "" if atom.duration is None else f"{atom.duration:.3f} s"
+    return (
+        f'<tr data-atom="{e(atom.name)}"><td>{e(atom.name)}</td><td>{e(atom.kind)}</td>'
+        f'<td class="atom-state">{_state(atom.state)}</td><td>{atom.attempts}</td>'
+        f"<td>{e(took)}</td><td>{outcome}</td></tr>"
+    )
+
+
+def _actions(root: str, detail: FlowDetail, csrf: str | None) -> str:
+    if csrf is None:
+        return ""
+    base = f"{e(root)}/flows/{e(detail.uuid)}"
+    hidden = f'<input type="hidden" name="csrf" value="{e(csrf)}">'
+    events = [str(x) for x in (detail.meta.get("events") or [])]
+    out = ['<section class="actions"><h2>Actions</h2>']
+    if events:
+        choices = "".join(f'<option value="{e(x)}">{e(x)}</option>' for x in events)
+        out.append(
+            f'<form method="post" action="{base}/signal" class="confirm" '
+            f'data-confirm="Send this signal?">{hidden}'
+            f'<label for="event">Event</label><select id="event" name="event">{choices}</select>'
+            f'<label for="payload">Payload (JSON)</label>'
+            f'<textarea id="payload" name="payload" rows="3">null</textarea>'
+            '<button type="submit">Send signal</button></form>'
+        )
+    if detail.state in (FlowState.SUSPENDED, FlowState.WAITING):
+        out.append(
+            f'<form method="post" action="{base}/resume" class="confirm" '
+            f'data-confirm="Resume this flow?">{hidden}<button type="submit">Resume</button></form>'
+        )
+    out.append("</section>")
+    return "".join(out)
+
+
+def flow_page(root: str, detail: FlowDetail, *, csrf: str | None = None, notice: str = "") -> str:
+    """One flow: its state, what it waits for, its failures and a table of its atoms.
+
+    `csrf` (a token) is given only when actions are allowed; then the action
+    forms are shown. The page polls `<flow>/atoms.json` (ui.js) to update the
+    states in place.
+    """
+    waits = "".join(
+        f"<li>{e(w.atom)} waits for "
+        + (f"signal <code>{e(w.event)}</code>" if w.event else "a timer")
+        + (f" until {_when(w.deadline)}" if w.deadline is not None else " (no deadline)")
+        + "</li>"
+        for w in waits_of(detail)
+    )
+    failures = "".join(f"<li>{e(line)}</li>" for line in failure_lines(detail))
+    atoms = "".join(_atom_row(a) for a in sorted(detail.atoms.values(), key=lambda a: a.position))
+    shown = f'<p class="notice" role="status">{e(notice)}</p>' if notice else ""
+    body = (
+        f"<h1>{e(detail.name)}</h1>{shown}"
+        f'<dl class="flow" data-flow="{e(detail.uuid)}" '
+        f'data-poll="{e(root)}/flows/{e(detail.uuid)}/atoms.json">'
+        f"<dt>Id</dt><dd><code>{e(detail.uuid)}</code></dd>"
+        f'<dt>State</dt><dd id="flow-state">{_state(detail.state)}</dd>'
+        f"<dt>Created</dt><dd>{_when(detail.created_at)}</dd>"
+        f"<dt>Updated</dt><dd>{_when(detail.updated_at)}</dd>"
+        f"<dt>Owner</dt><dd>{e(detail.owner or '')}</dd></dl>"
+        + (
+            f'<section><h2>Waiting for</h2><ul class="waits">{waits}</ul></section>'
+            if waits
+            else ""
+        )
+        + (
+            f'<section><h2>Failures</h2><ul class="failures">{failures}</ul></section>'
+            if failures
+            else ""
+        )
+        + '<table class="atoms"><caption>Atoms</caption><thead><tr>'
+        '<th scope="col">Atom</th><th scope="col">Kind</th><th scope="col">State</th>'
+        '<th scope="col">Attempts</th><th scope="col">Duration</th>'
+        f'<th scope="col">Result or failure</th></tr></thead><tbody>{atoms}</tbody></table>'
+        + _actions(root, detail, csrf)
+    )
+    return page(root, detail.name, body, script=True)
+
+
+def atom_states(detail: FlowDetail) -> dict[str, Any]:
+    """What ui.js polls: the flow's state, and each atom's state and attempts."""
+    return {
+        "flow_id": detail.uuid,
+        "state": str(detail.state),
+        "version": detail.version,
+        "atoms": {
+            a.name: {"state": str(a.state), "attempts": a.attempts} for a in detail.atoms.values()
+        },
+    }

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .conftest import ROOT, cli_env, ok, zag_many
 
-COMMANDS = ["conductor", "db", "demo", "flows", "graph", "jobs", "run", "signal", "worker"]
+COMMANDS = ["conductor", "db", "demo", "flows", "graph", "jobs", "run", "signal", "ui", "worker"]
 
 
 def test_help_lists_every_command(entry: str) -> None:

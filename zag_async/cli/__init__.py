@@ -15,7 +15,7 @@ when the output is piped. Only this package imports click and rich, so
 
 This module holds the root group, its error handling and logging; the
 commands live in one module per group: `runs` (run, demo), `jobs` (jobs,
-conductor), `flows` (flows, graph, db), `signals` (signal) and `workers` (worker).
+conductor), `flows` (flows, graph, db), `signals` (signal), `ui` (ui) and `workers` (worker).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from .flows import db, flows, graph
 from .jobs import conductor, jobs
 from .runs import demo, run_command
 from .signals import signal_command
+from .ui import ui_command
 from .workers import worker
 
 __all__ = ["PICTURE_FORMATS", "main", "run"]
@@ -134,5 +135,16 @@ def main(debug: bool) -> None:
         sys.path.insert(0, cwd)
 
 
-for _command in (conductor, db, demo, flows, graph, jobs, run_command, signal_command, worker):
+for _command in (
+    conductor,
+    db,
+    demo,
+    flows,
+    graph,
+    jobs,
+    run_command,
+    signal_command,
+    ui_command,
+    worker,
+):
     main.add_command(_command)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make sure the external services the test suite needs are up:
 #
-#   scripts/services.sh [postgres|zookeeper|rabbitmq|graphviz]...   (no argument: all of them)
+#   scripts/services.sh [postgres|zookeeper|rabbitmq|graphviz|chromium]...   (no argument: all of them)
 #
 # Idempotent and quiet when everything already runs; it says one line for each
 # thing it had to do (install, create, start, configure) and exits non-zero
@@ -23,6 +23,10 @@
 #
 # Graphviz: not a service, a program: `dot`, which `zag-async graph --format
 # svg|png` runs; when missing, Debian's `graphviz` package is installed.
+#
+# Chromium: not a service, a browser: /usr/bin/chromium, which the operations
+# UI's browser tests (tests/ui/test_browser.py) drive headless through
+# Playwright; when missing, Debian's `chromium` package is installed.
 set -euo pipefail
 
 PG_HOST=127.0.0.1
@@ -416,9 +420,28 @@ ensure_graphviz() {
     command -v dot >/dev/null 2>&1 || die "apt-get installed graphviz but the dot command is missing"
 }
 
+# Debian's headless-capable Chromium at /usr/bin/chromium (the UI's browser tests
+# launch it with Playwright, never `playwright install`). Silent when present.
+ensure_chromium() {
+    [[ -x /usr/bin/chromium ]] && return 0
+    can_be_root || die "Chromium is not installed and installing it needs root: run 'sudo $0 chromium' (or: sudo apt-get install chromium)"
+    command -v apt-get >/dev/null 2>&1 || die "Chromium is not installed and there is no apt-get here: install Chromium at /usr/bin/chromium yourself"
+    note "installing Chromium (apt-get install chromium)"
+    local log
+    log="$(mktemp)"
+    if ! { as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core; } >"$log" 2>&1; then
+        tail -n 20 "$log" >&2
+        rm -f "$log"
+        die "apt-get install chromium failed (output above)"
+    fi
+    rm -f "$log"
+    [[ -x /usr/bin/chromium ]] || die "apt-get installed chromium but /usr/bin/chromium is missing"
+}
+
 # ---------------------------------------------------------------------------
 
-ALL_SERVICES=(postgres zookeeper rabbitmq graphviz)
+ALL_SERVICES=(postgres zookeeper rabbitmq graphviz chromium)
 
 main() {
     local services=("$@")
@@ -426,13 +449,13 @@ main() {
     local s
     for s in "${services[@]}"; do
         case "$s" in
-            postgres | zookeeper | rabbitmq | graphviz) ;;
+            postgres | zookeeper | rabbitmq | graphviz | chromium) ;;
             -h | --help)
                 echo "usage: $0 [${ALL_SERVICES[*]// /|}]..."
                 exit 0
                 ;;
             *)
-                echo "usage: $0 [postgres|zookeeper|rabbitmq|graphviz]..." >&2
+                echo "usage: $0 [postgres|zookeeper|rabbitmq|graphviz|chromium]..." >&2
                 exit 2
                 ;;
         esac

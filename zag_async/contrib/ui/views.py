@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 
 from ...failure import error_text
 from ...models import AtomDetail, FlowDetail, FlowSummary
-from ...states import FlowState
+from ...states import ENDED, FlowState
 from ...status import failure_lines, iso_utc, waits_of
 
 __all__ = ["FlowQuery", "atom_states", "flow_page", "flows_page", "page"]
@@ -155,13 +155,13 @@ def _atom_row(atom: AtomDetail) -> str:
 
 
 def _actions(root: str, detail: FlowDetail, csrf: str | None) -> str:
-    if csrf is None:
+    if csrf is None or detail.state in ENDED:
         return ""
     base = f"{e(root)}/flows/{e(detail.uuid)}"
     hidden = f'<input type="hidden" name="csrf" value="{e(csrf)}">'
     events = [str(x) for x in (detail.meta.get("events") or [])]
     out = ['<section class="actions"><h2>Actions</h2>']
-    if events:
+    if events and detail.state not in ENDED:
         choices = "".join(f'<option value="{e(x)}">{e(x)}</option>' for x in events)
         out.append(
             f'<form method="post" action="{base}/signal" class="confirm" '

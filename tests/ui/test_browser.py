@@ -1,0 +1,153 @@
+"""The UI in a real browser: headless Chromium (Debian's, /usr/bin/chromium) driven
+by Playwright against the app served by uvicorn, over a real SQLite backend with
+real flows. Screenshots land in tests/ui/artifacts/ (gitignored; CI keeps them).
+
+Without the browser or Playwright these skip, unless CI is set: then they fail,
+because CI must run them (scripts/services.sh installs Chromium).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.routing import Mount
+from support import eventually
+
+import zag_async as zag
+from zag_async.contrib.ui import asgi_app
+from zag_async.errors import NotFound
+from zag_async.states import FlowState
+
+from . import flows
+from .conftest import Stored
+
+pytestmark = pytest.mark.services  # a browser, a server: not the fast suite
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+TOKEN = "browser-token"
+
+
+def missing(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set, so this is an error, not a skip)")
+    pytest.skip(f"{reason} (bash scripts/services.sh chromium; pip install playwright)")
+
+
+@pytest.fixture
+async def served(stored: Stored) -> AsyncIterator[str]:
+    """The UI (actions on, with a token) mounted at /zag, served on a free port."""
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    host = Starlette(routes=[Mount("/zag", asgi_app(stored.backend, actions=True, token=TOKEN))])
+    server = uvicorn.Server(uvicorn.Config(host, port=port, log_level="warning", lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done(), "the server stopped at start"
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}/zag"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture
+def chromium() -> Path:
+    if not CHROMIUM.exists():
+        missing(f"no browser at {CHROMIUM}")
+    return CHROMIUM
+
+
+@pytest.fixture
+async def page(chromium: Path, served: str) -> AsyncIterator[Any]:
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        missing("Playwright is not installed")
+    ARTIFACTS.mkdir(exist_ok=True)
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=str(chromium), headless=True)
+        try:
+            context = await browser.new_context(viewport={"width": 1200, "height": 800})
+            opened = await context.new_page()
+            opened.set_default_timeout(10_000)
+            yield opened
+        finally:
+            await browser.close()
+
+
+async def shot(page: Any, name: str) -> None:
+    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+async def test_list_then_open_a_flow_by_keyboard(page: Any, served: str, stored: Stored) -> None:
+    await page.goto(f"{served}/flows")
+    rows = page.locator("table.flows tbody tr")
+    assert await rows.count() == 3
+    assert await page.get_by_label("State").count() == 1  # labelled filters
+    assert await page.get_by_label("Name").count() == 1
+    await shot(page, "flows")
+    link = page.locator(f'a[href="/zag/flows/{stored.waiting}"]')
+    await link.focus()
+    await page.keyboard.press("Enter")
+    await page.wait_for_url(f"{served}/flows/{stored.waiting}")
+    assert "waits for signal approval" in await page.locator("ul.waits").inner_text()
+    await shot(page, "flow-waiting")
+
+
+async def test_a_running_flow_changes_state_live(page: Any, served: str, stored: Stored) -> None:
+    engine = zag.Engine.from_factory(flows.held, store={"tag": "live"}, backend=stored.backend)
+    running = asyncio.create_task(engine.run())
+    try:
+
+        async def gate_running() -> bool:
+            try:
+                detail = await stored.backend.load_flow(engine.flow_id)
+            except NotFound:
+                return False  # not saved yet
+            return "gate" in detail.atoms and detail.atoms["gate"].state == "RUNNING"
+
+        await eventually(gate_running, what="the gate atom running")
+        await page.goto(f"{served}/flows/{engine.flow_id}")
+        assert await page.locator("#flow-state").inner_text() == "RUNNING"
+        await page.evaluate("window.zagMarker = 1")  # gone if the page reloads
+        await shot(page, "flow-running")
+        flows.gate_for("live").set()
+        await page.locator("#flow-state", has_text="SUCCESS").wait_for()
+        two = page.locator('tr[data-atom="two"] .atom-state')
+        await two.filter(has_text="SUCCESS").wait_for()
+        assert await page.evaluate("window.zagMarker") == 1
+        await shot(page, "flow-finished-live")
+    finally:
+        flows.gate_for("live").set()
+        await running
+
+
+async def test_log_in_and_send_a_signal_that_resumes_the_flow(
+    page: Any, served: str, stored: Stored
+) -> None:
+    await page.goto(f"{served}/flows/{stored.waiting}")
+    assert await page.locator("form").count() == 0  # not logged in: no actions shown
+    await page.goto(f"{served}/login")
+    await page.get_by_label("Token").fill(TOKEN)
+    await page.get_by_role("button", name="Log in").click()
+    await page.wait_for_url(f"{served}/flows")
+    await page.goto(f"{served}/flows/{stored.waiting}")
+    await page.get_by_label("Payload (JSON)").fill('{"by": "ann"}')
+    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await page.get_by_role("button", name="Send signal").click()
+    await page.wait_for_url(f"{served}/flows/{stored.waiting}?done=signal+sent")
+    await page.locator("#flow-state", has_text="SUCCESS").wait_for()
+    await shot(page, "flow-signalled")
+    assert (await stored.backend.load_flow(stored.waiting)).state is FlowState.SUCCESS

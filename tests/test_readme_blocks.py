@@ -35,6 +35,9 @@ ELSEWHERE: dict[str, str] = {
         "tests/contrib/test_readme_web.py::test_aiohttp_snippet"
     ),
     "signal_router": "tests/contrib/test_readme_waiting.py::test_the_approval_example_runs",
+    "from zag_async.contrib.ui import asgi_app": (
+        "tests/ui/test_readme_ui.py::test_the_mount_snippet"
+    ),
 }
 #: a line only in the block -> the complete program it is an excerpt of
 EXCERPTS: dict[str, str] = {"irreversible=True)": "examples/compensation.py"}

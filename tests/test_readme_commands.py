@@ -52,6 +52,7 @@ TESTED_BY: list[tuple[str, str]] = [
         "tests/cli/test_signal.py::test_a_signal_ends_the_wait_when_the_flow_resumes",
     ),
     (r"(zag-async|python -m zag_async)", "tests/cli/test_basics.py::test_help_lists_every_command"),
+    (r"zag-async ui .*", "tests/ui/test_readme_ui.py::test_the_ui_command_as_shown"),
     (r"zag-async --debug .*", "tests/cli/test_errors.py::test_every_bad_input_is_one_clear_line"),
     (r"zag-async: \.\.\.", "tests/cli/test_errors.py::test_every_bad_input_is_one_clear_line"),
     # The Command line and Flow pictures sections' ```sh blocks, line by line:

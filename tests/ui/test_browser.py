@@ -122,12 +122,15 @@ async def test_a_running_flow_changes_state_live(page: Any, served: str, stored:
         await page.goto(f"{served}/flows/{engine.flow_id}")
         assert await page.locator("#flow-state").inner_text() == "RUNNING"
         await page.evaluate("window.zagMarker = 1")  # gone if the page reloads
+        drawn = await page.locator("#picture").get_attribute("src")
         await shot(page, "flow-running")
         flows.gate_for("live").set()
         await page.locator("#flow-state", has_text="SUCCESS").wait_for()
         two = page.locator('tr[data-atom="two"] .atom-state')
         await two.filter(has_text="SUCCESS").wait_for()
         assert await page.evaluate("window.zagMarker") == 1
+        assert await page.locator("#picture").get_attribute("src") != drawn  # redrawn
+        assert await page.locator("#picture").evaluate("img => img.naturalWidth") > 0
         await shot(page, "flow-finished-live")
     finally:
         flows.gate_for("live").set()

@@ -4,10 +4,13 @@ flow, the polled JSON, escaping of stored markup, and fuzzed query strings."""
 from __future__ import annotations
 
 import re
+import shutil
 from urllib.parse import quote
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import unavailable
 
 import zag_async as zag
 from zag_async.contrib.ui import asgi_app
@@ -132,7 +135,9 @@ query_values = st.text(
     params=st.dictionaries(
         st.sampled_from(["state", "name", "page", "x"]), query_values, max_size=4
     ),
-    path=st.sampled_from(["/zag/flows", "/zag/flows/{}", "/zag/flows/{}/atoms.json"]),
+    path=st.sampled_from(
+        ["/zag/flows", "/zag/flows/{}", "/zag/flows/{}/atoms.json", "/zag/flows/{}/picture.svg"]
+    ),
     flow=query_values,
 )
 async def test_no_query_string_makes_a_server_error(
@@ -141,3 +146,21 @@ async def test_no_query_string_makes_a_server_error(
     async with client() as http:
         reply = await http.get(path.format(quote(flow, safe="") or "x"), params=params)
     assert reply.status_code in (200, 404), (path, flow, params, reply.status_code)
+
+
+@pytest.mark.services  # runs Graphviz's dot
+async def test_the_picture_is_coloured_by_state_and_safe(client: Client, stored: Stored) -> None:
+    if shutil.which("dot") is None:
+        unavailable("Graphviz's dot is not installed", "graphviz")
+    async with client() as http:
+        page = await http.get(f"/zag/flows/{stored.done}")
+        assert f'src="/zag/flows/{stored.done}/picture.svg?v=' in page.text
+        done = await http.get(f"/zag/flows/{stored.done}/picture.svg")
+        nasty = await http.get(f"/zag/flows/{stored.failed}/picture.svg")
+        missing = await http.get("/zag/flows/nope/picture.svg")
+    assert done.status_code == 200 and done.headers["content-type"] == "image/svg+xml"
+    assert "default-src 'none'" in done.headers["content-security-policy"]
+    assert done.text.count('fill="#c8e6c9"') == 3  # one, gate and two: SUCCESS
+    assert nasty.status_code == 200 and "<script>" not in nasty.text
+    assert "&lt;script&gt;" in nasty.text
+    assert missing.status_code == 404

@@ -16,6 +16,7 @@ import contextlib
 import hmac
 import json
 import logging
+import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -30,8 +31,11 @@ from starlette.staticfiles import StaticFiles
 
 from ...engine import resume as resume_flow
 from ...errors import ConfigurationError, NotFound, SignalRefused, ZagError
+from ...factory import FactoryRef
 from ...jobs.base import JobBoard
+from ...models import FlowDetail
 from ...persistence.base import Backend
+from ...pictures import DOT_TIMEOUT, to_dot
 from ...states import FlowState
 from ...waiting import signal as send_signal
 from . import views
@@ -109,6 +113,45 @@ async def _form(request: Request) -> dict[str, str]:
 
 def _root(request: Request) -> str:
     return str(request.scope.get("root_path", "")).rstrip("/")
+
+
+#: Served pictures may carry no script, whatever the atom names hold.
+SVG_POLICY = "default-src 'none'; style-src 'unsafe-inline'"
+
+
+async def draw(detail: FlowDetail) -> bytes | None:
+    """The flow's picture as SVG, atoms coloured by their stored state, or None.
+
+    The flow is rebuilt from the factory it was started from (saved in its
+    meta) and drawn by Graphviz's `dot`, run as a subprocess of the event loop;
+    None when the flow has no factory, it cannot be rebuilt here, or `dot` is
+    missing or fails.
+    """
+    saved = detail.meta.get("factory")
+    dot = shutil.which("dot")
+    if not saved or dot is None:
+        return None
+    try:
+        flow = FactoryRef.from_dict(saved).build()
+        text = to_dot(flow, {name: str(a.state) for name, a in detail.atoms.items()})
+    except Exception as exc:  # a user's factory: anything may go wrong rebuilding it
+        logger.debug("no picture of flow %s: %s", detail.uuid, exc)
+        return None
+    proc = await asyncio.create_subprocess_exec(
+        dot,
+        "-Tsvg",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with asyncio.timeout(DOT_TIMEOUT):
+            out, _ = await proc.communicate(text.encode())
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return None
+    return out if proc.returncode == 0 else None
 
 
 def _with_csrf(request: Request, response: Response, token: str) -> Response:
@@ -198,6 +241,19 @@ def asgi_app(
             return JSONResponse({"error": "no such flow"}, 404)
         return JSONResponse(views.atom_states(detail), headers={"Cache-Control": "no-store"})
 
+    async def picture(request: Request) -> Response:
+        detail = await load(request)
+        if detail is None:
+            return Response("no such flow", 404)
+        svg = await draw(detail)
+        if svg is None:
+            return Response("no picture (no factory, or no Graphviz)", 404)
+        return Response(
+            svg,
+            media_type="image/svg+xml",
+            headers={"Cache-Control": "no-store", "Content-Security-Policy": SVG_POLICY},
+        )
+
     async def checked(request: Request) -> tuple[str | None, Response | None]:
         """(who, None) when the POST may go on, else (None, the refusal)."""
         if not ui.actions:
@@ -282,6 +338,7 @@ def asgi_app(
         Route("/flows", flows),
         Route("/flows/{flow_id}", flow),
         Route("/flows/{flow_id}/atoms.json", atoms),
+        Route("/flows/{flow_id}/picture.svg", picture),
         Route("/flows/{flow_id}/signal", act_signal, methods=["POST"]),
         Route("/flows/{flow_id}/resume", act_resume, methods=["POST"]),
         Route("/login", login, methods=["GET", "POST"]),

@@ -216,6 +216,8 @@ def flow_page(root: str, detail: FlowDetail, *, csrf: str | None = None, notice:
             if failures
             else ""
         )
+        + f'<figure class="picture"><img id="picture" alt="The flow, atoms coloured by state" '
+        f'src="{e(root)}/flows/{e(detail.uuid)}/picture.svg?v={detail.version}"></figure>'
         + '<table class="atoms"><caption>Atoms</caption><thead><tr>'
         '<th scope="col">Atom</th><th scope="col">Kind</th><th scope="col">State</th>'
         '<th scope="col">Attempts</th><th scope="col">Duration</th>'

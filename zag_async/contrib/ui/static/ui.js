@@ -29,6 +29,12 @@ document.addEventListener("DOMContentLoaded", function () {
     });
     return known;
   }
+  var picture = document.getElementById("picture");
+  if (picture) {
+    var hide = function () { picture.parentNode.hidden = true; };
+    picture.addEventListener("error", hide);
+    if (picture.complete && picture.naturalWidth === 0) hide();  // failed before this ran
+  }
   var version = null;
   function poll() {
     fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" })
@@ -39,6 +45,9 @@ document.addEventListener("DOMContentLoaded", function () {
               Object.keys(data.atoms).length !== document.querySelectorAll("tr[data-atom]").length) {
             window.location.reload();  // atoms were added: redraw the table
             return;
+          }
+          if (picture && version !== null && data.version !== version) {
+            picture.src = picture.src.replace(/\?v=.*$/, "?v=" + data.version);
           }
           version = data.version;
           apply(data);

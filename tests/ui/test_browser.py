@@ -129,6 +129,8 @@ async def test_a_running_flow_changes_state_live(page: Any, served: str, stored:
         two = page.locator('tr[data-atom="two"] .atom-state')
         await two.filter(has_text="SUCCESS").wait_for()
         assert await page.evaluate("window.zagMarker") == 1
+        outcome = page.locator('tr[data-atom="two"] .outcome pre')
+        assert await outcome.inner_text() == '"two-live"'  # results filled in too
         assert await page.locator("#picture").get_attribute("src") != drawn  # redrawn
         assert await page.locator("#picture").evaluate("img => img.naturalWidth") > 0
         await shot(page, "flow-finished-live")

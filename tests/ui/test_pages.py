@@ -72,8 +72,20 @@ async def test_a_waiting_flow_shows_what_it_waits_for(client: Client, stored: St
         "state": "WAITING",
         "version": polled.json()["version"],
         "atoms": {
-            "approve": {"state": "RUNNING", "attempts": 1},
-            "record": {"state": "PENDING", "attempts": 0},
+            "approve": {
+                "state": "RUNNING",
+                "attempts": 1,
+                "took": "",
+                "outcome": "null",
+                "failed": False,
+            },
+            "record": {
+                "state": "PENDING",
+                "attempts": 0,
+                "took": "",
+                "outcome": "null",
+                "failed": False,
+            },
         },
     }
 

@@ -127,30 +127,38 @@ def flows_page(
     return page(root, "Flows", f"<h1>Flows</h1>{form}{table}{nav}")
 
 
-def _value(value: Any) -> str:
+def _text(value: Any) -> str:
+    """A stored value as indented JSON text (repr when it is not JSON), at most 2000 characters."""
     try:
         text = json.dumps(value, default=repr, indent=1, sort_keys=True)
     except (TypeError, ValueError):
         text = repr(value)
-    if len(text) > 2000:
-        text = text[:2000] + " …"
-    return f"<pre>{e(text)}</pre>"
+    return text if len(text) <= 2000 else text[:2000] + " …"
+
+
+def _took(atom: AtomDetail) -> str:
+    return "" if atom.duration is None else f"{atom.duration:.3f} s"
+
+
+def _outcome(atom: AtomDetail) -> tuple[str, bool]:
+    """(the text of the atom's failure or result, True for a failure)."""
+    failure = atom.failure or atom.revert_failure
+    if failure is not None:
+        return error_text(failure), True
+    return _text(atom.result), False
 
 
 def _atom_row(atom: AtomDetail) -> str:
+    text, failed = _outcome(atom)
+    outcome = f'<pre class="{"failure" if failed else "result"}">{e(text)}</pre>'
     failure = atom.failure or atom.revert_failure
-    if failure is not None:
-        trace = failure.traceback_text
-        outcome = f'<pre class="failure">{e(error_text(failure))}</pre>' + (
-            f"<details><summary>Traceback</summary><pre>{e(trace)}</pre></details>" if trace else ""
-        )
-    else:
-        outcome = _value(atom.result)
-    took = "" if atom.duration is None else f"{atom.duration:.3f} s"
+    if failure is not None and failure.traceback_text:
+        trace = e(failure.traceback_text)
+        outcome += f"<details><summary>Traceback</summary><pre>{trace}</pre></details>"
     return (
         f'<tr data-atom="{e(atom.name)}"><td>{e(atom.name)}</td><td>{e(atom.kind)}</td>'
-        f'<td class="atom-state">{_state(atom.state)}</td><td>{atom.attempts}</td>'
-        f"<td>{e(took)}</td><td>{outcome}</td></tr>"
+        f'<td class="atom-state">{_state(atom.state)}</td><td class="attempts">{atom.attempts}</td>'
+        f'<td class="took">{e(_took(atom))}</td><td class="outcome">{outcome}</td></tr>'
     )
 
 
@@ -227,13 +235,23 @@ def flow_page(root: str, detail: FlowDetail, *, csrf: str | None = None, notice:
     return page(root, detail.name, body, script=True)
 
 
+def _polled(atom: AtomDetail) -> dict[str, Any]:
+    text, failed = _outcome(atom)
+    return {
+        "state": str(atom.state),
+        "attempts": atom.attempts,
+        "took": _took(atom),
+        "outcome": text,
+        "failed": failed,
+    }
+
+
 def atom_states(detail: FlowDetail) -> dict[str, Any]:
-    """What ui.js polls: the flow's state, and each atom's state and attempts."""
+    """What ui.js polls: the flow's state, and each atom's state, attempts, duration and
+    result or failure as plain text (the script sets it as text, never as HTML)."""
     return {
         "flow_id": detail.uuid,
         "state": str(detail.state),
         "version": detail.version,
-        "atoms": {
-            a.name: {"state": str(a.state), "attempts": a.attempts} for a in detail.atoms.values()
-        },
+        "atoms": {a.name: _polled(a) for a in detail.atoms.values()},
     }

@@ -25,7 +25,13 @@ document.addEventListener("DOMContentLoaded", function () {
       known += 1;
       var stateCell = row.querySelector(".atom-state");
       if (stateCell.textContent !== atom.state) stateCell.replaceChildren(badge(atom.state));
-      row.children[3].textContent = String(atom.attempts);
+      row.querySelector(".attempts").textContent = String(atom.attempts);
+      row.querySelector(".took").textContent = atom.took;
+      var pre = row.querySelector(".outcome pre");
+      if (pre && pre.textContent !== atom.outcome) {
+        pre.textContent = atom.outcome;
+        pre.className = atom.failed ? "failure" : "result";
+      }
     });
     return known;
   }

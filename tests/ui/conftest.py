@@ -5,6 +5,7 @@ mounted under /zag in a Starlette host, through the ASGI transport."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -18,8 +19,10 @@ from starlette.routing import Mount
 
 import zag_async as zag
 from zag_async.contrib.ui import asgi_app
+from zag_async.errors import NotFound
 from zag_async.persistence import connect
 from zag_async.persistence.base import Backend
+from zag_async.states import FlowState
 
 from . import flows
 
@@ -60,3 +63,25 @@ def client(stored: Stored) -> Client:
             yield http
 
     return open_client
+
+
+async def suspend_one(backend: Backend, tag: str) -> str:
+    """A `held` flow suspended while its gate ran (the gate is open afterwards)."""
+    from support import eventually
+
+    engine = zag.Engine.from_factory(flows.held, store={"tag": tag}, backend=backend)
+    running = asyncio.create_task(engine.run())
+
+    async def gate_running() -> bool:
+        try:
+            detail = await backend.load_flow(engine.flow_id)
+        except NotFound:
+            return False  # not saved yet
+        return "gate" in detail.atoms and detail.atoms["gate"].state == "RUNNING"
+
+    await eventually(gate_running, what="the gate atom running")
+    engine.suspend()
+    flows.gate_for(tag).set()
+    await running
+    assert (await backend.load_flow(engine.flow_id)).state is FlowState.SUSPENDED
+    return engine.flow_id

@@ -14,7 +14,7 @@ from support import eventually
 
 from zag_async.states import FlowState
 
-from .conftest import Client, Stored
+from .conftest import Client, Stored, suspend_one
 
 TOKEN = "s3cret-token"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -165,3 +165,22 @@ async def test_the_host_apps_auth_hook_decides(client: Client, stored: Stored) -
             f"/zag/flows/{stored.waiting}/resume", data={"csrf": token}, headers={"x-staff": "yes"}
         )
     assert (anonymous.status_code, staff.status_code) == (401, 303)
+
+
+async def test_resume_runs_a_suspended_flow_to_the_end(
+    client: Client, stored: Stored, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="zag_async.ui")
+    flow_id = await suspend_one(stored.backend, "resume")
+    async with client(actions=True, token=TOKEN) as http:
+        token = await csrf_of(http, flow_id, **BEARER)
+        reply = await http.post(
+            f"/zag/flows/{flow_id}/resume", data={"csrf": token}, headers=BEARER
+        )
+        assert reply.status_code == 303
+
+        async def finished() -> bool:
+            return await flow_state(stored, flow_id) is FlowState.SUCCESS
+
+        await eventually(finished, what="the resumed flow finished")
+    assert f"token resumed flow {flow_id}" in caplog.text

@@ -26,7 +26,7 @@ from zag_async.errors import NotFound
 from zag_async.states import FlowState
 
 from . import flows
-from .conftest import Stored
+from .conftest import Stored, suspend_one
 
 pytestmark = pytest.mark.services  # a browser, a server: not the fast suite
 
@@ -156,3 +156,19 @@ async def test_log_in_and_send_a_signal_that_resumes_the_flow(
     await page.locator("#flow-state", has_text="SUCCESS").wait_for()
     await shot(page, "flow-signalled")
     assert (await stored.backend.load_flow(stored.waiting)).state is FlowState.SUCCESS
+
+
+async def test_resume_a_suspended_flow(page: Any, served: str, stored: Stored) -> None:
+    flow_id = await suspend_one(stored.backend, "browser")
+    await page.goto(f"{served}/login")
+    await page.get_by_label("Token").fill(TOKEN)
+    await page.keyboard.press("Enter")  # the form submits from the keyboard
+    await page.wait_for_url(f"{served}/flows")
+    await page.goto(f"{served}/flows/{flow_id}")
+    assert await page.locator("#flow-state").inner_text() == "SUSPENDED"
+    await shot(page, "flow-suspended")
+    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await page.get_by_role("button", name="Resume").click()
+    await page.wait_for_url(f"{served}/flows/{flow_id}?done=resume+started")
+    await page.locator("#flow-state", has_text="SUCCESS").wait_for()
+    await shot(page, "flow-resumed")

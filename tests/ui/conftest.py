@@ -57,10 +57,14 @@ Client = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 def client(stored: Stored) -> Client:
     @asynccontextmanager
     async def open_client(**options: Any) -> AsyncIterator[httpx.AsyncClient]:
-        host = Starlette(routes=[Mount("/zag", asgi_app(stored.backend, **options))])
+        ui = asgi_app(stored.backend, **options)
+        host = Starlette(routes=[Mount("/zag", ui)])
         transport = httpx.ASGITransport(app=host)
-        async with httpx.AsyncClient(transport=transport, base_url="http://ui.test") as http:
-            yield http
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://ui.test") as http:
+                yield http
+        finally:
+            await ui.state.ui.aclose()  # what its lifespan does: end the resumes it started
 
     return open_client
 

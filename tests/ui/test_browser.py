@@ -49,7 +49,8 @@ async def served(stored: Stored) -> AsyncIterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    host = Starlette(routes=[Mount("/zag", asgi_app(stored.backend, actions=True, token=TOKEN))])
+    ui = asgi_app(stored.backend, actions=True, token=TOKEN)
+    host = Starlette(routes=[Mount("/zag", ui)])
     server = uvicorn.Server(uvicorn.Config(host, port=port, log_level="warning", lifespan="off"))
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -60,6 +61,7 @@ async def served(stored: Stored) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+        await ui.state.ui.aclose()  # the resumes it started (a mount's lifespan is not run)
 
 
 @pytest.fixture

@@ -29,6 +29,9 @@ async def test_the_listing_shows_every_flow_newest_first(client: Client, stored:
     ids = re.findall(r'href="/zag/flows/([0-9a-f-]{36})"', page.text)
     assert ids == [stored.failed, stored.done, stored.waiting]
     assert 'href="/zag/static/ui.css"' in page.text
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert page.headers["x-content-type-options"] == "nosniff"
 
 
 async def test_the_listing_filters_by_state_and_name(client: Client, stored: Stored) -> None:

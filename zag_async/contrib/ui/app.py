@@ -24,10 +24,12 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ...engine import resume as resume_flow
 from ...errors import ConfigurationError, NotFound, SignalRefused, ZagError
@@ -115,6 +117,12 @@ def _root(request: Request) -> str:
     return str(request.scope.get("root_path", "")).rstrip("/")
 
 
+#: Every page: only the UI's own script, stylesheet and pictures; no framing.
+PAGE_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
 #: Served pictures may carry no script, whatever the atom names hold.
 SVG_POLICY = "default-src 'none'; style-src 'unsafe-inline'"
 
@@ -152,6 +160,29 @@ async def draw(detail: FlowDetail) -> bytes | None:
         await proc.wait()
         return None
     return out if proc.returncode == 0 else None
+
+
+class _Secure:
+    """Adds a content security policy (unless the response set one), nosniff and a
+    same-origin referrer policy to every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_secured(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("Content-Security-Policy", PAGE_POLICY)
+                headers.setdefault("X-Content-Type-Options", "nosniff")
+                headers.setdefault("Referrer-Policy", "same-origin")
+            await send(message)
+
+        await self.app(scope, receive, send_secured)
 
 
 def _with_csrf(request: Request, response: Response, token: str) -> Response:
@@ -345,5 +376,6 @@ def asgi_app(
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
+    app.add_middleware(_Secure)
     app.state.ui = ui
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from urllib.parse import quote
 
 import pytest
@@ -15,6 +16,8 @@ from support import unavailable
 import zag_async as zag
 from zag_async.contrib.ui import asgi_app
 from zag_async.errors import ConfigurationError
+from zag_async.models import FlowDetail
+from zag_async.states import FlowState
 
 from . import flows
 from .conftest import Client, Stored
@@ -42,6 +45,23 @@ async def test_the_listing_filters_by_state_and_name(client: Client, stored: Sto
     assert re.findall(r"/zag/flows/([0-9a-f-]{36})", waiting.text) == [stored.waiting]
     assert re.findall(r"/zag/flows/([0-9a-f-]{36})", named.text) == [stored.done]
     assert "No flows match." in none.text
+
+
+async def test_the_listing_filters_by_creation_time(client: Client, stored: Stored) -> None:
+    old = FlowDetail(name="old", state=FlowState.SUCCESS, created_at=time.time() - 7200)
+    await stored.backend.save(old, [])
+    async with client() as http:
+        everything = await http.get("/zag/flows")
+        recent = await http.get("/zag/flows", params={"since": "1h"})
+        day = await http.get("/zag/flows", params={"since": "24h", "state": "SUCCESS"})
+    assert re.findall(r"/zag/flows/([0-9a-f-]{36})", everything.text)[-1] == old.uuid
+    assert re.findall(r"/zag/flows/([0-9a-f-]{36})", recent.text) == [
+        stored.failed,
+        stored.done,
+        stored.waiting,
+    ]
+    assert re.findall(r"/zag/flows/([0-9a-f-]{36})", day.text) == [stored.done, old.uuid]
+    assert '<option value="1h" selected>' in recent.text
 
 
 async def test_the_listing_is_paged(client: Client, stored: Stored) -> None:
@@ -148,7 +168,7 @@ query_values = st.text(
 )
 @given(
     params=st.dictionaries(
-        st.sampled_from(["state", "name", "page", "x"]), query_values, max_size=4
+        st.sampled_from(["state", "name", "page", "since", "x"]), query_values, max_size=5
     ),
     path=st.sampled_from(
         ["/zag/flows", "/zag/flows/{}", "/zag/flows/{}/atoms.json", "/zag/flows/{}/picture.svg"]
@@ -179,3 +199,15 @@ async def test_the_picture_is_coloured_by_state_and_safe(client: Client, stored:
     assert nasty.status_code == 200 and "<script>" not in nasty.text
     assert "&lt;script&gt;" in nasty.text
     assert missing.status_code == 404
+
+
+async def test_a_name_filter_says_how_far_it_looked(
+    client: Client, stored: Stored, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from zag_async.contrib.ui import views
+
+    monkeypatch.setattr(views, "NAME_SCAN", 2)
+    async with client() as http:
+        page = await http.get("/zag/flows", params={"name": "held"})
+    assert "The name filter looked at the newest 2 flows only." in page.text
+    assert re.findall(r"/zag/flows/([0-9a-f-]{36})", page.text) == [stored.done]

@@ -229,18 +229,19 @@ def asgi_app(
         database = await ui.backend()
         states = list(query.states) or None
         size = views.PAGE_SIZE
+        scan = views.NAME_SCAN if query.name else (query.page + 1) * size + 1
+        found = await database.list_flows(states=states, newest_first=True, limit=scan)
+        if query.seconds is not None:
+            # newest first: the flows recent enough are a prefix, so paging stays right
+            cutoff = time.time() - query.seconds
+            found = [f for f in found if f.created_at >= cutoff]
+        note = ""
         if query.name:
-            found = await database.list_flows(
-                states=states, newest_first=True, limit=views.NAME_SCAN
-            )
+            if len(found) == scan:
+                note = f"The name filter looked at the newest {scan} flows only."
             found = [f for f in found if query.name.lower() in f.name.lower()]
-            found = found[query.page * size : (query.page + 1) * size + 1]
-        else:
-            found = await database.list_flows(
-                states=states, newest_first=True, limit=(query.page + 1) * size + 1
-            )
-            found = found[query.page * size :]
-        body = views.flows_page(_root(request), query, found[:size], len(found) > size)
+        found = found[query.page * size : (query.page + 1) * size + 1]
+        body = views.flows_page(_root(request), query, found[:size], len(found) > size, note=note)
         took = (time.perf_counter() - started) * 1000
         return HTMLResponse(body, headers={"Server-Timing": f"app;dur={took:.1f}"})
 

@@ -24,6 +24,12 @@ __all__ = ["FlowQuery", "atom_states", "flow_page", "flows_page", "page"]
 
 #: Flows shown per page of the listing.
 PAGE_SIZE = 50
+#: The listing's time filter: key -> (label, seconds back from now).
+SINCE = {
+    "1h": ("the last hour", 3600.0),
+    "24h": ("the last day", 86400.0),
+    "7d": ("the last week", 604800.0),
+}
 #: The most flows a name filter looks through (newest first).
 NAME_SCAN = 5000
 
@@ -40,6 +46,11 @@ class FlowQuery:
     states: tuple[FlowState, ...] = ()
     name: str = ""
     page: int = 0
+    since: str = ""  #: a key of SINCE: only flows created that recently
+
+    @property
+    def seconds(self) -> float | None:
+        return SINCE[self.since][1] if self.since in SINCE else None
 
     @classmethod
     def parse(cls, params: Mapping[str, str], all_states: Iterable[str]) -> FlowQuery:
@@ -51,10 +62,21 @@ class FlowQuery:
             number = int(params.get("page", "0"))
         except ValueError:
             number = 0
-        return cls(states=states, name=name, page=min(max(number, 0), 10_000))
+        since = params.get("since", "")
+        return cls(
+            states=states,
+            name=name,
+            page=min(max(number, 0), 10_000),
+            since=since if since in SINCE else "",
+        )
 
     def link(self, root: str, **changes: Any) -> str:
-        values = {"state": ",".join(self.states), "name": self.name, "page": self.page}
+        values = {
+            "state": ",".join(self.states),
+            "name": self.name,
+            "since": self.since,
+            "page": self.page,
+        }
         values.update(changes)
         kept = {k: v for k, v in values.items() if v not in ("", 0, None)}
         return f"{root}/flows" + (f"?{urlencode(kept)}" if kept else "")
@@ -88,16 +110,24 @@ def flows_page(
     query: FlowQuery,
     rows: Sequence[FlowSummary],
     has_next: bool,
+    *,
+    note: str = "",
 ) -> str:
     """The listing: a filter form, a table of flows, previous/next links."""
     options = "".join(
         f'<option value="{e(s)}"{" selected" if s in query.states else ""}>{e(s)}</option>'
         for s in FlowState
     )
+    periods = "".join(
+        f'<option value="{e(k)}"{" selected" if k == query.since else ""}>{e(label)}</option>'
+        for k, (label, _) in SINCE.items()
+    )
     form = (
         f'<form method="get" action="{e(root)}/flows" class="filters">'
         f'<label for="state">State</label><select id="state" name="state">'
         f'<option value="">any</option>{options}</select>'
+        f'<label for="since">Created in</label><select id="since" name="since">'
+        f'<option value="">any time</option>{periods}</select>'
         f'<label for="name">Name</label>'
         f'<input id="name" name="name" value="{e(query.name)}">'
         '<button type="submit">Filter</button></form>'
@@ -124,7 +154,8 @@ def flows_page(
     if has_next:
         links.append(f'<a rel="next" href="{e(query.link(root, page=query.page + 1))}">next</a>')
     nav = f'<nav aria-label="pages" class="pager">{" ".join(links)}</nav>'
-    return page(root, "Flows", f"<h1>Flows</h1>{form}{table}{nav}")
+    shown = f'<p class="notice" role="status">{e(note)}</p>' if note else ""
+    return page(root, "Flows", f"<h1>Flows</h1>{form}{shown}{table}{nav}")
 
 
 def _text(value: Any) -> str:

@@ -129,6 +129,7 @@ FRESH: tuple[str, ...] = (
     )""",
     "CREATE INDEX zag_signals_flow ON zag_signals (flow_uuid, event, seq)",
     "CREATE INDEX zag_signals_pending ON zag_signals (flow_uuid) WHERE taken_by IS NULL",
+    "CREATE INDEX zag_flows_created ON zag_flows (created_at)",
     "INSERT INTO zag_job_counters (name, value) VALUES ('token', 0), ('changes', 0)",
     f"INSERT INTO zag_schema_version (version) VALUES ({SCHEMA_VERSION})",
 )

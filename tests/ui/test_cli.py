@@ -3,10 +3,12 @@ read-only by default; `--actions` without `--token` is refused."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -26,6 +28,28 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@contextlib.asynccontextmanager
+async def served(*args: str) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.Response]]:
+    """`zag-async <args> --port P` running: a client for it and its first /flows answer."""
+    port = free_port()
+    server = cli(*args, "--port", str(port))
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+
+            async def up() -> httpx.Response | None:
+                assert server.poll() is None, "the UI server exited"
+                try:
+                    return await http.get("/flows")
+                except httpx.TransportError:
+                    return None
+
+            listing = await eventually(up, within=20, interval=0.1, what="the UI answering")
+            yield http, listing
+    finally:
+        server.terminate()
+        server.communicate(timeout=10)
+
+
 def cli(*args: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZAG_")}
     env["PYTHONPATH"] = str(ROOT)
@@ -39,27 +63,12 @@ def cli(*args: str) -> subprocess.Popen[str]:
 
 
 async def test_the_ui_command_serves_the_pages(stored: Stored) -> None:
-    port = free_port()
-    server = cli("ui", "--backend", stored.backend.url, "--port", str(port))
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-
-            async def up() -> httpx.Response | None:
-                assert server.poll() is None, "the UI server exited"
-                try:
-                    return await http.get("/flows")
-                except httpx.TransportError:
-                    return None
-
-            listing = await eventually(up, within=20, interval=0.1, what="the UI answering")
-            page = await http.get(f"/flows/{stored.waiting}")
-            refused = await http.post(f"/flows/{stored.waiting}/resume", data={})
-        assert listing.status_code == 200 and stored.waiting in listing.text
-        assert page.status_code == 200 and "approve waits for signal" in page.text
-        assert refused.status_code == 403  # read-only by default
-    finally:
-        server.terminate()
-        server.communicate(timeout=10)
+    async with served("ui", "--backend", stored.backend.url) as (http, listing):
+        page = await http.get(f"/flows/{stored.waiting}")
+        refused = await http.post(f"/flows/{stored.waiting}/resume", data={})
+    assert listing.status_code == 200 and stored.waiting in listing.text
+    assert page.status_code == 200 and "approve waits for signal" in page.text
+    assert refused.status_code == 403  # read-only by default
 
 
 def test_actions_without_a_token_are_refused(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from zag_async.persistence import connect
 from zag_async.states import FlowState
 
 from . import flows
-from .test_cli import cli, free_port
+from .test_cli import served
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -81,20 +81,5 @@ async def test_the_mount_snippet(orders: str, tmp_path: Path) -> None:
 async def test_the_ui_command_as_shown(orders: str, tmp_path: Path) -> None:
     args = shlex.split(COMMAND)
     assert args[:2] == ["zag-async", "ui"]
-    port = free_port()
-    server = cli(*args[1:], "--port", str(port))  # any free port: tests run side by side
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-
-            async def up() -> httpx.Response | None:
-                assert server.poll() is None, "the UI server exited"
-                try:
-                    return await http.get("/flows")
-                except httpx.TransportError:
-                    return None
-
-            listing = await eventually(up, within=20, interval=0.1, what="the UI answering")
+    async with served(*args[1:]) as (_http, listing):  # any free port: tests run side by side
         assert listing.status_code == 200 and orders in listing.text
-    finally:
-        server.terminate()
-        server.communicate(timeout=10)

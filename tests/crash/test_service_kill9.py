@@ -313,8 +313,13 @@ async def kill_restart_scenario(kind: str, url: str, logs: Path, *, full: bool =
         )
         for order in orders:
             check_exactly_once(order, finals[order.item])
-        body = (await srv.client.get(f"/jobs/{job.job_id}")).json()
-        assert body["state"] == "COMPLETE", body
+        # The job is consumed by its own board write after its flow's last commit:
+        # a moment later than the flow reads SUCCESS.
+        async def job_complete() -> dict[str, Any] | None:
+            reply = (await srv.client.get(f"/jobs/{job.job_id}")).json()
+            return reply if reply["state"] == "COMPLETE" else None
+
+        body = await eventually(job_complete, within=30, interval=0.1, what="the job COMPLETE")
         assert body["flow"]["results"]["receipt"].endswith(f"TRK-{job.item}-1")
         status = (await srv.client.get(f"/flows/{later.flow_id}")).json()
         assert status["state"] == "SUCCESS", status

@@ -266,3 +266,40 @@ async def test_a_hung_renewal_does_not_hold_up_the_end_of_the_run(
     async with asyncio.timeout(0.5):  # the run ends without waiting for it
         await run
     assert engine.state is F.SUCCESS
+
+
+async def test_a_lease_that_lapses_between_the_take_and_its_check_is_taken() -> None:
+    """A take's update saw the lease live, its check (a second statement, a later clock)
+    found it lapsed: neither busy nor stale, so the take runs again and succeeds."""
+    from zag_async.persistence.leases import Holder
+
+    class Lapsing(zag.persistence.MemoryBackend):
+        races = 1
+
+        async def _take(
+            self,
+            uuid: str,
+            owner: str,
+            expected: int,
+            seconds: float,
+            *,
+            claim: str | None,
+            steal: bool | str,
+        ) -> Holder | None:
+            if self.races:
+                self.races -= 1
+                return self.refused_take(
+                    uuid, expected, owner, steal, expected, "gone-owner", 99.0, 100.0
+                )
+            return await super()._take(
+                uuid, owner, expected, seconds, claim=claim, steal=steal
+            )
+
+    async with Lapsing("memory://lapsing") as backend:
+        first = zag.Engine(flows.linear_steps(1), backend=backend)
+        await first.run()
+        detail = await backend.load_flow(first.flow_id)
+        lease = backend.lease_for()
+        await backend.take_lease(detail, lease)
+        assert backend.races == 0 and lease.held
+        assert (await backend.load_flow(first.flow_id)).lease_owner == lease.owner

@@ -39,6 +39,14 @@ def _failure(text: str | None) -> Failure | None:
     return None if text is None else Failure.from_dict(json.loads(text))
 
 
+#: Takes of a lease that lapses between a take's update and its check, before giving up.
+_TAKE_TRIES = 3
+
+
+class _TakeAgain(Exception):
+    """A take's update found the lease held, its check found it free: try again."""
+
+
 class Backend(abc.ABC):
     """Where flow state lives. Use as `async with`; `aclose()` is idempotent.
 
@@ -176,13 +184,9 @@ class Backend(abc.ABC):
         self._check_open()
         owner = lease.owner
         claimant = lease.stable_owner if claim else None
-        holder = await self._take(
-            flow.uuid, owner, flow.version, lease.seconds, claim=claimant, steal=takeover
-        )
+        holder = await self._taking(flow, owner, lease.seconds, claimant, takeover)
         if holder is not None and lease.may_take_from(holder.owner):
-            holder = await self._take(
-                flow.uuid, owner, flow.version, lease.seconds, claim=claimant, steal=holder.owner
-            )
+            holder = await self._taking(flow, owner, lease.seconds, claimant, holder.owner)
         if holder is not None:
             raise FlowBusy(
                 flow.name,
@@ -196,6 +200,19 @@ class Backend(abc.ABC):
         if claimant is not None:
             flow.owner = claimant
         lease.taken()
+
+    async def _taking(
+        self, flow: FlowDetail, owner: str, seconds: float, claim: str | None, steal: bool | str
+    ) -> Holder | None:
+        """`_take`, again when the lease lapsed between its update and its check."""
+        for _ in range(_TAKE_TRIES):
+            try:
+                return await self._take(
+                    flow.uuid, owner, flow.version, seconds, claim=claim, steal=steal
+                )
+            except _TakeAgain:
+                continue
+        raise self.stale(flow.uuid, flow.version)
 
     def lease_for(self, owner: str | None = None, seconds: float | None = None) -> Lease:
         """A lease for an engine on this backend (`seconds` defaults to the backend's term)."""
@@ -441,17 +458,22 @@ class Backend(abc.ABC):
         expected: int,
         owner: str,
         steal: bool | str,
+        version: int,
         holder: str | None,
         expires: float | None,
         now: float,
     ) -> Holder:
-        """Why a take's conditional update changed nothing, from the row it then read:
-        the live lease of another owner (returned), or else a stale version (raised)."""
+        """Why a take's conditional update changed nothing, from the row it then read
+        (a second statement, with its own clock): the live lease of another owner
+        (returned) or a stale version (raised); when neither holds any more, the lease
+        lapsed or was released in between and `take_lease` tries again."""
         live = holder is not None and expires is not None and expires >= now
         if live and holder not in (owner, steal) and steal is not True:
             assert holder is not None and expires is not None
             return Holder(holder, float(expires), float(now))  # busy, whatever the version
-        raise self.stale(uuid, expected)
+        if version != expected:
+            raise self.stale(uuid, expected)
+        raise _TakeAgain
 
     @staticmethod
     def stale(uuid: str, expected: int) -> ConcurrentUpdate:

@@ -594,7 +594,9 @@ class PostgresBackend(Backend):
         if found is None:
             raise NotFound(f"no flow {uuid!r} in {self._display}")
         holder, expires, db_now = found["lease_owner"], found["lease_expires"], found["now"]
-        return self.refused_take(uuid, expected, owner, steal, holder, expires, db_now)
+        return self.refused_take(
+            uuid, expected, owner, steal, found["version"], holder, expires, db_now
+        )
 
     async def list_flows(
         self,

@@ -21,6 +21,7 @@ import functools
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -146,17 +147,27 @@ def open_connection(path: str, *, busy: float, autocheckpoint: bool) -> sqlite3.
     """A connection to the file with our pragmas: every connection the backend uses
     comes from here (a test may wrap it to trace statements)."""
     conn = sqlite3.connect(path, timeout=busy, isolation_level=None, check_same_thread=False)
-    try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute(f"PRAGMA busy_timeout={int(busy * 1000)}")
-        conn.execute("PRAGMA foreign_keys=ON")
-        if not autocheckpoint:
-            conn.execute("PRAGMA wal_autocheckpoint=0")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+    deadline = time.monotonic() + busy
+    while True:
+        try:
+            conn.execute(f"PRAGMA busy_timeout={int(busy * 1000)}")
+            # Switching a new file to WAL takes an exclusive lock, and SQLite may
+            # answer "locked" at once instead of waiting: wait out the busy timeout here.
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            if not autocheckpoint:
+                conn.execute("PRAGMA wal_autocheckpoint=0")
+            return conn
+        except sqlite3.OperationalError as exc:
+            if _busy(exc) and time.monotonic() < deadline:
+                time.sleep(0.01)
+                continue
+            conn.close()
+            raise
+        except BaseException:
+            conn.close()
+            raise
 
 
 def _busy(exc: BaseException) -> bool:
@@ -712,8 +723,8 @@ class SqliteBackend(Backend):
         found = await self._call(take)
         if found is None:
             return None
-        _version, holder, expires, db_now = found
-        return self.refused_take(uuid, expected, owner, steal, holder, expires, db_now)
+        version, holder, expires, db_now = found
+        return self.refused_take(uuid, expected, owner, steal, version, holder, expires, db_now)
 
     async def _renew(self, uuid: str, owner: str, seconds: float) -> bool:
         return await self._call(

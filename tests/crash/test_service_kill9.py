@@ -239,12 +239,12 @@ async def wait_for_exec(url: str, item: str, atom: str, times: int = 1) -> None:
     await eventually(seen, within=20, interval=0.02, what=f"{item} {atom} running")
 
 
-async def request_in_flight(srv: Server, item: str) -> asyncio.Task[Any]:
+async def request_in_flight(srv: Server, item: str, ship: float = SHIP) -> asyncio.Task[Any]:
     """POST /orders (the flow runs inside the request) and leave it waiting."""
 
     async def call() -> Any:
         with contextlib.suppress(httpx.TransportError):  # the kill cuts it off
-            return await srv.client.post("/orders", json={"item": item, "ship_delay": SHIP})
+            return await srv.client.post("/orders", json={"item": item, "ship_delay": ship})
 
     return asyncio.create_task(call())
 
@@ -352,7 +352,9 @@ async def test_a_replica_finishes_the_work_of_a_killed_one(pg_db: str, tmp_path:
         for order in orders:
             await a.post(order.route, order.item, ship=5.0)
         inline = Order(new_item(), "/orders")
-        call = await request_in_flight(a, inline.item)
+        # As slow as the others: B's start before the kill can take seconds on a busy
+        # machine, and a 2 s ship finished in that time once.
+        call = await request_in_flight(a, inline.item, ship=5.0)
         orders.append(inline)
         for order in orders:
             await wait_for_exec(pg_db, order.item, "ship")

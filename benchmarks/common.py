@@ -232,3 +232,35 @@ def print_columns(title: str, headers: Sequence[str], lines: Sequence[Sequence[s
     print("  ".join("-" * w for w in widths))
     for line in lines:
         print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+#: The server's own database, from which scratch databases are made and dropped.
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+async def pg_admin(sql: str) -> None:
+    """One statement on the admin database (CREATE/DROP DATABASE cannot run in the target)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN, timeout=5)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def fresh_pg(prefix: str) -> str:
+    """A new, empty database named after `prefix`, this process and a random tag;
+    its zag URL (drop it with `drop_pg`)."""
+    import uuid
+
+    name = f"zag_bench_{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    await pg_admin(f'CREATE DATABASE "{name}"')
+    return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+
+
+async def drop_pg(url: str) -> None:
+    """Drop the database `url` names, closing whatever sessions it still has."""
+    await pg_admin(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')

@@ -32,21 +32,18 @@ import asyncio
 import collections
 import gc
 import logging
-import os
 import sys
 import tempfile
 import time
 import traceback
-import uuid
 from pathlib import Path
 from typing import Any
 
-from common import Plan, Recorder, check, clock, maxrss_kib
+from common import PG_ADMIN, Plan, Recorder, check, clock, drop_pg, fresh_pg, maxrss_kib
 
 SCENARIO = "S8"
 ATOMS = 3
 SERIAL_FLOWS = 20
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 NO_PEER = ("not run: TaskFlow runs concurrent flows only as one engine per thread; at its "
            "S1 cost (2-15 ms per task) 1,000-10,000 flows take minutes, and it is not "
            "installed outside the nox bench session")
@@ -104,28 +101,6 @@ logging.getLogger("zag_async").addFilter(LEASES)
 
 
 # --------------------------------------------------------------------------- PostgreSQL
-
-
-async def fresh_pg() -> str:
-    import asyncpg
-
-    name = f"zag_bench_s8_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    conn = await asyncpg.connect(PG_ADMIN, timeout=5)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-
-
-async def drop_pg(url: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_ADMIN, timeout=5)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 async def pg_counters(url: str, idle_timeout: float = 15.0) -> tuple[int, int]:
@@ -248,7 +223,7 @@ async def run_backend(kind: str, sizes: tuple[int, ...], workdir: str) -> list[d
         if kind == "sqlite":
             url = f"sqlite+aiosqlite:///{workdir}/s8-{n}-{time.monotonic_ns()}.db"
         elif kind == "postgres":
-            url = await fresh_pg()
+            url = await fresh_pg("s8")
         try:
             if url is not None:
                 await zag.persistence.upgrade(url)

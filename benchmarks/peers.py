@@ -64,6 +64,8 @@ from common import (
     check,
     clock,
     dist_version,
+    drop_pg,
+    fresh_pg,
     print_columns,
 )
 
@@ -74,7 +76,6 @@ DBOS_ASYNC = "DBOS async"
 DBOS_SYNC = "DBOS sync"
 CELERY = "Celery"
 FLOOR = "floor"
-PG_HOST = "postgres@127.0.0.1:5432"
 BROKER = "amqp://guest:guest@127.0.0.1//"
 SERIAL_TARGET = 3.0  # zag at least 3x faster per serial step than DBOS
 CONCURRENT_TARGET = 10.0  # zag at least 10x DBOS's throughput at 1,000 concurrent workflows
@@ -223,25 +224,11 @@ def run_dbos(url: str, api: str, shape: str, n: int, repeats: int) -> dict[str, 
 @contextlib.contextmanager
 def pg_database(prefix: str) -> Iterator[str]:
     """A fresh PostgreSQL database (its plain ``postgresql://`` URL), dropped on the way out."""
-    import many
-
-    name = f"zag_bench_peers_{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    url = asyncio.run(fresh_pg(f"peers_{prefix}"))
     try:
-        yield f"postgresql://{PG_HOST}/{name}"
+        yield url.replace("postgresql+asyncpg://", "postgresql://", 1)
     finally:
-        asyncio.run(many.drop_pg(f"postgresql+asyncpg://{PG_HOST}/{name}"))
-
-
-async def _admin(sql: str) -> None:
-    import asyncpg
-    import many
-
-    conn = await asyncpg.connect(many.PG_ADMIN, timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
+        asyncio.run(drop_pg(url))
 
 
 def _zag_url(bare: str) -> str:

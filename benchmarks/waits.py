@@ -52,13 +52,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from common import Plan, Recorder, check, clock
+from common import PG_ADMIN, Plan, Recorder, check, clock, drop_pg, fresh_pg
 
 SCENARIO = "WAITS"
 NO_PEER = "TaskFlow has no durable waits"
 ZK_SERVERS = "127.0.0.1:2181"
 ZK_ROOT = "/zag-bench"
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 #: Engines (or signals) in flight at once in the many-flows part.
 BATCH = int(os.environ.get("ZAG_BENCH_WAITS_BATCH", "64"))
 LATENCY_FACTORY = "waits:approval_flow"
@@ -178,33 +177,9 @@ async def in_batches(items: list[Any], fn: Callable[[Any], Awaitable[Any]], size
             tg.create_task(worker())
 
 
-async def fresh_pg() -> str:
-    """A new, empty PostgreSQL database of this run; its SQLAlchemy URL."""
-    import asyncpg
-
-    name = f"zag_bench_waits_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    conn = await asyncpg.connect(PG_ADMIN, timeout=5)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-
-
-async def drop_pg(url: str) -> None:
-    import asyncpg
-
-    name = url.rsplit("/", 1)[1]
-    conn = await asyncpg.connect(PG_ADMIN, timeout=5)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
 @contextlib.asynccontextmanager
 async def pg_database() -> AsyncIterator[str]:
-    url = await fresh_pg()
+    url = await fresh_pg("waits")
     try:
         yield url
     finally:

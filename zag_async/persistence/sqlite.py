@@ -1,11 +1,12 @@
 """The embedded default: flow state in one SQLite file, through the standard `sqlite3` module.
 
-`sqlite+aiosqlite:///path.db` (the URL keeps its old name). One dedicated
-thread owns the file's connection; the event loop hands it work through a
-queue and gets answers back with one call per batch, so a commit costs one
-thread hop each way. Writes that queue up while a commit is in flight are
-committed together (group commit): many flows in one process share a
-transaction and its WAL write, and a lone write never waits for company.
+`sqlite+aiosqlite:///path.db` (the URL keeps its old name). A commit runs on
+the event loop's own connection while the file is free (tens of microseconds,
+no thread hop); when another writer holds the file the work goes to the
+backend's one thread, which answers with one call per batch. Writes queued in
+one turn of the loop are committed together (group commit): many flows in one
+process share a transaction and its WAL write, and a lone write never waits
+for company.
 
 The file runs in WAL mode with synchronous=NORMAL: a commit survives a crash
 of the process (not of the machine's power, which the WAL's next checkpoint
@@ -180,8 +181,8 @@ class _Connection:
     Short work runs on the loop's connection when no other connection holds
     the file (a commit there costs tens of microseconds, less than a hop to a
     thread and back): writes queued in one turn of the loop are committed
-    together at its end (group commit), each inside its own savepoint so one
-    write's error (a stale version, say) undoes only that write. That
+    together at its end (group commit), and one write's error fails only that
+    write (see `_run_batch`). That
     connection never waits: it has no busy timeout and leaves WAL
     checkpoints (which fsync) to the thread. When the file is busy (another
     process, or a job board on the same file, is writing), or while the

@@ -116,7 +116,7 @@ async def test_a_signal_with_the_token_resumes_the_waiting_flow(
     assert [s.payload for s in await stored.backend.list_signals(stored.waiting)] == [
         {"by": "<ann>"}
     ]
-    assert "token sent signal 'approval'" in caplog.text and stored.waiting in caplog.text
+    assert f"ui action: token signal {stored.waiting} approval" in caplog.text
 
 
 async def test_bad_signals_are_refused_not_stored(client: Client, stored: Stored) -> None:
@@ -183,4 +183,4 @@ async def test_resume_runs_a_suspended_flow_to_the_end(
             return await flow_state(stored, flow_id) is FlowState.SUCCESS
 
         await eventually(finished, what="the resumed flow finished")
-    assert f"token resumed flow {flow_id}" in caplog.text
+    assert f"ui action: token resume {flow_id}" in caplog.text

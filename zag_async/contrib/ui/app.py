@@ -21,7 +21,6 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
@@ -31,8 +30,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ...engine import resume as resume_flow
-from ...errors import ConfigurationError, NotFound, SignalRefused, ZagError
+from ...errors import ConfigurationError, NotFound, SignalRefused
 from ...factory import FactoryRef
 from ...jobs.base import JobBoard
 from ...models import FlowDetail
@@ -41,6 +39,7 @@ from ...pictures import DOT_TIMEOUT, to_dot
 from ...states import FlowState
 from ...waiting import signal as send_signal
 from . import views
+from .common import Ui, form, root
 from .security import CSRF_COOKIE, TOKEN_COOKIE, Auth, Guard
 
 __all__ = ["asgi_app"]
@@ -48,73 +47,6 @@ __all__ = ["asgi_app"]
 logger = logging.getLogger("zag_async.ui")
 
 STATIC = Path(__file__).resolve().parent / "static"
-
-
-class _Ui:
-    """The state one UI app holds: its backend, guard and resume tasks."""
-
-    def __init__(
-        self,
-        backend: Backend | str,
-        board: JobBoard | None,
-        actions: bool,
-        guard: Guard,
-    ) -> None:
-        self._given = backend
-        self._backend: Backend | None = backend if isinstance(backend, Backend) else None
-        self._lock = asyncio.Lock()
-        self.board = board
-        self.actions = actions
-        self.guard = guard
-        self.tasks: set[asyncio.Task[Any]] = set()
-
-    async def backend(self) -> Backend:
-        if self._backend is None:
-            async with self._lock:
-                if self._backend is None:
-                    from ...persistence import connect
-
-                    assert isinstance(self._given, str)
-                    opened = connect(self._given)
-                    await opened.open()
-                    self._backend = opened
-        return self._backend
-
-    async def aclose(self) -> None:
-        for task in list(self.tasks):
-            task.cancel()
-        if self.tasks:
-            await asyncio.gather(*self.tasks, return_exceptions=True)
-        if isinstance(self._given, str) and self._backend is not None:
-            await self._backend.aclose()
-            self._backend = None
-
-    def start_resume(self, backend: Backend, flow_id: str) -> None:
-        """Resume the flow in a task this app owns (cancelled when it shuts down)."""
-
-        async def go() -> None:
-            try:
-                await resume_flow(flow_id, backend=backend)
-            except ZagError as exc:
-                logger.warning("ui resume of flow %s stopped: %s", flow_id, exc)
-
-        task = asyncio.get_running_loop().create_task(go(), name=f"zag-ui-resume-{flow_id}")
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-
-async def _form(request: Request) -> dict[str, str]:
-    """An url-encoded form's fields (first value each), read without python-multipart."""
-    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if kind != "application/x-www-form-urlencoded":
-        return {}
-    body = await request.body()
-    fields = parse_qs(body.decode("utf-8", "replace")[:100_000], keep_blank_values=True)
-    return {k: v[0] for k, v in fields.items()}
-
-
-def _root(request: Request) -> str:
-    return str(request.scope.get("root_path", "")).rstrip("/")
 
 
 #: Every page: only the UI's own script, stylesheet and pictures; no framing.
@@ -188,7 +120,7 @@ class _Secure:
 def _with_csrf(request: Request, response: Response, token: str) -> Response:
     if request.cookies.get(CSRF_COOKIE) != token:
         response.set_cookie(
-            CSRF_COOKIE, token, httponly=True, samesite="strict", path=_root(request) or "/"
+            CSRF_COOKIE, token, httponly=True, samesite="strict", path=root(request) or "/"
         )
     return response
 
@@ -218,10 +150,10 @@ def asgi_app(
         raise ConfigurationError("the UI's actions need token= or auth= (an authenticated caller)")
     if not isinstance(backend, (Backend, str)):
         raise ConfigurationError(f"backend must be a Backend or a URL, got {backend!r}")
-    ui = _Ui(backend, board, actions, Guard(token=token, auth=auth))
+    ui = Ui(backend, board, actions, Guard(token=token, auth=auth))
 
     async def home(request: Request) -> Response:
-        return RedirectResponse(f"{_root(request)}/flows", status_code=303)
+        return RedirectResponse(f"{root(request)}/flows", status_code=303)
 
     async def flows(request: Request) -> Response:
         started = time.perf_counter()
@@ -241,7 +173,7 @@ def asgi_app(
                 note = f"The name filter looked at the newest {scan} flows only."
             found = [f for f in found if query.name.lower() in f.name.lower()]
         found = found[query.page * size : (query.page + 1) * size + 1]
-        body = views.flows_page(_root(request), query, found[:size], len(found) > size, note=note)
+        body = views.flows_page(root(request), query, found[:size], len(found) > size, note=note)
         took = (time.perf_counter() - started) * 1000
         return HTMLResponse(body, headers={"Server-Timing": f"app;dur={took:.1f}"})
 
@@ -257,14 +189,14 @@ def asgi_app(
         detail = await load(request)
         if detail is None:
             return HTMLResponse(
-                views.page(_root(request), "Not found", "<h1>No such flow</h1>"), 404
+                views.page(root(request), "Not found", "<h1>No such flow</h1>"), 404
             )
         csrf = None
         if ui.actions and await ui.guard.who(request) is not None:
             current = request.cookies.get(CSRF_COOKIE)
             csrf = current if ui.guard.valid_csrf(current) else ui.guard.new_csrf()
         notice = request.query_params.get("done", "")[:200]
-        response = HTMLResponse(views.flow_page(_root(request), detail, csrf=csrf, notice=notice))
+        response = HTMLResponse(views.flow_page(root(request), detail, csrf=csrf, notice=notice))
         return _with_csrf(request, response, csrf) if csrf else response
 
     async def atoms(request: Request) -> Response:
@@ -286,27 +218,15 @@ def asgi_app(
             headers={"Cache-Control": "no-store", "Content-Security-Policy": SVG_POLICY},
         )
 
-    async def checked(request: Request) -> tuple[str | None, Response | None]:
-        """(who, None) when the POST may go on, else (None, the refusal)."""
-        if not ui.actions:
-            return None, Response("the UI is read-only", 403)
-        who = await ui.guard.who(request)
-        if who is None:
-            return None, Response("authentication required", 401)
-        form = await _form(request)
-        if not ui.guard.origin_ok(request) or not ui.guard.csrf_ok(request, form.get("csrf")):
-            return None, Response("forged or missing CSRF token", 403)
-        return who, None
-
     async def act_signal(request: Request) -> Response:
-        who, refused = await checked(request)
+        who, refused = await ui.checked(request)
         if refused is not None:
             return refused
         flow_id = request.path_params["flow_id"]
-        form = await _form(request)
-        event = form.get("event", "")
+        fields = await form(request)
+        event = fields.get("event", "")
         try:
-            payload = json.loads(form.get("payload", "null") or "null")
+            payload = json.loads(fields.get("payload", "null") or "null")
         except (ValueError, RecursionError) as exc:
             return Response(f"the payload must be JSON: {exc}", 400)
         database = await ui.backend()
@@ -316,15 +236,16 @@ def asgi_app(
             return Response(str(exc), 409)
         except ConfigurationError as exc:
             return Response(str(exc), 400)
-        logger.info("ui action: %s sent signal %r (%s) to flow %s", who, event, stored.id, flow_id)
+        assert who is not None
+        await ui.record(who, "signal", flow_id, f"{event} ({stored.id})")
         if ui.board is None:
             ui.start_resume(database, flow_id)
         return RedirectResponse(
-            f"{_root(request)}/flows/{flow_id}?done=signal+sent", status_code=303
+            f"{root(request)}/flows/{flow_id}?done=signal+sent", status_code=303
         )
 
     async def act_resume(request: Request) -> Response:
-        who, refused = await checked(request)
+        who, refused = await ui.checked(request)
         if refused is not None:
             return refused
         detail = await load(request)
@@ -332,31 +253,32 @@ def asgi_app(
             return Response("no such flow", 404)
         if detail.state not in (FlowState.SUSPENDED, FlowState.WAITING):
             return Response(f"the flow is {detail.state}, not suspended or waiting", 409)
-        logger.info("ui action: %s resumed flow %s", who, detail.uuid)
+        assert who is not None
+        await ui.record(who, "resume", detail.uuid)
         ui.start_resume(await ui.backend(), detail.uuid)
         return RedirectResponse(
-            f"{_root(request)}/flows/{detail.uuid}?done=resume+started", status_code=303
+            f"{root(request)}/flows/{detail.uuid}?done=resume+started", status_code=303
         )
 
     async def login(request: Request) -> Response:
-        root = _root(request)
+        prefix = root(request)
         if request.method == "POST":
             if ui.guard.token is None or not ui.guard.origin_ok(request):
                 return Response("no token login here", 403)
-            given = (await _form(request)).get("token", "")
+            given = (await form(request)).get("token", "")
             if not hmac.compare_digest(given.encode(), ui.guard.token.encode()):
                 return Response("wrong token", 401)
-            response = RedirectResponse(f"{root}/flows", status_code=303)
+            response = RedirectResponse(f"{prefix}/flows", status_code=303)
             response.set_cookie(
-                TOKEN_COOKIE, given, httponly=True, samesite="strict", path=root or "/"
+                TOKEN_COOKIE, given, httponly=True, samesite="strict", path=prefix or "/"
             )
             return response
         body = (
-            f'<h1>Log in</h1><form method="post" action="{views.e(root)}/login">'
+            f'<h1>Log in</h1><form method="post" action="{views.e(prefix)}/login">'
             '<label for="token">Token</label><input id="token" name="token" type="password">'
             '<button type="submit">Log in</button></form>'
         )
-        return HTMLResponse(views.page(root, "Log in", body))
+        return HTMLResponse(views.page(prefix, "Log in", body))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -30,6 +30,8 @@ SINCE = {
     "24h": ("the last day", 86400.0),
     "7d": ("the last week", 604800.0),
 }
+#: The nav bar: (path under the mount, label).
+SECTIONS = (("flows", "Flows"), ("summary", "Summary"), ("jobs", "Jobs"), ("workers", "Workers"))
 #: The most flows a name filter looks through (newest first).
 NAME_SCAN = 5000
 
@@ -85,13 +87,14 @@ class FlowQuery:
 def page(root: str, title: str, body: str, *, script: bool = False) -> str:
     """A whole page: head with the shipped stylesheet, a nav bar, `body`."""
     js = f'<script src="{e(root)}/static/ui.js" defer></script>' if script else ""
+    links = "".join(f'<a href="{e(root)}/{path}">{label}</a>' for path, label in SECTIONS)
     return (
         "<!doctype html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{e(title)} · zag-async</title>"
         f'<link rel="stylesheet" href="{e(root)}/static/ui.css">{js}</head>'
-        f'<body><header><nav aria-label="main"><a href="{e(root)}/flows">Flows</a></nav>'
+        f'<body><header><nav aria-label="main">{links}</nav>'
         f"</header><main>{body}</main></body></html>\n"
     )
 

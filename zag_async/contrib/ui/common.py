@@ -1,0 +1,113 @@
+"""What every page module of the UI shares: the app's state (`Ui`), its
+backend and board, the action gate (`Ui.checked`) and the action record.
+
+Page modules (flows, jobs, workers, summary) each expose `routes(ui)`;
+`app.asgi_app` puts them together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+from urllib.parse import parse_qs
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ...engine import resume as resume_flow
+from ...errors import ZagError
+from ...jobs.base import JobBoard
+from ...persistence.base import Backend
+from .security import Guard
+
+__all__ = ["Ui", "form", "root"]
+
+logger = logging.getLogger("zag_async.ui")
+
+
+class Ui:
+    """The state one UI app holds: its backend, board, broker URL, guard and tasks."""
+
+    def __init__(
+        self,
+        backend: Backend | str,
+        board: JobBoard | None,
+        actions: bool,
+        guard: Guard,
+        broker: str | None = None,
+    ) -> None:
+        self._given = backend
+        self._backend: Backend | None = backend if isinstance(backend, Backend) else None
+        self._lock = asyncio.Lock()
+        self.board = board
+        self.broker = broker
+        self.actions = actions
+        self.guard = guard
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    async def backend(self) -> Backend:
+        if self._backend is None:
+            async with self._lock:
+                if self._backend is None:
+                    from ...persistence import connect
+
+                    assert isinstance(self._given, str)
+                    opened = connect(self._given)
+                    await opened.open()
+                    self._backend = opened
+        return self._backend
+
+    async def aclose(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        if isinstance(self._given, str) and self._backend is not None:
+            await self._backend.aclose()
+            self._backend = None
+
+    def start_resume(self, backend: Backend, flow_id: str) -> None:
+        """Resume the flow in a task this app owns (cancelled when it shuts down)."""
+
+        async def go() -> None:
+            try:
+                await resume_flow(flow_id, backend=backend)
+            except ZagError as exc:
+                logger.warning("ui resume of flow %s stopped: %s", flow_id, exc)
+
+        task = asyncio.get_running_loop().create_task(go(), name=f"zag-ui-resume-{flow_id}")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def checked(self, request: Request) -> tuple[str | None, Response | None]:
+        """(who, None) when the POST may go on, else (None, the refusal):
+        403 read-only, 401 no authenticated caller, 403 forged (CSRF or Origin)."""
+        if not self.actions:
+            return None, Response("the UI is read-only", 403)
+        who = await self.guard.who(request)
+        if who is None:
+            return None, Response("authentication required", 401)
+        fields = await form(request)
+        if not self.guard.origin_ok(request) or not self.guard.csrf_ok(request, fields.get("csrf")):
+            return None, Response("forged or missing CSRF token", 403)
+        return who, None
+
+    async def record(self, who: str, action: str, target: str, detail: str = "") -> None:
+        """Record an action taken through the UI (who, what, on which flow or job)."""
+        logger.info("ui action: %s %s %s %s", who, action, target, detail)
+
+
+async def form(request: Request) -> dict[str, str]:
+    """An url-encoded form's fields (first value each), read without python-multipart."""
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if kind != "application/x-www-form-urlencoded":
+        return {}
+    body = await request.body()
+    fields = parse_qs(body.decode("utf-8", "replace")[:100_000], keep_blank_values=True)
+    return {k: v[0] for k, v in fields.items()}
+
+
+def root(request: Request) -> str:
+    """The mount prefix (ASGI root_path) links start with."""
+    return str(request.scope.get("root_path", "")).rstrip("/")

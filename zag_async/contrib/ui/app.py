@@ -30,13 +30,15 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ...errors import ConfigurationError, NotFound, SignalRefused
+from ...control import cancel_flow, suspend_flow
+from ...errors import ConfigurationError, ControlRefused, NotFound, SignalRefused
 from ...factory import FactoryRef
 from ...jobs.base import JobBoard
 from ...models import FlowDetail
 from ...persistence.base import Backend
 from ...pictures import DOT_TIMEOUT, to_dot
 from ...states import FlowState
+from ...waiting import job_of
 from ...waiting import signal as send_signal
 from . import views
 from .common import Ui, form, root
@@ -255,9 +257,37 @@ def asgi_app(
             return Response(f"the flow is {detail.state}, not suspended or waiting", 409)
         assert who is not None
         await ui.record(who, "resume", detail.uuid)
-        ui.start_resume(await ui.backend(), detail.uuid)
+        # A flow with a parked job is resumed by a conductor; any other by this app.
+        if ui.board is None or not await ui.board.wake(job_of(detail)):
+            ui.start_resume(await ui.backend(), detail.uuid)
         return RedirectResponse(
             f"{root(request)}/flows/{detail.uuid}?done=resume+started", status_code=303
+        )
+
+    async def act_control(request: Request) -> Response:
+        """Suspend or cancel the flow (path .../suspend or .../cancel)."""
+        who, refused = await ui.checked(request)
+        if refused is not None:
+            return refused
+        assert who is not None
+        flow_id = request.path_params["flow_id"]
+        action = request.url.path.rsplit("/", 1)[-1]
+        reason = (await form(request)).get("reason", "")[:2000]
+        database = await ui.backend()
+        try:
+            if action == "suspend":
+                await suspend_flow(flow_id, backend=database, by=who, reason=reason)
+            else:
+                await cancel_flow(flow_id, backend=database, board=ui.board, by=who, reason=reason)
+        except ControlRefused as exc:
+            return Response(str(exc), 404 if exc.kind == "unknown_flow" else 409)
+        await ui.record(who, action, flow_id, reason)
+        if action == "cancel" and ui.board is None:
+            detail = await database.load_flow(flow_id)
+            if detail.state in (FlowState.SUSPENDED, FlowState.WAITING):
+                ui.start_resume(database, flow_id)  # nothing else would run its reverts
+        return RedirectResponse(
+            f"{root(request)}/flows/{flow_id}?done={action}+requested", status_code=303
         )
 
     async def login(request: Request) -> Response:
@@ -295,6 +325,8 @@ def asgi_app(
         Route("/flows/{flow_id}/picture.svg", picture),
         Route("/flows/{flow_id}/signal", act_signal, methods=["POST"]),
         Route("/flows/{flow_id}/resume", act_resume, methods=["POST"]),
+        Route("/flows/{flow_id}/suspend", act_control, methods=["POST"]),
+        Route("/flows/{flow_id}/cancel", act_control, methods=["POST"]),
         Route("/login", login, methods=["GET", "POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

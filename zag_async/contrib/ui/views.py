@@ -218,6 +218,18 @@ def _actions(root: str, detail: FlowDetail, csrf: str | None) -> str:
             f'<form method="post" action="{base}/resume" class="confirm" '
             f'data-confirm="Resume this flow?">{hidden}<button type="submit">Resume</button></form>'
         )
+    if detail.state in (FlowState.PENDING, FlowState.RUNNING, FlowState.RESUMING):
+        out.append(
+            f'<form method="post" action="{base}/suspend" class="confirm" '
+            f'data-confirm="Suspend this flow? Running steps finish; nothing new starts.">'
+            f'{hidden}<button type="submit">Suspend</button></form>'
+        )
+    out.append(
+        f'<form method="post" action="{base}/cancel" class="confirm" '
+        f'data-confirm="Cancel this flow? Everything it did will be reverted.">{hidden}'
+        '<label for="reason">Reason</label><input id="reason" name="reason" maxlength="2000">'
+        '<button type="submit" class="danger">Cancel flow</button></form>'
+    )
     out.append("</section>")
     return "".join(out)
 

@@ -268,3 +268,22 @@ async def test_cancel_reverts_a_running_flow(client: Client, stored: Stored) -> 
     finally:
         flows.gate_for("ui-cancel").set()
         running.cancel()
+
+
+async def test_the_login_cookie_is_not_the_token_and_wrong_tries_are_limited(
+    client: Client, stored: Stored
+) -> None:
+    async with client(actions=True, token=TOKEN) as http:
+        right = await http.post("/zag/login", data={"token": TOKEN})
+        session = http.cookies.get("zag_token")
+        assert right.status_code == 303 and session and TOKEN not in session
+        http.cookies.clear()
+        http.cookies.set("zag_token", "login-x.forged", domain="ui.test", path="/zag")
+        forged = await http.post(f"/zag/flows/{stored.waiting}/resume", data={})
+        tries = [
+            (await http.post("/zag/login", data={"token": "nope"})).status_code for _ in range(11)
+        ]
+        blocked = await http.post("/zag/login", data={"token": TOKEN})
+    assert forged.status_code == 401
+    assert tries == [401] * 10 + [429]
+    assert blocked.status_code == 429  # even the right token waits out the window

@@ -295,12 +295,20 @@ def asgi_app(
         if request.method == "POST":
             if ui.guard.token is None or not ui.guard.origin_ok(request):
                 return Response("no token login here", 403)
+            client = request.client.host if request.client else ""
+            if not ui.guard.login_allowed(client):
+                return Response("too many wrong tries; wait a minute", 429)
             given = (await form(request)).get("token", "")
             if not hmac.compare_digest(given.encode(), ui.guard.token.encode()):
+                ui.guard.login_failed(client)
                 return Response("wrong token", 401)
             response = RedirectResponse(f"{prefix}/flows", status_code=303)
             response.set_cookie(
-                TOKEN_COOKIE, given, httponly=True, samesite="strict", path=prefix or "/"
+                TOKEN_COOKIE,
+                ui.guard.new_session(),
+                httponly=True,
+                samesite="strict",
+                path=prefix or "/",
             )
             return response
         body = (

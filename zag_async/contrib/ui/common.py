@@ -46,6 +46,11 @@ class Ui:
         self.guard = guard
         self.tasks: set[asyncio.Task[Any]] = set()
 
+    @property
+    def opened(self) -> Backend | None:
+        """The backend in use now (None while a URL's is not opened yet, or once closed)."""
+        return self._backend
+
     async def backend(self) -> Backend:
         if self._backend is None:
             async with self._lock:

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from support import eventually
 
 import zag_async as zag
@@ -284,3 +286,24 @@ async def test_a_malformed_request_is_ignored(
         await resumed.run()
     assert resumed.state is FlowState.WAITING
     assert caplog.text.count("malformed control request") == 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.floats() | st.text(),
+        lambda kids: st.lists(kids) | st.dictionaries(st.text(), kids),
+    )
+)
+def test_any_stored_payload_reads_as_a_request_or_none(payload: Any) -> None:
+    request = control.Request.read(payload)
+    assert request is None or request["action"] in ("suspend", "cancel")
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(flow_id=st.text(max_size=50), by=st.one_of(st.text(max_size=300), st.integers()))
+async def test_hostile_requests_get_a_clear_error(backend: Backend, flow_id: str, by: Any) -> None:
+    with pytest.raises((ControlRefused, ConfigurationError)):
+        await zag.cancel_flow(flow_id, backend=backend, by=by)

@@ -27,6 +27,7 @@ from .errors import ConfigurationError, ControlRefused, NotFound
 from .models import new_id
 from .states import ENDED, FlowState
 from .waiting import job_of
+from .waiting import storable_text as storable
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -66,8 +67,10 @@ class Request(dict[str, Any]):
 
 
 def _text(what: str, value: Any, most: int) -> str:
-    if not isinstance(value, str) or len(value) > most or "\x00" in value:
-        raise ConfigurationError(f"{what} must be a string of at most {most} characters")
+    if not isinstance(value, str) or len(value) > most or not storable(value):
+        raise ConfigurationError(
+            f"{what} must be a string of at most {most} characters (no NUL), got {value!r:.80}"
+        )
     return value
 
 
@@ -81,7 +84,7 @@ async def _request(
 ) -> Signal:
     _text("by", by, 200)
     _text("reason", reason, 2000)
-    if not isinstance(flow_id, str) or not 0 < len(flow_id) <= 36:
+    if not isinstance(flow_id, str) or not 0 < len(flow_id) <= 36 or not storable(flow_id):
         raise ControlRefused(str(flow_id), action, "no such flow", kind="unknown_flow")
     try:
         detail = backend.flow_from_row(await backend.load_flow_row(flow_id))

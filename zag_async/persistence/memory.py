@@ -9,14 +9,14 @@ Leases expire by this process's clock.
 from __future__ import annotations
 
 import copy
+import math
 import time
-from collections.abc import Sequence
 
 from ..codec import Codec
 from ..errors import NotFound
-from ..models import FlowSummary, LogBook
+from ..models import LogBook
 from ..states import FlowState
-from .base import Backend, Row
+from .base import Backend, Listing, Row, fold
 from .leases import DEFAULT_LEASE, Holder
 
 __all__ = ["MemoryBackend"]
@@ -29,6 +29,7 @@ class _Tables:
         self.atoms: dict[str, dict[str, Row]] = {}
         self.signals: dict[str, Row] = {}  # by id, in arrival order
         self.signal_seq = 0
+        self.actions: list[Row] = []  # in recording order; `id` is the place + 1
 
 
 _SHARED: dict[str, _Tables] = {}
@@ -182,26 +183,51 @@ class MemoryBackend(Backend):
     async def _signal_rows(self, flow_id: str) -> list[Row]:
         return [dict(r) for r in self._t.signals.values() if r["flow_uuid"] == flow_id]
 
-    async def list_flows(
-        self,
-        *,
-        logbook: str | None = None,
-        states: Sequence[FlowState] | None = None,
-        newest_first: bool = False,
-        limit: int | None = None,
-    ) -> list[FlowSummary]:
-        self._check_open()
-        wanted = {str(s) for s in states} if states is not None else None
+    async def _list_flows(self, query: Listing) -> list[Row]:
+        wanted = None if query.states is None else set(query.states)
+        needle = None if query.name_contains is None else fold(query.name_contains)
         rows = [
             r
             for r in self._t.flows.values()
-            if (logbook is None or r["logbook"] == logbook)
+            if (query.logbook is None or r["logbook"] == query.logbook)
             and (wanted is None or r["state"] in wanted)
+            and (needle is None or needle in fold(r["name"]))
+            and (query.created_after is None or r["created_at"] >= query.created_after)
+            and (query.before is None or (r["created_at"], r["uuid"]) < query.before)
         ]
-        rows.sort(key=lambda r: r["created_at"])
-        if newest_first:
-            rows.reverse()
-        return [self.summary_from_row(r) for r in rows[:limit]]
+        rows.sort(key=lambda r: (r["created_at"], r["uuid"]), reverse=query.newest_first)
+        return [dict(r) for r in rows[: query.limit]]
+
+    async def _count_flows(self, created_after: float | None) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for row in self._t.flows.values():
+            if created_after is None or row["created_at"] >= created_after:
+                counts[row["state"]] = counts.get(row["state"], 0) + 1
+        return counts
+
+    async def _failures_over_time(
+        self, since: float, bucket: float, states: list[str]
+    ) -> dict[int, int]:
+        counts: dict[int, int] = {}
+        for row in self._t.flows.values():
+            if row["state"] in states and row["updated_at"] >= since:
+                index = math.floor((row["updated_at"] - since) / bucket)  # as SQL does
+                counts[index] = counts.get(index, 0) + 1
+        return counts
+
+    async def _insert_action(self, row: Row) -> Row:
+        stored = {**row, "id": len(self._t.actions) + 1, "at": time.time()}
+        self._t.actions.append(stored)
+        return dict(stored)
+
+    async def _action_rows(self, target: str | None, limit: int) -> list[Row]:
+        found: list[Row] = []
+        for row in reversed(self._t.actions):
+            if len(found) >= limit:
+                break
+            if target is None or row["target"] == target:
+                found.append(dict(row))
+        return found
 
     async def delete_flow(self, uuid: str) -> None:
         self._check_open()

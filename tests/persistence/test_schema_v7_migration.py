@@ -107,7 +107,7 @@ async def test_a_version_6_postgres_database_is_upgraded(scratch_pg: str) -> Non
         )
     finally:
         await conn.close()
-    assert index.endswith("(created_at, uuid)") and tables == 1
+    assert index.endswith("(created_at, uuid, state, name)") and tables == 1
 
 
 # -- the name filter, any text -----------------------------------------------------------------

@@ -393,8 +393,8 @@ class Backend(abc.ABC):
                 ties on created_at are broken by uuid, so paging is stable.
             limit: at most this many.
             name_contains: only flows whose name contains this text, ignoring the
-                case of ASCII letters (PostgreSQL ignores that of other letters
-                too); `%`, `_` and `\\` match themselves.
+                case of ASCII letters (only theirs, on every backend); `%`, `_`
+                and `\\` match themselves.
             created_after: only flows created at or after this (epoch seconds).
             before: a keyset cursor for newest-first listings: the
                 (created_at, uuid) of the last flow of the previous page; only

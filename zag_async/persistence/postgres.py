@@ -50,7 +50,7 @@ from ..errors import (
 )
 from ..models import LogBook
 from ..states import FlowState
-from .base import Backend, Listing, Row, like_pattern
+from .base import Backend, Listing, Row, fold, like_pattern
 from .leases import DEFAULT_LEASE, Holder
 from .names import ATOM_COLUMNS, FLOW_COLUMNS, SCHEMA_VERSION, SUMMARY_COLUMNS
 from .urls import hide_password
@@ -732,7 +732,13 @@ class PostgresBackend(Backend):
 
 def _listing_sql(query: Listing) -> tuple[str, list[Any]]:
     """The SELECT for a flow listing: only the filters given (so that the generic
-    plan can use their indexes), ordered by the (created_at, uuid) index."""
+    plan can use their indexes), ordered by the (created_at, uuid, state, name) index.
+
+    A page (a `limit`) picks its uuids in an index-only scan first, the filters on
+    state and name checked in the index, and reads only those rows: a filter that
+    matches nothing then reads the index, not the page of every row. The name
+    filter folds ASCII letters only (`lower` under the C collation), as SQLite does.
+    """
     where: list[str] = []
     args: list[Any] = []
 
@@ -745,20 +751,21 @@ def _listing_sql(query: Listing) -> tuple[str, list[Any]]:
     if query.states is not None:
         where.append(f"state = ANY({arg(list(query.states), '::text[]')})")
     if query.name_contains is not None:
-        where.append(f"name ILIKE {arg(like_pattern(query.name_contains))} ESCAPE '\\'")
+        # LIKE's default escape character is the backslash like_pattern uses
+        pattern = fold(like_pattern(query.name_contains))
+        where.append(f'lower(name COLLATE "C") LIKE {arg(pattern)}')
     if query.created_after is not None:
         where.append(f"created_at >= {arg(query.created_after, '::float8')}")
     if query.before is not None:
         created, uuid = query.before
         where.append(f"(created_at, uuid) < ({arg(created, '::float8')}, {arg(uuid, '::text')})")
-    sql = f"SELECT {_SUMMARY} FROM zag_flows"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
     order = " DESC" if query.newest_first else ""
-    sql += f" ORDER BY created_at{order}, uuid{order}"
-    if query.limit is not None:
-        sql += f" LIMIT {arg(query.limit)}"
-    return sql, args
+    order_by = f" ORDER BY created_at{order}, uuid{order}"
+    filters = " WHERE " + " AND ".join(where) if where else ""
+    if query.limit is None:
+        return f"SELECT {_SUMMARY} FROM zag_flows{filters}{order_by}", args
+    page = f"SELECT uuid FROM zag_flows{filters}{order_by} LIMIT {arg(query.limit)}"
+    return f"SELECT {_SUMMARY} FROM zag_flows WHERE uuid = ANY(ARRAY({page})){order_by}", args
 
 
 async def _no_reset(conn: Any) -> None:

@@ -212,8 +212,14 @@ pending_signals = Index(
 
 #: Newest-first listings (the operations UI's flows page, `zag-async flows list`)
 #: read the top of this index instead of sorting the whole table; the uuid breaks
-#: ties, so a keyset cursor (created_at, uuid) pages through it (migration 7 added it).
-flows_created = Index("zag_flows_created", flows.c.created_at, flows.c.uuid)
+#: ties, so a keyset cursor (created_at, uuid) pages through it. State and name
+#: ride along (migration 7 added all three) so that their filters are checked in the
+#: index: a name filter matching nothing reads the index, not every row's page, and
+#: a count per state of recent flows reads a range of it. (Flow names are at most
+#: 255 characters, well inside an index entry; both columns rarely change.)
+flows_created = Index(
+    "zag_flows_created", flows.c.created_at, flows.c.uuid, flows.c.state, flows.c.name
+)
 
 #: Operator actions (migration 7): who did what to which flow or job, and when (the
 #: database's clock). An audit log: nothing deletes its rows, a flow's deletion included.
@@ -286,9 +292,10 @@ def _v6_flows_created(conn: Connection) -> None:
 
 def _v7_actions(conn: Connection) -> None:
     """The record of operator actions, and the flows' creation index keyed by
-    (created_at, uuid) for keyset paging (it was on created_at alone)."""
+    (created_at, uuid) for keyset paging, with state and name (it was on created_at
+    alone)."""
     found = {i["name"]: i["column_names"] for i in inspect(conn).get_indexes(flows.name)}
-    if found.get(flows_created.name) != ["created_at", "uuid"]:
+    if found.get(flows_created.name) != [c.name for c in flows_created.columns]:
         if flows_created.name in found:
             conn.exec_driver_sql(f"DROP INDEX {flows_created.name}")
         flows_created.create(conn)

@@ -739,9 +739,12 @@ class SqliteBackend(Backend):
     async def _count_flows(self, created_after: float | None) -> dict[str, int]:
         sql, params = "SELECT state, count(*) FROM zag_flows", list[Any]()
         if created_after is not None:
-            sql += " WHERE created_at >= ?"
+            # +state: read the range of the creation index (state is in it), not
+            # every row through the state index (what SQLite picks to group by)
+            sql += " WHERE created_at >= ? GROUP BY +state"
             params.append(created_after)
-        sql += " GROUP BY state"
+        else:
+            sql += " GROUP BY state"
         rows = await self._call(
             lambda conn: conn.execute(sql, params).fetchall(), writes=False, local=False
         )

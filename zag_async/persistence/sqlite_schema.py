@@ -129,7 +129,7 @@ FRESH: tuple[str, ...] = (
     )""",
     "CREATE INDEX zag_signals_flow ON zag_signals (flow_uuid, event, seq)",
     "CREATE INDEX zag_signals_pending ON zag_signals (flow_uuid) WHERE taken_by IS NULL",
-    "CREATE INDEX zag_flows_created ON zag_flows (created_at, uuid)",
+    "CREATE INDEX zag_flows_created ON zag_flows (created_at, uuid, state, name)",
     """CREATE TABLE zag_actions (
         id INTEGER NOT NULL,
         at FLOAT NOT NULL,

@@ -12,7 +12,8 @@ summaries included), the median of 5 runs after one warm-up:
   UI did before: read (page + 1) * 50 rows and slice;
 - a name filter that matches often ("sync") and one that matches nothing (the
   worst case: every row is looked at);
-- a state filter, on a common state (FAILURE, 8%) and a rare one (STUCK_PAST_PIVOT, 1%);
+- a state filter, on states of 70%, 8% and 1% of the flows (FAILURE also from
+  page 200's cursor);
 - `count_flows()` over everything and over the last 24 h;
 - `failures_over_time` over the last 24 h in 1 h buckets.
 
@@ -166,6 +167,12 @@ async def measure(url: str, now: float) -> list[tuple[str, float, str]]:
                 lambda: db.list_flows(newest_first=True, limit=PAGE + 1, before=cursor),
             ),
             (
+                "page 200, FAILURE, by keyset cursor",
+                lambda: db.list_flows(
+                    newest_first=True, limit=PAGE + 1, states=[F.FAILURE], before=cursor
+                ),
+            ),
+            (
                 "page 200 the old way (10,001 rows)",
                 lambda: db.list_flows(newest_first=True, limit=200 * PAGE + 1),
             ),
@@ -180,6 +187,10 @@ async def measure(url: str, now: float) -> list[tuple[str, float, str]]:
             (
                 "state filter FAILURE (8%)",
                 lambda: db.list_flows(newest_first=True, limit=PAGE + 1, states=[F.FAILURE]),
+            ),
+            (
+                "state filter SUCCESS (70%)",
+                lambda: db.list_flows(newest_first=True, limit=PAGE + 1, states=[F.SUCCESS]),
             ),
             (
                 "state filter STUCK_PAST_PIVOT (1%)",

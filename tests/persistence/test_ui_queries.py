@@ -139,6 +139,24 @@ async def test_filters_combine_with_the_keyset(backend: Backend) -> None:
     assert [u for p in got for u in p] == newest_order(wanted)
 
 
+async def test_listings_follow_rewrites_and_deletions(backend: Backend) -> None:
+    moved = await stored(backend, "first name", created_at=100.0)
+    other = await stored(backend, "other", created_at=200.0)
+    moved.name, moved.created_at, moved.state = "second name", 300.0, F.FAILURE
+    await backend.save(moved, [])
+
+    assert ids(await backend.list_flows(newest_first=True)) == [moved.uuid, other.uuid]
+    assert ids(await backend.list_flows(name_contains="second")) == [moved.uuid]
+    assert await backend.list_flows(name_contains="first") == []
+    assert await backend.count_flows(created_after=250.0) == {F.FAILURE: 1}
+
+    await backend.delete_flow(moved.uuid)
+
+    assert ids(await backend.list_flows(newest_first=True)) == [other.uuid]
+    assert await backend.list_flows(name_contains="second") == []
+    assert await backend.count_flows() == {F.PENDING: 1}
+
+
 async def test_bad_listing_arguments_are_configuration_errors(backend: Backend) -> None:
     bad: list[tuple[dict[str, object], str]] = [
         ({"before": (1.0, "x")}, "newest_first"),

@@ -56,7 +56,7 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 def fold(text: str) -> str:
     """`text` with ASCII letters lowered: the case folding every backend's name filter
     shares (SQLite's LIKE folds ASCII letters only)."""
-    return text.translate(_ASCII_LOWER)
+    return text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
 
 
 def like_pattern(text: str) -> str:

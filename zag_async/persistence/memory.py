@@ -8,7 +8,9 @@ Leases expire by this process's clock.
 
 from __future__ import annotations
 
+import bisect
 import copy
+import itertools
 import math
 import time
 
@@ -30,6 +32,40 @@ class _Tables:
         self.signals: dict[str, Row] = {}  # by id, in arrival order
         self.signal_seq = 0
         self.actions: list[Row] = []  # in recording order; `id` is the place + 1
+        #: (created_at, uuid) of every flow, sorted: the creation index a page walks
+        self.created: list[tuple[float, str]] = []
+        #: flow name -> how many flows bear it (a name filter checks each name once)
+        self.names: dict[str, int] = {}
+
+    def index(self, row: Row, old: Row | None) -> None:
+        """Keep `created` and `names` in step with a flow row written over `old`."""
+        key = (row["created_at"], row["uuid"])
+        if old is None or (old["created_at"], old["uuid"]) != key:
+            if old is not None:
+                self._drop_key(old)
+            bisect.insort(self.created, key)
+        if old is None or old["name"] != row["name"]:
+            if old is not None:
+                self._drop_name(old["name"])
+            self.names[row["name"]] = self.names.get(row["name"], 0) + 1
+
+    def unindex(self, row: Row) -> None:
+        """Forget a deleted flow row."""
+        self._drop_key(row)
+        self._drop_name(row["name"])
+
+    def _drop_key(self, row: Row) -> None:
+        key = (row["created_at"], row["uuid"])
+        at = bisect.bisect_left(self.created, key)
+        if at < len(self.created) and self.created[at] == key:
+            del self.created[at]
+
+    def _drop_name(self, name: str) -> None:
+        left = self.names.get(name, 0) - 1
+        if left > 0:
+            self.names[name] = left
+        else:
+            self.names.pop(name, None)
 
 
 _SHARED: dict[str, _Tables] = {}
@@ -82,6 +118,7 @@ class MemoryBackend(Backend):
         else:
             row["lease_expires"] = time.time() + seconds
         self._t.flows[flow_row["uuid"]] = row
+        self._t.index(row, current)
         table = self._t.atoms.setdefault(flow_row["uuid"], {})
         for row in atom_rows:
             table[row["name"]] = dict(row)
@@ -184,25 +221,47 @@ class MemoryBackend(Backend):
         return [dict(r) for r in self._t.signals.values() if r["flow_uuid"] == flow_id]
 
     async def _list_flows(self, query: Listing) -> list[Row]:
+        """Walk the creation index in the listing's order, from the cursor on, until
+        `limit` flows passed the filters (a page costs its rows, not the table)."""
+        keys = self._t.created
+        low = (
+            0
+            if query.created_after is None
+            else bisect.bisect_left(keys, (query.created_after, ""))
+        )
+        high = len(keys) if query.before is None else bisect.bisect_left(keys, query.before)
         wanted = None if query.states is None else set(query.states)
-        needle = None if query.name_contains is None else fold(query.name_contains)
-        rows = [
-            r
-            for r in self._t.flows.values()
-            if (query.logbook is None or r["logbook"] == query.logbook)
-            and (wanted is None or r["state"] in wanted)
-            and (needle is None or needle in fold(r["name"]))
-            and (query.created_after is None or r["created_at"] >= query.created_after)
-            and (query.before is None or (r["created_at"], r["uuid"]) < query.before)
-        ]
-        rows.sort(key=lambda r: (r["created_at"], r["uuid"]), reverse=query.newest_first)
-        return [dict(r) for r in rows[: query.limit]]
+        named = None
+        if query.name_contains is not None:
+            needle = fold(query.name_contains)
+            named = {n for n in self._t.names if needle in fold(n)}
+            if not named:
+                return []
+        if query.newest_first:
+            window = itertools.islice(reversed(keys), len(keys) - high, len(keys) - low)
+        else:
+            window = itertools.islice(keys, low, high)
+        flows, logbook, limit = self._t.flows, query.logbook, query.limit
+        found: list[Row] = []
+        for _, uuid in window:
+            row = flows[uuid]
+            if (
+                (logbook is None or row["logbook"] == logbook)
+                and (wanted is None or row["state"] in wanted)
+                and (named is None or row["name"] in named)
+            ):
+                found.append(dict(row))
+                if limit is not None and len(found) >= limit:
+                    break
+        return found
 
     async def _count_flows(self, created_after: float | None) -> dict[str, int]:
         counts: dict[str, int] = {}
-        for row in self._t.flows.values():
-            if created_after is None or row["created_at"] >= created_after:
-                counts[row["state"]] = counts.get(row["state"], 0) + 1
+        flows, keys = self._t.flows, self._t.created
+        low = 0 if created_after is None else bisect.bisect_left(keys, (created_after, ""))
+        for _, uuid in itertools.islice(keys, low, None):
+            state = flows[uuid]["state"]
+            counts[state] = counts.get(state, 0) + 1
         return counts
 
     async def _failures_over_time(
@@ -231,7 +290,9 @@ class MemoryBackend(Backend):
 
     async def delete_flow(self, uuid: str) -> None:
         self._check_open()
-        self._t.flows.pop(uuid, None)
+        gone = self._t.flows.pop(uuid, None)
+        if gone is not None:
+            self._t.unindex(gone)
         self._t.atoms.pop(uuid, None)
         for key in [k for k, r in self._t.signals.items() if r["flow_uuid"] == uuid]:
             del self._t.signals[key]

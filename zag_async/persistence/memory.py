@@ -9,6 +9,7 @@ Leases expire by this process's clock.
 from __future__ import annotations
 
 import bisect
+import collections
 import copy
 import itertools
 import math
@@ -256,13 +257,11 @@ class MemoryBackend(Backend):
         return found
 
     async def _count_flows(self, created_after: float | None) -> dict[str, int]:
-        counts: dict[str, int] = {}
         flows, keys = self._t.flows, self._t.created
-        low = 0 if created_after is None else bisect.bisect_left(keys, (created_after, ""))
-        for _, uuid in itertools.islice(keys, low, None):
-            state = flows[uuid]["state"]
-            counts[state] = counts.get(state, 0) + 1
-        return counts
+        if created_after is None:
+            return collections.Counter(row["state"] for row in flows.values())
+        low = bisect.bisect_left(keys, (created_after, ""))
+        return collections.Counter(flows[uuid]["state"] for _, uuid in keys[low:])
 
     async def _failures_over_time(
         self, since: float, bucket: float, states: list[str]

@@ -82,9 +82,9 @@ class Listing:
     before: tuple[float, str] | None = None
 
 
-def _number(name: str, value: object) -> float:
+def _number(name: str, value: object, what: str = "epoch seconds") -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigurationError(f"{name} must be a finite number of epoch seconds, got {value!r}")
+        raise ConfigurationError(f"{name} must be a finite number of {what}, got {value!r}")
     return float(value)
 
 
@@ -419,7 +419,7 @@ class Backend(abc.ABC):
         self._check_open()
         since = None if created_after is None else _number("created_after", created_after)
         counts = await self._count_flows(since)
-        known = set(FlowState)
+        known = set(FlowState)  # (a newer zag-async's states are not ours to name)
         return {FlowState(s): n for s, n in counts.items() if s in known and n}
 
     @abc.abstractmethod
@@ -437,7 +437,7 @@ class Backend(abc.ABC):
         """
         self._check_open()
         start = _number("since", since)
-        width = _number("bucket", bucket)
+        width = _number("bucket", bucket, "seconds")
         if width <= 0:
             raise ConfigurationError(f"bucket must be a number of seconds > 0, got {bucket!r}")
         counts = await self._failures_over_time(start, width, [str(s) for s in ENDED_BADLY])

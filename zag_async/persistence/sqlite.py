@@ -866,7 +866,9 @@ class SqliteBackend(Backend):
 
 def _listing_sql(query: Listing) -> tuple[str, list[Any]]:
     """The SELECT for a flow listing: only the filters given, ordered by the
-    (created_at, uuid) index, so a page reads its rows and no more."""
+    (created_at, uuid, state, name) index, so a page reads its rows and no more:
+    SQLite checks the state and name filters in the index and reads a flow's row
+    only once it passed them."""
     where: list[str] = []
     params: list[Any] = []
     if query.logbook is not None:

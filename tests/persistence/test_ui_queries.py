@@ -4,6 +4,7 @@ record of operator actions."""
 
 from __future__ import annotations
 
+import random
 import uuid
 
 import pytest
@@ -284,3 +285,65 @@ async def test_bad_action_arguments_are_configuration_errors(backend: Backend) -
     longest = {k: "x" * ACTION_LIMITS[k] for k in ("who", "action", "target", "detail")}
     recorded = await backend.record_action(**longest)
     assert (await backend.list_actions())[0] == recorded
+
+
+# -- against a model ---------------------------------------------------------------------
+
+
+async def test_random_flows_page_and_count_as_a_model_says(backend: Backend) -> None:
+    """80 flows with many equal creation times; every filter combination, paged
+    in several sizes, lists what a plain Python filter and sort of them lists."""
+    rnd = random.Random(16)
+    book = zag.LogBook("model")
+    await backend.save_logbook(book)
+    states = [F.SUCCESS, F.FAILURE, F.RUNNING, F.REVERTED]
+    names = ["Alpha_sync", "alpha%sync", "beta", "BETA-Sync"]
+    made = [
+        await stored(
+            backend,
+            rnd.choice(names),
+            state=rnd.choice(states),
+            logbook=rnd.choice([book.uuid, None]),
+            created_at=float(rnd.randint(1, 6)),
+            updated_at=float(rnd.randint(0, 500)),
+        )
+        for _ in range(80)
+    ]
+    for wanted_states, text, logbook, after in [
+        (None, None, None, None),
+        ([F.FAILURE, F.REVERTED], None, None, None),
+        (None, "SYNC", None, 3.0),
+        (None, "a_s", book.uuid, None),
+        ([F.SUCCESS], "%", None, 2.0),
+        ([F.RUNNING], "beta", book.uuid, 6.0),
+    ]:
+        model = [
+            d
+            for d in made
+            if (wanted_states is None or d.state in wanted_states)
+            and (text is None or text.lower() in d.name.lower())
+            and (logbook is None or d.logbook == logbook)
+            and (after is None or d.created_at >= after)
+        ]
+        filters = {
+            "states": wanted_states,
+            "name_contains": text,
+            "logbook": logbook,
+            "created_after": after,
+        }
+        for size in (1, 7, 50):
+            got = [u for p in await pages(backend, size, **filters) for u in p]
+            assert got == newest_order(model), (filters, size)
+        oldest = await backend.list_flows(limit=5, **filters)  # type: ignore[arg-type]
+        assert ids(oldest) == newest_order(model)[::-1][:5], filters
+    counted: dict[zag.FlowState, int] = {}
+    for d in made:
+        counted[d.state] = counted.get(d.state, 0) + 1
+    assert await backend.count_flows() == counted
+    buckets: dict[float, int] = {}
+    for d in made:
+        if d.state in (F.FAILURE, F.REVERTED) and d.updated_at >= 100.0:
+            start = 100.0 + (d.updated_at - 100.0) // 50.0 * 50.0
+            buckets[start] = buckets.get(start, 0) + 1
+    got_buckets = await backend.failures_over_time(since=100.0, bucket=50.0)
+    assert got_buckets == sorted(buckets.items())

@@ -40,7 +40,7 @@ from ...pictures import DOT_TIMEOUT, to_dot
 from ...states import FlowState
 from ...waiting import job_of
 from ...waiting import signal as send_signal
-from . import views
+from . import summary, views
 from .common import Ui, form, root
 from .security import CSRF_COOKIE, TOKEN_COOKIE, Auth, Guard
 
@@ -161,21 +161,17 @@ def asgi_app(
         started = time.perf_counter()
         query = views.FlowQuery.parse(request.query_params, (s.value for s in FlowState))
         database = await ui.backend()
-        states = list(query.states) or None
         size = views.PAGE_SIZE
-        scan = views.NAME_SCAN if query.name else (query.page + 1) * size + 1
-        found = await database.list_flows(states=states, newest_first=True, limit=scan)
-        if query.seconds is not None:
-            # newest first: the flows recent enough are a prefix, so paging stays right
-            cutoff = time.time() - query.seconds
-            found = [f for f in found if f.created_at >= cutoff]
-        note = ""
-        if query.name:
-            if len(found) == scan:
-                note = f"The name filter looked at the newest {scan} flows only."
-            found = [f for f in found if query.name.lower() in f.name.lower()]
-        found = found[query.page * size : (query.page + 1) * size + 1]
-        body = views.flows_page(root(request), query, found[:size], len(found) > size, note=note)
+        seconds = query.seconds
+        found = await database.list_flows(
+            states=list(query.states) or None,
+            newest_first=True,
+            limit=size + 1,
+            name_contains=query.name or None,
+            created_after=None if seconds is None else time.time() - seconds,
+            before=query.before,
+        )
+        body = views.flows_page(root(request), query, found[:size], len(found) > size)
         took = (time.perf_counter() - started) * 1000
         return HTMLResponse(body, headers={"Server-Timing": f"app;dur={took:.1f}"})
 
@@ -336,6 +332,7 @@ def asgi_app(
         Route("/flows/{flow_id}/suspend", act_control, methods=["POST"]),
         Route("/flows/{flow_id}/cancel", act_control, methods=["POST"]),
         Route("/login", login, methods=["GET", "POST"]),
+        *summary.routes(ui),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)

@@ -32,13 +32,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ...errors import ConfigurationError, NotFound, SignalRefused
 from ...factory import FactoryRef
+from ...inspection import atom_inputs
 from ...jobs.base import JobBoard
 from ...models import FlowDetail
 from ...persistence.base import Backend
 from ...pictures import DOT_TIMEOUT, to_dot
 from ...states import FlowState
 from ...waiting import signal as send_signal
-from . import views
+from . import timeline, views
 from .common import Ui, form, root
 from .security import CSRF_COOKIE, TOKEN_COOKIE, Auth, Guard
 
@@ -196,7 +197,10 @@ def asgi_app(
             current = request.cookies.get(CSRF_COOKIE)
             csrf = current if ui.guard.valid_csrf(current) else ui.guard.new_csrf()
         notice = request.query_params.get("done", "")[:200]
-        response = HTMLResponse(views.flow_page(root(request), detail, csrf=csrf, notice=notice))
+        body = views.flow_page(
+            root(request), detail, csrf=csrf, notice=notice, inputs=atom_inputs(detail)
+        )
+        response = HTMLResponse(body)
         return _with_csrf(request, response, csrf) if csrf else response
 
     async def atoms(request: Request) -> Response:
@@ -217,6 +221,24 @@ def asgi_app(
             media_type="image/svg+xml",
             headers={"Cache-Control": "no-store", "Content-Security-Policy": SVG_POLICY},
         )
+
+    async def timeline_svg(request: Request) -> Response:
+        detail = await load(request)
+        if detail is None:
+            return Response("no such flow", 404)
+        return Response(
+            timeline.svg(timeline.layout(detail), standalone=True),
+            media_type="image/svg+xml",
+            headers={"Cache-Control": "no-store", "Content-Security-Policy": SVG_POLICY},
+        )
+
+    async def timeline_json(request: Request) -> Response:
+        detail = await load(request)
+        if detail is None:
+            return JSONResponse({"error": "no such flow"}, 404)
+        chart = timeline.as_json(timeline.layout(detail))
+        chart["version"] = detail.version
+        return JSONResponse(chart, headers={"Cache-Control": "no-store"})
 
     async def act_signal(request: Request) -> Response:
         who, refused = await ui.checked(request)
@@ -293,6 +315,8 @@ def asgi_app(
         Route("/flows/{flow_id}", flow),
         Route("/flows/{flow_id}/atoms.json", atoms),
         Route("/flows/{flow_id}/picture.svg", picture),
+        Route("/flows/{flow_id}/timeline.svg", timeline_svg),
+        Route("/flows/{flow_id}/timeline.json", timeline_json),
         Route("/flows/{flow_id}/signal", act_signal, methods=["POST"]),
         Route("/flows/{flow_id}/resume", act_resume, methods=["POST"]),
         Route("/login", login, methods=["GET", "POST"]),

@@ -27,7 +27,7 @@ from ...models import FlowDetail
 from ...scheduler import TIMELINE_KEY
 from ...states import ENDED, FlowState
 
-__all__ = ["Bar", "Chart", "as_json", "bars", "layout", "svg", "table"]
+__all__ = ["Bar", "Chart", "as_json", "bars", "layout", "svg", "table", "took"]
 
 #: Fill per outcome (None: still running); anything else is drawn grey.
 PALETTE = {
@@ -45,6 +45,7 @@ EARLIEST, LATEST = 0.0, 1e11
 #: The most atoms drawn (the table lists the same ones).
 MAX_ROWS = 200
 LABEL_W, CHART_W, ROW_H, AXIS_H, PAD = 180, 620, 22, 26, 8
+RIGHT = 40  #: room right of the chart for the last axis label
 LABEL_CHARS = 26
 OUTCOME_CHARS = 40
 
@@ -142,13 +143,18 @@ class Chart:
     running: bool = False
 
 
+def took(seconds: float) -> str:
+    """A duration for people: milliseconds under a second, else seconds."""
+    return f"{seconds * 1000:.2f} ms" if seconds < 1 else f"{seconds:.3f} s"
+
+
 def _title(bar: Bar, t0: float, upto: float) -> str:
-    start = _seconds(bar.start - t0)
+    start = _seconds(bar.start - t0, 0.0001)
     if bar.end is not None:
-        took = f"{bar.end - bar.start:.3f} s"
-        return f"{bar.atom}: {bar.kind} from {start}, took {took}: {bar.outcome or 'unknown'}"
+        spent = took(bar.end - bar.start)
+        return f"{bar.atom}: {bar.kind} from {start}, took {spent}: {bar.outcome or 'unknown'}"
     if bar.running:
-        return f"{bar.atom}: {bar.kind} from {start}, running ({upto - bar.start:.3f} s so far)"
+        return f"{bar.atom}: {bar.kind} from {start}, running ({took(upto - bar.start)} so far)"
     return f"{bar.atom}: {bar.kind} from {start}, {bar.outcome or 'unknown'} (end not known)"
 
 
@@ -163,14 +169,14 @@ def layout(detail: FlowDetail, *, now: float | None = None) -> Chart:
     t1 = max(max(b.end if b.end is not None else max(upto, b.start) for b in every), t0)
     span = max(t1 - t0, 1e-3)
     scale = CHART_W / span
-    width = LABEL_W + CHART_W + 2 * PAD
+    width = LABEL_W + CHART_W + RIGHT
     height = AXIS_H + len(rows) * ROW_H + PAD
     calls = len(every)
     chart = Chart(
         width,
         height,
         f"Timeline of {calls} call{'s' * (calls != 1)} to {len(rows)} "
-        f"atom{'s' * (len(rows) != 1)} over {span:.3f} s",
+        f"atom{'s' * (len(rows) != 1)} over {took(span)}",
     )
     step = _step(span)
     for k in range(int(span / step + 1e-9) + 1):
@@ -209,9 +215,9 @@ def layout(detail: FlowDetail, *, now: float | None = None) -> Chart:
                 (
                     bar.atom,
                     bar.kind,
-                    f"{bar.start - t0:.3f}",
-                    "" if bar.end is None else f"{bar.end - t0:.3f}",
-                    "" if bar.end is None else f"{bar.end - bar.start:.3f} s",
+                    f"{bar.start - t0:.4f}",
+                    "" if bar.end is None else f"{bar.end - t0:.4f}",
+                    "" if bar.end is None else took(bar.end - bar.start),
                     bar.outcome or ("running" if bar.running else ""),
                 )
             )

@@ -5,6 +5,7 @@ retries and resumes, bounded, and never written without a backend."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -134,6 +135,26 @@ async def test_a_resumed_atom_closes_its_cut_off_entry_and_opens_a_new_one(backe
     stored = await backend.load_flow(flow_id)
     assert outcomes(stored, "held") == [("execute", "INTERRUPTED"), ("execute", "SUCCESS")]
     assert entries(stored, "held")[0][2] is None  # when it stopped is not known
+
+
+async def test_a_flow_left_running_by_a_crash_resumes_with_a_closed_entry(backend: Any) -> None:
+    # What a crashed engine leaves: the flow RUNNING, its atom RUNNING with an open entry.
+    started = time.time() - 5
+    atom = AtomDetail("held", state=S.RUNNING, attempts=1, meta={TIMELINE_KEY: []})
+    assert atom.meta is not None
+    atom.meta[TIMELINE_KEY].append(["execute", started, None, None])
+    crashed = zag.FlowDetail(name="f", state=F.RUNNING)
+    await backend.save(crashed, [atom])
+    HELD["gate"] = asyncio.Event()
+    HELD["gate"].set()
+    resumed = await zag.Engine.load(crashed.uuid, backend=backend, flow=zag.linear("f", held))
+    await resumed.run()
+
+    stored = await backend.load_flow(crashed.uuid)
+    assert stored.state is F.SUCCESS and stored.atoms["held"].attempts == 2
+    assert entries(stored, "held")[0] == ["execute", started, None, "INTERRUPTED"]
+    assert outcomes(stored, "held")[1] == ("execute", "SUCCESS")
+    assert entries(stored, "held")[1][1] >= started + 5
 
 
 async def test_a_resumed_non_idempotent_atom_is_marked_interrupted(backend: Any) -> None:

@@ -83,9 +83,9 @@ def _entry(atom: str, raw: Any) -> Bar | None:
     ended = _epoch(end)
     if ended is not None and ended < begun:
         ended = begun
-    if outcome is not None and not isinstance(outcome, str):
-        outcome = "?"
-    return Bar(atom, kind, begun, ended, outcome[:OUTCOME_CHARS] if outcome else outcome)
+    if outcome is not None and (not isinstance(outcome, str) or not outcome):
+        outcome = "?"  # an ended call whose outcome is not readable
+    return Bar(atom, kind, begun, ended, outcome[:OUTCOME_CHARS] if outcome else None)
 
 
 def bars(detail: FlowDetail) -> list[list[Bar]]:

@@ -207,3 +207,16 @@ def test_the_timeline_never_fails_on_stored_garbage(lines: list[Any], state: Flo
     timeline.as_json(chart)
     page = views.flow_page("/zag", detail)
     assert "<script>f" not in page and "<script>a" not in page
+
+
+async def test_a_waiting_flow_draws_its_wait_as_still_running(
+    client: Client, stored: Stored
+) -> None:
+    async with client() as http:
+        page = await http.get(f"/zag/flows/{stored.waiting}")
+        data = (await http.get(f"/zag/flows/{stored.waiting}/timeline.json")).json()
+    assert 'class="tl-bar tl-execute tl-running"' in page.text
+    assert "<title>approve: execute from 0.0000 s, running (" in page.text
+    assert data["running"] is True  # ui.js keeps redrawing it as it grows
+    assert data["rows"] == [["approve", "execute", "0.0000", "", "", "running"]]
+    assert "waits for signal <code>approval</code>" in page.text  # what and until when: kept

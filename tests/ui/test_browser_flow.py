@@ -62,6 +62,8 @@ async def test_the_timeline_gains_bars_while_the_flow_runs(
         two = page.locator('tr[data-atom="two"] .atom-state')
         await two.filter(has_text="SUCCESS").wait_for()
         assert await page.evaluate("window.zagMarker") == 1  # no reload
+        told = page.locator('details[data-story="two"] summary .state')
+        assert await told.inner_text() == "SUCCESS"  # the stories' badges follow too
         title = await page.locator("svg#timeline rect.tl-success title").last.text_content()
         assert title is not None and title.startswith("two: execute from")
 

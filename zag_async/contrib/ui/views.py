@@ -405,7 +405,7 @@ def flow_page(
         f'<th scope="col">Result or failure</th></tr></thead><tbody>{atoms}</tbody></table>'
         + _timeline(root, detail, chart)
         + '<section class="stories"><h2>Atoms in detail</h2>'
-        '<p class="muted">As of when this page was loaded: reload for the latest.</p>'
+        '<p class="muted">States update live; the rest is as of when this page was loaded.</p>'
         f"{stories}</section>" + _actions(root, detail, csrf)
     )
     return page(root, detail.name, body, script=True)

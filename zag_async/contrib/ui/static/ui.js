@@ -33,6 +33,13 @@ document.addEventListener("DOMContentLoaded", function () {
         pre.className = atom.failed ? "failure" : "result";
       }
     });
+    document.querySelectorAll("details.story[data-story]").forEach(function (story) {
+      var atom = data.atoms[story.dataset.story];
+      var badgeNow = story.querySelector("summary .state");
+      if (atom && badgeNow && badgeNow.textContent !== atom.state) {
+        badgeNow.replaceWith(badge(atom.state));
+      }
+    });
     return known;
   }
   var picture = document.getElementById("picture");

@@ -15,6 +15,11 @@ loop, and the engine's loop stays about I/O.
 State changes go to the atom records (`AtomDetail`) and are marked in
 `Storage` as pending writes; the engine commits them before launching what
 `pick()` returned, so a durable backend always knows what was running.
+
+With a backend, each launch and its end are also kept in the atom's
+`meta["timeline"]` (see `TIMELINE_KEY`), so the operations UI can draw when
+every attempt and revert ran. Without one nothing could read it, so nothing
+is recorded (the in-memory hot path pays nothing).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Iterable, Mapping
+from time import time as _now
 from typing import Any, Literal
 
 from .bus import EventBus
@@ -53,7 +59,7 @@ from .states import (
 )
 from .storage import Storage
 
-__all__ = ["Launch", "Outcome", "Scheduler"]
+__all__ = ["TIMELINE_KEY", "TIMELINE_LIMIT", "Launch", "Outcome", "Scheduler"]
 
 logger = logging.getLogger("zag_async")
 
@@ -71,6 +77,75 @@ Launch = tuple[Kind, int, dict[str, Any]]
 
 #: What a call came back with: (kind, index, ok, value or `Failure`, duration in seconds).
 Outcome = tuple[Kind, int, bool, Any, float]
+
+#: The atom meta key of its timeline: a list of `[kind, start, end, outcome]`, oldest
+#: first; kind "execute" or "revert", start and end epoch seconds (end None while it
+#: runs), outcome the state it ended in ("SUCCESS", "FAILURE", "REVERTED",
+#: "REVERT_FAILURE") or "INTERRUPTED" when its engine stopped before it ended
+#: (end then stays None: when it stopped is not known). Plain lists: stored as JSON.
+TIMELINE_KEY = "timeline"
+#: The most entries a timeline keeps (the oldest are dropped).
+TIMELINE_LIMIT = 20
+_INTERRUPTED = "INTERRUPTED"
+
+
+def _open_entry(line: list[Any]) -> list[Any] | None:
+    """The timeline's last entry if it is still running, else None."""
+    last = line[-1] if line else None
+    if isinstance(last, list) and len(last) == 4 and last[2] is None and last[3] is None:
+        return last
+    return None
+
+
+def _timeline(d: AtomDetail) -> list[Any]:
+    """The atom's timeline list, made (or replaced, when stored garbage) as needed."""
+    meta = d.meta
+    if meta is None:
+        d.meta = meta = {}
+    line = meta.get(TIMELINE_KEY)
+    if not isinstance(line, list):
+        meta[TIMELINE_KEY] = line = []
+    return line
+
+
+def _begin(d: AtomDetail, kind: str) -> None:
+    """Record the start of an execute or revert of `d`.
+
+    An entry still open belongs to a call whose engine stopped before it ended:
+    it is marked INTERRUPTED, except a reached wait's (resumed, it goes on
+    waiting: the same entry stays open).
+    """
+    line = _timeline(d)
+    last = _open_entry(line)
+    if last is not None:
+        if kind == "execute" and last[0] == kind and d.meta and "wait" in d.meta:
+            return
+        last[3] = _INTERRUPTED
+    line.append([kind, _now(), None, None])
+    if len(line) > TIMELINE_LIMIT:
+        del line[: len(line) - TIMELINE_LIMIT]
+
+
+def _end(d: AtomDetail, kind: str, outcome: str, duration: float) -> None:
+    """Record the end of the call `_begin` opened (or, when none is open, as in a
+    decider that raised, a call that took `duration` and ended now)."""
+    line = _timeline(d)
+    now = _now()
+    last = _open_entry(line)
+    if last is not None and last[0] == kind:
+        last[2], last[3] = now, outcome
+        return
+    line.append([kind, now - duration, now, outcome])
+    if len(line) > TIMELINE_LIMIT:
+        del line[: len(line) - TIMELINE_LIMIT]
+
+
+def _interrupt(d: AtomDetail) -> None:
+    """Mark the atom's running entry as cut short (its engine stopped)."""
+    line = (d.meta or {}).get(TIMELINE_KEY)
+    last = _open_entry(line) if isinstance(line, list) else None
+    if last is not None:
+        last[3] = _INTERRUPTED
 
 
 class Scheduler:
@@ -202,6 +277,8 @@ class Scheduler:
             self.ready = deque(i for i in self.ready if i not in interrupted)
             failures = [Failure.from_exception(AtomInterrupted(nodes[i].name)) for i in interrupted]
             for i, failure in zip(interrupted, failures, strict=True):
+                if self._durable:
+                    _interrupt(details[i])
                 self.set(i, S.FAILURE, failure=failure)
                 if nodes[i].atom.is_pivot:
                     self.past_pivot = self.gave_up = True
@@ -246,8 +323,9 @@ class Scheduler:
                 self.set(i, S.REVERTING)
             if nodes[i].atom.revert_fn is not None:
                 count_revert_try(d)  # with this launch, so a crash counts as a try
-                if self._durable:
-                    self.storage.touch(d)
+            if self._durable:
+                _begin(d, "revert")
+                self.storage.touch(d)
             try:
                 kwargs = self.revert_kwargs(i)
             except ZagError as exc:
@@ -276,6 +354,8 @@ class Scheduler:
             elif self._durable:  # in flight when its engine died: store this launch too
                 self.storage.touch(d)
             d.attempts += 1
+            if self._durable:
+                _begin(d, "execute")  # the touch above stores it with the launch
             node = nodes[i]
             try:
                 kwargs = self.resolver.arguments(i, node.atom.args, node.cands)
@@ -355,8 +435,10 @@ class Scheduler:
     def _executed(self, i: int, ok: bool, value: Any, duration: float) -> None:
         node = self.nodes[i]
         d = self.details[i]
-        if ok and self.storage.durable:
+        if ok and self._durable:
             ok, value = self._storable(node.name, "result", value)
+        if self._durable:
+            _end(d, "execute", "SUCCESS" if ok else "FAILURE", duration)
         if ok:
             if node.is_retry:
                 assert d.history is not None
@@ -397,13 +479,16 @@ class Scheduler:
         return True, value
 
     def _reverted(self, i: int, ok: bool, value: Any, duration: float) -> None:
-        if ok and self.storage.durable:
+        d = self.details[i]
+        if ok and self._durable:
             ok, value = self._storable(self.nodes[i].name, "revert result", value)
+        if self._durable:
+            _end(d, "revert", "REVERTED" if ok else "REVERT_FAILURE", duration)
+            self.storage.touch(d)  # a revert tried again is not set(): store its end here
         if ok:
             self.set(i, S.REVERTED, revert_result=value, duration=duration)
             self._recheck_preds(i)
             return
-        d = self.details[i]
         atom = self.nodes[i].atom
         # Arguments that cannot be found and results that cannot be stored fail
         # the same way every time: only the revert's own errors are retried.
@@ -510,6 +595,8 @@ class Scheduler:
             if d.state in (S.RUNNING, S.RETRYING) and i not in self.running and i not in kept:
                 if d.state is S.RETRYING:
                     self.set(i, S.RUNNING)
+                if self._durable:
+                    _interrupt(d)
                 self.set(i, S.FAILURE, failure=failure)
         meta = self.storage.flow.meta
         meta[CANCELLED_KEY] = dict(request)

@@ -52,6 +52,12 @@ def states(detail: zag.FlowDetail) -> dict[str, zag.AtomState]:
     return {name: atom.state for name, atom in detail.atoms.items()}
 
 
+def outcomes(detail: zag.FlowDetail, atom: str) -> list[tuple[str, str | None]]:
+    """The atom's recorded timeline as (kind, outcome) pairs, oldest first."""
+    meta = detail.atoms[atom].meta or {}
+    return [(kind, outcome) for kind, _, _, outcome in meta.get("timeline", [])]
+
+
 # -- what is written --------------------------------------------------------------------
 
 
@@ -545,7 +551,13 @@ async def test_revert_retries_are_counted_across_a_resume(backend: Backend) -> N
     flows.HOLD_REVERT.clear()
     stored = await backend.load_flow(engine.flow_id)
     assert stored.atoms["charge"].state is S.REVERTING
-    assert stored.atoms["charge"].meta == {"revert_tries": 2}
+    assert stored.atoms["charge"].meta is not None
+    assert stored.atoms["charge"].meta["revert_tries"] == 2
+    assert outcomes(stored, "charge") == [
+        ("execute", "SUCCESS"),
+        ("revert", "REVERT_FAILURE"),
+        ("revert", None),  # cut off while it ran
+    ]
 
     resumed = await zag.Engine.load(engine.flow_id, backend=backend)
     with pytest.raises(flows.Boom, match="revert of charge failed"):
@@ -553,6 +565,10 @@ async def test_revert_retries_are_counted_across_a_resume(backend: Backend) -> N
 
     assert flows.count("revert charge") == 3
     stored = await backend.load_flow(engine.flow_id)
+    assert outcomes(stored, "charge")[2:] == [
+        ("revert", "INTERRUPTED"),
+        ("revert", "REVERT_FAILURE"),
+    ]
     assert stored.state is F.UNCOMPENSATED
     assert stored.meta["unreverted"] == ["reserve", "charge"]
     assert states(stored) == {"reserve": S.SUCCESS, "charge": S.REVERT_FAILURE, "ship": S.REVERTED}
@@ -572,7 +588,14 @@ async def test_a_revert_that_succeeds_on_a_later_try_ends_reverted(backend: Back
     assert stored.state is F.REVERTED
     assert "unreverted" not in stored.meta
     assert set(states(stored).values()) == {S.REVERTED}
-    assert stored.atoms["charge"].meta == {"revert_tries": 3}
+    assert stored.atoms["charge"].meta is not None
+    assert stored.atoms["charge"].meta["revert_tries"] == 3
+    assert outcomes(stored, "charge") == [
+        ("execute", "SUCCESS"),
+        ("revert", "REVERT_FAILURE"),
+        ("revert", "REVERT_FAILURE"),
+        ("revert", "REVERTED"),
+    ]
 
 
 async def test_forward_retries_past_a_pivot_are_counted_across_a_resume(

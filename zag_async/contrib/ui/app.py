@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ...control import cancel_flow, suspend_flow
 from ...errors import ConfigurationError, ControlRefused, NotFound, SignalRefused
 from ...factory import FactoryRef
+from ...inspection import atom_inputs
 from ...jobs.base import JobBoard
 from ...models import FlowDetail
 from ...persistence.base import Backend
@@ -40,7 +41,7 @@ from ...pictures import DOT_TIMEOUT, to_dot
 from ...states import FlowState
 from ...waiting import job_of
 from ...waiting import signal as send_signal
-from . import summary, views
+from . import summary, timeline, views
 from .common import Ui, form, root
 from .security import CSRF_COOKIE, TOKEN_COOKIE, Auth, Guard
 
@@ -194,7 +195,10 @@ def asgi_app(
             current = request.cookies.get(CSRF_COOKIE)
             csrf = current if ui.guard.valid_csrf(current) else ui.guard.new_csrf()
         notice = request.query_params.get("done", "")[:200]
-        response = HTMLResponse(views.flow_page(root(request), detail, csrf=csrf, notice=notice))
+        body = views.flow_page(
+            root(request), detail, csrf=csrf, notice=notice, inputs=atom_inputs(detail)
+        )
+        response = HTMLResponse(body)
         return _with_csrf(request, response, csrf) if csrf else response
 
     async def atoms(request: Request) -> Response:
@@ -215,6 +219,24 @@ def asgi_app(
             media_type="image/svg+xml",
             headers={"Cache-Control": "no-store", "Content-Security-Policy": SVG_POLICY},
         )
+
+    async def timeline_svg(request: Request) -> Response:
+        detail = await load(request)
+        if detail is None:
+            return Response("no such flow", 404)
+        return Response(
+            timeline.svg(timeline.layout(detail), standalone=True),
+            media_type="image/svg+xml",
+            headers={"Cache-Control": "no-store", "Content-Security-Policy": SVG_POLICY},
+        )
+
+    async def timeline_json(request: Request) -> Response:
+        detail = await load(request)
+        if detail is None:
+            return JSONResponse({"error": "no such flow"}, 404)
+        chart = timeline.as_json(timeline.layout(detail))
+        chart["version"] = detail.version
+        return JSONResponse(chart, headers={"Cache-Control": "no-store"})
 
     async def act_signal(request: Request) -> Response:
         who, refused = await ui.checked(request)
@@ -327,6 +349,8 @@ def asgi_app(
         Route("/flows/{flow_id}", flow),
         Route("/flows/{flow_id}/atoms.json", atoms),
         Route("/flows/{flow_id}/picture.svg", picture),
+        Route("/flows/{flow_id}/timeline.svg", timeline_svg),
+        Route("/flows/{flow_id}/timeline.json", timeline_json),
         Route("/flows/{flow_id}/signal", act_signal, methods=["POST"]),
         Route("/flows/{flow_id}/resume", act_resume, methods=["POST"]),
         Route("/flows/{flow_id}/suspend", act_control, methods=["POST"]),

@@ -16,10 +16,12 @@ from html import escape
 from typing import Any
 from urllib.parse import urlencode
 
-from ...failure import error_text
+from ...failure import Failure, error_text
+from ...inspection import Inputs
 from ...models import AtomDetail, FlowDetail, FlowSummary
 from ...states import ENDED, FlowState
 from ...status import failure_lines, iso_utc, waits_of
+from . import timeline
 
 __all__ = ["FlowQuery", "atom_states", "flow_page", "flows_page", "page"]
 
@@ -201,6 +203,128 @@ def _outcome(atom: AtomDetail) -> tuple[str, bool]:
     return _text(atom.result), False
 
 
+#: The most characters of a traceback shown (the end, where the error is, is kept).
+TRACE_CHARS = 20_000
+
+
+def _failure(failure: Failure, css: str = "failure") -> str:
+    """A failure's one line, and its traceback (the last TRACE_CHARS) in a <details>."""
+    line = error_text(failure)
+    out = f'<pre class="{css}">{e(line if len(line) <= 2000 else line[:2000] + " …")}</pre>'
+    trace = failure.traceback_text
+    if trace:
+        trace = trace if len(trace) <= TRACE_CHARS else "… " + trace[-TRACE_CHARS:]
+        out += f"<details><summary>Traceback</summary><pre>{e(trace)}</pre></details>"
+    return out
+
+
+def _inputs(atom: AtomDetail, inputs: Inputs | None) -> str:
+    if inputs is None or inputs.unknown is not None:
+        why = inputs.unknown if inputs is not None else "not looked up"
+        return f'<p class="muted">inputs unknown: {e(why)}</p>'
+    values = inputs.values.get(atom.name)
+    if values is None:
+        return '<p class="muted">inputs unknown: they cannot be read from the stored results</p>'
+    missing = inputs.missing.get(atom.name, [])
+    if not values and not missing:
+        return '<p class="muted">none</p>'
+    rows = "".join(
+        f"<tr><td><code>{e(k)}</code></td><td><pre>{e(_text(v))}</pre></td></tr>"
+        for k, v in values.items()
+    ) + "".join(
+        f'<tr><td><code>{e(k)}</code></td><td class="muted">not available '
+        "(no provider of it succeeded)</td></tr>"
+        for k in missing
+    )
+    return (
+        f'<table class="inputs"><caption>Arguments of {e(atom.name)}</caption><thead><tr>'
+        '<th scope="col">Name</th><th scope="col">Value</th></tr></thead>'
+        f"<tbody>{rows}</tbody></table>"
+    )
+
+
+def _history(atom: AtomDetail) -> str:
+    """A retry controller's attempts: each value, and what failed under it."""
+    if atom.history is None:
+        return ""
+    items = []
+    for n, attempt in enumerate(atom.history, 1):
+        failed = "".join(
+            f"<li><code>{e(name)}</code> failed: {_failure(f)}</li>"
+            for name, f in attempt.failures.items()
+        )
+        items.append(
+            f"<li>Attempt {n}: <pre>{e(_text(attempt.value))}</pre>"
+            + (f"<ul>{failed}</ul>" if failed else "")
+            + "</li>"
+        )
+    body = f'<ol class="history">{"".join(items)}</ol>' if items else "<p>no attempts yet</p>"
+    return f"<dt>Retries</dt><dd>{body}</dd>"
+
+
+def _story(atom: AtomDetail, inputs: Inputs | None, calls: list[tuple[str, ...]]) -> str:
+    """Everything recorded about one atom, in a <details> (keyboard-reachable)."""
+    parts = [
+        f"<dt>Kind</dt><dd>{e(atom.kind)}</dd>",
+        f"<dt>Intention</dt><dd>{e(atom.intention)}</dd>",
+        f"<dt>Attempts</dt><dd>{atom.attempts}</dd>",
+        f"<dt>Inputs</dt><dd>{_inputs(atom, inputs)}</dd>",
+    ]
+    if atom.failure is None:
+        parts.append(f'<dt>Result</dt><dd><pre class="result">{e(_text(atom.result))}</pre></dd>')
+    else:
+        parts.append(f"<dt>Failure</dt><dd>{_failure(atom.failure)}</dd>")
+    parts.append(_history(atom))
+    meta = atom.meta if isinstance(atom.meta, dict) else {}
+    reverted = atom.revert_result is not None or atom.revert_failure is not None
+    if reverted or atom.state in ("REVERTING", "REVERTED", "REVERT_FAILURE"):
+        revert = (
+            _failure(atom.revert_failure)
+            if atom.revert_failure is not None
+            else f'<pre class="result">{e(_text(atom.revert_result))}</pre>'
+        )
+        tries = meta.get("revert_tries")
+        if isinstance(tries, int) and not isinstance(tries, bool):
+            revert += f"<p>Revert tries: {tries}</p>"
+        parts.append(f"<dt>Revert</dt><dd>{revert}</dd>")
+    waited = meta.get("waited")
+    if isinstance(waited, dict):
+        parts.append(
+            f"<dt>Waited</dt><dd>for {e(waited.get('event') or 'a timer')}, "
+            f"ended by {e(waited.get('ended_by'))}</dd>"
+        )
+    if calls:
+        lines = "".join(
+            f"<li>{e(kind)} at {e(start)} s"
+            + (f", took {e(took)}" if took else "")
+            + f": {e(outcome or 'unknown')}</li>"
+            for _, kind, start, _, took, outcome in calls
+        )
+        parts.append(f'<dt>Calls</dt><dd><ol class="calls">{lines}</ol></dd>')
+    return (
+        f'<details class="story" data-story="{e(atom.name)}"><summary>'
+        f"<code>{e(atom.name)}</code> {_state(atom.state)}</summary>"
+        f'<dl class="story">{"".join(parts)}</dl></details>'
+    )
+
+
+def _timeline(root: str, detail: FlowDetail, chart: timeline.Chart) -> str:
+    base = f"{e(root)}/flows/{e(detail.uuid)}"
+    return (
+        '<section class="timeline"><h2 id="timeline-heading">Timeline</h2>'
+        f'<figure class="timeline" data-poll="{base}/timeline.json">'
+        f"{timeline.svg(chart)}"
+        f'<figcaption><span id="timeline-label">{e(chart.label)}</span> '
+        f'(<a href="{base}/timeline.svg">as a picture</a>)</figcaption></figure>'
+        "<details><summary>The timeline as a table</summary>"
+        '<table class="calls"><caption>Calls, per atom, seconds from the first start</caption>'
+        '<thead><tr><th scope="col">Atom</th><th scope="col">Call</th>'
+        '<th scope="col">Start</th><th scope="col">End</th><th scope="col">Took</th>'
+        '<th scope="col">Outcome</th></tr></thead>'
+        f'<tbody id="timeline-rows">{timeline.table(chart)}</tbody></table></details></section>'
+    )
+
+
 def _atom_row(atom: AtomDetail) -> str:
     text, failed = _outcome(atom)
     outcome = f'<pre class="{"failure" if failed else "result"}">{e(text)}</pre>'
@@ -253,12 +377,21 @@ def _actions(root: str, detail: FlowDetail, csrf: str | None) -> str:
     return "".join(out)
 
 
-def flow_page(root: str, detail: FlowDetail, *, csrf: str | None = None, notice: str = "") -> str:
-    """One flow: its state, what it waits for, its failures and a table of its atoms.
+def flow_page(
+    root: str,
+    detail: FlowDetail,
+    *,
+    csrf: str | None = None,
+    notice: str = "",
+    inputs: Inputs | None = None,
+) -> str:
+    """One flow: its state, what it waits for, its failures, its picture, a timeline
+    of its calls, a table of its atoms and each atom's whole story.
 
     `csrf` (a token) is given only when actions are allowed; then the action
-    forms are shown. The page polls `<flow>/atoms.json` (ui.js) to update the
-    states in place.
+    forms are shown. `inputs` are the atoms' arguments (`inspection.atom_inputs`).
+    The page polls `<flow>/atoms.json` (ui.js) to update the states in place,
+    and redraws the timeline from `<flow>/timeline.json` when the flow moves on.
     """
     waits = "".join(
         f"<li>{e(w.atom)} waits for "
@@ -268,7 +401,13 @@ def flow_page(root: str, detail: FlowDetail, *, csrf: str | None = None, notice:
         for w in waits_of(detail)
     )
     failures = "".join(f"<li>{e(line)}</li>" for line in failure_lines(detail))
-    atoms = "".join(_atom_row(a) for a in sorted(detail.atoms.values(), key=lambda a: a.position))
+    ordered = sorted(detail.atoms.values(), key=lambda a: a.position)
+    atoms = "".join(_atom_row(a) for a in ordered)
+    chart = timeline.layout(detail)
+    calls: dict[str, list[tuple[str, ...]]] = {}
+    for row in chart.rows:
+        calls.setdefault(row[0], []).append(row)
+    stories = "".join(_story(a, inputs, calls.get(a.name, [])) for a in ordered)
     shown = f'<p class="notice" role="status">{e(notice)}</p>' if notice else ""
     body = (
         f"<h1>{e(detail.name)}</h1>{shown}"
@@ -295,7 +434,10 @@ def flow_page(root: str, detail: FlowDetail, *, csrf: str | None = None, notice:
         '<th scope="col">Atom</th><th scope="col">Kind</th><th scope="col">State</th>'
         '<th scope="col">Attempts</th><th scope="col">Duration</th>'
         f'<th scope="col">Result or failure</th></tr></thead><tbody>{atoms}</tbody></table>'
-        + _actions(root, detail, csrf)
+        + _timeline(root, detail, chart)
+        + '<section class="stories"><h2>Atoms in detail</h2>'
+        '<p class="muted">States update live; the rest is as of when this page was loaded.</p>'
+        f"{stories}</section>" + _actions(root, detail, csrf)
     )
     return page(root, detail.name, body, script=True)
 

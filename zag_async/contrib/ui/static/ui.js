@@ -33,6 +33,13 @@ document.addEventListener("DOMContentLoaded", function () {
         pre.className = atom.failed ? "failure" : "result";
       }
     });
+    document.querySelectorAll("details.story[data-story]").forEach(function (story) {
+      var atom = data.atoms[story.dataset.story];
+      var badgeNow = story.querySelector("summary .state");
+      if (atom && badgeNow && badgeNow.textContent !== atom.state) {
+        badgeNow.replaceWith(badge(atom.state));
+      }
+    });
     return known;
   }
   var picture = document.getElementById("picture");
@@ -40,6 +47,58 @@ document.addEventListener("DOMContentLoaded", function () {
     var hide = function () { picture.parentNode.hidden = true; };
     picture.addEventListener("error", hide);
     if (picture.complete && picture.naturalWidth === 0) hide();  // failed before this ran
+  }
+  // The timeline: redrawn from JSON with createElementNS and textContent (no HTML
+  // parsing of server data), when the flow moves on or while a call runs.
+  var figure = document.querySelector("figure.timeline[data-poll]");
+  var SVG = "http://www.w3.org/2000/svg";
+  var TAGS = { rect: true, line: true, text: true };
+  var timelineRunning = !!(figure && figure.querySelector(".tl-running"));
+  function svgNode(item) {
+    var node = document.createElementNS(SVG, item[0]);
+    Object.keys(item[1]).forEach(function (name) {
+      if (/^[a-z][a-z0-9-]*$/.test(name) && name.indexOf("on") !== 0 && name !== "href") {
+        node.setAttribute(name, String(item[1][name]));
+      }
+    });
+    if (item[2] !== null) node.textContent = String(item[2]);
+    if (item[3] !== null) {
+      var title = document.createElementNS(SVG, "title");
+      title.textContent = String(item[3]);
+      node.appendChild(title);
+    }
+    return node;
+  }
+  function drawTimeline(data) {
+    var svg = document.getElementById("timeline");
+    if (!svg || !data) return;
+    var nodes = data.items.filter(function (item) { return TAGS[item[0]] === true; }).map(svgNode);
+    svg.replaceChildren.apply(svg, nodes);
+    svg.setAttribute("width", String(data.width));
+    svg.setAttribute("height", String(data.height));
+    svg.setAttribute("viewBox", "0 0 " + data.width + " " + data.height);
+    svg.setAttribute("aria-label", String(data.label));
+    var label = document.getElementById("timeline-label");
+    if (label) label.textContent = String(data.label);
+    var body = document.getElementById("timeline-rows");
+    if (body) {
+      body.replaceChildren.apply(body, data.rows.map(function (row) {
+        var tr = document.createElement("tr");
+        row.forEach(function (cell) {
+          var td = document.createElement("td");
+          td.textContent = String(cell);
+          tr.appendChild(td);
+        });
+        return tr;
+      }));
+    }
+    timelineRunning = !!data.running;
+  }
+  function refreshTimeline() {
+    fetch(figure.dataset.poll, { headers: { Accept: "application/json" }, credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(drawTimeline)
+      .catch(function () {});
   }
   var version = null;
   function poll() {
@@ -54,6 +113,9 @@ document.addEventListener("DOMContentLoaded", function () {
           }
           if (picture && version !== null && data.version !== version) {
             picture.src = picture.src.replace(/\?v=.*$/, "?v=" + data.version);
+          }
+          if (figure && (timelineRunning || version !== null && data.version !== version)) {
+            refreshTimeline();
           }
           version = data.version;
           apply(data);

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -27,7 +27,7 @@ from aiozk.transaction import Transaction
 from ..errors import BoardUnavailable, ConfigurationError
 from ..persistence.urls import hide_password
 from .base import PARKED, JobBoard
-from .records import Claim, Job, JobOutcome, JobState
+from .records import Claim, FinishedJob, Job, JobOutcome, JobState
 from .schedule import Schedule
 from .zkcache import JobCache
 from .zkclaims import ZkClaims
@@ -53,6 +53,9 @@ if TYPE_CHECKING:
 __all__ = ["ZooKeeperBoard"]
 
 logger = logging.getLogger("zag_async.jobs")
+
+#: The most result nodes `finished()` reads (which ones, beyond that, is arbitrary).
+FINISHED_SCAN = 2000
 
 
 class ZooKeeperBoard(JobBoard):
@@ -314,6 +317,37 @@ class ZooKeeperBoard(JobBoard):
     async def outcome(self, job_id: str) -> JobOutcome | None:
         found = await read_result(self.zk, job_id)
         return None if found is None else JobOutcome.from_dict(found["outcome"])
+
+    async def finished(
+        self, *, limit: int = 100, states: Collection[str] | None = None
+    ) -> list[FinishedJob]:
+        # Result nodes have no order but their creation time: read them (at most
+        # FINISHED_SCAN, in batches) and sort.
+        names = await self.zk.call(self.zk.c.get_children, "/results")
+        found: list[tuple[int, FinishedJob]] = []
+        picked = names[:FINISHED_SCAN]
+        for start in range(0, len(picked), 50):
+            batch = picked[start : start + 50]
+            for item in await asyncio.gather(*(self._finished_one(n) for n in batch)):
+                if item is not None and (states is None or item[1].outcome.state in states):
+                    found.append(item)
+        # creation order (zxid) is finishing order, also within one millisecond
+        found.sort(key=lambda pair: pair[0], reverse=True)
+        return [item for _, item in found[: max(limit, 0)]]
+
+    async def _finished_one(self, job_id: str) -> tuple[int, FinishedJob] | None:
+        try:
+            raw, stat = await self.zk.call(self.zk.c.get, f"/results/{job_id}")
+        except zk_exc.NoNode:
+            return None
+        data = loads(raw)
+        if not isinstance(data, dict) or "job" not in data or "outcome" not in data:
+            return None
+        outcome = JobOutcome.from_dict(data["outcome"])
+        job = Job.from_dict(data["job"])
+        job.board = self
+        job.state = JobState.TRASHED if outcome.state == "TRASHED" else JobState.COMPLETE
+        return stat.created_zxid, FinishedJob(job, outcome, stat.created / 1000.0)
 
     async def _wait_outcome(self, job_id: str) -> JobOutcome:
         created = asyncio.Event()

@@ -71,3 +71,18 @@ async def test_post_ref_runs_a_stored_reference_once_per_key(
     assert len(await board.jobs()) == 2
     with pytest.raises(zag.errors.ConfigurationError):
         await board.post_ref("order", saved, store={})  # type: ignore[arg-type]
+
+
+async def test_holders_name_the_owner_and_what_keeps_the_claim(board: JobBoard) -> None:
+    held = await board.post("held", flows.steps, "h")
+    free = await board.post("free", flows.steps, "f")
+    await board.claim(held, "alice")
+    found = await board.holders([held, free.uuid, "no-such-job"])
+    assert list(found) == [held.uuid]
+    holder = found[held.uuid]
+    assert holder.owner == "alice"
+    if board.url.startswith("zookeeper"):
+        assert holder.session is not None and holder.session.startswith("0x")
+    elif board.releases_owners:  # SQL: a lease, ahead of the board's clock
+        assert holder.lease_until is not None and holder.lease_until > await board.now()
+    assert await board.holders([]) == {}

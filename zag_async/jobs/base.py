@@ -33,7 +33,7 @@ from ..errors import BoardUnavailable, ConcurrentUpdate, ConfigurationError, Job
 from ..factory import FactoryRef
 from ..models import FlowDetail
 from ..waiting import wake_job_id
-from .records import Claim, FinishedJob, Job, JobOutcome, JobState
+from .records import Claim, FinishedJob, Holder, Job, JobOutcome, JobState
 from .schedule import Schedule, check_cron, next_fire
 
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ __all__ = [
     "PARKED",
     "Claim",
     "FinishedJob",
+    "Holder",
     "Job",
     "JobBoard",
     "JobOutcome",
@@ -481,6 +482,16 @@ class JobBoard(abc.ABC):
         in one query; this default reads each claimed job's owner)."""
         owners = {await self.find_owner(job) for job in await self.jobs(state=JobState.CLAIMED)}
         return {owner for owner in owners if owner is not None}
+
+    async def holders(self, of: Sequence[Job | str]) -> dict[str, Holder]:
+        """Who holds each job of `of` that is claimed now, by job id (for operators).
+
+        This default asks `find_owner` for each; SQL boards add the lease's end,
+        ZooKeeper boards the session whose ephemeral node is the claim.
+        """
+        ids = [self._id(job) for job in of]
+        owners = await asyncio.gather(*(self.find_owner(job_id) for job_id in ids))
+        return {i: Holder(o) for i, o in zip(ids, owners, strict=True) if o is not None}
 
     async def release_owner(self, owner: str) -> list[str]:
         """Give back every claim `owner` holds (a restarted process taking back its own

@@ -18,7 +18,7 @@ from ..factory import FactoryRef
 if TYPE_CHECKING:
     from .base import JobBoard
 
-__all__ = ["Claim", "FinishedJob", "Job", "JobOutcome", "JobState"]
+__all__ = ["Claim", "FinishedJob", "Holder", "Job", "JobOutcome", "JobState"]
 
 
 class JobState(StrEnum):
@@ -144,3 +144,13 @@ class FinishedJob:
     job: Job
     outcome: JobOutcome
     finished_at: float
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a claimed job, and what keeps the claim alive: a lease until
+    `lease_until` (SQL boards, board clock) or the ZooKeeper `session` (hex id)."""
+
+    owner: str
+    lease_until: float | None = None
+    session: str | None = None

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import JSON, RowMapping, cast, delete, func, literal_column, select, update
@@ -37,7 +37,7 @@ from ..background import Background
 from ..errors import ConfigurationError, JobNotFound
 from ..persistence.schema import job_keys, job_results, job_schedules, jobs
 from .base import PARKED, JobBoard
-from .records import Claim, FinishedJob, Job, JobOutcome, JobState
+from .records import Claim, FinishedJob, Holder, Job, JobOutcome, JobState
 from .schedule import Schedule
 from .sqlclaims import SqlClaims
 from .sqldb import BoardDb
@@ -315,6 +315,17 @@ class SqlBoard(JobBoard):
         query = select(jobs.c.owner).where(claimed_now(self.db)).distinct()
         async with self.db.read() as conn:
             return {str(owner) for owner in (await conn.execute(query)).scalars()}
+
+    async def holders(self, of: Sequence[Job | str]) -> dict[str, Holder]:
+        ids = [self._id(job) for job in of]
+        if not ids:
+            return {}
+        query = select(jobs.c.uuid, jobs.c.owner, jobs.c.lease_until).where(
+            jobs.c.uuid.in_(ids), claimed_now(self.db)
+        )
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return {r.uuid: Holder(str(r.owner), lease_until=float(r.lease_until)) for r in rows}
 
     async def release_owner(self, owner: str) -> list[str]:
         """Give back every claim `owner` holds, except those taken through this board object.

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -27,7 +27,7 @@ from aiozk.transaction import Transaction
 from ..errors import BoardUnavailable, ConfigurationError
 from ..persistence.urls import hide_password
 from .base import PARKED, JobBoard
-from .records import Claim, FinishedJob, Job, JobOutcome, JobState
+from .records import Claim, FinishedJob, Holder, Job, JobOutcome, JobState
 from .schedule import Schedule
 from .zkcache import JobCache
 from .zkclaims import ZkClaims
@@ -311,6 +311,21 @@ class ZooKeeperBoard(JobBoard):
             return None
         owner = (loads(raw) or {}).get("owner")
         return None if owner is None else str(owner)
+
+    async def holders(self, of: Sequence[Job | str]) -> dict[str, Holder]:
+        ids = [self._id(job) for job in of]
+        found = await asyncio.gather(*(self._holder(job_id) for job_id in ids))
+        return {i: h for i, h in zip(ids, found, strict=True) if h is not None}
+
+    async def _holder(self, job_id: str) -> Holder | None:
+        try:
+            raw, stat = await self.zk.call(self.zk.c.get, f"/claims/{job_id}")
+        except zk_exc.NoNode:
+            return None
+        owner = (loads(raw) or {}).get("owner")
+        if owner is None:
+            return None
+        return Holder(str(owner), session=f"0x{stat.ephemeral_owner:x}")
 
     # -- outcomes ----------------------------------------------------------------
 

@@ -1,0 +1,262 @@
+"""The jobs page on real boards (memory:// and a SQL board on SQLite), and its
+actions: trash a pending job, retry a failed one; each allowed with the token
+and refused read-only (403), without credentials (401) and forged (403)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+import zag_async as zag
+from zag_async.jobs import JobBoard, JobOutcome
+
+from . import flows
+from .conftest import Client, Stored
+
+TOKEN = "jobs-token"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+#: Midnight on January 1st: a schedule whose run is never due in a test.
+YEARLY = "0 0 1 1 *"
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def board(
+    request: pytest.FixtureRequest, stored: Stored, tmp_path: Path
+) -> AsyncIterator[JobBoard]:
+    """A real board, its flow records in the UI's backend."""
+    url = (
+        f"memory://ui-{tmp_path.name}"
+        if request.param == "memory"
+        else f"sqlite+aiosqlite:///{tmp_path / 'board.db'}"
+    )
+    async with zag.jobs.connect(url, backend=stored.backend) as opened:
+        yield opened
+
+
+async def csrf_of(http: httpx.AsyncClient, **headers: str) -> str:
+    """Open the jobs page as a browser would: the CSRF token its forms carry (set as
+    the cookie too, also when the page has no form to show)."""
+    page = await http.get("/zag/jobs", headers=headers)
+    cookie = http.cookies.get("zag_csrf")
+    assert cookie, "no CSRF cookie from the jobs page"
+    found = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert found is None or found.group(1) == cookie
+    return cookie
+
+
+async def trashed(board: JobBoard, name: str = "approve") -> zag.jobs.Job:
+    """A job that ended in the trash, as a conductor trashes a failed flow's job."""
+    job = await board.post(name, flows.approval, store={"who": "ann"})
+    claim = await board.claim(job, "conductor-1")
+    await board.trash(claim, "flow ended FAILURE: <b>boom</b>")
+    return job
+
+
+async def test_without_a_board_the_page_says_so(client: Client) -> None:
+    async with client() as http:
+        reply = await http.get("/zag/jobs")
+    assert reply.status_code == 200
+    assert "No job board is configured" in reply.text
+
+
+async def test_every_section_shows_its_jobs(client: Client, board: JobBoard) -> None:
+    pending = await board.post("<i>pending</i>", flows.approval, priority=2)
+    delayed = await board.post("delayed", flows.approval, delay=3600)
+    parked = await board.post("parked", flows.approval)
+    await board.park(await board.claim(parked, "conductor-1"), delay=None)
+    held = await board.post("held", flows.approval)
+    await board.claim(held, "conductor-<2>")
+    await board.post_scheduled(YEARLY, "nightly", flows.approval)
+    failed = await trashed(board)
+    async with client(board=board) as http:
+        reply = await http.get("/zag/jobs")
+    assert reply.status_code == 200
+    text = reply.text
+    assert "&lt;i&gt;pending&lt;/i&gt;" in text and "<i>pending" not in text
+    for job in (pending, delayed, parked, held, failed):
+        assert f'href="/zag/flows/{job.flow_id}"' in text, job.name
+    sections = re.split(r"<h2>", text)
+    titled = {part.split("</h2>")[0]: part for part in sections[1:]}
+    assert pending.uuid in titled["Pending (due now)"]
+    assert delayed.uuid in titled["Delayed"] and "in 60 min" in titled["Delayed"]
+    assert parked.uuid in titled["Parked (waiting for a signal)"]
+    claimed = titled["Claimed"]
+    assert held.uuid in claimed and "conductor-&lt;2&gt;" in claimed
+    if board.releases_owners:
+        assert "lease ends in" in claimed
+    else:
+        assert "held by session" in claimed
+    assert "nightly" in titled["Schedules"] and YEARLY in titled["Schedules"]
+    trash = titled["Trash and failures"]
+    assert failed.uuid in trash and "&lt;b&gt;boom&lt;/b&gt;" in trash
+    assert "<form" not in text  # read-only: no action forms
+    assert '<th scope="col">' in text and "<caption>Claimed</caption>" in text
+
+
+@pytest.mark.parametrize("action", ["trash", "retry"])
+async def test_read_only_refuses_both_actions(client: Client, board: JobBoard, action: str) -> None:
+    job = await board.post("x", flows.approval) if action == "trash" else await trashed(board)
+    async with client(board=board) as http:
+        reply = await http.post(f"/zag/jobs/{job.uuid}/{action}", data={}, headers=BEARER)
+    assert reply.status_code == 403
+    assert len(await board.jobs()) == (1 if action == "trash" else 0)
+
+
+@pytest.mark.parametrize("action", ["trash", "retry"])
+async def test_actions_without_credentials_are_401(
+    client: Client, board: JobBoard, action: str
+) -> None:
+    job = await board.post("x", flows.approval) if action == "trash" else await trashed(board)
+    async with client(board=board, actions=True, token=TOKEN) as http:
+        page = await http.get("/zag/jobs")
+        assert "<form" not in page.text  # no forms for an anonymous caller
+        for headers in ({}, {"Authorization": "Bearer nope"}):
+            reply = await http.post(f"/zag/jobs/{job.uuid}/{action}", data={}, headers=headers)
+            assert reply.status_code == 401
+    assert len(await board.jobs()) == (1 if action == "trash" else 0)
+
+
+@pytest.mark.parametrize("action", ["trash", "retry"])
+async def test_forged_actions_are_403(client: Client, board: JobBoard, action: str) -> None:
+    job = await board.post("x", flows.approval) if action == "trash" else await trashed(board)
+    url = f"/zag/jobs/{job.uuid}/{action}"
+    async with client(board=board, actions=True, token=TOKEN) as http:
+        missing = await http.post(url, data={}, headers=BEARER)
+        token = await csrf_of(http, **BEARER)
+        no_field = await http.post(url, data={}, headers=BEARER)
+        forged = f"{token.split('.')[0]}.{'0' * 64}"
+        http.cookies.set("zag_csrf", forged, domain="ui.test", path="/zag")
+        bad_mac = await http.post(url, data={"csrf": forged}, headers=BEARER)
+        http.cookies.set("zag_csrf", token, domain="ui.test", path="/zag")
+        foreign = await http.post(
+            url, data={"csrf": token}, headers={**BEARER, "Origin": "https://evil.example"}
+        )
+    for reply in (missing, no_field, bad_mac, foreign):
+        assert reply.status_code == 403, reply.text
+    assert len(await board.jobs()) == (1 if action == "trash" else 0)
+
+
+async def test_trash_a_pending_job(
+    client: Client, board: JobBoard, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="zag_async.ui")
+    job = await board.post("doomed", flows.approval)
+    async with client(board=board, actions=True, token=TOKEN) as http:
+        token = await csrf_of(http, **BEARER)
+        page = await http.get("/zag/jobs", headers=BEARER)
+        assert 'data-confirm="Trash job doomed?"' in page.text
+        reply = await http.post(
+            f"/zag/jobs/{job.uuid}/trash",
+            data={"csrf": token},
+            headers={**BEARER, "Origin": "http://ui.test"},
+        )
+        assert reply.status_code == 303
+        assert reply.headers["location"] == "/zag/jobs?done=job+trashed"
+        after = await http.get(reply.headers["location"], headers=BEARER)
+    assert await board.outcome(job.uuid) == JobOutcome.trashed(
+        job, "trashed through the UI by token"
+    )
+    assert "job trashed" in after.text
+    assert f"ui action: token trash-job {job.uuid}" in caplog.text
+
+
+async def test_trash_refuses_a_job_someone_holds_or_not_due(
+    client: Client, board: JobBoard
+) -> None:
+    held = await board.post("held", flows.approval)
+    await board.claim(held, "conductor-1")
+    later = await board.post("later", flows.approval, delay=3600)
+    async with client(board=board, actions=True, token=TOKEN) as http:
+        token = await csrf_of(http, **BEARER)
+        busy = await http.post(f"/zag/jobs/{held.uuid}/trash", data={"csrf": token}, headers=BEARER)
+        early = await http.post(
+            f"/zag/jobs/{later.uuid}/trash", data={"csrf": token}, headers=BEARER
+        )
+        gone = await http.post("/zag/jobs/no-such-job/trash", data={"csrf": token}, headers=BEARER)
+    assert busy.status_code == 409
+    assert "conductor-1" in busy.text and "suspend or cancel its flow" in busy.text
+    assert early.status_code == 409 and "not due" in early.text
+    assert gone.status_code == 404
+    assert await board.outcome(held.uuid) is None and await board.outcome(later.uuid) is None
+
+
+async def test_retry_posts_one_new_job_per_failed_job(
+    client: Client, board: JobBoard, stored: Stored, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="zag_async.ui")
+    failed = await trashed(board)
+    async with client(board=board, actions=True, token=TOKEN) as http:
+        token = await csrf_of(http, **BEARER)
+        page = await http.get("/zag/jobs", headers=BEARER)
+        assert "Run job approve again as a new job?" in page.text
+        first = await http.post(
+            f"/zag/jobs/{failed.uuid}/retry", data={"csrf": token}, headers=BEARER
+        )
+        second = await http.post(
+            f"/zag/jobs/{failed.uuid}/retry", data={"csrf": token}, headers=BEARER
+        )
+        assert first.status_code == second.status_code == 303
+        assert first.headers["location"] == second.headers["location"]
+        shown = await http.get(first.headers["location"], headers=BEARER)
+    assert shown.status_code == 200 and "retried as job" in shown.text
+    (again,) = await board.jobs()
+    assert again.uuid != failed.uuid and again.flow_id != failed.flow_id
+    assert first.headers["location"].startswith(f"/zag/flows/{again.flow_id}?done=")
+    assert again.name == "approve" and again.factory == failed.factory
+    detail = await stored.backend.load_flow(again.flow_id)
+    assert detail.store == {"who": "ann"}
+    assert again.idempotency_key == f"retry-of:{failed.uuid}"
+    assert f"ui action: token retry-job {failed.uuid} new job {again.uuid}" in caplog.text
+
+
+async def test_retry_refuses_jobs_that_did_not_fail(client: Client, board: JobBoard) -> None:
+    pending = await board.post("pending", flows.approval)
+    done = await board.post("done", flows.approval)
+    claim = await board.claim(done, "conductor-1")
+    await board.consume(claim, JobOutcome(done.uuid, done.flow_id, "SUCCESS", {}))
+    async with client(board=board, actions=True, token=TOKEN) as http:
+        token = await csrf_of(http, **BEARER)
+        replies = [
+            await http.post(f"/zag/jobs/{j.uuid}/retry", data={"csrf": token}, headers=BEARER)
+            for j in (pending, done)
+        ]
+    assert [r.status_code for r in replies] == [409, 409]
+    assert "SUCCESS" in replies[1].text
+    assert [j.uuid for j in await board.jobs()] == [pending.uuid]
+
+
+async def test_a_conductor_failed_job_retried_runs_again(
+    client: Client, board: JobBoard, stored: Stored
+) -> None:
+    """The whole loop with a real conductor: the flow fails and reverts (its job ends
+    REVERTED), the retry's job is claimed and reverts again (a second failure shows)."""
+    failed = await board.post("nasty", flows.nasty)
+    async with zag.Conductor(board, backend=stored.backend, name="c1") as conductor:
+        running = asyncio.create_task(conductor.run())
+        try:
+            async with asyncio.timeout(10):
+                outcome = await failed.wait()
+            assert outcome.state == "REVERTED"
+            async with client(board=board, actions=True, token=TOKEN) as http:
+                token = await csrf_of(http, **BEARER)
+                reply = await http.post(
+                    f"/zag/jobs/{failed.uuid}/retry", data={"csrf": token}, headers=BEARER
+                )
+                assert reply.status_code == 303
+                again = await board.find_key(f"retry-of:{failed.uuid}")
+                assert again is not None
+                async with asyncio.timeout(10):
+                    assert (await board.wait(again.uuid)).state == "REVERTED"
+                page = await http.get("/zag/jobs")
+        finally:
+            conductor.stop()
+            await running
+    failures = page.text.split("<h2>Trash and failures</h2>")[1]
+    assert failed.uuid in failures and again.uuid in failures
+    assert failures.count('class="state state-reverted"') == 2

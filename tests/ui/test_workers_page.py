@@ -183,3 +183,18 @@ def socket_closed() -> Any:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     yield port
+
+
+async def test_the_ui_command_takes_a_board_and_a_broker(stored: Stored, amqp_url: str) -> None:
+    from .test_cli import cli, served
+
+    args = ("ui", "--backend", stored.backend.url, "--board", "memory://", "--broker", amqp_url)
+    async with served(*args) as (http, listing):
+        jobs = await http.get("/jobs")
+        workers = await http.get("/workers")
+    assert listing.status_code == jobs.status_code == workers.status_code == 200
+    assert "No job is due." in jobs.text
+    assert "<h2>Live workers</h2>" in workers.text and "unreachable" not in workers.text
+    wrong = cli("ui", "--backend", stored.backend.url, "--broker", "http://nope")
+    _, err = wrong.communicate(timeout=30)
+    assert wrong.returncode == 2 and "--broker takes a RabbitMQ URL" in err

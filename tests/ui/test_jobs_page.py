@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
+from support import delete_zk_path
 
 import zag_async as zag
 from zag_async.jobs import JobBoard, JobOutcome
@@ -25,11 +27,23 @@ BEARER = {"Authorization": f"Bearer {TOKEN}"}
 YEARLY = "0 0 1 1 *"
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "zookeeper"])
 async def board(
     request: pytest.FixtureRequest, stored: Stored, tmp_path: Path
 ) -> AsyncIterator[JobBoard]:
-    """A real board, its flow records in the UI's backend."""
+    """A real board, its flow records in the UI's backend (ZooKeeper: a fresh path,
+    deleted afterwards)."""
+    if request.param == "zookeeper":
+        server = request.getfixturevalue("zk_server")
+        path = f"/zag-test/ui-{uuid.uuid4().hex}"
+        try:
+            async with zag.jobs.connect(
+                f"zookeeper://{server}{path}", backend=stored.backend
+            ) as zk:
+                yield zk
+        finally:
+            await delete_zk_path(server, path)
+        return
     url = (
         f"memory://ui-{tmp_path.name}"
         if request.param == "memory"
@@ -90,9 +104,13 @@ async def test_every_section_shows_its_jobs(client: Client, board: JobBoard) -> 
     assert held.uuid in claimed and "conductor-&lt;2&gt;" in claimed
     if board.releases_owners:
         assert "lease ends in" in claimed
+    elif board.url.startswith("zookeeper"):
+        assert "ZooKeeper session 0x" in claimed
     else:
         assert "held by session" in claimed
-    assert "nightly" in titled["Schedules"] and YEARLY in titled["Schedules"]
+    nightly = titled["Schedules"]
+    assert "nightly" in nightly and YEARLY in nightly
+    assert re.search(r"<td>\d{4}-01-01 00:00:00Z</td>", nightly)  # its run's due time
     trash = titled["Trash and failures"]
     assert failed.uuid in trash and "&lt;b&gt;boom&lt;/b&gt;" in trash
     assert "<form" not in text  # read-only: no action forms

@@ -10,6 +10,7 @@ the board's clock.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -169,11 +170,16 @@ def render(prefix: str, seen: Board, csrf: str | None, notice: str) -> str:
             f"<td>{e(owner)}</td><td>{e(keeps)}</td><td>{_when(job.posted_at)}</td></tr>"
         )
     schedules = []
+    runs = {j.schedule: j for j in (*seen.claimed, *seen.pending, *seen.delayed) if j.schedule}
     for name, schedule in sorted(seen.schedules.items()):
-        try:
-            upcoming = _when(next_fire(schedule.cron, now))
-        except ConfigurationError as exc:  # croniter missing: say so in the cell
-            upcoming = e(exc)
+        run = runs.get(name)
+        if run is not None:  # its run on the board says when (it may be late, or running)
+            upcoming = "running now" if run in seen.claimed else _when(max(run.due_at, now))
+        else:
+            try:
+                upcoming = _when(next_fire(schedule.cron, now))
+            except ConfigurationError as exc:  # croniter missing: say so in the cell
+                upcoming = e(exc)
         schedules.append(
             f"<tr><td>{e(name)}</td><td><code>{e(schedule.cron)}</code></td>"
             f"<td>{e(schedule.factory.path)}</td><td>{upcoming}</td></tr>"
@@ -258,13 +264,17 @@ def routes(ui: Ui) -> list[Route]:
                 "No job board is configured: start the UI with --board URL "
                 "(or asgi_app(..., board=...)) to see jobs.",
             )
+        started = time.perf_counter()
         try:
             seen = await read_board(ui.board)
         except BoardUnavailable as exc:
             return _message(prefix, 503, "Jobs", f"The job board is unavailable: {exc}")
         csrf = await _csrf(ui, request)
         notice = request.query_params.get("done", "")[:200]
-        page = HTMLResponse(render(prefix, seen, csrf, notice))
+        took = (time.perf_counter() - started) * 1000
+        page = HTMLResponse(
+            render(prefix, seen, csrf, notice), headers={"Server-Timing": f"app;dur={took:.1f}"}
+        )
         return _with_csrf(request, page, csrf)
 
     async def trash(request: Request) -> Response:

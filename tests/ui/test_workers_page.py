@@ -174,6 +174,30 @@ async def test_an_unreachable_broker_is_said_without_a_hang(
     assert took < 8.0
 
 
+async def test_a_broker_that_never_answers_is_said_within_the_bound(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A port that takes the TCP connection but never speaks AMQP: the page says so
+    after BROKER_TIMEOUT, and the next request answers at once."""
+    import socket
+
+    monkeypatch.setattr(page_module, "BROKER_TIMEOUT", 1.0)
+    with socket.socket() as mute:
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(4)  # never accepted: the handshake never comes
+        port = mute.getsockname()[1]
+        async with client(broker=f"amqp://guest:guest@127.0.0.1:{port}/") as http:
+            started = time.perf_counter()
+            reply = await http.get("/zag/workers")
+            first = time.perf_counter() - started
+            started = time.perf_counter()
+            again = await http.get("/zag/workers")
+            second = time.perf_counter() - started
+    assert reply.status_code == again.status_code == 200
+    assert "The broker is unreachable" in reply.text and "The broker is unreachable" in again.text
+    assert first < 4.0 and second < 1.0, (first, second)  # bounds, not timings
+
+
 @contextlib.contextmanager
 def socket_closed() -> Any:
     """A local port nothing listens on."""

@@ -100,8 +100,10 @@ class Discovery:
             try:
                 await self._listen()
             except (BrokerUnavailable, aio_pika.exceptions.AMQPError, OSError, TimeoutError) as exc:
-                self.error = str(exc) or type(exc).__name__
-                logger.warning("ui: discovery on %s: %s", redact(self.url), self.error)
+                error = str(exc) or type(exc).__name__
+                if error != self.error:  # once per cause, not every retry
+                    logger.warning("ui: discovery on %s: %s", redact(self.url), error)
+                self.error = error
             finally:
                 if self.connection is not None:
                     await close_connection(self.connection)
@@ -116,7 +118,8 @@ class Discovery:
         from ...workers.channel import connect, redact
         from ...workers.protocol import Ping
 
-        self.connection = await connect(self.url)
+        async with asyncio.timeout(BROKER_TIMEOUT):  # tighter than connect's own bound
+            self.connection = await connect(self.url)
         async with asyncio.timeout(BROKER_TIMEOUT):
             channel = await self.connection.channel()
             discovery = await channel.declare_exchange(
@@ -304,7 +307,8 @@ def routes(ui: Ui) -> list[Route]:
             try:
                 depths = await seen.depths([*names, topology.DEAD])
             except (TimeoutError, aio_pika.exceptions.AMQPError, OSError) as exc:
-                problem = f"Could not read the queues: {exc or type(exc).__name__}"
+                why = str(exc) or f"no answer within {BROKER_TIMEOUT:g} s"
+                problem = f"Could not read the queues from the broker: {why}"
         return HTMLResponse(render(prefix, seen, depths, problem))
 
     return [Route("/workers", workers_page)]

@@ -278,3 +278,22 @@ async def test_a_conductor_failed_job_retried_runs_again(
     failures = page.text.split("<h2>Trash and failures</h2>")[1]
     assert failed.uuid in failures and again.uuid in failures
     assert failures.count('class="state state-reverted"') == 2
+
+
+async def test_the_jobs_page_is_labelled(client: Client, board: JobBoard) -> None:
+    """Every table captioned with column headers, every control labelled, every
+    action button named after its job (the same forms repeat on each row)."""
+    from .test_accessibility import parsed
+
+    await board.post("pending", flows.approval)
+    await board.claim(await board.post("held", flows.approval), "conductor-1")
+    await trashed(board)
+    async with client(board=board, actions=True, token=TOKEN) as http:
+        text = (await http.get("/zag/jobs", headers=BEARER)).text
+    page = parsed(text)
+    assert page.lang == "en"
+    assert set(page.controls) <= page.labelled
+    assert page.tables == page.captions == 3
+    assert page.headers and all(scope == "col" for scope in page.headers)
+    buttons = re.findall(r'<button type="submit" aria-label="([^"]+)">', text)
+    assert len(buttons) == 2 and len(set(buttons)) == 2

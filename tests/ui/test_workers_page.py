@@ -25,6 +25,7 @@ from zag_async.contrib.ui.common import Ui
 
 from . import flows
 from .conftest import Client, Stored
+from .test_accessibility import parsed
 
 pytestmark = pytest.mark.services  # a real broker
 
@@ -114,6 +115,9 @@ async def test_live_workers_and_their_queue(stored: Stored, amqp_url: str, topic
     assert row.startswith('<td class="depth">0</td><td>1</td><td>1</td>'), row[:80]
     assert "zag.dead" in text
     assert len(started) == 1
+    page = parsed(text)
+    assert page.tables == page.captions == 2
+    assert all(scope == "col" for scope in page.headers)
 
 
 async def test_depth_counts_waiting_requests_and_the_listener_is_kept(

@@ -28,6 +28,7 @@ async def finish(board: JobBoard, name: str, state: str) -> zag.jobs.Job:
 async def test_finished_lists_ended_jobs_last_first(board: JobBoard) -> None:
     assert await board.finished() == []
     done = await finish(board, "done", "SUCCESS")
+    assert [f.job.uuid for f in await board.finished()] == [done.uuid]  # read (and kept)
     reverted = await finish(board, "reverted", "REVERTED")
     trashed = await finish(board, "trashed", "TRASHED")
     pending = await board.post("pending", flows.steps, "p")
@@ -42,6 +43,8 @@ async def test_finished_lists_ended_jobs_last_first(board: JobBoard) -> None:
     assert listed[1].outcome.error == "reverted failed"
     assert listed[2].job.state is JobState.COMPLETE
     assert listed[0].finished_at >= listed[1].finished_at >= listed[2].finished_at > 0
+    listed[0].job.name = "changed by the caller"
+    assert (await board.finished(limit=1))[0].job.name == "trashed"  # copies handed out
 
 
 async def test_finished_filters_by_state_before_the_limit(board: JobBoard) -> None:

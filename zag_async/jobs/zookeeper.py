@@ -109,6 +109,8 @@ class ZooKeeperBoard(JobBoard):
             self.zk, view=self._view, clock=self._clock, url=url, missing=self._missing
         )
         self._opened = False
+        #: result nodes read by `finished()`: job id -> (creation zxid, the finished job)
+        self._results: dict[str, tuple[int, FinishedJob]] = {}
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -337,18 +339,33 @@ class ZooKeeperBoard(JobBoard):
         self, *, limit: int = 100, states: Collection[str] | None = None
     ) -> list[FinishedJob]:
         # Result nodes have no order but their creation time: read them (at most
-        # FINISHED_SCAN, in batches) and sort.
-        names = await self.zk.call(self.zk.c.get_children, "/results")
-        found: list[tuple[int, FinishedJob]] = []
-        picked = names[:FINISHED_SCAN]
-        for start in range(0, len(picked), 50):
-            batch = picked[start : start + 50]
-            for item in await asyncio.gather(*(self._finished_one(n) for n in batch)):
-                if item is not None and (states is None or item[1].outcome.state in states):
-                    found.append(item)
+        # FINISHED_SCAN, in batches) and sort. A result node never changes once
+        # written, so each is read once and kept while it is listed.
+        names = (await self.zk.call(self.zk.c.get_children, "/results"))[:FINISHED_SCAN]
+        known = self._results
+        fresh = [n for n in names if n not in known]
+        for start in range(0, len(fresh), 50):
+            batch = fresh[start : start + 50]
+            for name, item in zip(
+                batch, await asyncio.gather(*(self._finished_one(n) for n in batch)), strict=True
+            ):
+                if item is not None:
+                    known[name] = item
+        self._results = {n: known[n] for n in names if n in known}
+        found = [
+            item
+            for item in self._results.values()
+            if states is None or item[1].outcome.state in states
+        ]
         # creation order (zxid) is finishing order, also within one millisecond
         found.sort(key=lambda pair: pair[0], reverse=True)
-        return [item for _, item in found[: max(limit, 0)]]
+        return [self._copy_finished(item) for _, item in found[: max(limit, 0)]]
+
+    def _copy_finished(self, item: FinishedJob) -> FinishedJob:
+        """A copy of a kept record (a `Job` is mutable; the cache must stay as read)."""
+        job = Job.from_dict(item.job.to_dict(), state=item.job.state)
+        job.board = self
+        return FinishedJob(job, item.outcome, item.finished_at)
 
     async def _finished_one(self, job_id: str) -> tuple[int, FinishedJob] | None:
         try:

@@ -297,3 +297,14 @@ async def test_the_jobs_page_is_labelled(client: Client, board: JobBoard) -> Non
     assert page.headers and all(scope == "col" for scope in page.headers)
     buttons = re.findall(r'<button type="submit" aria-label="([^"]+)">', text)
     assert len(buttons) == 2 and len(set(buttons)) == 2
+
+
+async def test_a_long_section_is_cut_and_says_so(client: Client, stored: Stored) -> None:
+    async with zag.jobs.connect(f"memory://cut-{uuid.uuid4().hex}", backend=stored.backend) as b:
+        for n in range(201):
+            await b.post(f"job-{n}", flows.approval)
+        async with client(board=b) as http:
+            text = (await http.get("/zag/jobs")).text
+    pending = text.split("<h2>Pending (due now)</h2>")[1].split("<h2>")[0]
+    assert pending.count("<tr><td>") == 200
+    assert "Showing the first 200 only." in pending

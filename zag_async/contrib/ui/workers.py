@@ -70,7 +70,7 @@ class Discovery:
     """One UI app's listener on the discovery fanout, holding what workers announce."""
 
     def __init__(self, url: str) -> None:
-        # aliased: main's test_wheel refuses any "url(" (a CSS fetch) in the UI's sources
+        # aliased: main's test_wheel reads the name and a paren as a CSS fetch
         from ...workers.channel import check_url as broker_url_checked
 
         self.url = broker_url_checked(url)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -36,14 +37,14 @@ async def board(stored: Stored, tmp_path: Path) -> AsyncIterator[JobBoard]:
 
 
 @pytest.fixture
-async def served(stored: Stored, board: JobBoard) -> AsyncIterator[str]:
-    """The UI (actions on, with a token, the board) mounted at /zag on a free port."""
+async def served(stored: Stored, board: JobBoard, amqp_url: str) -> AsyncIterator[str]:
+    """The UI (actions on, with a token, the board and the broker) at /zag on a free port."""
     import uvicorn
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    ui = asgi_app(stored.backend, board=board, actions=True, token=TOKEN)
+    ui = asgi_app(stored.backend, board=board, actions=True, token=TOKEN, broker=amqp_url)
     host = Starlette(routes=[Mount("/zag", ui)])
     server = uvicorn.Server(uvicorn.Config(host, port=port, log_level="warning", lifespan="off"))
     task = asyncio.create_task(server.serve())
@@ -122,3 +123,31 @@ async def test_trash_a_pending_job_then_retry_it(page: Any, served: str, board: 
     pending = page.locator("table.jobs", has=page.locator("caption", has_text="Pending"))
     assert again.uuid in await pending.inner_text()
     await shot(page, "jobs-after-retry")
+
+
+async def test_the_workers_page_shows_a_live_worker(page: Any, served: str, amqp_url: str) -> None:
+    import aio_pika
+
+    topic = f"ui-{uuid.uuid4().hex[:8]}"
+    try:
+        async with zag.Worker(
+            amqp_url, topic=topic, tasks=[flows.one], announce_every=0.5, name=f"browser-{topic}"
+        ) as worker:
+            serving = asyncio.create_task(worker.serve())
+            try:
+                await page.goto(f"{served}/workers")
+                live = page.locator("table.workers", has=page.locator("caption"))
+                assert f"browser-{topic}" in await live.inner_text()
+                queues = await page.locator("table.queues").inner_text()
+                assert f"zag.q.{topic}" in queues and "zag.dead" in queues
+                await shot(page, "workers")
+            finally:
+                worker.stop()
+                async with asyncio.timeout(10):
+                    await serving
+    finally:
+        connection = await aio_pika.connect(amqp_url, timeout=10)
+        try:
+            await (await connection.channel()).queue_delete(f"zag.q.{topic}")
+        finally:
+            await connection.close()

@@ -240,11 +240,13 @@ def render(prefix: str, seen: Discovery, depths: dict[str, Depth], problem: str)
         serving[w.topic] = serving.get(w.topic, 0) + 1
     queue_rows = []
     for name, depth in depths.items():
-        topic = name.removeprefix("zag.q.") if name != topology.DEAD else "(dead letters)"
+        dead = name == topology.DEAD
+        topic = "(dead letters)" if dead else name.removeprefix("zag.q.")
+        workers_on = "" if dead else str(serving.get(topic, 0))
         queue_rows.append(
             f"<tr><td>{e(topic)}</td><td><code>{e(name)}</code></td>"
             f'<td class="depth">{e(_count(depth.messages))}</td>'
-            f"<td>{e(_count(depth.consumers))}</td><td>{serving.get(topic, 0)}</td></tr>"
+            f"<td>{e(_count(depth.consumers))}</td><td>{workers_on}</td></tr>"
         )
     queues = (
         '<table class="queues"><caption>Topics and queues</caption><thead><tr>'

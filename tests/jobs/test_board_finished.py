@@ -89,3 +89,17 @@ async def test_holders_name_the_owner_and_what_keeps_the_claim(board: JobBoard) 
     elif board.releases_owners:  # SQL: a lease, ahead of the board's clock
         assert holder.lease_until is not None and holder.lease_until > await board.now()
     assert await board.holders([]) == {}
+
+
+async def test_find_finished_reads_one_ended_job(board: JobBoard) -> None:
+    pending = await board.post("pending", flows.steps, "p", priority=4)
+    assert await board.find_finished(pending.uuid) is None
+    assert await board.find_finished("no-such-job") is None
+    job = await board.post("urgent", flows.steps, "u", priority=7)
+    await board.trash(await board.claim(job, "ops"), "no")
+    found = await board.find_finished(job.uuid)
+    assert found is not None
+    assert (found.job.name, found.job.priority, found.job.flow_id) == ("urgent", 7, job.flow_id)
+    assert found.job.factory == job.factory
+    assert (found.outcome.state, found.outcome.error) == ("TRASHED", "no")
+    assert found.job.state is JobState.TRASHED and found.finished_at > 0

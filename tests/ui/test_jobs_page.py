@@ -66,7 +66,7 @@ async def csrf_of(http: httpx.AsyncClient, **headers: str) -> str:
 
 async def trashed(board: JobBoard, name: str = "approve") -> zag.jobs.Job:
     """A job that ended in the trash, as a conductor trashes a failed flow's job."""
-    job = await board.post(name, flows.approval, store={"who": "ann"})
+    job = await board.post(name, flows.approval, store={"who": "ann"}, priority=3)
     claim = await board.claim(job, "conductor-1")
     await board.trash(claim, "flow ended FAILURE: <b>boom</b>")
     return job
@@ -227,6 +227,7 @@ async def test_retry_posts_one_new_job_per_failed_job(
     assert again.uuid != failed.uuid and again.flow_id != failed.flow_id
     assert first.headers["location"].startswith(f"/zag/flows/{again.flow_id}?done=")
     assert again.name == "approve" and again.factory == failed.factory
+    assert again.priority == 3  # as urgent as the job it retries
     detail = await stored.backend.load_flow(again.flow_id)
     assert detail.store == {"who": "ann"}
     assert again.idempotency_key == f"retry-of:{failed.uuid}"

@@ -510,6 +510,10 @@ class JobBoard(abc.ABC):
     async def _wait_outcome(self, job_id: str) -> JobOutcome: ...
 
     @abc.abstractmethod
+    async def find_finished(self, job_id: str) -> FinishedJob | None:
+        """The job `job_id` as it ended (job, outcome, when), or None while it has not."""
+
+    @abc.abstractmethod
     async def finished(
         self, *, limit: int = 100, states: Collection[str] | None = None
     ) -> list[FinishedJob]:

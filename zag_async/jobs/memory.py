@@ -241,6 +241,13 @@ class MemoryBoard(JobBoard):
     async def outcome(self, job_id: str) -> JobOutcome | None:
         return self._s.outcomes.get(job_id)
 
+    async def find_finished(self, job_id: str) -> FinishedJob | None:
+        s = self._s
+        if job_id not in s.ended:
+            return None
+        job = self._copy(s.finished[job_id], self._finished_state(job_id))
+        return FinishedJob(job, s.outcomes[job_id], s.ended[job_id])
+
     async def finished(
         self, *, limit: int = 100, states: Collection[str] | None = None
     ) -> list[FinishedJob]:
@@ -251,8 +258,9 @@ class MemoryBoard(JobBoard):
                 break
             outcome = s.outcomes[job_id]
             if states is None or outcome.state in states:
-                job = self._copy(s.finished[job_id], self._finished_state(job_id))
-                out.append(FinishedJob(job, outcome, s.ended[job_id]))
+                found = await self.find_finished(job_id)
+                assert found is not None
+                out.append(found)
         return out
 
     async def _wait_outcome(self, job_id: str) -> JobOutcome:

@@ -356,14 +356,22 @@ class SqlBoard(JobBoard):
             query = query.where(self._outcome_state().in_(list(states)))
         async with self.db.read() as conn:
             rows = (await conn.execute(query.limit(max(limit, 0)))).all()
-        out = []
-        for row in rows:
-            outcome = JobOutcome.from_dict(json.loads(row.outcome))
-            job = Job.from_dict(json.loads(row.job))
-            job.board = self
-            job.state = JobState.TRASHED if outcome.state == "TRASHED" else JobState.COMPLETE
-            out.append(FinishedJob(job, outcome, float(row.finished_at)))
-        return out
+        return [self._finished(row) for row in rows]
+
+    async def find_finished(self, job_id: str) -> FinishedJob | None:
+        c = job_results.c
+        query = select(c.outcome, c.job, c.finished_at).where(c.job_uuid == job_id)
+        async with self.db.read() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else self._finished(row)
+
+    def _finished(self, row: Any) -> FinishedJob:
+        """A `zag_job_results` row (outcome, job, finished_at) as a finished job."""
+        outcome = JobOutcome.from_dict(json.loads(row.outcome))
+        job = Job.from_dict(json.loads(row.job))
+        job.board = self
+        job.state = JobState.TRASHED if outcome.state == "TRASHED" else JobState.COMPLETE
+        return FinishedJob(job, outcome, float(row.finished_at))
 
     def _outcome_state(self) -> ColumnElement[str]:
         """SQL: the state inside a result's outcome JSON (stored as text)."""

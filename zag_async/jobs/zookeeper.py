@@ -361,6 +361,10 @@ class ZooKeeperBoard(JobBoard):
         found.sort(key=lambda pair: pair[0], reverse=True)
         return [self._copy_finished(item) for _, item in found[: max(limit, 0)]]
 
+    async def find_finished(self, job_id: str) -> FinishedJob | None:
+        found = await self._finished_one(job_id)
+        return None if found is None else found[1]
+
     def _copy_finished(self, item: FinishedJob) -> FinishedJob:
         """A copy of a kept record (a `Job` is mutable; the cache must stay as read)."""
         job = Job.from_dict(item.job.to_dict(), state=item.job.state)

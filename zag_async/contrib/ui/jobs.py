@@ -316,21 +316,27 @@ def routes(ui: Ui) -> list[Route]:
         if board is None:
             return Response("no job board is configured", 404)
         job_id = request.path_params["job_id"]
-        outcome = await board.outcome(job_id)
-        if outcome is None:
+        ended = await board.find_finished(job_id)
+        if ended is None:
             return Response(f"job {job_id} has not ended (or never was): nothing to retry", 409)
-        if outcome.state not in FAILED:
-            return Response(f"job {job_id} ended {outcome.state}: only failed jobs retry", 409)
+        if ended.outcome.state not in FAILED:
+            return Response(
+                f"job {job_id} ended {ended.outcome.state}: only failed jobs retry", 409
+            )
         try:
-            detail = await board.backend.load_flow(outcome.flow_id)
+            detail = await board.backend.load_flow(ended.job.flow_id)
             ref = FactoryRef.from_dict(detail.meta["factory"])
         except (NotFound, StorageError, ConfigurationError, KeyError, TypeError) as exc:
             return Response(
-                f"job {job_id}: its flow {outcome.flow_id} has no factory to run again: {exc}",
+                f"job {job_id}: its flow {ended.job.flow_id} has no factory to run again: {exc}",
                 409,
             )
         job = await board.post_ref(
-            detail.name, ref, store=detail.store, idempotency_key=f"retry-of:{job_id}"
+            ended.job.name,
+            ref,
+            store=detail.store,
+            priority=ended.job.priority,
+            idempotency_key=f"retry-of:{job_id}",
         )
         await ui.record(who, "retry-job", job_id, f"new job {job.uuid} flow {job.flow_id}")
         return RedirectResponse(

@@ -81,6 +81,7 @@ class Discovery:
         self.connection: AbstractRobustConnection | None = None
         self.ready = asyncio.Event()  #: set once listening, or once it failed
         self.heard = asyncio.Event()  #: set by each announcement
+        self.looked = False  #: the first request's wait for answers is done
         self.task: asyncio.Task[None] | None = None
 
     def start(self, ui: Ui) -> None:
@@ -170,7 +171,8 @@ class Discovery:
         """Wait (bounded) until listening and, the first time, for the ping's answers."""
         async with asyncio.timeout(BROKER_TIMEOUT + FIRST_WAIT + 1):
             await self.ready.wait()
-        if self.error is None and not self.workers:
+        if self.error is None and not self.looked:
+            self.looked = True
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(FIRST_WAIT):
                     await self.heard.wait()

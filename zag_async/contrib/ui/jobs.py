@@ -15,12 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from ...errors import (
     AlreadyClaimed,
     BoardUnavailable,
+    ClaimLost,
     ConfigurationError,
     JobNotFound,
     NotFound,
@@ -131,8 +132,8 @@ def _table(caption: str, heads: Sequence[str], rows: Sequence[str], empty: str) 
 def _unclaimed_row(prefix: str, job: Job, due: str, action: str) -> str:
     return (
         f"<tr><td>{_flow(prefix, job)}</td><td><code>{e(job.uuid)}</code></td>"
-        f"<td>{job.priority}</td><td>{_when(job.posted_at)}</td><td>{due}</td>"
-        f"<td>{job.build_failures}</td><td>{action}</td></tr>"
+        f"<td>{e(job.priority)}</td><td>{_when(job.posted_at)}</td><td>{due}</td>"
+        f"<td>{e(job.build_failures)}</td><td>{action}</td></tr>"
     )
 
 
@@ -284,26 +285,29 @@ def routes(ui: Ui) -> list[Route]:
         assert who is not None
         board = ui.board
         if board is None:
-            return Response("no job board is configured", 404)
+            return PlainTextResponse("no job board is configured", 404)
         job_id = request.path_params["job_id"]
         try:
             claim = await board.claim(job_id, f"zag-ui:{who}")
         except JobNotFound:
-            return Response(f"no job {job_id} on the board (it ended, or never was)", 404)
+            return PlainTextResponse(f"no job {job_id} on the board (it ended, or never was)", 404)
         except AlreadyClaimed:
             owner = await board.find_owner(job_id)
-            return Response(
+            return PlainTextResponse(
                 f"job {job_id} is claimed by {owner or 'another owner'}: suspend or cancel "
                 "its flow instead",
                 409,
             )
         except NotYetDue as exc:
-            return Response(
+            return PlainTextResponse(
                 f"job {job_id} is not due yet ({exc}): only a due job can be trashed here",
                 409,
             )
         reason = f"trashed through the UI by {who}"
-        await board.trash(claim, reason)
+        try:
+            await board.trash(claim, reason)
+        except ClaimLost as exc:  # our claim went (a lease or session lapsed) before the trash
+            return PlainTextResponse(f"job {job_id} could not be trashed: {exc}", 409)
         await ui.record(who, "trash-job", job_id, f"{claim.job.name} flow {claim.job.flow_id}")
         return RedirectResponse(f"{root(request)}/jobs?done=job+trashed", status_code=303)
 
@@ -314,20 +318,22 @@ def routes(ui: Ui) -> list[Route]:
         assert who is not None
         board = ui.board
         if board is None:
-            return Response("no job board is configured", 404)
+            return PlainTextResponse("no job board is configured", 404)
         job_id = request.path_params["job_id"]
         ended = await board.find_finished(job_id)
         if ended is None:
-            return Response(f"job {job_id} has not ended (or never was): nothing to retry", 409)
+            return PlainTextResponse(
+                f"job {job_id} has not ended (or never was): nothing to retry", 409
+            )
         if ended.outcome.state not in FAILED:
-            return Response(
+            return PlainTextResponse(
                 f"job {job_id} ended {ended.outcome.state}: only failed jobs retry", 409
             )
         try:
             detail = await board.backend.load_flow(ended.job.flow_id)
             ref = FactoryRef.from_dict(detail.meta["factory"])
         except (NotFound, StorageError, ConfigurationError, KeyError, TypeError) as exc:
-            return Response(
+            return PlainTextResponse(
                 f"job {job_id}: its flow {ended.job.flow_id} has no factory to run again: {exc}",
                 409,
             )

@@ -309,3 +309,21 @@ async def test_a_long_section_is_cut_and_says_so(client: Client, stored: Stored)
     pending = text.split("<h2>Pending (due now)</h2>")[1].split("<h2>")[0]
     assert pending.count("<tr><td>") == 200
     assert "Showing the first 200 only." in pending
+
+
+async def test_the_board_clock_is_read_once_a_minute(
+    client: Client, board: JobBoard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On ZooKeeper reading the clock is a write: page views in between estimate it."""
+    reads: list[float] = []
+    real = board.now
+
+    async def counted() -> float:
+        reads.append(await real())
+        return reads[-1]
+
+    monkeypatch.setattr(board, "now", counted)
+    async with client(board=board) as http:
+        for _ in range(3):
+            assert (await http.get("/zag/jobs")).status_code == 200
+    assert len(reads) == 1

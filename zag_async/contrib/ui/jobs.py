@@ -43,6 +43,8 @@ __all__ = ["routes"]
 SECTION_LIMIT = 200
 #: The most unclaimed jobs read to fill the pending, delayed and parked sections.
 UNCLAIMED_SCAN = 2000
+#: Seconds between readings of the board's clock (estimated in between).
+CLOCK_EVERY = 60.0
 #: Outcomes a retry is offered for.
 FAILED = frozenset({"FAILURE", "REVERTED", "TRASHED"})
 
@@ -64,9 +66,23 @@ class Board:
     scanned_all: bool
 
 
-async def read_board(board: JobBoard) -> Board:
+class Clock:
+    """The board's clock for the page: read (a round trip; on ZooKeeper a write) at
+    most every CLOCK_EVERY seconds, estimated from that reading in between."""
+
+    def __init__(self) -> None:
+        self.read_at: float | None = None
+
+    async def now(self, board: JobBoard) -> float:
+        if self.read_at is None or time.monotonic() - self.read_at > CLOCK_EVERY:
+            self.read_at = time.monotonic()
+            return await board.now()
+        return board.estimate_now()
+
+
+async def read_board(board: JobBoard, clock: Clock) -> Board:
     """One look at the board: its clock, jobs by section, holders, schedules, failures."""
-    now = await board.now()
+    now = await clock.now(board)
     unclaimed = await board.jobs(state=JobState.UNCLAIMED, limit=UNCLAIMED_SCAN)
     claimed = await board.jobs(state=JobState.CLAIMED, limit=SECTION_LIMIT + 1)
     holders, schedules, failed = await asyncio.gather(
@@ -254,6 +270,7 @@ def _with_csrf(request: Request, response: Response, token: str | None) -> Respo
 
 def routes(ui: Ui) -> list[Route]:
     """GET /jobs, POST /jobs/{job_id}/trash and /jobs/{job_id}/retry."""
+    clock = Clock()
 
     async def jobs_page(request: Request) -> Response:
         prefix = root(request)
@@ -267,7 +284,7 @@ def routes(ui: Ui) -> list[Route]:
             )
         started = time.perf_counter()
         try:
-            seen = await read_board(ui.board)
+            seen = await read_board(ui.board, clock)
         except BoardUnavailable as exc:
             return _message(prefix, 503, "Jobs", f"The job board is unavailable: {exc}")
         csrf = await _csrf(ui, request)

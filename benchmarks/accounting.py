@@ -55,8 +55,11 @@ class Counters:
         return self.commits - self.sessions
 
     def __sub__(self, other: Counters) -> Counters:
-        return Counters(self.commits - other.commits, self.rollbacks - other.rollbacks,
-                        self.sessions - other.sessions)
+        return Counters(
+            self.commits - other.commits,
+            self.rollbacks - other.rollbacks,
+            self.sessions - other.sessions,
+        )
 
 
 class PgCounters:
@@ -104,8 +107,7 @@ class PgCounters:
         self.wait_idle()
         self._one("SELECT pg_stat_clear_snapshot()")
         row = self._one(
-            "SELECT xact_commit, xact_rollback, sessions FROM pg_stat_database "
-            "WHERE datname = %s",
+            "SELECT xact_commit, xact_rollback, sessions FROM pg_stat_database WHERE datname = %s",
             self.dbname,
         )
         return Counters(*row)

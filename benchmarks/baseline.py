@@ -58,8 +58,9 @@ class Tree:
 
 
 def _git(*args: str) -> str:
-    proc = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
-                          check=False)
+    proc = subprocess.run(
+        ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False
+    )
     if proc.returncode != 0:
         raise BaselineError(f"git {' '.join(args)}: {proc.stderr.strip() or proc.returncode}")
     return proc.stdout.strip()
@@ -84,8 +85,11 @@ def export(rev: str, dest: Path, label: str = "baseline") -> Tree:
         raise BaselineError(f"git is needed for --{label}: {exc}") from exc
     except BaselineError as exc:
         raise BaselineError(f"--{label} {rev}: not a commit of {ROOT}") from exc
-    proc = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", sha, "zag_async"],
-                          capture_output=True, check=False)
+    proc = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", sha, "zag_async"],
+        capture_output=True,
+        check=False,
+    )
     if proc.returncode != 0:
         raise BaselineError(f"git archive {rev}: {proc.stderr.decode().strip()}")
     with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tar:
@@ -102,8 +106,17 @@ def run_child(
     """
     with tempfile.TemporaryDirectory(prefix="zag-bench-child-") as tmp:
         out = Path(tmp) / "rows.json"
-        cmd = [sys.executable, str(HERE / "run.py"), "--only-zag", "--only", scenario,
-               "--json", str(out), "--baseline-child", *extra]
+        cmd = [
+            sys.executable,
+            str(HERE / "run.py"),
+            "--only-zag",
+            "--only",
+            scenario,
+            "--json",
+            str(out),
+            "--baseline-child",
+            *extra,
+        ]
         if quick:
             cmd.append("--quick")
         inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
@@ -121,8 +134,17 @@ def run_child(
             _end_group(proc)
         log(f"{tree.label} zag: {scenario} done in {time.perf_counter() - t0:.1f} s")
         if not out.exists():
-            return [Measurement(ZAG, scenario, "(error)", "scenario", "", None,
-                                f"{tree.label} child failed: {reason}")]
+            return [
+                Measurement(
+                    ZAG,
+                    scenario,
+                    "(error)",
+                    "scenario",
+                    "",
+                    None,
+                    f"{tree.label} child failed: {reason}",
+                )
+            ]
         payload = json.loads(out.read_text())
     return [_measurement(row) for row in payload["rows"]]
 
@@ -188,9 +210,18 @@ def merge(rounds: list[list[Measurement]]) -> list[Measurement]:
         note = ms[0].note
         if len(stats) < len(ms):
             note = f"{note}; missing in {len(ms) - len(stats)} of {len(ms)} rounds".lstrip("; ")
-        merged.append(replace(ms[0], note=note, stats=Stats(
-            statistics.median(s.median for s in stats), min(s.min for s in stats),
-            max(s.max for s in stats), sum(s.n for s in stats))))
+        merged.append(
+            replace(
+                ms[0],
+                note=note,
+                stats=Stats(
+                    statistics.median(s.median for s in stats),
+                    min(s.min for s in stats),
+                    max(s.max for s in stats),
+                    sum(s.n for s in stats),
+                ),
+            )
+        )
     return merged
 
 
@@ -245,27 +276,43 @@ def print_comparison(
 ) -> list[str]:
     """Print TaskFlow, baseline zag, current zag and cur/base per figure; return the WORSE ones."""
     base_tree, cur_tree = trees
-    print(f"\nzag-async: current vs baseline ({rounds} subprocess runs per revision and scenario, "
-          "order alternating)")
+    print(
+        f"\nzag-async: current vs baseline ({rounds} subprocess runs per revision and scenario, "
+        "order alternating)"
+    )
     print(f"  baseline    {_short(base_tree.describe)}")
     print(f"  current     {_short(cur_tree.describe)}")
     print("  cur/base    current / baseline of the medians (best: of the fastest runs); for rates")
     print("              (higher is better) baseline / current: above 1 is always worse")
     print(f"  WORSE       both ratios above {WORSE:.2f} (one alone is usually noise); rows marked")
-    print("              (control) hold no zag code (raw aio-pika, raw commits): their ratios "
-          "show the noise")
+    print(
+        "              (control) hold no zag code (raw aio-pika, raw commits): their ratios "
+        "show the noise"
+    )
     if peer_note:
         print(f"  TaskFlow    {peer_note}")
     keyed = {
         side: {(m.scenario, m.case, m.metric): m for m in rows}
         for side, rows in (("cur", current), ("base", baseline), ("peer", peer))
     }
-    headers = ("case", "metric", "unit", "TaskFlow", "baseline zag", "current zag", "cur/base",
-               "best", "")
+    headers = (
+        "case",
+        "metric",
+        "unit",
+        "TaskFlow",
+        "baseline zag",
+        "current zag",
+        "cur/base",
+        "best",
+        "",
+    )
     flagged: list[str] = []
     for scenario in scenarios:
-        keys = list(dict.fromkeys(
-            (m.scenario, m.case, m.metric) for m in current + baseline if m.scenario == scenario))
+        keys = list(
+            dict.fromkeys(
+                (m.scenario, m.case, m.metric) for m in current + baseline if m.scenario == scenario
+            )
+        )
         lines = []
         for key in keys:
             c, b, p = (keyed[side].get(key) for side in ("cur", "base", "peer"))
@@ -275,28 +322,41 @@ def print_comparison(
             if c and c.stats and b and b.stats:
                 ratios = cost_ratios(c.stats, b.stats, higher_is_better(row))
             if ratios is None:
-                mark = "; ".join(f"{who}: {m.note}" for who, m in (("base", b), ("cur", c))
-                                 if m and m.stats is None and m.note) or "missing on one side"
+                mark = (
+                    "; ".join(
+                        f"{who}: {m.note}"
+                        for who, m in (("base", b), ("cur", c))
+                        if m and m.stats is None and m.note
+                    )
+                    or "missing on one side"
+                )
             elif is_control(row):
                 mark = "(control)"
             else:
                 mark = verdict(ratios)
                 if mark == "WORSE":
-                    flagged.append(f"{scenario} {key[1]} {key[2]}: {ratios[0]:.2f}x "
-                                   f"(best {ratios[1]:.2f}x)")
-            lines.append((
-                key[1], key[2], row.unit,
-                fmt_stats(p.stats, p.note) if p else "-",
-                fmt_stats(b.stats, b.note) if b else "-",
-                fmt_stats(c.stats, c.note) if c else "-",
-                f"{ratios[0]:.3f}" if ratios else "",
-                f"{ratios[1]:.3f}" if ratios else "",
-                mark,
-            ))
+                    flagged.append(
+                        f"{scenario} {key[1]} {key[2]}: {ratios[0]:.2f}x (best {ratios[1]:.2f}x)"
+                    )
+            lines.append(
+                (
+                    key[1],
+                    key[2],
+                    row.unit,
+                    fmt_stats(p.stats, p.note) if p else "-",
+                    fmt_stats(b.stats, b.note) if b else "-",
+                    fmt_stats(c.stats, c.note) if c else "-",
+                    f"{ratios[0]:.3f}" if ratios else "",
+                    f"{ratios[1]:.3f}" if ratios else "",
+                    mark,
+                )
+            )
         print_columns(f"{titles.get(scenario, scenario)}: current vs baseline", headers, lines)
     if flagged:
-        print(f"\n{len(flagged)} figure(s) WORSE than {WORSE:.2f}x the baseline (look at the "
-              "spread and the controls before believing one; rerun with more --baseline-rounds):")
+        print(
+            f"\n{len(flagged)} figure(s) WORSE than {WORSE:.2f}x the baseline (look at the "
+            "spread and the controls before believing one; rerun with more --baseline-rounds):"
+        )
         for line in flagged:
             print(f"  {line}")
     else:

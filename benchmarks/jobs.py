@@ -260,8 +260,9 @@ async def zag_inprocess(
                 for _ in range(conductors)
             ]
             cons = [
-                zag.Conductor(b, backend=backend, name=f"c{i}", max_jobs=max_jobs,
-                              listeners=[on_event])
+                zag.Conductor(
+                    b, backend=backend, name=f"c{i}", max_jobs=max_jobs, listeners=[on_event]
+                )
                 for i, b in enumerate(boards)
             ]
             tasks: list[asyncio.Task[None]] = []
@@ -357,10 +358,13 @@ async def conductor_main(args: argparse.Namespace) -> None:
         import cProfile
 
         profiler = cProfile.Profile()
-    async with zag.connect(args.persistence) as backend, \
-            zag.jobs.connect(args.board, backend=backend) as board:
-        conductor = zag.Conductor(board, backend=backend, name=args.name,
-                                  max_jobs=args.max_jobs, listeners=[on_event])
+    async with (
+        zag.connect(args.persistence) as backend,
+        zag.jobs.connect(args.board, backend=backend) as board,
+    ):
+        conductor = zag.Conductor(
+            board, backend=backend, name=args.name, max_jobs=args.max_jobs, listeners=[on_event]
+        )
         out.write("ready\n")
         out.flush()
         line = await reader.readline()
@@ -382,8 +386,14 @@ async def conductor_main(args: argparse.Namespace) -> None:
 
 
 async def conductor_processes(
-    url: str, persistence: str, n: int, conductors: int, max_jobs: int, mode: str,
-    post_all: Callable[[], Any], profile_dir: str | None = None,
+    url: str,
+    persistence: str,
+    n: int,
+    conductors: int,
+    max_jobs: int,
+    mode: str,
+    post_all: Callable[[], Any],
+    profile_dir: str | None = None,
 ) -> dict[str, Any]:
     """Run `conductors` conductor processes on board `url` until n jobs are consumed.
 
@@ -397,14 +407,29 @@ async def conductor_processes(
     last = [0.0]
     try:
         for i in range(conductors):
-            cmd = [sys.executable, str(HERE / "jobs.py"), "conductor", "--board", url,
-                   "--persistence", persistence, "--max-jobs", str(max_jobs),
-                   "--name", f"c{i}"]
+            cmd = [
+                sys.executable,
+                str(HERE / "jobs.py"),
+                "conductor",
+                "--board",
+                url,
+                "--persistence",
+                persistence,
+                "--max-jobs",
+                str(max_jobs),
+                "--name",
+                f"c{i}",
+            ]
             if profile_dir:
                 cmd += ["--profile", os.path.join(profile_dir, f"c{i}.prof")]
-            procs.append(await asyncio.create_subprocess_exec(
-                *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                cwd=str(HERE)))
+            procs.append(
+                await asyncio.create_subprocess_exec(
+                    *cmd,
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    cwd=str(HERE),
+                )
+            )
         for p in procs:
             assert p.stdout is not None
             async with asyncio.timeout(60):
@@ -470,7 +495,11 @@ async def conductor_processes(
 
 
 async def zag_subprocess(
-    n: int, conductors: int, max_jobs: int, mode: str, persistence: str,
+    n: int,
+    conductors: int,
+    max_jobs: int,
+    mode: str,
+    persistence: str,
     profile_dir: str | None = None,
 ) -> dict[str, Any]:
     """Conductors as subprocesses (each its own event loop and ZooKeeper session)."""
@@ -490,8 +519,9 @@ async def zag_subprocess(
                         await poster.post(f"noop-{i}", FACTORY)
                     return clock() - t
 
-            out = await conductor_processes(url, persistence, n, conductors, max_jobs, mode,
-                                            post_all, profile_dir)
+            out = await conductor_processes(
+                url, persistence, n, conductors, max_jobs, mode, post_all, profile_dir
+            )
             async with zag.jobs.connect(url, backend=backend) as board:
                 out["remaining"] = len(await board.jobs())
     finally:
@@ -541,8 +571,9 @@ def _tf_board(root: str, persistence: Any = None) -> Any:
     from taskflow.jobs import backends as job_backends
 
     _kazoo_version_shim()
-    board = job_backends.fetch("bench", {"board": "zookeeper", "hosts": ZK_SERVERS,
-                                         "path": root}, persistence=persistence)
+    board = job_backends.fetch(
+        "bench", {"board": "zookeeper", "hosts": ZK_SERVERS, "path": root}, persistence=persistence
+    )
     board.connect()
     return board
 
@@ -639,9 +670,14 @@ def tf_conductor(n: int, mode: str) -> dict[str, float]:
             if consumed >= n:
                 done.set()
 
-    conductor = conductor_backends.fetch("blocking", "bench-conductor", board,
-                                         persistence=persistence, engine="serial",
-                                         wait_timeout=0.05)
+    conductor = conductor_backends.fetch(
+        "blocking",
+        "bench-conductor",
+        board,
+        persistence=persistence,
+        engine="serial",
+        wait_timeout=0.05,
+    )
     conductor.notifier.register("job_consumed", on_consumed)
     thread = threading.Thread(target=conductor.run, daemon=True)
 
@@ -653,8 +689,7 @@ def tf_conductor(n: int, mode: str) -> dict[str, float]:
             book.add(flow_detail)
             with contextlib.closing(persistence.get_connection()) as conn:
                 conn.save_logbook(book)
-            engines.save_factory_details(flow_detail, tf_noop_flow, (), {},
-                                         persistence=persistence)
+            engines.save_factory_details(flow_detail, tf_noop_flow, (), {}, persistence=persistence)
             poster.post(f"noop-{i}", book=book, details={"store": {}})
         return clock() - t
 
@@ -695,25 +730,52 @@ def tf_noop_flow() -> Any:
 # --------------------------------------------------------------------------- reporting
 
 
-def _rate_rows(rec: Recorder, case: str, n: int, r: dict[str, Any], raw_ms: float,
-               *, mode: str, note: str = "", ratio: bool = True) -> None:
+def _rate_rows(
+    rec: Recorder,
+    case: str,
+    n: int,
+    r: dict[str, Any],
+    raw_ms: float,
+    *,
+    mode: str,
+    note: str = "",
+    ratio: bool = True,
+) -> None:
     run_s = r["run_s"]
     post_s = r["post_s"]
-    rec.add(SCENARIO, case, "post", "jobs/s", [n / post_s],
-            f"one poster, sequential; {post_s * 1e3 / n:.2f} ms/job")
-    what = ("claim+run+consume after posting" if mode == "pre"
-            else "end to end: first post to last consumed")
+    rec.add(
+        SCENARIO,
+        case,
+        "post",
+        "jobs/s",
+        [n / post_s],
+        f"one poster, sequential; {post_s * 1e3 / n:.2f} ms/job",
+    )
+    what = (
+        "claim+run+consume after posting"
+        if mode == "pre"
+        else "end to end: first post to last consumed"
+    )
     ms_job = run_s * 1e3 / n
-    rec.add(SCENARIO, case, "completed", "jobs/s", [n / run_s],
-            f"{what}; {note}" if note else what)
+    rec.add(SCENARIO, case, "completed", "jobs/s", [n / run_s], f"{what}; {note}" if note else what)
     rec.add(SCENARIO, case, "per job", "ms", [ms_job])
     if "cpu_s" in r:
-        where = r.get("cpu_where", "this process (conductors" + (
-            ")" if mode == "pre" else " + poster)") + " during the run")
+        where = r.get(
+            "cpu_where",
+            "this process (conductors"
+            + (")" if mode == "pre" else " + poster)")
+            + " during the run",
+        )
         rec.add(SCENARIO, case, "CPU per job", "ms", [r["cpu_s"] * 1e3 / n], where)
     if ratio and raw_ms > 0:
-        rec.add(SCENARIO, case, "rate / raw pair rate", "%", [raw_ms / ms_job * 100],
-                f"{raw_ms:.3f} ms per raw create+delete pair; target >= 50%")
+        rec.add(
+            SCENARIO,
+            case,
+            "rate / raw pair rate",
+            "%",
+            [raw_ms / ms_job * 100],
+            f"{raw_ms:.3f} ms per raw create+delete pair; target >= 50%",
+        )
 
 
 def _zk_rows(rec: Recorder, case: str, r: dict[str, Any]) -> None:
@@ -721,12 +783,24 @@ def _zk_rows(rec: Recorder, case: str, r: dict[str, Any]) -> None:
     if not zk:
         return
     label = "conductors" if "zk_post" in r else "post+run"
-    rec.add(SCENARIO, case, f"ZK requests/job ({label})", "req", [zk["requests"]],
-            _fmt_by_type(zk["by_type"]) + f"; {zk['events']:.1f} watch events/job")
+    rec.add(
+        SCENARIO,
+        case,
+        f"ZK requests/job ({label})",
+        "req",
+        [zk["requests"]],
+        _fmt_by_type(zk["by_type"]) + f"; {zk['events']:.1f} watch events/job",
+    )
     post = r.get("zk_post")
     if post:
-        rec.add(SCENARIO, case, "ZK requests/job (poster)", "req", [post["requests"]],
-                _fmt_by_type(post["by_type"]) + f"; {post['events']:.1f} watch events/job")
+        rec.add(
+            SCENARIO,
+            case,
+            "ZK requests/job (poster)",
+            "req",
+            [post["requests"]],
+            _fmt_by_type(post["by_type"]) + f"; {post['events']:.1f} watch events/job",
+        )
 
 
 def _check_result(r: dict[str, Any], n: int, case: str) -> None:
@@ -748,47 +822,96 @@ def zag_scenario(rec: Recorder, plan: Plan) -> None:
     try:
         import aiozk  # noqa: F401
     except ImportError as exc:
-        rec.missing(SCENARIO, "all", "raw pair", "ms",
-                    f"skipped: {exc} (the bench session must install zag-async[zookeeper])")
+        rec.missing(
+            SCENARIO,
+            "all",
+            "raw pair",
+            "ms",
+            f"skipped: {exc} (the bench session must install zag-async[zookeeper])",
+        )
         return
 
     # The floor: create+delete pairs, sequential and 8 loops at once.
     raw = [asyncio.run(raw_pairs(plan.jobs_raw_n, 1)) for _ in range(plan.jobs_raw_repeats)]
     raw_ms = [r["total"] * 1e3 / r["pairs"] for r in raw]
     raw_med = Stats.of(raw_ms).median
-    rec.add(SCENARIO, "raw create+delete, 1 loop", "per pair", "ms", raw_ms,
-            f"aiozk: {plan.jobs_raw_n} x create+delete, sequential; the floor")
+    rec.add(
+        SCENARIO,
+        "raw create+delete, 1 loop",
+        "per pair",
+        "ms",
+        raw_ms,
+        f"aiozk: {plan.jobs_raw_n} x create+delete, sequential; the floor",
+    )
     rec.add(SCENARIO, "raw create+delete, 1 loop", "pairs/s", "1/s", [1e3 / x for x in raw_ms])
-    rec.add(SCENARIO, "raw create+delete, 1 loop", "CPU per pair", "ms",
-            [r["cpu"] * 1e3 / r["pairs"] for r in raw], "this process (aiozk + asyncio)")
+    rec.add(
+        SCENARIO,
+        "raw create+delete, 1 loop",
+        "CPU per pair",
+        "ms",
+        [r["cpu"] * 1e3 / r["pairs"] for r in raw],
+        "this process (aiozk + asyncio)",
+    )
     raw8 = [asyncio.run(raw_pairs(plan.jobs_raw_n, 8)) for _ in range(plan.jobs_raw_repeats)]
-    rec.add(SCENARIO, "raw create+delete, 8 loops", "pairs/s", "1/s",
-            [r["pairs"] / r["total"] for r in raw8],
-            f"8 concurrent loops of {plan.jobs_raw_n // 8} pairs, one session")
-    wrapped = [asyncio.run(raw_pairs(plan.jobs_raw_n, 1, wrapped=True))
-               for _ in range(plan.jobs_raw_repeats)]
-    rec.add(SCENARIO, "raw via ZkSession.call", "per pair", "ms",
-            [r["total"] * 1e3 / r["pairs"] for r in wrapped],
-            "same loop through zag's deadline+retry wrapper")
+    rec.add(
+        SCENARIO,
+        "raw create+delete, 8 loops",
+        "pairs/s",
+        "1/s",
+        [r["pairs"] / r["total"] for r in raw8],
+        f"8 concurrent loops of {plan.jobs_raw_n // 8} pairs, one session",
+    )
+    wrapped = [
+        asyncio.run(raw_pairs(plan.jobs_raw_n, 1, wrapped=True))
+        for _ in range(plan.jobs_raw_repeats)
+    ]
+    rec.add(
+        SCENARIO,
+        "raw via ZkSession.call",
+        "per pair",
+        "ms",
+        [r["total"] * 1e3 / r["pairs"] for r in wrapped],
+        "same loop through zag's deadline+retry wrapper",
+    )
 
     cases: list[tuple[str, Callable[[], Any], str, str]] = []
     for max_jobs in plan.jobs_max_jobs:
-        cases.append((f"1 cond max_jobs={max_jobs}, pre-posted",
-                      lambda m=max_jobs: zag_inprocess(n, 1, m, "pre"), "pre", "in-process"))
-    cases.append(("1 cond max_jobs=1, live", lambda: zag_inprocess(n, 1, 1, "live"), "live",
-                  "in-process"))
-    cases.append(("4 cond in-process, pre-posted", lambda: zag_inprocess(n, 4, 1, "pre"), "pre",
-                  "4 conductors (max_jobs=1) on one event loop, 4 ZK sessions"))
-    cases.append(("4 cond in-process, live", lambda: zag_inprocess(n, 4, 1, "live"), "live",
-                  "4 conductors (max_jobs=1) on one event loop"))
+        cases.append(
+            (
+                f"1 cond max_jobs={max_jobs}, pre-posted",
+                lambda m=max_jobs: zag_inprocess(n, 1, m, "pre"),
+                "pre",
+                "in-process",
+            )
+        )
+    cases.append(
+        ("1 cond max_jobs=1, live", lambda: zag_inprocess(n, 1, 1, "live"), "live", "in-process")
+    )
+    cases.append(
+        (
+            "4 cond in-process, pre-posted",
+            lambda: zag_inprocess(n, 4, 1, "pre"),
+            "pre",
+            "4 conductors (max_jobs=1) on one event loop, 4 ZK sessions",
+        )
+    )
+    cases.append(
+        (
+            "4 cond in-process, live",
+            lambda: zag_inprocess(n, 4, 1, "live"),
+            "live",
+            "4 conductors (max_jobs=1) on one event loop",
+        )
+    )
     for case, make, mode, note in cases:
         log(f"zag: JOBS {case} (memory://, N={n})")
         try:
             r = asyncio.run(make())
             _check_result(r, n, case)
         except Exception as exc:
-            rec.missing(SCENARIO, case, "completed", "jobs/s",
-                        f"failed: {type(exc).__name__}: {exc}")
+            rec.missing(
+                SCENARIO, case, "completed", "jobs/s", f"failed: {type(exc).__name__}: {exc}"
+            )
             continue
         _rate_rows(rec, case, n, r, raw_med, mode=mode, note=note)
         _zk_rows(rec, case, r)
@@ -799,14 +922,30 @@ def zag_scenario(rec: Recorder, plan: Plan) -> None:
         rec.missing(SCENARIO, "postgres", "completed", "jobs/s", f"skipped: {pg_why}")
         return
     pg_cases: list[tuple[str, Callable[[], Any], str, str]] = [
-        ("pg: 1 cond in-process, pre-posted",
-         lambda: zag_inprocess(n, 1, 1, "pre", PG_URL), "pre", "persistence PostgreSQL"),
-        ("pg: 1 cond subprocess, pre-posted",
-         lambda: zag_subprocess(n, 1, 1, "pre", PG_URL), "pre", "1 conductor process"),
-        ("pg: 4 cond subprocesses, pre-posted",
-         lambda: zag_subprocess(n, 4, 1, "pre", PG_URL), "pre", "4 conductor processes"),
-        ("pg: 4 cond subprocesses, live",
-         lambda: zag_subprocess(n, 4, 1, "live", PG_URL), "live", "4 conductor processes"),
+        (
+            "pg: 1 cond in-process, pre-posted",
+            lambda: zag_inprocess(n, 1, 1, "pre", PG_URL),
+            "pre",
+            "persistence PostgreSQL",
+        ),
+        (
+            "pg: 1 cond subprocess, pre-posted",
+            lambda: zag_subprocess(n, 1, 1, "pre", PG_URL),
+            "pre",
+            "1 conductor process",
+        ),
+        (
+            "pg: 4 cond subprocesses, pre-posted",
+            lambda: zag_subprocess(n, 4, 1, "pre", PG_URL),
+            "pre",
+            "4 conductor processes",
+        ),
+        (
+            "pg: 4 cond subprocesses, live",
+            lambda: zag_subprocess(n, 4, 1, "live", PG_URL),
+            "live",
+            "4 conductor processes",
+        ),
     ]
     for case, make, mode, note in pg_cases:
         log(f"zag: JOBS {case} (N={n})")
@@ -814,8 +953,9 @@ def zag_scenario(rec: Recorder, plan: Plan) -> None:
             r = asyncio.run(make())
             _check_result(r, n, case)
         except Exception as exc:
-            rec.missing(SCENARIO, case, "completed", "jobs/s",
-                        f"failed: {type(exc).__name__}: {exc}")
+            rec.missing(
+                SCENARIO, case, "completed", "jobs/s", f"failed: {type(exc).__name__}: {exc}"
+            )
             continue
         if "per_conductor" in r:
             note += f"; jobs per conductor {r['per_conductor']}"
@@ -854,8 +994,13 @@ def peer_scenario(rec: Recorder, plan: Plan) -> None:
     n = plan.jobs_n
     why = taskflow_available()
     if why:
-        rec.missing(SCENARIO, "all", "completed", "jobs/s",
-                    f"skipped: {why} (install kazoo in the bench session)")
+        rec.missing(
+            SCENARIO,
+            "all",
+            "completed",
+            "jobs/s",
+            f"skipped: {why} (install kazoo in the bench session)",
+        )
         return
     import logging
 
@@ -863,29 +1008,62 @@ def peer_scenario(rec: Recorder, plan: Plan) -> None:
     raw = [tf_raw_pairs(plan.jobs_raw_n) for _ in range(plan.jobs_raw_repeats)]
     raw_ms = [t * 1e3 / plan.jobs_raw_n for t in raw]
     raw_med = Stats.of(raw_ms).median
-    rec.add(SCENARIO, "raw create+delete, 1 loop", "per pair", "ms", raw_ms,
-            f"kazoo: {plan.jobs_raw_n} x create+delete, sequential")
+    rec.add(
+        SCENARIO,
+        "raw create+delete, 1 loop",
+        "per pair",
+        "ms",
+        raw_ms,
+        f"kazoo: {plan.jobs_raw_n} x create+delete, sequential",
+    )
     log(f"taskflow: JOBS board loop (N={n})")
     try:
         r = tf_board_loop(n)
-        rec.add(SCENARIO, "TF board: post, then claim+consume", "post", "jobs/s",
-                [n / r["post_s"]], "kazoo; no flow record, no flow run")
-        rec.add(SCENARIO, "TF board: post, then claim+consume", "claim+consume", "jobs/s",
-                [n / r["run_s"]], f"{r['run_s'] * 1e3 / n:.2f} ms/job, one loop, no conductor")
+        rec.add(
+            SCENARIO,
+            "TF board: post, then claim+consume",
+            "post",
+            "jobs/s",
+            [n / r["post_s"]],
+            "kazoo; no flow record, no flow run",
+        )
+        rec.add(
+            SCENARIO,
+            "TF board: post, then claim+consume",
+            "claim+consume",
+            "jobs/s",
+            [n / r["run_s"]],
+            f"{r['run_s'] * 1e3 / n:.2f} ms/job, one loop, no conductor",
+        )
     except Exception as exc:
-        rec.missing(SCENARIO, "TF board: post, then claim+consume", "claim+consume", "jobs/s",
-                    f"failed: {type(exc).__name__}: {exc}")
-    for mode, case in (("pre", "1 cond max_jobs=1, pre-posted"),
-                       ("live", "1 cond max_jobs=1, live")):
+        rec.missing(
+            SCENARIO,
+            "TF board: post, then claim+consume",
+            "claim+consume",
+            "jobs/s",
+            f"failed: {type(exc).__name__}: {exc}",
+        )
+    for mode, case in (
+        ("pre", "1 cond max_jobs=1, pre-posted"),
+        ("live", "1 cond max_jobs=1, live"),
+    ):
         log(f"taskflow: JOBS conductor {mode} (N={n})")
         try:
             r = tf_conductor(n, mode)
         except Exception as exc:
-            rec.missing(SCENARIO, case, "completed", "jobs/s",
-                        f"failed: {type(exc).__name__}: {exc}")
+            rec.missing(
+                SCENARIO, case, "completed", "jobs/s", f"failed: {type(exc).__name__}: {exc}"
+            )
             continue
-        _rate_rows(rec, case, n, r, raw_med, mode=mode,
-                   note="BlockingConductor, serial engine, memory persistence")
+        _rate_rows(
+            rec,
+            case,
+            n,
+            r,
+            raw_med,
+            mode=mode,
+            note="BlockingConductor, serial engine, memory persistence",
+        )
 
 
 # --------------------------------------------------------------------------- CLI
@@ -902,9 +1080,22 @@ class PySpy:
         import subprocess
 
         self.proc = subprocess.Popen(
-            ["py-spy", "record", "-p", str(os.getpid()), "-r", "250", "-f", "raw",
-             "-o", self.path, "--nonblocking"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "py-spy",
+                "record",
+                "-p",
+                str(os.getpid()),
+                "-r",
+                "250",
+                "-f",
+                "raw",
+                "-o",
+                self.path,
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(0.5)  # let it attach before the clock starts
 
     def disable(self) -> None:
@@ -920,8 +1111,11 @@ class PySpy:
         with open(self.path) as fh:
             for line in fh:
                 stack, _, count = line.rstrip().rpartition(" ")
-                frames = {f.split(" (")[0] + " " + f.split(" (")[1].split(":")[0].rsplit("/", 1)[-1]
-                          for f in stack.split(";") if " (" in f}
+                frames = {
+                    f.split(" (")[0] + " " + f.split(" (")[1].split(":")[0].rsplit("/", 1)[-1]
+                    for f in stack.split(";")
+                    if " (" in f
+                }
                 total += int(count)
                 for f in frames:
                     incl[f] += int(count)
@@ -930,10 +1124,10 @@ class PySpy:
         return "\n".join(lines)
 
 
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("conductor", help="(internal) a subprocess conductor")
     c.add_argument("--board", required=True)
@@ -941,16 +1135,23 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--max-jobs", type=int, default=1)
     c.add_argument("--name", default="c")
     c.add_argument("--profile", default=None)
-    p = sub.add_parser("profile", help="one in-process case under cProfile (pre: the "
-                       "conductors' phase only; live: everything)")
+    p = sub.add_parser(
+        "profile",
+        help="one in-process case under cProfile (pre: the "
+        "conductors' phase only; live: everything)",
+    )
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--conductors", type=int, default=1)
     p.add_argument("--max-jobs", type=int, default=1)
     p.add_argument("--mode", choices=("pre", "live"), default="pre")
     p.add_argument("--persistence", default="memory://")
     p.add_argument("--out", default=None, help="write the pstats file here")
-    p.add_argument("--py-spy", default=None, metavar="PATH",
-                   help="sample with py-spy instead of cProfile (collapsed stacks to PATH)")
+    p.add_argument(
+        "--py-spy",
+        default=None,
+        metavar="PATH",
+        help="sample with py-spy instead of cProfile (collapsed stacks to PATH)",
+    )
     p.add_argument("--top", type=int, default=40)
     args = parser.parse_args(argv)
     if args.cmd == "conductor":
@@ -961,20 +1162,31 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.py_spy:
         spy = PySpy(args.py_spy)
-        r = asyncio.run(zag_inprocess(args.n, args.conductors, args.max_jobs, "pre",
-                                      args.persistence, spy))
+        r = asyncio.run(
+            zag_inprocess(args.n, args.conductors, args.max_jobs, "pre", args.persistence, spy)
+        )
         print(f"run: {r['run_s'] * 1e3 / args.n:.3f} ms/job; {spy.summary()}")
         return 0
     prof = cProfile.Profile()
     if args.mode == "live":
         prof.enable()
-    r = asyncio.run(zag_inprocess(args.n, args.conductors, args.max_jobs, args.mode,
-                                  args.persistence, None if args.mode == "live" else prof))
+    r = asyncio.run(
+        zag_inprocess(
+            args.n,
+            args.conductors,
+            args.max_jobs,
+            args.mode,
+            args.persistence,
+            None if args.mode == "live" else prof,
+        )
+    )
     if args.mode == "live":
         prof.disable()
     print(json.dumps({k: v for k, v in r.items()}, indent=1, default=str))
-    print(f"run: {r['run_s'] * 1e3 / args.n:.3f} ms/job, post: {r['post_s'] * 1e3 / args.n:.3f}"
-          f" ms/job")
+    print(
+        f"run: {r['run_s'] * 1e3 / args.n:.3f} ms/job, post: {r['post_s'] * 1e3 / args.n:.3f}"
+        f" ms/job"
+    )
     if args.out:
         prof.dump_stats(args.out)
     stats = pstats.Stats(prof)

@@ -121,11 +121,11 @@ async def inprocess(url: str, n: int, max_jobs: int, persistence: str) -> dict[s
             if kinds["consumed"] >= n:
                 done.set()
 
-    async with zag.connect(persistence) as backend, \
-            zag.jobs.connect(url, backend=backend) as board:
+    async with zag.connect(persistence) as backend, zag.jobs.connect(url, backend=backend) as board:
         out["post_s"], _ = await post_jobs(url, n, backend)
-        conductor = zag.Conductor(board, backend=backend, name="c0", max_jobs=max_jobs,
-                                  listeners=[on_event])
+        conductor = zag.Conductor(
+            board, backend=backend, name="c0", max_jobs=max_jobs, listeners=[on_event]
+        )
         t0, c0 = clock(), time.process_time()
         task = asyncio.create_task(conductor.run())
         async with asyncio.timeout(max(120.0, n * 0.2)):
@@ -157,8 +157,9 @@ async def subprocesses(url: str, n: int, conductors: int) -> dict[str, Any]:
     return out
 
 
-def _record(rec: Recorder, case: str, n: int, r: dict[str, Any], floor_ms: float,
-            note: str) -> None:
+def _record(
+    rec: Recorder, case: str, n: int, r: dict[str, Any], floor_ms: float, note: str
+) -> None:
     kinds = r.get("kinds", {})
     check(kinds.get("consumed", 0) == n, f"{case}: consumed {kinds} of {n}")
     check(r.get("remaining", 0) == 0, f"{case}: {r.get('remaining')} jobs left on the board")
@@ -166,14 +167,32 @@ def _record(rec: Recorder, case: str, n: int, r: dict[str, Any], floor_ms: float
     if "per_conductor" in r:
         note += f"; jobs per conductor {r['per_conductor']}"
     rec.add(SCENARIO, case, "post", "jobs/s", [n / r["post_s"]], "one poster, sequential")
-    rec.add(SCENARIO, case, "completed", "jobs/s", [n / r["run_s"]],
-            f"claim+run+consume after posting; {note}")
+    rec.add(
+        SCENARIO,
+        case,
+        "completed",
+        "jobs/s",
+        [n / r["run_s"]],
+        f"claim+run+consume after posting; {note}",
+    )
     rec.add(SCENARIO, case, "per job", "ms", [ms_job])
     if "cpu_s" in r:
-        rec.add(SCENARIO, case, "CPU per job", "ms", [r["cpu_s"] * 1e3 / n],
-                r.get("cpu_where", "this process"))
-    rec.add(SCENARIO, case, "rate / raw claim rate", "%", [floor_ms / ms_job * 100],
-            f"{floor_ms:.3f} ms per raw claim transaction; target >= 50% (1 conductor)")
+        rec.add(
+            SCENARIO,
+            case,
+            "CPU per job",
+            "ms",
+            [r["cpu_s"] * 1e3 / n],
+            r.get("cpu_where", "this process"),
+        )
+    rec.add(
+        SCENARIO,
+        case,
+        "rate / raw claim rate",
+        "%",
+        [floor_ms / ms_job * 100],
+        f"{floor_ms:.3f} ms per raw claim transaction; target >= 50% (1 conductor)",
+    )
 
 
 def sql_scenario(rec: Recorder, plan: Plan) -> None:
@@ -189,8 +208,13 @@ def sql_scenario(rec: Recorder, plan: Plan) -> None:
             try:
                 asyncio.run(fresh_url(kind, workdir))
             except Exception as exc:
-                rec.missing(SCENARIO, f"{kind}: all", "completed", "jobs/s",
-                            f"skipped: {type(exc).__name__}: {exc}")
+                rec.missing(
+                    SCENARIO,
+                    f"{kind}: all",
+                    "completed",
+                    "jobs/s",
+                    f"skipped: {type(exc).__name__}: {exc}",
+                )
                 continue
             _one_kind(rec, kind, n, workdir)
 
@@ -201,20 +225,41 @@ def _one_kind(rec: Recorder, kind: str, n: int, workdir: str) -> None:
 
     log(f"zag: JOBS {kind} raw claim floor (N={n})")
     floor_ms = asyncio.run(raw_claims(url(), n)) * 1e3 / n
-    rec.add(SCENARIO, f"{kind}: raw claim statement", "per claim", "ms", [floor_ms],
-            f"the board's claim UPDATE, one transaction each, {n} sequential; the floor")
+    rec.add(
+        SCENARIO,
+        f"{kind}: raw claim statement",
+        "per claim",
+        "ms",
+        [floor_ms],
+        f"the board's claim UPDATE, one transaction each, {n} sequential; the floor",
+    )
     rec.add(SCENARIO, f"{kind}: raw claim statement", "claims/s", "1/s", [1e3 / floor_ms])
     cases: list[tuple[str, Any, str]] = [
-        (f"{kind}: 1 cond max_jobs=1, flows memory://",
-         lambda u: inprocess(u, n, 1, "memory://"), "in-process, flows in memory"),
-        (f"{kind}: 1 cond max_jobs=8, flows memory://",
-         lambda u: inprocess(u, n, 8, "memory://"), "in-process, flows in memory"),
-        (f"{kind}: 1 cond max_jobs=1, flows same db",
-         lambda u: inprocess(u, n, 1, u), "in-process, flows in the board's database"),
-        (f"{kind}: 1 cond subprocess", lambda u: subprocesses(u, n, 1),
-         "1 conductor process, flows in the board's database"),
-        (f"{kind}: 4 cond subprocesses", lambda u: subprocesses(u, n, 4),
-         "4 conductor processes, flows in the board's database"),
+        (
+            f"{kind}: 1 cond max_jobs=1, flows memory://",
+            lambda u: inprocess(u, n, 1, "memory://"),
+            "in-process, flows in memory",
+        ),
+        (
+            f"{kind}: 1 cond max_jobs=8, flows memory://",
+            lambda u: inprocess(u, n, 8, "memory://"),
+            "in-process, flows in memory",
+        ),
+        (
+            f"{kind}: 1 cond max_jobs=1, flows same db",
+            lambda u: inprocess(u, n, 1, u),
+            "in-process, flows in the board's database",
+        ),
+        (
+            f"{kind}: 1 cond subprocess",
+            lambda u: subprocesses(u, n, 1),
+            "1 conductor process, flows in the board's database",
+        ),
+        (
+            f"{kind}: 4 cond subprocesses",
+            lambda u: subprocesses(u, n, 4),
+            "4 conductor processes, flows in the board's database",
+        ),
     ]
     for case, make, note in cases:
         log(f"zag: JOBS {case} (N={n})")
@@ -222,8 +267,9 @@ def _one_kind(rec: Recorder, kind: str, n: int, workdir: str) -> None:
             r = asyncio.run(make(url()))
             _record(rec, case, n, r, floor_ms, note)
         except Exception as exc:
-            rec.missing(SCENARIO, case, "completed", "jobs/s",
-                        f"failed: {type(exc).__name__}: {exc}")
+            rec.missing(
+                SCENARIO, case, "completed", "jobs/s", f"failed: {type(exc).__name__}: {exc}"
+            )
 
 
 if __name__ == "__main__":  # a quick look without run.py: python benchmarks/jobs_sql.py [N]

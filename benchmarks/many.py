@@ -44,9 +44,11 @@ from common import PG_ADMIN, Plan, Recorder, check, clock, drop_pg, fresh_pg, ma
 SCENARIO = "S8"
 ATOMS = 3
 SERIAL_FLOWS = 20
-NO_PEER = ("not run: TaskFlow runs concurrent flows only as one engine per thread; at its "
-           "S1 cost (2-15 ms per task) 1,000-10,000 flows take minutes, and it is not "
-           "installed outside the nox bench session")
+NO_PEER = (
+    "not run: TaskFlow runs concurrent flows only as one engine per thread; at its "
+    "S1 cost (2-15 ms per task) 1,000-10,000 flows take minutes, and it is not "
+    "installed outside the nox bench session"
+)
 BACKENDS = ("memory", "sqlite", "postgres")
 
 
@@ -80,8 +82,10 @@ class LeaseLog(logging.Filter):
     each miss is one warning per flow; the counts are a figure of this scenario.
     """
 
-    KINDS = (("could not renew its lease", "lease renewals missed"),
-             ("its lease was taken over", "leases taken over"))
+    KINDS = (
+        ("could not renew its lease", "lease renewals missed"),
+        ("its lease was taken over", "leases taken over"),
+    )
 
     def __init__(self) -> None:
         super().__init__()
@@ -115,14 +119,14 @@ async def pg_counters(url: str, idle_timeout: float = 15.0) -> tuple[int, int]:
     conn = await asyncpg.connect(PG_ADMIN, timeout=5)
     try:
         deadline = time.monotonic() + idle_timeout
-        while await conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1", name):
+        while await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = $1", name):
             if time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.005)
         await conn.execute("SELECT pg_stat_clear_snapshot()")
         row = await conn.fetchrow(
-            "SELECT xact_commit, sessions FROM pg_stat_database WHERE datname = $1", name)
+            "SELECT xact_commit, sessions FROM pg_stat_database WHERE datname = $1", name
+        )
         return int(row[0]), int(row[1])
     finally:
         await conn.close()
@@ -249,9 +253,13 @@ def report(rec: Recorder, kind: str, r: dict[str, Any]) -> None:
     case = f"{kind}, N={n:,}"
     wall = r["wall_s"]
     if r["failed"]:
-        rec.missing(SCENARIO, case, "per flow", "µs",
-                    f"{r['failed']:,} of {n:,} flows failed after {wall:.1f} s; first: "
-                    f"{r['first_error']}")
+        rec.missing(
+            SCENARIO,
+            case,
+            "per flow",
+            "µs",
+            f"{r['failed']:,} of {n:,} flows failed after {wall:.1f} s; first: {r['first_error']}",
+        )
         rec.add(SCENARIO, case, "flows failed", "", [r["failed"]])
     atoms = n * ATOMS
     aps = atoms / wall
@@ -260,36 +268,79 @@ def report(rec: Recorder, kind: str, r: dict[str, Any]) -> None:
     _report_counts(rec, kind, case, r, atoms)
 
 
-def _report_ok(rec: Recorder, case: str, r: dict[str, Any], wall: float, atoms: int,
-               aps: float) -> None:
+def _report_ok(
+    rec: Recorder, case: str, r: dict[str, Any], wall: float, atoms: int, aps: float
+) -> None:
     n = r["n"]
-    rec.add(SCENARIO, case, "per flow", "µs", [wall / n * 1e6],
-            f"{wall:.2f} s wall for {n:,} concurrent 3-atom flows")
+    rec.add(
+        SCENARIO,
+        case,
+        "per flow",
+        "µs",
+        [wall / n * 1e6],
+        f"{wall:.2f} s wall for {n:,} concurrent 3-atom flows",
+    )
     rec.add(SCENARIO, case, "flows/s", "flows/s", [n / wall])
-    rec.add(SCENARIO, case, "atoms/s", "atoms/s", [aps],
-            f"one serial flow: {r['serial_aps']:,.0f} atoms/s ({aps / r['serial_aps']:.1f}x)")
+    rec.add(
+        SCENARIO,
+        case,
+        "atoms/s",
+        "atoms/s",
+        [aps],
+        f"one serial flow: {r['serial_aps']:,.0f} atoms/s ({aps / r['serial_aps']:.1f}x)",
+    )
 
 
 def _report_counts(rec: Recorder, kind: str, case: str, r: dict[str, Any], atoms: int) -> None:
     n = r["n"]
     if "pg_commits" in r:
-        rec.add(SCENARIO, case, "commits per atom (pg_stat)", "xact", [r["pg_commits"] / atoms],
-                f"xact_commit delta {r['pg_commits']:,} net of {r['pg_sessions']} session "
-                "start-ups; target <= 0.2 at N=1,000")
+        rec.add(
+            SCENARIO,
+            case,
+            "commits per atom (pg_stat)",
+            "xact",
+            [r["pg_commits"] / atoms],
+            f"xact_commit delta {r['pg_commits']:,} net of {r['pg_sessions']} session "
+            "start-ups; target <= 0.2 at N=1,000",
+        )
         rec.add(SCENARIO, case, "PostgreSQL sessions opened", "", [r["pg_sessions"]])
     if kind == "sqlite" and "backend_commits" in r:
-        rec.add(SCENARIO, case, "commits per atom", "xact", [r["backend_commits"] / atoms],
-                f"{r['backend_commits']:,} write transactions counted by the backend; "
-                "target <= 0.2 at N=1,000")
+        rec.add(
+            SCENARIO,
+            case,
+            "commits per atom",
+            "xact",
+            [r["backend_commits"] / atoms],
+            f"{r['backend_commits']:,} write transactions counted by the backend; "
+            "target <= 0.2 at N=1,000",
+        )
     if kind == "sqlite" and r["sa_commits"]:
-        rec.add(SCENARIO, case, "SQLAlchemy COMMITs per atom", "xact", [r["sa_commits"] / atoms],
-                "upper bound: read-only transactions included")
+        rec.add(
+            SCENARIO,
+            case,
+            "SQLAlchemy COMMITs per atom",
+            "xact",
+            [r["sa_commits"] / atoms],
+            "upper bound: read-only transactions included",
+        )
     for _, label in LeaseLog.KINDS:
         if r.get(label):
-            rec.add(SCENARIO, case, label, "", [r[label]],
-                    "engine warnings (one per flow per missed beat), kept off stderr")
-    rec.add(SCENARIO, case, "peak RSS growth per flow", "B", [r["rss_kib"] * 1024 / n],
-            f"ru_maxrss delta {r['rss_kib'] / 1024:.1f} MiB (0: under an earlier peak)")
+            rec.add(
+                SCENARIO,
+                case,
+                label,
+                "",
+                [r[label]],
+                "engine warnings (one per flow per missed beat), kept off stderr",
+            )
+    rec.add(
+        SCENARIO,
+        case,
+        "peak RSS growth per flow",
+        "B",
+        [r["rss_kib"] * 1024 / n],
+        f"ru_maxrss delta {r['rss_kib'] / 1024:.1f} MiB (0: under an earlier peak)",
+    )
 
 
 # --------------------------------------------------------------------------- the scenario
@@ -312,8 +363,9 @@ def zag_scenario(rec: Recorder, plan: Plan, backends: tuple[str, ...] = BACKENDS
                 traceback.print_exc(file=sys.stderr)
                 if isinstance(exc, BaseExceptionGroup):
                     exc = exc.exceptions[0]
-                rec.missing(SCENARIO, f"{kind}", "per flow", "µs",
-                            f"failed: {type(exc).__name__}: {exc}")
+                rec.missing(
+                    SCENARIO, f"{kind}", "per flow", "µs", f"failed: {type(exc).__name__}: {exc}"
+                )
                 continue
             for r in results:
                 report(rec, kind, r)
@@ -329,8 +381,9 @@ def peer_scenario(rec: Recorder, plan: Plan) -> None:
 def main(argv: list[str] | None = None) -> int:
     import dataclasses
 
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--sizes", default=None, help="comma-separated N, e.g. 100,1000")
     parser.add_argument("--backends", default=",".join(BACKENDS))
@@ -338,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = Plan.quick() if args.quick else Plan()
     if args.sizes:
         plan = dataclasses.replace(
-            plan, s8_sizes=tuple(int(s) for s in args.sizes.split(",") if s.strip()))
+            plan, s8_sizes=tuple(int(s) for s in args.sizes.split(",") if s.strip())
+        )
     rec = Recorder("zag")
     zag_scenario(rec, plan, tuple(b.strip() for b in args.backends.split(",") if b.strip()))
     for m in rec.rows:

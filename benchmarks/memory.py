@@ -45,8 +45,9 @@ def measure_taskflow(n: int) -> dict[str, Any]:
     out: dict[str, Any] = {"rss_import_kib": rss_kib()}
     t0 = time.perf_counter()
     flow = linear_flow.Flow("s7")
-    flow.add(*(Step(name=f"t{i}", rebind={"x": f"v{i - 1}"}, provides=f"v{i}")
-               for i in range(1, n + 1)))
+    flow.add(
+        *(Step(name=f"t{i}", rebind={"x": f"v{i - 1}"}, provides=f"v{i}") for i in range(1, n + 1))
+    )
     t1 = time.perf_counter()
     out["rss_build_kib"] = rss_kib()
     engine = taskflow.engines.load(flow, store={"v0": 0}, engine="serial")
@@ -73,8 +74,8 @@ async def measure_zag(n: int) -> dict[str, Any]:
     out: dict[str, Any] = {"rss_import_kib": rss_kib()}
     t0 = time.perf_counter()
     flow = zag.linear(
-        "s7", *(Step(name=f"t{i}", rebind={"x": f"v{i - 1}"}, provides=f"v{i}")
-                for i in range(1, n + 1))
+        "s7",
+        *(Step(name=f"t{i}", rebind={"x": f"v{i - 1}"}, provides=f"v{i}") for i in range(1, n + 1)),
     )
     t1 = time.perf_counter()
     out["rss_build_kib"] = rss_kib()
@@ -98,8 +99,9 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=10_000)
     args = parser.parse_args()
     out = asyncio.run(measure_zag(args.n)) if args.lib == "zag" else measure_taskflow(args.n)
-    peak = max(out["rss_import_kib"], out["rss_build_kib"], out["rss_prepare_kib"],
-               out["rss_run_kib"])
+    peak = max(
+        out["rss_import_kib"], out["rss_build_kib"], out["rss_prepare_kib"], out["rss_run_kib"]
+    )
     out["ru_maxrss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     out["n"] = args.n
     out["lib"] = args.lib

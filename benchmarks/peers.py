@@ -94,8 +94,13 @@ class Sizes:
 
 
 FULL = Sizes()
-QUICK = Sizes(serial_repeats=2, concurrent_repeats=1, celery_seq_n=1000, celery_rate_n=1000,
-              celery_rate_repeats=1)
+QUICK = Sizes(
+    serial_repeats=2,
+    concurrent_repeats=1,
+    celery_seq_n=1000,
+    celery_rate_n=1000,
+    celery_rate_repeats=1,
+)
 IN_FLIGHT = 64
 
 
@@ -103,8 +108,15 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def _add(rec: Recorder, side: str, case: str, metric: str, unit: str,
-         values: list[float] | None, note: str = "") -> None:
+def _add(
+    rec: Recorder,
+    side: str,
+    case: str,
+    metric: str,
+    unit: str,
+    values: list[float] | None,
+    note: str = "",
+) -> None:
     """A row of this scenario for ``side`` (rows of every side go to run.py's zag list)."""
     stats = Stats.of(values) if values else None
     rec.rows.append(Measurement(side, SCENARIO, case, metric, unit, stats, note))
@@ -129,8 +141,12 @@ def dbos_child(args: argparse.Namespace) -> dict[str, Any]:
             if isinstance(dbapi_conn, sqlite3.Connection):
                 dbapi_conn.execute("PRAGMA synchronous=NORMAL")
 
-    config: DBOSConfig = {"name": "zag-bench-peers", "system_database_url": url,
-                          "run_admin_server": False, "log_level": "WARNING"}
+    config: DBOSConfig = {
+        "name": "zag-bench-peers",
+        "system_database_url": url,
+        "run_admin_server": False,
+        "log_level": "WARNING",
+    }
     DBOS(config=config)
 
     @DBOS.step()
@@ -208,8 +224,21 @@ def _sqlite_pragmas() -> str:
 
 def run_dbos(url: str, api: str, shape: str, n: int, repeats: int) -> dict[str, Any]:
     """Run one DBOS case in a subprocess; its JSON figures (RuntimeError when it fails)."""
-    cmd = [sys.executable, str(HERE / "peers.py"), "dbos", "--url", url, "--api", api,
-           "--shape", shape, "--n", str(n), "--repeats", str(repeats)]
+    cmd = [
+        sys.executable,
+        str(HERE / "peers.py"),
+        "dbos",
+        "--url",
+        url,
+        "--api",
+        api,
+        "--shape",
+        shape,
+        "--n",
+        str(n),
+        "--repeats",
+        str(repeats),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -258,8 +287,10 @@ def zag_serial(bare: str, n: int, repeats: int) -> list[float]:
     async def go() -> list[float]:
         await zag.persistence.upgrade(url)
         await zag_side._s4_linear_once(url, min(n, 20), None)  # warm-up
-        return [float((await zag_side._s4_linear_once(url, n, None))["per_task_us"])
-                for _ in range(repeats)]
+        return [
+            float((await zag_side._s4_linear_once(url, n, None))["per_task_us"])
+            for _ in range(repeats)
+        ]
 
     return asyncio.run(go())
 
@@ -336,8 +367,15 @@ def _rounds(rec: Recorder, db: str, workdir: str, subjects: list[Subject], round
             s.values += values
             s.note = note or s.note
     for s in subjects:
-        _add(rec, s.side, s.case, s.metric, s.unit, None if s.failed else s.values,
-             s.failed or s.note)
+        _add(
+            rec,
+            s.side,
+            s.case,
+            s.metric,
+            s.unit,
+            None if s.failed else s.values,
+            s.failed or s.note,
+        )
 
 
 def durable(rec: Recorder, sizes: Sizes, workdir: str, databases: tuple[str, ...]) -> None:
@@ -350,28 +388,59 @@ def durable(rec: Recorder, sizes: Sizes, workdir: str, databases: tuple[str, ...
             out = run_dbos(url, api, shape, n, 1)
             values = out["per_step_us"] if shape == "serial" else out["per_s"]
             return values, f"dbos {out['dbos']}; {out.get('pragmas', '')}".rstrip("; ")
+
         return run
 
     for db in databases:
         serial_case = f"{db}: 1 workflow of {sizes.serial_n} steps"
         conc_case = f"{db}: {sizes.concurrent_n:,} concurrent x 3 steps"
-        floor_note = ("one raw single-row commit: sqlite3 module, WAL+NORMAL" if db == "sqlite"
-                      else "one raw single-row commit: asyncpg BEGIN/INSERT/COMMIT")
+        floor_note = (
+            "one raw single-row commit: sqlite3 module, WAL+NORMAL"
+            if db == "sqlite"
+            else "one raw single-row commit: asyncpg BEGIN/INSERT/COMMIT"
+        )
         serial = [
-            Subject(ZAG_SIDE, serial_case, "per step", "µs",
-                    lambda url: (zag_serial(url, sizes.serial_n, 1), "")),
-            Subject(FLOOR, serial_case, "per step", "µs",
-                    lambda url: ([floor_commit_us(url, workdir, sizes.serial_n)], ""),
-                    note=floor_note),
-            *(Subject(sides[api], serial_case, "per step", "µs",
-                      dbos(api, "serial", sizes.serial_n)) for api in apis),
+            Subject(
+                ZAG_SIDE,
+                serial_case,
+                "per step",
+                "µs",
+                lambda url: (zag_serial(url, sizes.serial_n, 1), ""),
+            ),
+            Subject(
+                FLOOR,
+                serial_case,
+                "per step",
+                "µs",
+                lambda url: ([floor_commit_us(url, workdir, sizes.serial_n)], ""),
+                note=floor_note,
+            ),
+            *(
+                Subject(
+                    sides[api], serial_case, "per step", "µs", dbos(api, "serial", sizes.serial_n)
+                )
+                for api in apis
+            ),
         ]
         _rounds(rec, db, workdir, serial, sizes.serial_repeats)
         concurrent = [
-            Subject(ZAG_SIDE, conc_case, "workflows/s", "1/s",
-                    lambda url: (zag_concurrent(url, sizes.concurrent_n, 1), "")),
-            *(Subject(sides[api], conc_case, "workflows/s", "1/s",
-                      dbos(api, "concurrent", sizes.concurrent_n)) for api in apis),
+            Subject(
+                ZAG_SIDE,
+                conc_case,
+                "workflows/s",
+                "1/s",
+                lambda url: (zag_concurrent(url, sizes.concurrent_n, 1), ""),
+            ),
+            *(
+                Subject(
+                    sides[api],
+                    conc_case,
+                    "workflows/s",
+                    "1/s",
+                    dbos(api, "concurrent", sizes.concurrent_n),
+                )
+                for api in apis
+            ),
         ]
         _rounds(rec, db, workdir, concurrent, sizes.concurrent_repeats)
 
@@ -415,8 +484,20 @@ def celery_worker(queue: str) -> None:
 
     threading.Thread(target=orphaned, daemon=True).start()
     app, _ = celery_app(queue)
-    app.worker_main(["worker", "--pool", "solo", "--without-gossip", "--without-mingle",
-                     "--without-heartbeat", "--loglevel", "WARNING", "-Q", queue])
+    app.worker_main(
+        [
+            "worker",
+            "--pool",
+            "solo",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "--loglevel",
+            "WARNING",
+            "-Q",
+            queue,
+        ]
+    )
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -430,8 +511,15 @@ def celery(rec: Recorder, sizes: Sizes, workdir: str) -> None:
     try:
         socket.create_connection(("127.0.0.1", 5672), timeout=3).close()
     except OSError as exc:
-        _add(rec, CELERY, "remote no-op round trip", "round trip p50", "ms", None,
-             f"skipped: RabbitMQ at 127.0.0.1:5672 is not reachable: {exc}")
+        _add(
+            rec,
+            CELERY,
+            "remote no-op round trip",
+            "round trip p50",
+            "ms",
+            None,
+            f"skipped: RabbitMQ at 127.0.0.1:5672 is not reachable: {exc}",
+        )
         return
     queue = f"zag-bench-celery-{uuid.uuid4().hex[:8]}"
     app, noop = celery_app(queue)
@@ -439,9 +527,12 @@ def celery(rec: Recorder, sizes: Sizes, workdir: str) -> None:
     case = "remote no-op round trip"
     note = f"celery {dist_version('celery')}, 1 worker --pool solo, rpc:// results"
     with worker_log.open("wb") as out:
-        worker = subprocess.Popen([sys.executable, str(HERE / "peers.py"), "celery-worker",
-                                   "--queue", queue], stdout=out, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        worker = subprocess.Popen(
+            [sys.executable, str(HERE / "peers.py"), "celery-worker", "--queue", queue],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         log("zag: PEERS Celery worker starting")
         noop.delay().get(timeout=60)
@@ -454,14 +545,28 @@ def celery(rec: Recorder, sizes: Sizes, workdir: str) -> None:
             noop.delay().get(timeout=30)
             lat.append((clock() - t0) * 1e3)
         lat.sort()
-        _add(rec, CELERY, case, "round trip p50", "ms", [statistics.median(lat)],
-             f"{len(lat)} sequential delay().get(); {note}")
+        _add(
+            rec,
+            CELERY,
+            case,
+            "round trip p50",
+            "ms",
+            [statistics.median(lat)],
+            f"{len(lat)} sequential delay().get(); {note}",
+        )
         _add(rec, CELERY, case, "round trip p99", "ms", [_percentile(lat, 99)])
         rates = []
         for _ in range(sizes.celery_rate_repeats):
             rates.append(_celery_rate(noop, sizes.celery_rate_n))
-        _add(rec, CELERY, case, f"round trips/s c={IN_FLIGHT}", "1/s", rates,
-             f"{sizes.celery_rate_n} calls, {IN_FLIGHT} in flight (sliding window)")
+        _add(
+            rec,
+            CELERY,
+            case,
+            f"round trips/s c={IN_FLIGHT}",
+            "1/s",
+            rates,
+            f"{sizes.celery_rate_n} calls, {IN_FLIGHT} in flight (sliding window)",
+        )
     except Exception:
         tail = worker_log.read_text(errors="replace")[-1500:] if worker_log.exists() else ""
         log(f"Celery worker output (tail):\n{tail}")
@@ -509,14 +614,20 @@ def missing_peers() -> dict[str, str]:
         try:
             __import__(name)
         except ImportError as exc:
-            out[name] = (f"{name} is not installed here ({exc}); the nox bench session "
-                         "installs it (./dev bench)")
+            out[name] = (
+                f"{name} is not installed here ({exc}); the nox bench session "
+                "installs it (./dev bench)"
+            )
     return out
 
 
-def zag_scenario(rec: Recorder, plan: Plan, sizes: Sizes | None = None,
-                 parts: tuple[str, ...] = ("dbos", "celery"),
-                 databases: tuple[str, ...] = ("sqlite", "postgres")) -> None:
+def zag_scenario(
+    rec: Recorder,
+    plan: Plan,
+    sizes: Sizes | None = None,
+    parts: tuple[str, ...] = ("dbos", "celery"),
+    databases: tuple[str, ...] = ("sqlite", "postgres"),
+) -> None:
     """PEERS (run.py calls it with the zag Recorder; every side's rows go there)."""
     if sizes is None:
         sizes = QUICK if plan == Plan.quick() else FULL
@@ -536,8 +647,15 @@ def zag_scenario(rec: Recorder, plan: Plan, sizes: Sizes | None = None,
                     celery(rec, sizes, workdir)
                 except Exception as exc:
                     traceback.print_exc(file=sys.stderr)
-                    _add(rec, CELERY, "remote no-op round trip", "round trip p50", "ms", None,
-                         f"failed: {type(exc).__name__}: {exc}"[:300])
+                    _add(
+                        rec,
+                        CELERY,
+                        "remote no-op round trip",
+                        "round trip p50",
+                        "ms",
+                        None,
+                        f"failed: {type(exc).__name__}: {exc}"[:300],
+                    )
 
 
 # --------------------------------------------------------------------------- printing
@@ -592,10 +710,21 @@ def print_table(rows: list[Measurement]) -> None:
             keys.append(key)
         by.setdefault(key, {})[m.side] = m
     # TaskFlow's serial persisted figure, when S4 ran in the same run (its own N, R).
-    taskflow = {m.case: m.stats for m in rows
-                if (m.scenario, m.side, m.metric) == ("S4", PEER, "per task")}
-    headers = ("case", "metric", "unit", "zag", DBOS_ASYNC, DBOS_SYNC, "zag adv. async/sync",
-               "floor", "TaskFlow (S4)", "notes")
+    taskflow = {
+        m.case: m.stats for m in rows if (m.scenario, m.side, m.metric) == ("S4", PEER, "per task")
+    }
+    headers = (
+        "case",
+        "metric",
+        "unit",
+        "zag",
+        DBOS_ASYNC,
+        DBOS_SYNC,
+        "zag adv. async/sync",
+        "floor",
+        "TaskFlow (S4)",
+        "notes",
+    )
     lines = []
     for key in keys:
         sides = by[key]
@@ -604,36 +733,58 @@ def print_table(rows: list[Measurement]) -> None:
         z = sides.get(ZAG_SIDE)
         adv = []
         for side in (DBOS_ASYNC, DBOS_SYNC):
-            a = _advantage(key[1], z.stats if z else None,
-                           sides[side].stats if side in sides else None)
+            a = _advantage(
+                key[1], z.stats if z else None, sides[side].stats if side in sides else None
+            )
             adv.append(f"{a:.2g}x" if a is not None else "-")
         target = SERIAL_TARGET if key[1] == "per step" else CONCURRENT_TARGET
         db = key[0].split(":")[0]
         # Per-row notes only say why a figure is missing; what each side does is in LEGEND.
         notes = "; ".join(f"{s}: {m.note}" for s, m in sides.items() if m.stats is None)
-        lines.append((key[0], key[1], key[2], _fmt(z.stats) if z else "-",
-                      *(_fmt(sides[s].stats) if s in sides else "-" for s in (DBOS_ASYNC,
-                                                                              DBOS_SYNC)),
-                      f"{' / '.join(adv)} (target >= {target:g}x)",
-                      _fmt(sides[FLOOR].stats) if FLOOR in sides else "-",
-                      _fmt(taskflow[db]) if key[1] == "per step" and taskflow.get(db) else "-",
-                      notes))
-    print_columns("PEERS durable workflows: zag vs DBOS Transact (SQLite file in WAL, "
-                  "PostgreSQL 127.0.0.1)", headers, lines)
+        lines.append(
+            (
+                key[0],
+                key[1],
+                key[2],
+                _fmt(z.stats) if z else "-",
+                *(_fmt(sides[s].stats) if s in sides else "-" for s in (DBOS_ASYNC, DBOS_SYNC)),
+                f"{' / '.join(adv)} (target >= {target:g}x)",
+                _fmt(sides[FLOOR].stats) if FLOOR in sides else "-",
+                _fmt(taskflow[db]) if key[1] == "per step" and taskflow.get(db) else "-",
+                notes,
+            )
+        )
+    print_columns(
+        "PEERS durable workflows: zag vs DBOS Transact (SQLite file in WAL, PostgreSQL 127.0.0.1)",
+        headers,
+        lines,
+    )
     if lines:
         print("\n".join(LEGEND))
-        pragmas = sorted({m.note.split("; ", 1)[1] for m in mine
-                          if m.side in (DBOS_ASYNC, DBOS_SYNC) and m.stats and "; " in m.note})
+        pragmas = sorted(
+            {
+                m.note.split("; ", 1)[1]
+                for m in mine
+                if m.side in (DBOS_ASYNC, DBOS_SYNC) and m.stats and "; " in m.note
+            }
+        )
         for note in pragmas:
             print(f"  DBOS's SQLite engine reports: {note}")
-    celery_lines = [(k[0], k[1], k[2], _fmt(by[k][CELERY].stats), by[k][CELERY].note)
-                    for k in keys if CELERY in by[k]]
-    print_columns("PEERS Celery on RabbitMQ 127.0.0.1:5672 (zag's REMOTE beside it: see the "
-                  "cross table)", ("case", "metric", "unit", "Celery", "notes"), celery_lines)
+    celery_lines = [
+        (k[0], k[1], k[2], _fmt(by[k][CELERY].stats), by[k][CELERY].note)
+        for k in keys
+        if CELERY in by[k]
+    ]
+    print_columns(
+        "PEERS Celery on RabbitMQ 127.0.0.1:5672 (zag's REMOTE beside it: see the cross table)",
+        ("case", "metric", "unit", "Celery", "notes"),
+        celery_lines,
+    )
 
 
 def cross_table(rows: list[Measurement]) -> None:
     """zag REMOTE vs Celery vs raw aio-pika, when REMOTE and PEERS ran in the same run."""
+
     def find(scenario: str, case: str, metric: str, side: str) -> Stats | None:
         for m in rows:
             if (m.scenario, m.case, m.metric, m.side) == (scenario, case, metric, side):
@@ -641,11 +792,20 @@ def cross_table(rows: list[Measurement]) -> None:
         return None
 
     pairs = (
-        ("round trip p50", "ms", ("REMOTE", "zag 1 worker, sequential", "round trip p50"),
-         "round trip p50", ("REMOTE", "raw baseline", "round trip p50")),
-        (f"throughput c={IN_FLIGHT}", "1/s",
-         ("REMOTE", f"zag 64 concurrent flows, 1 worker c={IN_FLIGHT}", "atoms/s"),
-         f"round trips/s c={IN_FLIGHT}", ("REMOTE", "raw baseline", f"req/reply c={IN_FLIGHT}")),
+        (
+            "round trip p50",
+            "ms",
+            ("REMOTE", "zag 1 worker, sequential", "round trip p50"),
+            "round trip p50",
+            ("REMOTE", "raw baseline", "round trip p50"),
+        ),
+        (
+            f"throughput c={IN_FLIGHT}",
+            "1/s",
+            ("REMOTE", f"zag 64 concurrent flows, 1 worker c={IN_FLIGHT}", "atoms/s"),
+            f"round trips/s c={IN_FLIGHT}",
+            ("REMOTE", "raw baseline", f"req/reply c={IN_FLIGHT}"),
+        ),
     )
     lines = []
     for label, unit, zag_key, celery_metric, raw_key in pairs:
@@ -661,17 +821,21 @@ def cross_table(rows: list[Measurement]) -> None:
             ratio = f"{z.median / c.median:.2g}x" if z and c else "-"
             target = "zag: one-atom flows (engine + worker), 64 at once"
         lines.append((label, unit, _fmt(z), _fmt(c), ratio, _fmt(raw), target))
-    print_columns("zag REMOTE vs Celery, same RabbitMQ, same run (zag: one-atom flows; "
-                  "Celery: no-op task, --pool solo)",
-                  ("figure", "unit", "zag", "Celery", "zag adv.", "raw aio-pika", "notes"), lines)
+    print_columns(
+        "zag REMOTE vs Celery, same RabbitMQ, same run (zag: one-atom flows; "
+        "Celery: no-op task, --pool solo)",
+        ("figure", "unit", "zag", "Celery", "zag adv.", "raw aio-pika", "notes"),
+        lines,
+    )
 
 
 # --------------------------------------------------------------------------- CLI
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command")
     child = sub.add_parser("dbos", help="one DBOS case (a subprocess of the scenario)")
     child.add_argument("--url", required=True)
@@ -684,10 +848,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--serial-n", type=int, default=None)
     parser.add_argument("--concurrent-n", type=int, default=None)
-    parser.add_argument("--celery-n", type=int, default=None,
-                        help="Celery round trips, sequential and per rate run")
-    parser.add_argument("--rounds", type=int, default=None,
-                        help="rounds of the serial and the concurrent cases")
+    parser.add_argument(
+        "--celery-n", type=int, default=None, help="Celery round trips, sequential and per rate run"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="rounds of the serial and the concurrent cases"
+    )
     parser.add_argument("--parts", default="dbos,celery")
     parser.add_argument("--databases", default="sqlite,postgres")
     parser.add_argument("--no-sync", action="store_true", help="DBOS's async API only")
@@ -706,16 +872,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.concurrent_n:
         sizes = dataclasses.replace(sizes, concurrent_n=args.concurrent_n)
     if args.celery_n:
-        sizes = dataclasses.replace(sizes, celery_seq_n=args.celery_n,
-                                    celery_rate_n=args.celery_n)
+        sizes = dataclasses.replace(sizes, celery_seq_n=args.celery_n, celery_rate_n=args.celery_n)
     if args.rounds:
-        sizes = dataclasses.replace(sizes, serial_repeats=args.rounds,
-                                    concurrent_repeats=args.rounds)
+        sizes = dataclasses.replace(
+            sizes, serial_repeats=args.rounds, concurrent_repeats=args.rounds
+        )
     if args.no_sync:
         sizes = dataclasses.replace(sizes, dbos_sync=False)
     rec = Recorder(ZAG_SIDE)
-    zag_scenario(rec, Plan(), sizes, tuple(p.strip() for p in args.parts.split(",")),
-                 tuple(d.strip() for d in args.databases.split(",")))
+    zag_scenario(
+        rec,
+        Plan(),
+        sizes,
+        tuple(p.strip() for p in args.parts.split(",")),
+        tuple(d.strip() for d in args.databases.split(",")),
+    )
     print_table(rec.rows)
     return 1 if any(m.stats is None for m in rec.rows) else 0
 

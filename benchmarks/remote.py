@@ -106,8 +106,18 @@ class Sizes:
     variants: bool = True  # every raw variant and the what-ifs, not just baseline and zag-like
 
 
-QUICK = Sizes(seq_n=300, rr_n=1000, oneway_n=1000, repeats=1, rounds=4, zag_seq_n=200,
-              whatif_seq_n=100, zag_wide_n=300, zag_flows_n=300, variants=False)
+QUICK = Sizes(
+    seq_n=300,
+    rr_n=1000,
+    oneway_n=1000,
+    repeats=1,
+    rounds=4,
+    zag_seq_n=200,
+    whatif_seq_n=100,
+    zag_wide_n=300,
+    zag_flows_n=300,
+    variants=False,
+)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -133,22 +143,35 @@ class Variant:
 BASELINE = Variant("raw baseline", note="classic queue, transient, confirms on (aio-pika default)")
 VARIANTS = (
     BASELINE,
-    Variant("raw no confirms", confirms=False,
-            note="classic, transient, channels without confirms"),
+    Variant(
+        "raw no confirms", confirms=False, note="classic, transient, channels without confirms"
+    ),
     Variant("raw persistent", persistent=True, note="classic queue, persistent messages"),
-    Variant("raw quorum persistent", queue_type="quorum", persistent=True,
-            note="quorum queue, persistent (zag's request path)"),
-    Variant("raw quorum no confirms", queue_type="quorum", persistent=True, confirms=False,
-            note="quorum, persistent, no confirms on either channel"),
-    Variant("raw zag-like", queue_type="quorum", persistent=True,
-            note="quorum + persistent + confirms: zag's message pattern"),
+    Variant(
+        "raw quorum persistent",
+        queue_type="quorum",
+        persistent=True,
+        note="quorum queue, persistent (zag's request path)",
+    ),
+    Variant(
+        "raw quorum no confirms",
+        queue_type="quorum",
+        persistent=True,
+        confirms=False,
+        note="quorum, persistent, no confirms on either channel",
+    ),
+    Variant(
+        "raw zag-like",
+        queue_type="quorum",
+        persistent=True,
+        note="quorum + persistent + confirms: zag's message pattern",
+    ),
 )
 
 
 async def declare_queue(channel: Any, name: str, queue_type: str) -> Any:
     if queue_type == "quorum":
-        return await channel.declare_queue(name, durable=True,
-                                           arguments={"x-queue-type": "quorum"})
+        return await channel.declare_queue(name, durable=True, arguments={"x-queue-type": "quorum"})
     return await channel.declare_queue(name, durable=True)
 
 
@@ -195,8 +218,11 @@ class RpcClient:
         self.reply = await self.channel.declare_queue(exclusive=True, auto_delete=True)
         await self.reply.consume(self._on_reply, no_ack=True)
         self.exchange = self.channel.default_exchange
-        self.mode = (aio_pika.DeliveryMode.PERSISTENT if self.variant.persistent
-                     else aio_pika.DeliveryMode.NOT_PERSISTENT)
+        self.mode = (
+            aio_pika.DeliveryMode.PERSISTENT
+            if self.variant.persistent
+            else aio_pika.DeliveryMode.NOT_PERSISTENT
+        )
         self.message = aio_pika.Message
         return self
 
@@ -213,8 +239,9 @@ class RpcClient:
         future = asyncio.get_running_loop().create_future()
         self.futures[cid] = future
         await self.exchange.publish(
-            self.message(body, correlation_id=cid, reply_to=self.reply.name,
-                         delivery_mode=self.mode),
+            self.message(
+                body, correlation_id=cid, reply_to=self.reply.name, delivery_mode=self.mode
+            ),
             routing_key=self.queue,
         )
         return await future
@@ -222,8 +249,17 @@ class RpcClient:
 
 @contextlib.asynccontextmanager
 async def echo_process(variant: Variant, queue: str, prefetch: int = 64) -> Any:
-    cmd = [sys.executable, str(HERE / "remote.py"), "echo", "--queue", queue,
-           "--queue-type", variant.queue_type, "--prefetch", str(prefetch)]
+    cmd = [
+        sys.executable,
+        str(HERE / "remote.py"),
+        "echo",
+        "--queue",
+        queue,
+        "--queue-type",
+        variant.queue_type,
+        "--prefetch",
+        str(prefetch),
+    ]
     if not variant.confirms:
         cmd.append("--no-confirms")
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE)
@@ -356,8 +392,10 @@ def whatif_patches(flags: tuple[str, ...]) -> list[tuple[Any, str, Any]]:
             queues = {}
             for topic in topics:
                 queue = await channel.declare_queue(
-                    f"zag.q.{topic}", durable=True,
-                    arguments={"x-dead-letter-exchange": topology.DEAD})
+                    f"zag.q.{topic}",
+                    durable=True,
+                    arguments={"x-dead-letter-exchange": topology.DEAD},
+                )
                 await queue.bind(work, routing_key=topic)
                 queues[topic] = queue
             return (work, queues) if isinstance(declared, tuple) else work
@@ -367,8 +405,12 @@ def whatif_patches(flags: tuple[str, ...]) -> list[tuple[Any, str, Any]]:
     if "noconfirms" in flags:
         channel = RobustConnection.channel
 
-        def no_confirms(self: Any, channel_number: int | None = None,
-                        publisher_confirms: bool = True, on_return_raises: bool = False) -> Any:
+        def no_confirms(
+            self: Any,
+            channel_number: int | None = None,
+            publisher_confirms: bool = True,
+            on_return_raises: bool = False,
+        ) -> Any:
             return channel(self, channel_number, False, on_return_raises)
 
         patches.append((RobustConnection, "channel", no_confirms))
@@ -394,9 +436,13 @@ async def _transient_publish(self: Any, body: bytes, rid: str, topic: str, delay
     if COUNTING:
         _counted(self, "request")
     await self._work.publish(
-        aio_pika.Message(body, correlation_id=rid, reply_to=self._reply_name,
-                         content_type="application/json",
-                         delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT),
+        aio_pika.Message(
+            body,
+            correlation_id=rid,
+            reply_to=self._reply_name,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
+        ),
         routing_key=topic,
     )
 
@@ -427,8 +473,9 @@ async def worker_main(args: argparse.Namespace) -> None:
     from zag_async import Worker
 
     with patched(whatif_patches(tuple(f for f in args.whatif.split(",") if f))):
-        async with Worker(args.url, topic=args.topic, tasks=remote_tasks.TASKS,
-                          concurrency=args.concurrency) as worker:
+        async with Worker(
+            args.url, topic=args.topic, tasks=remote_tasks.TASKS, concurrency=args.concurrency
+        ) as worker:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, worker.stop)
@@ -449,8 +496,9 @@ async def _stop(procs: list[asyncio.subprocess.Process]) -> None:
             await proc.wait()
 
 
-async def zag_setup(stack: contextlib.AsyncExitStack, workers: int, concurrency: int,
-                    flags: tuple[str, ...] = ()) -> Any:
+async def zag_setup(
+    stack: contextlib.AsyncExitStack, workers: int, concurrency: int, flags: tuple[str, ...] = ()
+) -> Any:
     """Worker subprocesses on a fresh topic, and an open RemoteExecutor that sees them all.
 
     Without what-if flags the workers are the real CLI, `python -m zag_async worker`.
@@ -459,19 +507,42 @@ async def zag_setup(stack: contextlib.AsyncExitStack, workers: int, concurrency:
 
     topic = f"bench-{uuid.uuid4().hex[:8]}"
     stack.push_async_callback(_delete_queues, f"zag.q.{topic}")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p),
+    )
     if flags:
-        cmd = [sys.executable, str(HERE / "remote.py"), "worker", "--topic", topic,
-               "--concurrency", str(concurrency), "--whatif", ",".join(flags)]
+        cmd = [
+            sys.executable,
+            str(HERE / "remote.py"),
+            "worker",
+            "--topic",
+            topic,
+            "--concurrency",
+            str(concurrency),
+            "--whatif",
+            ",".join(flags),
+        ]
     else:
-        cmd = [sys.executable, "-m", "zag_async", "worker", "--topic", topic, "--url", URL,
-               "--concurrency", str(concurrency), "remote_tasks:TASKS"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "zag_async",
+            "worker",
+            "--topic",
+            topic,
+            "--url",
+            URL,
+            "--concurrency",
+            str(concurrency),
+            "remote_tasks:TASKS",
+        ]
     procs = []
     stack.push_async_callback(_stop, procs)
     for _ in range(workers):
-        procs.append(await asyncio.create_subprocess_exec(
-            *cmd, stdout=asyncio.subprocess.PIPE, env=env))
+        procs.append(
+            await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, env=env)
+        )
     for proc in procs:
         assert proc.stdout is not None
         async with asyncio.timeout(30):
@@ -480,7 +551,8 @@ async def zag_setup(stack: contextlib.AsyncExitStack, workers: int, concurrency:
             raise RuntimeError(f"worker did not start: {line!r}")
     with patched(whatif_patches(flags)):
         executor = await stack.enter_async_context(
-            zag.RemoteExecutor(URL, topics=[topic], discovery_timeout=10.0))
+            zag.RemoteExecutor(URL, topics=[topic], discovery_timeout=10.0)
+        )
     if "transient" in flags:
         executor._publish = types.MethodType(_transient_publish, executor)
     if "raceconfirm" in flags:
@@ -582,8 +654,9 @@ def rr_rate(client: RpcClient) -> Callable[[int], Awaitable[float]]:
     return run
 
 
-async def oneway_subject(stack: contextlib.AsyncExitStack, client: RpcClient,
-                         variant: Variant) -> Callable[[int], Awaitable[float]]:
+async def oneway_subject(
+    stack: contextlib.AsyncExitStack, client: RpcClient, variant: Variant
+) -> Callable[[int], Awaitable[float]]:
     """Messages/s from publish (64 in flight) to consumed, on a queue a 2nd connection reads."""
     import aio_pika
 
@@ -607,8 +680,9 @@ async def oneway_subject(stack: contextlib.AsyncExitStack, client: RpcClient,
     await q.consume(on_message)
 
     async def publish() -> None:
-        await client.exchange.publish(aio_pika.Message(BODY, delivery_mode=client.mode),
-                                      routing_key=queue)
+        await client.exchange.publish(
+            aio_pika.Message(BODY, delivery_mode=client.mode), routing_key=queue
+        )
 
     async def run(n: int) -> float:
         state.update(got=0, want=n)
@@ -638,8 +712,13 @@ def proc_cpu(pid: int) -> float:
 def broker_pid() -> int | None:
     """The process listening on 127.0.0.1:5672 (beam.smp), when `ss` can tell."""
     try:
-        out = subprocess.run(["ss", "-ltnpH", "sport = :5672"], capture_output=True,
-                             text=True, timeout=5, check=False).stdout
+        out = subprocess.run(
+            ["ss", "-ltnpH", "sport = :5672"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     _, _, rest = out.partition("pid=")
@@ -685,16 +764,29 @@ async def session(sizes: Sizes) -> tuple[list[Subject], dict[str, str]]:
             client = await stack.enter_async_context(RpcClient(variant, queue))
             await declare_queue(client.channel, queue, variant.queue_type)
             echo = await stack.enter_async_context(echo_process(variant, queue))
-            subjects.append(Subject(
-                variant.name, call=client.call, calls=sizes.seq_n, per_run=sizes.rr_n,
-                pids=[echo.pid], rate=rr_rate(client), rate_metric="req/reply c=64",
-                note=variant.note,
-                rate_note=f"{sizes.rr_n} round trips, 64 in flight, echo prefetch 64"))
-            subjects.append(Subject(
-                variant.name, rate=await oneway_subject(stack, client, variant),
-                rate_metric="one way", per_run=sizes.oneway_n,
-                rate_note=f"{sizes.oneway_n} messages, 64 publishes in flight, "
-                          "consumer acks (prefetch 256)"))
+            subjects.append(
+                Subject(
+                    variant.name,
+                    call=client.call,
+                    calls=sizes.seq_n,
+                    per_run=sizes.rr_n,
+                    pids=[echo.pid],
+                    rate=rr_rate(client),
+                    rate_metric="req/reply c=64",
+                    note=variant.note,
+                    rate_note=f"{sizes.rr_n} round trips, 64 in flight, echo prefetch 64",
+                )
+            )
+            subjects.append(
+                Subject(
+                    variant.name,
+                    rate=await oneway_subject(stack, client, variant),
+                    rate_metric="one way",
+                    per_run=sizes.oneway_n,
+                    rate_note=f"{sizes.oneway_n} messages, 64 publishes in flight, "
+                    "consumer acks (prefetch 256)",
+                )
+            )
         setups = [
             ("zag 1 worker c=8", 1, 8, ()),
             ("zag 1 worker c=64", 1, 64, ()),
@@ -713,52 +805,106 @@ async def session(sizes: Sizes) -> tuple[list[Subject], dict[str, str]]:
                 failed[name] = f"{type(exc).__name__}: {exc}"
         n = sizes.zag_wide_n
         if ex := executors.get("zag 1 worker c=8"):
-            subjects.append(Subject(
-                "zag 1 worker, sequential", call=one_flow_call(ex), calls=sizes.zag_seq_n,
-                note="one-atom flows: fresh flow + Engine(...) + run(); worker concurrency 8",
-                executor=ex))
-            subjects.append(Subject(
-                "zag local one-atom flow (no broker)", call=local_call(), calls=sizes.zag_seq_n,
-                note="same flow, default in-process executor: the engine's share"))
-            subjects.append(Subject(
-                "zag executor.execute (no engine)", call=direct_call(ex), calls=sizes.zag_seq_n,
-                note="RemoteExecutor.execute awaited directly, same worker"))
-            subjects.append(Subject(
-                "zag wide flow, 1 worker c=8", rate=wide_rate(ex), rate_metric="atoms/s",
-                executor=ex,
-                rate_note=f"one unordered flow of {n} atoms; worker default concurrency 8"))
+            subjects.append(
+                Subject(
+                    "zag 1 worker, sequential",
+                    call=one_flow_call(ex),
+                    calls=sizes.zag_seq_n,
+                    note="one-atom flows: fresh flow + Engine(...) + run(); worker concurrency 8",
+                    executor=ex,
+                )
+            )
+            subjects.append(
+                Subject(
+                    "zag local one-atom flow (no broker)",
+                    call=local_call(),
+                    calls=sizes.zag_seq_n,
+                    note="same flow, default in-process executor: the engine's share",
+                )
+            )
+            subjects.append(
+                Subject(
+                    "zag executor.execute (no engine)",
+                    call=direct_call(ex),
+                    calls=sizes.zag_seq_n,
+                    note="RemoteExecutor.execute awaited directly, same worker",
+                )
+            )
+            subjects.append(
+                Subject(
+                    "zag wide flow, 1 worker c=8",
+                    rate=wide_rate(ex),
+                    rate_metric="atoms/s",
+                    executor=ex,
+                    rate_note=f"one unordered flow of {n} atoms; worker default concurrency 8",
+                )
+            )
         if ex := executors.get("zag 1 worker c=64"):
-            subjects.append(Subject(
-                "zag wide flow, 1 worker c=64", rate=wide_rate(ex), rate_metric="atoms/s",
-                executor=ex,
-                rate_note=f"one unordered flow of {n} atoms"))
-            subjects.append(Subject(
-                "zag 64 concurrent flows, 1 worker c=64",
-                rate=flows_rate(ex, 64), rate_metric="atoms/s", executor=ex,
-                rate_note=f"{sizes.zag_flows_n} one-atom flows, 64 Engines at once"))
-            subjects.append(Subject(
-                "zag 64 executor.execute in flight, 1 worker c=64",
-                rate=execute_rate(ex, 64), rate_metric="atoms/s", executor=ex,
-                rate_note=f"{sizes.zag_flows_n} RemoteExecutor.execute calls, 64 at once "
-                          "(no engine): the transport's own rate"))
+            subjects.append(
+                Subject(
+                    "zag wide flow, 1 worker c=64",
+                    rate=wide_rate(ex),
+                    rate_metric="atoms/s",
+                    executor=ex,
+                    rate_note=f"one unordered flow of {n} atoms",
+                )
+            )
+            subjects.append(
+                Subject(
+                    "zag 64 concurrent flows, 1 worker c=64",
+                    rate=flows_rate(ex, 64),
+                    rate_metric="atoms/s",
+                    executor=ex,
+                    rate_note=f"{sizes.zag_flows_n} one-atom flows, 64 Engines at once",
+                )
+            )
+            subjects.append(
+                Subject(
+                    "zag 64 executor.execute in flight, 1 worker c=64",
+                    rate=execute_rate(ex, 64),
+                    rate_metric="atoms/s",
+                    executor=ex,
+                    rate_note=f"{sizes.zag_flows_n} RemoteExecutor.execute calls, 64 at once "
+                    "(no engine): the transport's own rate",
+                )
+            )
             if sizes.variants:
-                subjects.append(Subject(
-                    WHATIFS[0][0], call=one_flow_call(ex), calls=sizes.whatif_seq_n,
-                    rate=wide_rate(ex), rate_metric="atoms/s", executor=ex,
-                    note="1 worker c=64 (python -m zag_async worker)",
-                    rate_note=f"wide flow of {n} atoms"))
+                subjects.append(
+                    Subject(
+                        WHATIFS[0][0],
+                        call=one_flow_call(ex),
+                        calls=sizes.whatif_seq_n,
+                        rate=wide_rate(ex),
+                        rate_metric="atoms/s",
+                        executor=ex,
+                        note="1 worker c=64 (python -m zag_async worker)",
+                        rate_note=f"wide flow of {n} atoms",
+                    )
+                )
         if ex := executors.get("zag 4 workers c=16"):
-            subjects.append(Subject(
-                "zag wide flow, 4 workers c=16", rate=wide_rate(ex), rate_metric="atoms/s",
-                executor=ex,
-                rate_note=f"one unordered flow of {n} atoms; 4 worker processes x 16"))
+            subjects.append(
+                Subject(
+                    "zag wide flow, 4 workers c=16",
+                    rate=wide_rate(ex),
+                    rate_metric="atoms/s",
+                    executor=ex,
+                    rate_note=f"one unordered flow of {n} atoms; 4 worker processes x 16",
+                )
+            )
         for name, flags in WHATIFS[1:]:
             if ex := executors.get(name):
-                subjects.append(Subject(
-                    name, call=one_flow_call(ex), calls=sizes.whatif_seq_n,
-                    rate=wide_rate(ex), rate_metric="atoms/s", executor=ex,
-                    note="1 worker c=64; patched: " + ", ".join(flags),
-                    rate_note=f"wide flow of {n} atoms"))
+                subjects.append(
+                    Subject(
+                        name,
+                        call=one_flow_call(ex),
+                        calls=sizes.whatif_seq_n,
+                        rate=wide_rate(ex),
+                        rate_metric="atoms/s",
+                        executor=ex,
+                        note="1 worker c=64; patched: " + ", ".join(flags),
+                        rate_note=f"wide flow of {n} atoms",
+                    )
+                )
 
         for s in subjects:
             if s.rate is not None and s.rate_metric == "atoms/s":
@@ -789,8 +935,11 @@ async def session(sizes: Sizes) -> tuple[list[Subject], dict[str, str]]:
             for s in subjects:
                 if s.rate is not None:
                     gc.collect()
-                    before = (time.process_time(), sum(map(proc_cpu, s.pids)),
-                              proc_cpu(broker) if broker else 0.0)
+                    before = (
+                        time.process_time(),
+                        sum(map(proc_cpu, s.pids)),
+                        proc_cpu(broker) if broker else 0.0,
+                    )
                     s.rates.append(await s.rate(s.per_run))
                     s.cpu["engine"] += time.process_time() - before[0]
                     s.cpu["worker"] += sum(map(proc_cpu, s.pids)) - before[1]
@@ -807,7 +956,8 @@ async def session(sizes: Sizes) -> tuple[list[Subject], dict[str, str]]:
                     for _ in range(100):
                         await s.call()
                     s.executor.__dict__["_bench_seq_counts"] = dict(
-                        s.executor.__dict__.pop("_bench_counts", {}))
+                        s.executor.__dict__.pop("_bench_counts", {})
+                    )
         finally:
             COUNTING = False
         log("zag: REMOTE closing")
@@ -837,8 +987,11 @@ def rabbit_reachable() -> str | None:
     return None
 
 
-ENDS = {"engine": ("engine", "client"), "worker": ("workers", "echo"),
-        "broker": ("broker", "broker")}
+ENDS = {
+    "engine": ("engine", "client"),
+    "worker": ("workers", "echo"),
+    "broker": ("broker", "broker"),
+}
 
 
 def _verdict(ratio: float, target: float, higher_is_better: bool) -> str:
@@ -872,8 +1025,14 @@ def zag_scenario(rec: Recorder, plan: Plan) -> None:
         if s.latencies:
             ms = [v * 1e3 for v in s.latencies]
             p50[s.case] = statistics.median(ms)
-            rec.add(SCENARIO, s.case, "round trip p50", "ms", [p50[s.case]],
-                    f"{len(ms)} sequential; {s.note}")
+            rec.add(
+                SCENARIO,
+                s.case,
+                "round trip p50",
+                "ms",
+                [p50[s.case]],
+                f"{len(ms)} sequential; {s.note}",
+            )
             rec.add(SCENARIO, s.case, "round trip p95", "ms", [percentile(ms, 95)])
             rec.add(SCENARIO, s.case, "round trip p99", "ms", [percentile(ms, 99)])
         if s.rates:
@@ -881,19 +1040,33 @@ def zag_scenario(rec: Recorder, plan: Plan) -> None:
             if s.rate_metric != "one way":
                 rate[s.case] = statistics.median(s.rates)
         if s.cpu["requests"] and s.rate_metric != "one way":
-            per_request = {k: v * 1e6 / s.cpu["requests"] for k, v in s.cpu.items()
-                           if k != "requests"}
+            per_request = {
+                k: v * 1e6 / s.cpu["requests"] for k, v in s.cpu.items() if k != "requests"
+            }
             cpu[s.case] = sum(per_request.values())
-            rec.add(SCENARIO, s.case, "CPU per request", "µs", [cpu[s.case]],
-                    "during the rate runs: " + ", ".join(
-                        f"{ENDS[k][s.case.startswith('raw')]} {v:,.0f}"
-                        for k, v in per_request.items()))
+            rec.add(
+                SCENARIO,
+                s.case,
+                "CPU per request",
+                "µs",
+                [cpu[s.case]],
+                "during the rate runs: "
+                + ", ".join(
+                    f"{ENDS[k][s.case.startswith('raw')]} {v:,.0f}" for k, v in per_request.items()
+                ),
+            )
         counts = s.executor.__dict__.get("_bench_seq_counts") if s.executor else None
         if counts and counts.get("request"):
             requests = counts.pop("request")
             per = {k: v / requests for k, v in sorted(counts.items())}
-            rec.add(SCENARIO, s.case, "messages per request", "msg", [1 + sum(per.values())],
-                    "1 request + replies: " + ", ".join(f"{k} {v:.2f}" for k, v in per.items()))
+            rec.add(
+                SCENARIO,
+                s.case,
+                "messages per request",
+                "msg",
+                [1 + sum(per.values())],
+                "1 request + replies: " + ", ".join(f"{k} {v:.2f}" for k, v in per.items()),
+            )
 
     base_p50, base_rate = p50.get(BASELINE.name), rate.get(BASELINE.name)
     if base_p50 is None or base_rate is None:
@@ -919,23 +1092,43 @@ def zag_scenario(rec: Recorder, plan: Plan) -> None:
             rec.add(SCENARIO, s.case, "raw CPU / CPU per request", "x", [ratio], note)
     zag_like = p50.get(VARIANTS[-1].name)
     if zag_like and "zag 1 worker, sequential" in p50:
-        rec.add(SCENARIO, "zag 1 worker, sequential", "p50 / raw zag-like p50", "x",
-                [p50["zag 1 worker, sequential"] / zag_like],
-                "zag's own overhead: the broker cost of its message pattern taken out")
+        rec.add(
+            SCENARIO,
+            "zag 1 worker, sequential",
+            "p50 / raw zag-like p50",
+            "x",
+            [p50["zag 1 worker, sequential"] / zag_like],
+            "zag's own overhead: the broker cost of its message pattern taken out",
+        )
     if zag_like and "zag executor.execute (no engine)" in p50:
-        rec.add(SCENARIO, "zag executor.execute (no engine)", "p50 / raw zag-like p50", "x",
-                [p50["zag executor.execute (no engine)"] / zag_like],
-                "the transport's own overhead: no engine, the broker cost of its pattern out")
+        rec.add(
+            SCENARIO,
+            "zag executor.execute (no engine)",
+            "p50 / raw zag-like p50",
+            "x",
+            [p50["zag executor.execute (no engine)"] / zag_like],
+            "the transport's own overhead: no engine, the broker cost of its pattern out",
+        )
     zag_like_rate = rate.get(VARIANTS[-1].name)
     if zag_like_rate and "zag wide flow, 1 worker c=64" in rate:
-        rec.add(SCENARIO, "zag wide flow, 1 worker c=64", "rate / raw zag-like c=64", "x",
-                [rate["zag wide flow, 1 worker c=64"] / zag_like_rate],
-                "zag's own overhead: the broker cost of its message pattern taken out")
+        rec.add(
+            SCENARIO,
+            "zag wide flow, 1 worker c=64",
+            "rate / raw zag-like c=64",
+            "x",
+            [rate["zag wide flow, 1 worker c=64"] / zag_like_rate],
+            "zag's own overhead: the broker cost of its message pattern taken out",
+        )
     execute_case = "zag 64 executor.execute in flight, 1 worker c=64"
     if zag_like_rate and execute_case in rate:
-        rec.add(SCENARIO, execute_case, "rate / raw zag-like c=64", "x",
-                [rate[execute_case] / zag_like_rate],
-                "the transport's own overhead: no engine, the broker cost of its pattern out")
+        rec.add(
+            SCENARIO,
+            execute_case,
+            "rate / raw zag-like c=64",
+            "x",
+            [rate[execute_case] / zag_like_rate],
+            "the transport's own overhead: no engine, the broker cost of its pattern out",
+        )
 
 
 # --------------------------------------------------------------------------- profile
@@ -954,10 +1147,24 @@ async def profile_main(args: argparse.Namespace) -> None:
         if os.path.exists(py_spy):  # noqa: ASYNC240 - once, before measuring
             for k, proc in enumerate(procs):
                 out = Path(args.out) / f"worker{k}.txt"
-                spies.append(await asyncio.create_subprocess_exec(
-                    py_spy, "record", "-p", str(proc.pid), "-f", "raw", "-o", str(out),
-                    "-d", str(args.seconds), "-r", "200",
-                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL))
+                spies.append(
+                    await asyncio.create_subprocess_exec(
+                        py_spy,
+                        "record",
+                        "-p",
+                        str(proc.pid),
+                        "-f",
+                        "raw",
+                        "-o",
+                        str(out),
+                        "-d",
+                        str(args.seconds),
+                        "-r",
+                        "200",
+                        stdout=asyncio.subprocess.DEVNULL,
+                        stderr=asyncio.subprocess.DEVNULL,
+                    )
+                )
             await asyncio.sleep(1.0)
         profiler = cProfile.Profile()
         profiler.enable()
@@ -969,8 +1176,9 @@ async def profile_main(args: argparse.Namespace) -> None:
             done += args.n
         elapsed = clock() - t0
         profiler.disable()
-        print(f"{done} atoms in {elapsed:.2f} s: {done / elapsed:.0f} atoms/s (engine under "
-              f"cProfile)")
+        print(
+            f"{done} atoms in {elapsed:.2f} s: {done / elapsed:.0f} atoms/s (engine under cProfile)"
+        )
         stream = io.StringIO()
         pstats.Stats(profiler, stream=stream).sort_stats("tottime").print_stats(args.top)
         print(stream.getvalue())
@@ -993,13 +1201,15 @@ def _collapse(path: Path, top: int) -> str:
             continue
         self_time[stack.split(";")[-1]] += int(count)
         total += int(count)
-    return "\n".join(f"  {n * 100 / max(total, 1):5.1f}%  {frame}"
-                     for frame, n in self_time.most_common(top))
+    return "\n".join(
+        f"  {n * 100 / max(total, 1):5.1f}%  {frame}" for frame, n in self_time.most_common(top)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     echo = sub.add_parser("echo", help="the raw echo consumer")
     echo.add_argument("--queue", required=True)
@@ -1010,8 +1220,9 @@ def main(argv: list[str] | None = None) -> int:
     worker = sub.add_parser("worker", help="a zag worker with what-if patches")
     worker.add_argument("--topic", required=True)
     worker.add_argument("--concurrency", type=int, default=8)
-    worker.add_argument("--whatif", default="",
-                        help="comma-separated: classic,transient,noconfirms,raceconfirm")
+    worker.add_argument(
+        "--whatif", default="", help="comma-separated: classic,transient,noconfirms,raceconfirm"
+    )
     worker.add_argument("--url", default=URL)
     prof = sub.add_parser("profile", help="profile the wide flow (engine + workers)")
     prof.add_argument("--workers", type=int, default=1)

@@ -53,8 +53,22 @@ from common import (
 )
 
 HERE = Path(__file__).resolve().parent
-ALL_SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "JOBS", "REMOTE", "WAITS",
-                 "PEERS", "IMPORT", "STARTUP")
+ALL_SCENARIOS = (
+    "S1",
+    "S2",
+    "S3",
+    "S4",
+    "S5",
+    "S6",
+    "S7",
+    "S8",
+    "JOBS",
+    "REMOTE",
+    "WAITS",
+    "PEERS",
+    "IMPORT",
+    "STARTUP",
+)
 #: What a run without --only measures: all but WAITS, whose 100,000 waiting flows per backend
 #: take over an hour (`--only WAITS`; `--quick` uses 2,000).
 DEFAULT = tuple(s for s in ALL_SCENARIOS if s != "WAITS")
@@ -66,12 +80,11 @@ TITLES = {
     "S5": "S5 revert",
     "S6": "S6 retry Times(5)",
     "S7": "S7 memory (fresh process per library)",
-    "S8": "S8 many flows at once (N concurrent three-atom flows; memory, SQLite file, "
-          "PostgreSQL)",
+    "S8": "S8 many flows at once (N concurrent three-atom flows; memory, SQLite file, PostgreSQL)",
     "JOBS": "JOBS job board on ZooKeeper + conductors (no-op jobs; raw create+delete floor)",
     "REMOTE": "REMOTE workers on RabbitMQ: zag.RemoteExecutor + worker processes vs raw aio-pika",
     "WAITS": "WAITS (S9) waiting flows: signal-to-resume latency, many waiting flows, timer "
-             "lateness (SQLite file; PostgreSQL + ZooKeeper board)",
+    "lateness (SQLite file; PostgreSQL + ZooKeeper board)",
     "PEERS": "PEERS zag beside DBOS Transact and Celery",
     "IMPORT": "Import cost (fresh interpreters, minus `python -c pass`)",
     "STARTUP": "STARTUP import and first flow (fresh interpreters, minus `python -c pass`)",
@@ -99,8 +112,10 @@ def peer_importable() -> str | None:
     try:
         import taskflow  # noqa: F401
     except Exception as exc:
-        return (f"TaskFlow is not installed here ({type(exc).__name__}: {exc}); it is installed "
-                "only in the nox bench session (./dev bench)")
+        return (
+            f"TaskFlow is not installed here ({type(exc).__name__}: {exc}); it is installed "
+            "only in the nox bench session (./dev bench)"
+        )
     return None
 
 
@@ -140,8 +155,14 @@ def s7(rec: Recorder, lib: str, sizes: tuple[int, ...]) -> None:
             rec.missing("S7", f"N={n}", "per task", "B", f"failed: {exc}")
             continue
         case = f"N={n}"
-        rec.add("S7", case, "per task", "B", [out["bytes_per_task"]],
-                "(peak RSS - after import) / N; RSS = VmHWM")
+        rec.add(
+            "S7",
+            case,
+            "per task",
+            "B",
+            [out["bytes_per_task"]],
+            "(peak RSS - after import) / N; RSS = VmHWM",
+        )
         for phase in ("import", "build", "prepare", "run"):
             rec.add("S7", case, f"rss after {phase}", "KiB", [out[f"rss_{phase}_kib"]])
         for phase in ("build", "prepare", "run"):
@@ -164,8 +185,14 @@ def import_cost(rec: Recorder, module: str, runs: int) -> None:
     except subprocess.CalledProcessError as exc:
         rec.missing("IMPORT", module, "import", "ms", f"failed: {exc}")
         return
-    rec.add("IMPORT", "import", "import", "ms", [(t - base) * 1e3 for t in times],
-            f"`import {module}`, baseline {base * 1e3:.1f} ms")
+    rec.add(
+        "IMPORT",
+        "import",
+        "import",
+        "ms",
+        [(t - base) * 1e3 for t in times],
+        f"`import {module}`, baseline {base * 1e3:.1f} ms",
+    )
 
 
 # --------------------------------------------------------------------------- table
@@ -231,8 +258,15 @@ def build_rows(rows: list[Measurement], scenario: str) -> list[dict[str, Any]]:
 
 
 def print_table(rows: list[Measurement], scenarios: list[str]) -> None:
-    headers = ("case", "metric", "unit", "zag-async median [min-max]",
-               "TaskFlow median [min-max]", "zag/TF", "notes")
+    headers = (
+        "case",
+        "metric",
+        "unit",
+        "zag-async median [min-max]",
+        "TaskFlow median [min-max]",
+        "zag/TF",
+        "notes",
+    )
     for scenario in scenarios:
         if scenario == "PEERS":  # rows of several peers: a table of its own (peers.py)
             import peers
@@ -250,13 +284,17 @@ def print_table(rows: list[Measurement], scenarios: list[str]) -> None:
             else:
                 sides = (("zag", z), ("TF", p))
                 notes = "; ".join(f"{who}: {m.note}" for who, m in sides if m and m.note)
-            lines.append((
-                r["case"], r["metric"], r["unit"],
-                fmt_stats(z.stats, z.note) if z else "-",
-                fmt_stats(p.stats, p.note) if p else "-",
-                fmt_ratio(z.stats if z else None, p.stats if p else None),
-                notes,
-            ))
+            lines.append(
+                (
+                    r["case"],
+                    r["metric"],
+                    r["unit"],
+                    fmt_stats(z.stats, z.note) if z else "-",
+                    fmt_stats(p.stats, p.note) if p else "-",
+                    fmt_ratio(z.stats if z else None, p.stats if p else None),
+                    notes,
+                )
+            )
         print_columns(TITLES.get(scenario, scenario), headers, lines)
 
 
@@ -267,50 +305,75 @@ def print_scaling(rows: list[Measurement]) -> None:
         if m.side == ZAG and m.scenario == "S1" and m.metric == "per task" and m.stats
     }
     if per_task:
-        print("\nzag-async S1 per-task overhead by N: "
-              + ", ".join(f"{case}: {fmt(us)} µs" for case, us in per_task.items()))
+        print(
+            "\nzag-async S1 per-task overhead by N: "
+            + ", ".join(f"{case}: {fmt(us)} µs" for case, us in per_task.items())
+        )
     mem = {
         m.case: m.stats.median
         for m in rows
         if m.side == ZAG and m.scenario == "S7" and m.metric == "per task" and m.stats
     }
     if mem:
-        print("zag-async S7 bytes per task by N: "
-              + ", ".join(f"{case}: {fmt(b)} B" for case, b in mem.items()))
+        print(
+            "zag-async S7 bytes per task by N: "
+            + ", ".join(f"{case}: {fmt(b)} B" for case, b in mem.items())
+        )
 
 
 # --------------------------------------------------------------------------- main
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes, few repeats")
-    parser.add_argument("--only", default="",
-                        help=f"comma-separated subset of {','.join(ALL_SCENARIOS)} "
-                             f"(default: all but WAITS)")
+    parser.add_argument(
+        "--only",
+        default="",
+        help=f"comma-separated subset of {','.join(ALL_SCENARIOS)} (default: all but WAITS)",
+    )
     side = parser.add_mutually_exclusive_group()
     side.add_argument("--only-peer", action="store_true", help="TaskFlow side only")
     side.add_argument("--only-zag", action="store_true", help="zag-async side only")
     parser.add_argument("--json", metavar="PATH", help="also write all figures as JSON")
-    parser.add_argument("--pg-url", default=None,
-                        help="PostgreSQL URL for TaskFlow's S4 (the database is dropped and "
-                             "created; default postgresql+psycopg2://postgres@127.0.0.1:5432/"
-                             "taskflow_bench)")
-    parser.add_argument("--zag-pg-url", default=None,
-                        help="PostgreSQL URL for zag's S4 (the database is dropped and created; "
-                             "default postgresql+asyncpg://postgres@127.0.0.1:5432/zag_bench)")
-    parser.add_argument("--baseline", metavar="REV", default=None,
-                        help="also run the zag side against zag_async of git revision REV "
-                             "(e.g. main, HEAD~1, a sha), interleaved with this tree, and print "
-                             "current vs baseline")
-    parser.add_argument("--current", metavar="REV", default=None,
-                        help="with --baseline: measure git revision REV as the current side "
-                             "instead of this checkout's zag_async (the benchmark code is still "
-                             "this checkout's)")
-    parser.add_argument("--baseline-rounds", metavar="N", type=int, default=3,
-                        help="runs per revision and scenario with --baseline, order alternating "
-                             "(default 3)")
+    parser.add_argument(
+        "--pg-url",
+        default=None,
+        help="PostgreSQL URL for TaskFlow's S4 (the database is dropped and "
+        "created; default postgresql+psycopg2://postgres@127.0.0.1:5432/"
+        "taskflow_bench)",
+    )
+    parser.add_argument(
+        "--zag-pg-url",
+        default=None,
+        help="PostgreSQL URL for zag's S4 (the database is dropped and created; "
+        "default postgresql+asyncpg://postgres@127.0.0.1:5432/zag_bench)",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        default=None,
+        help="also run the zag side against zag_async of git revision REV "
+        "(e.g. main, HEAD~1, a sha), interleaved with this tree, and print "
+        "current vs baseline",
+    )
+    parser.add_argument(
+        "--current",
+        metavar="REV",
+        default=None,
+        help="with --baseline: measure git revision REV as the current side "
+        "instead of this checkout's zag_async (the benchmark code is still "
+        "this checkout's)",
+    )
+    parser.add_argument(
+        "--baseline-rounds",
+        metavar="N",
+        type=int,
+        default=3,
+        help="runs per revision and scenario with --baseline, order alternating (default 3)",
+    )
     # A child of --baseline: zag side only, REMOTE without what-ifs, rows to --json, no table.
     parser.add_argument("--baseline-child", action="store_true", help=argparse.SUPPRESS)
     args = list(sys.argv[1:] if argv is None else argv)
@@ -362,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             trees = (
                 baseline.export(args.baseline, tmp / "baseline"),
-                baseline.export(args.current, tmp / "current", "current") if args.current
+                baseline.export(args.current, tmp / "current", "current")
+                if args.current
                 else baseline.current_tree(),
             )
         except baseline.BaselineError as exc:
@@ -427,7 +491,8 @@ def _run(
             for r in range(args.baseline_rounds):
                 for tree in trees[::-1] if r % 2 == 0 else trees:  # current first, then swap
                     rounds[tree.label].append(
-                        baseline.run_child(tree, name, quick=args.quick, extra=child_args))
+                        baseline.run_child(tree, name, quick=args.quick, extra=child_args)
+                    )
         elif name == "S7":
             s7(zag_rec, "zag", plan.s7_zag)
         elif name == "IMPORT":
@@ -478,18 +543,30 @@ def _run(
         return _write_json(args, env_before, env_after, elapsed, rows, [])
 
     print("\nzag-async vs TaskFlow benchmark" + (" (--quick)" if args.quick else ""))
-    for key in ("python", "platform", "cpu_count", "zag-async", "taskflow", "networkx",
-                "anyio", "SQLAlchemy"):
+    for key in (
+        "python",
+        "platform",
+        "cpu_count",
+        "zag-async",
+        "taskflow",
+        "networkx",
+        "anyio",
+        "SQLAlchemy",
+    ):
         print(f"  {key:<11} {env_before[key]}")
     print(f"  {'loadavg':<11} {env_before['loadavg']} (start), {env_after['loadavg']} (end)")
     print(f"  {'elapsed':<11} {elapsed:.0f} s")
     if "JOBS" in wanted:
-        print(f"  {'aiozk':<11} {dist_version('aiozk')}, kazoo {dist_version('kazoo')}, "
-              f"ZooKeeper {jobs.ZK_SERVERS}")
+        print(
+            f"  {'aiozk':<11} {dist_version('aiozk')}, kazoo {dist_version('kazoo')}, "
+            f"ZooKeeper {jobs.ZK_SERVERS}"
+        )
     if "WAITS" in wanted:
-        print(f"  {'waits':<11} latency N={plan.waits_latency_n} sequential, "
-              f"{plan.waits_many_n:,} waiting flows per backend, {plan.waits_timer_n} timers "
-              f"per deployment")
+        print(
+            f"  {'waits':<11} latency N={plan.waits_latency_n} sequential, "
+            f"{plan.waits_many_n:,} waiting flows per backend, {plan.waits_timer_n} timers "
+            f"per deployment"
+        )
     if "REMOTE" in wanted:
         print(f"  {'aio-pika':<11} {dist_version('aio-pika')}, RabbitMQ at 127.0.0.1:5672")
     if "PEERS" in wanted:
@@ -499,18 +576,27 @@ def _run(
     if peer_missing:
         print(f"  TaskFlow side not run: {peer_missing}")
     if trees is not None:
-        print(f"  zag side    in subprocesses, {args.baseline_rounds} per revision (--baseline): "
-              "the current figures below are those runs merged")
+        print(
+            f"  zag side    in subprocesses, {args.baseline_rounds} per revision (--baseline): "
+            "the current figures below are those runs merged"
+        )
     print("  ratio = zag median / TaskFlow median (below 1: zag is faster or smaller)")
     print_table(rows, wanted)
     if "PEERS" in wanted and "REMOTE" in wanted:
         peers.cross_table(rows)
     print_scaling(rows)
     if trees is not None:
-        baseline.print_comparison(wanted, TITLES, zag_rec.rows, baseline_rows, peer_rec.rows,
-                                  trees, args.baseline_rounds,
-                                  f"not run: {peer_missing}" if peer_missing else "",
-                                  fmt_stats)
+        baseline.print_comparison(
+            wanted,
+            TITLES,
+            zag_rec.rows,
+            baseline_rows,
+            peer_rec.rows,
+            trees,
+            args.baseline_rounds,
+            f"not run: {peer_missing}" if peer_missing else "",
+            fmt_stats,
+        )
     return _write_json(args, env_before, env_after, elapsed, rows, baseline_rows)
 
 
@@ -531,8 +617,11 @@ def _write_json(
             "rows": [asdict(m) for m in rows],
         }
         if args.baseline:
-            payload["baseline"] = {"rev": args.baseline, "rounds": args.baseline_rounds,
-                                   "rows": [asdict(m) for m in baseline_rows]}
+            payload["baseline"] = {
+                "rev": args.baseline,
+                "rounds": args.baseline_rounds,
+                "rows": [asdict(m) for m in baseline_rows],
+            }
         Path(args.json).write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
         if not args.baseline_child:
             log(f"wrote {args.json}")

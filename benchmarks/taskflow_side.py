@@ -193,12 +193,26 @@ def s2(rec: Recorder, plan: Plan) -> None:
     ):
         ideal = f"ideal 10 ms, bound {math.ceil(n / workers) * 10} ms"
         st = measure(lambda kw=owned_kwargs: once(**kw), repeats=plan.s2_repeats)
-        rec.add("S2", f"{case} owned pool", "total", "ms", _scaled(st["total"], 1e3), ideal,
-                match_case=case)
+        rec.add(
+            "S2",
+            f"{case} owned pool",
+            "total",
+            "ms",
+            _scaled(st["total"], 1e3),
+            ideal,
+            match_case=case,
+        )
         with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
             st = measure(lambda p=pool: once(executor=p), repeats=plan.s2_repeats)
-        rec.add("S2", f"{case} shared pool", "total", "ms", _scaled(st["total"], 1e3), ideal,
-                match_case=case)
+        rec.add(
+            "S2",
+            f"{case} shared pool",
+            "total",
+            "ms",
+            _scaled(st["total"], 1e3),
+            ideal,
+            match_case=case,
+        )
     rec.missing("S2", "unbounded", "total", "ms", "TaskFlow needs one thread per task")
 
 
@@ -301,8 +315,9 @@ def _window(url: str, counters: Any, body: Callable[[Any], dict[str, float]]) ->
     phases["sa_commits"] = CommitCounter.get(url) - sa0
     if counters is not None:
         delta = counters.snapshot() - before
-        phases.update(pg_commits=delta.net_commits, pg_rollbacks=delta.rollbacks,
-                      pg_sessions=delta.sessions)
+        phases.update(
+            pg_commits=delta.net_commits, pg_rollbacks=delta.rollbacks, pg_sessions=delta.sessions
+        )
     return phases
 
 
@@ -328,8 +343,9 @@ def _verify(url: str, book: Any, n: int) -> None:
 def _per(stats: Any, n: int, minus: float = 0.0) -> Any:
     from common import Stats
 
-    return Stats((stats.median - minus) / n, (stats.min - minus) / n, (stats.max - minus) / n,
-                 stats.n)
+    return Stats(
+        (stats.median - minus) / n, (stats.min - minus) / n, (stats.max - minus) / n, stats.n
+    )
 
 
 def s4(rec: Recorder, plan: Plan) -> None:
@@ -363,11 +379,16 @@ def s4(rec: Recorder, plan: Plan) -> None:
                     counters.recreate()
                 with _sql_backend(url) as (_, schema_s):
                     pass
-                st = measure(lambda u=url, c=counters: linear_once(u, c),
-                             repeats=plan.s4_repeats)
+                st = measure(lambda u=url, c=counters: linear_once(u, c), repeats=plan.s4_repeats)
                 _report(rec, label, st, n, mem["per_task_us"].median, plan.s4_repeats)
-                rec.add("S4", label, "schema_setup", "ms", [schema_s * 1e3],
-                        "fetch + upgrade() (alembic) on a new database")
+                rec.add(
+                    "S4",
+                    label,
+                    "schema_setup",
+                    "ms",
+                    [schema_s * 1e3],
+                    "fetch + upgrade() (alembic) on a new database",
+                )
                 if counters is not None:
                     _wide(rec, url, counters, plan)
             except Exception as exc:  # report, don't abort the whole bench
@@ -377,20 +398,33 @@ def s4(rec: Recorder, plan: Plan) -> None:
                     counters.close()
 
 
-def _report(rec: Recorder, case: str, st: dict[str, Any], n: int, mem_us: float,
-            repeats: int) -> None:
+def _report(
+    rec: Recorder, case: str, st: dict[str, Any], n: int, mem_us: float, repeats: int
+) -> None:
     ratio = st["per_task_us"].median / mem_us
     rec.add("S4", case, "per task", "µs", st["per_task_us"], f"R={repeats}, {ratio:.1f}x in-memory")
     rec.add("S4", case, "run per task", "µs", st["run_per_task_us"])
     rec.add("S4", case, "total", "s", st["total"])
     if "pg_commits" in st:
-        rec.add("S4", case, "commits per atom (pg_stat)", "xact", _per(st["pg_commits"], n),
-                f"xact_commit delta minus one start-up transaction per session "
-                f"({st['pg_sessions'].median:.0f} per run), / {n}")
+        rec.add(
+            "S4",
+            case,
+            "commits per atom (pg_stat)",
+            "xact",
+            _per(st["pg_commits"], n),
+            f"xact_commit delta minus one start-up transaction per session "
+            f"({st['pg_sessions'].median:.0f} per run), / {n}",
+        )
         rec.add("S4", case, "commits per run (pg_stat)", "xact", st["pg_commits"])
         rec.add("S4", case, "rollbacks per atom (pg_stat)", "xact", _per(st["pg_rollbacks"], n))
-    rec.add("S4", case, "SQLAlchemy COMMITs per atom", "xact", _per(st["sa_commits"], n),
-            "counted by a SQLAlchemy commit event; includes read-only transactions")
+    rec.add(
+        "S4",
+        case,
+        "SQLAlchemy COMMITs per atom",
+        "xact",
+        _per(st["sa_commits"], n),
+        "counted by a SQLAlchemy commit event; includes read-only transactions",
+    )
 
 
 def _wide(rec: Recorder, url: str, counters: Any, plan: Plan) -> None:
@@ -405,8 +439,7 @@ def _wide(rec: Recorder, url: str, counters: Any, plan: Plan) -> None:
         flow = unordered_flow.Flow("s4w")
         flow.add(*(root(name=f"w{i}") for i in range(n)))
         t0 = clock()
-        engine = _prepare(flow, engine="parallel", backend=backend,
-                          book=models.LogBook("s4-wide"))
+        engine = _prepare(flow, engine="parallel", backend=backend, book=models.LogBook("s4-wide"))
         engine.run()
         t1 = clock()
         check(engine.storage.get_flow_state() == "SUCCESS", "S4 wide: flow did not succeed")
@@ -415,8 +448,14 @@ def _wide(rec: Recorder, url: str, counters: Any, plan: Plan) -> None:
     repeats = max(1, plan.s4_repeats - 1)
     wide = measure(lambda: _window(url, counters, body), repeats=repeats, warmup=0)
     case = f"postgres {n}-wide"
-    rec.add("S4", case, "total", "ms", _scaled(wide["total"], 1e3),
-            f"parallel engine, default pool; R={repeats}, no warm-up")
+    rec.add(
+        "S4",
+        case,
+        "total",
+        "ms",
+        _scaled(wide["total"], 1e3),
+        f"parallel engine, default pool; R={repeats}, no warm-up",
+    )
     rec.add("S4", case, "commits (pg_stat)", "xact", wide["pg_commits"])
     rec.add("S4", case, "SQLAlchemy COMMITs", "xact", wide["sa_commits"])
 
@@ -454,8 +493,12 @@ def s5(rec: Recorder, plan: Plan) -> None:
         expected = [f"t{i}" for i in range(n - 1, 0, -1)]
         check(reverted == expected, f"S5: reverts out of order ({len(reverted)} happened)")
         t1 = raised_at[0]
-        return {"total": t2 - t0, "forward": t1 - t0, "revert_phase": t2 - t1,
-                "revert per task": (t2 - t1) / (n - 1) * 1e6}
+        return {
+            "total": t2 - t0,
+            "forward": t1 - t0,
+            "revert_phase": t2 - t1,
+            "revert per task": (t2 - t1) / (n - 1) * 1e6,
+        }
 
     st = measure(once, repeats=plan.s5_repeats)
     rec.add("S5", f"N={n}", "total", "ms", _scaled(st["total"], 1e3))

@@ -116,8 +116,9 @@ def timeout_flow(delay: float) -> Any:
 
     return zag.linear(
         "deadline",
-        zag.wait_for("approve", event="approval", timeout=delay, default="late",
-                     provides="approval"),
+        zag.wait_for(
+            "approve", event="approval", timeout=delay, default="late", provides="approval"
+        ),
         _mark_task(),
     )
 
@@ -142,8 +143,9 @@ def rss_bytes() -> int:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-async def until(probe: Callable[[], Awaitable[Any]], *, within: float, what: str,
-                every: float = 0.005) -> Any:
+async def until(
+    probe: Callable[[], Awaitable[Any]], *, within: float, what: str, every: float = 0.005
+) -> Any:
     """Poll `probe` until it returns something truthy; TimeoutError names `what`."""
     try:
         async with asyncio.timeout(within):
@@ -156,8 +158,9 @@ async def until(probe: Callable[[], Awaitable[Any]], *, within: float, what: str
         raise TimeoutError(f"gave up after {within:g} s waiting for {what}") from None
 
 
-async def in_batches(items: list[Any], fn: Callable[[Any], Awaitable[Any]], size: int,
-                     progress: str = "") -> None:
+async def in_batches(
+    items: list[Any], fn: Callable[[Any], Awaitable[Any]], size: int, progress: str = ""
+) -> None:
     """Await fn(item) for every item, `size` at a time (a pool of `size` workers)."""
     queue = iter(items)
     done = 0
@@ -294,13 +297,28 @@ async def latency(
 
 def report_latency(rec: Recorder, case: str, r: dict[str, list[float]], note: str) -> None:
     n = len(r["success"])
-    for phase, metric in (("success", "signal -> SUCCESS"), ("atom", "signal -> next atom runs"),
-                          ("call", "signal call")):
+    for phase, metric in (
+        ("success", "signal -> SUCCESS"),
+        ("atom", "signal -> next atom runs"),
+        ("call", "signal call"),
+    ):
         ms = [x * 1e3 for x in r[phase]]
-        rec.add(SCENARIO, case, f"{metric} p50", "ms", [pct(ms, 50)],
-                f"N={n} sequential; {note}" if phase == "success" else "")
-        rec.add(SCENARIO, case, f"{metric} p99", "ms", [pct(ms, 99)],
-                f"max {max(ms):.1f} ms" if phase == "success" else "")
+        rec.add(
+            SCENARIO,
+            case,
+            f"{metric} p50",
+            "ms",
+            [pct(ms, 50)],
+            f"N={n} sequential; {note}" if phase == "success" else "",
+        )
+        rec.add(
+            SCENARIO,
+            case,
+            f"{metric} p99",
+            "ms",
+            [pct(ms, 99)],
+            f"max {max(ms):.1f} ms" if phase == "success" else "",
+        )
 
 
 async def latency_embedded(n: int, workdir: str) -> dict[str, list[float]]:
@@ -308,6 +326,7 @@ async def latency_embedded(n: int, workdir: str) -> dict[str, list[float]]:
 
     url = f"sqlite+aiosqlite:///{workdir}/latency-{time.monotonic_ns()}.db"
     async with ZagService(backend=url) as service:
+
         async def send(flow_id: str, sid: str) -> Any:
             return await service.signal(flow_id, "approval", "ok", signal_id=sid)
 
@@ -327,18 +346,22 @@ async def latency_zkpg(n: int, client: bool) -> dict[str, list[float]]:
         # the ~10 s sweep): a separate client's signal is for conductors that claim any job.
         async with ZagService(backend=pg, board=board_url, conductor=client) as service:
             if not client:
+
                 async def send(flow_id: str, sid: str) -> Any:
                     return await service.signal(flow_id, "approval", "ok", signal_id=sid)
 
                 await latency(service, min(5, n), send)
                 return await latency(service, n, send)
-            async with zag.connect(pg) as backend, \
-                    zag.jobs.connect(board_url, backend=backend) as board:
+            async with (
+                zag.connect(pg) as backend,
+                zag.jobs.connect(board_url, backend=backend) as board,
+            ):
                 signal: Any = zag.signal  # board= is new in issue 12's board wake
 
                 async def send(flow_id: str, sid: str) -> Any:
-                    return await signal(flow_id, "approval", "ok", backend=backend, board=board,
-                                        signal_id=sid)
+                    return await signal(
+                        flow_id, "approval", "ok", backend=backend, board=board, signal_id=sid
+                    )
 
                 await latency(service, min(5, n), send)
                 return await latency(service, n, send)
@@ -374,7 +397,8 @@ class Sizer:
             got = await conn.fetchval(
                 "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
                 "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname LIKE 'zag%'")
+                "WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname LIKE 'zag%'"
+            )
             return int(got)
         finally:
             await conn.close()
@@ -477,20 +501,62 @@ def report_many(rec: Recorder, case: str, r: dict[str, Any]) -> None:
     n = r["n"]
     rows = r["rows"]
     per = ", ".join(f"{t.removeprefix('zag_')} {v / n:.2f}" for t, v in rows.items() if v)
-    rec.add(SCENARIO, case, "DB bytes per waiting flow", "B", [r["bytes_per_flow"]],
-            f"N={n:,}; rows per flow: {per}")
-    rec.add(SCENARIO, case, "DB bytes per flow, signal pending", "B",
-            [r["bytes_per_flow_signalled"]], "after all signals stored")
-    rec.add(SCENARIO, case, "RSS held per waiting flow", "B", [r["rss_per_flow"]],
-            f"RSS now minus before, engines gone; peak RSS {r['peak_rss_kib'] / 1024:.0f} MiB")
-    rec.add(SCENARIO, case, "objects held per waiting flow", "", [r["objects_per_flow"]],
-            "gc.get_objects() delta / N")
-    rec.add(SCENARIO, case, "run to WAITING", "flows/s", [n / r["create_s"]],
-            f"{r['create_s']:.1f} s; {BATCH} engines at once")
-    rec.add(SCENARIO, case, "signal all", "s", [r["signal_s"]],
-            f"{n / r['signal_s']:,.0f} signals/s, {BATCH} in flight")
-    rec.add(SCENARIO, case, "resume all", "s", [r["resume_s"]],
-            f"{n / r['resume_s']:,.0f} flows/s, Engine.load().run(), {BATCH} at once")
+    rec.add(
+        SCENARIO,
+        case,
+        "DB bytes per waiting flow",
+        "B",
+        [r["bytes_per_flow"]],
+        f"N={n:,}; rows per flow: {per}",
+    )
+    rec.add(
+        SCENARIO,
+        case,
+        "DB bytes per flow, signal pending",
+        "B",
+        [r["bytes_per_flow_signalled"]],
+        "after all signals stored",
+    )
+    rec.add(
+        SCENARIO,
+        case,
+        "RSS held per waiting flow",
+        "B",
+        [r["rss_per_flow"]],
+        f"RSS now minus before, engines gone; peak RSS {r['peak_rss_kib'] / 1024:.0f} MiB",
+    )
+    rec.add(
+        SCENARIO,
+        case,
+        "objects held per waiting flow",
+        "",
+        [r["objects_per_flow"]],
+        "gc.get_objects() delta / N",
+    )
+    rec.add(
+        SCENARIO,
+        case,
+        "run to WAITING",
+        "flows/s",
+        [n / r["create_s"]],
+        f"{r['create_s']:.1f} s; {BATCH} engines at once",
+    )
+    rec.add(
+        SCENARIO,
+        case,
+        "signal all",
+        "s",
+        [r["signal_s"]],
+        f"{n / r['signal_s']:,.0f} signals/s, {BATCH} in flight",
+    )
+    rec.add(
+        SCENARIO,
+        case,
+        "resume all",
+        "s",
+        [r["resume_s"]],
+        f"{n / r['resume_s']:,.0f} flows/s, Engine.load().run(), {BATCH} at once",
+    )
 
 
 # --------------------------------------------------------------------------- timers
@@ -527,13 +593,20 @@ async def timers(service: Any, n: int, first: float, spread: float) -> dict[str,
 
 
 def report_timers(rec: Recorder, case: str, r: dict[str, list[float]], note: str) -> None:
-    for kind, metric in (("sleep", "sleep(delay) lateness"),
-                         ("timeout", "wait_for(timeout) lateness")):
+    for kind, metric in (
+        ("sleep", "sleep(delay) lateness"),
+        ("timeout", "wait_for(timeout) lateness"),
+    ):
         ms = [x * 1e3 for x in r[kind]]
-        rec.add(SCENARIO, case, f"{metric} p50", "ms", [pct(ms, 50)],
-                f"N={len(ms)}; {note}")
-        rec.add(SCENARIO, case, f"{metric} p99", "ms", [pct(ms, 99)],
-                f"min {min(ms):.1f}, max {max(ms):.1f} ms")
+        rec.add(SCENARIO, case, f"{metric} p50", "ms", [pct(ms, 50)], f"N={len(ms)}; {note}")
+        rec.add(
+            SCENARIO,
+            case,
+            f"{metric} p99",
+            "ms",
+            [pct(ms, 99)],
+            f"min {min(ms):.1f}, max {max(ms):.1f} ms",
+        )
 
 
 async def timers_embedded(n: int, workdir: str, first: float, spread: float) -> Any:
@@ -557,8 +630,9 @@ async def timers_zkpg(n: int, first: float, spread: float) -> Any:
 # --------------------------------------------------------------------------- the scenario
 
 
-def zag_scenario(rec: Recorder, plan: Plan, parts: tuple[str, ...] = ("latency", "many",
-                                                                         "timers")) -> None:
+def zag_scenario(
+    rec: Recorder, plan: Plan, parts: tuple[str, ...] = ("latency", "many", "timers")
+) -> None:
     """The zag side of WAITS (run.py calls it with the zag Recorder)."""
     with tempfile.TemporaryDirectory(prefix="zag-waits-") as workdir:
         _zag_scenario(rec, plan, parts, workdir)
@@ -581,35 +655,58 @@ def _zag_scenario(rec: Recorder, plan: Plan, parts: tuple[str, ...], workdir: st
     zk_why = asyncio.run(zk_reachable())
     zkpg_why = pg_why or zk_why
     wakes = board_wakes()
-    sep_note = ("separate client (own backend + board) zag.signal(board=); service "
-                "conductor=True" if signal_takes_board() else "")
+    sep_note = (
+        "separate client (own backend + board) zag.signal(board=); service conductor=True"
+        if signal_takes_board()
+        else ""
+    )
 
     if "latency" in parts:
         n = plan.waits_latency_n
         via = "the board wakes the job" if wakes else "the service resumes it (no board wake)"
         log(f"zag: WAITS latency, {EMBEDDED}, N={n}")
-        r = _attempt(rec, EMBEDDED, "signal -> SUCCESS p50", "ms",
-                     lambda: asyncio.run(latency_embedded(n, workdir)))
+        r = _attempt(
+            rec,
+            EMBEDDED,
+            "signal -> SUCCESS p50",
+            "ms",
+            lambda: asyncio.run(latency_embedded(n, workdir)),
+        )
         if r:
             report_latency(rec, EMBEDDED, r, f"service.signal; {via}")
         if zkpg_why:
             rec.missing(SCENARIO, ZKPG, "signal -> SUCCESS p50", "ms", f"skipped: {zkpg_why}")
         else:
             log(f"zag: WAITS latency, {ZKPG}, N={n}")
-            r = _attempt(rec, ZKPG, "signal -> SUCCESS p50", "ms",
-                         lambda: asyncio.run(latency_zkpg(n, client=False)))
+            r = _attempt(
+                rec,
+                ZKPG,
+                "signal -> SUCCESS p50",
+                "ms",
+                lambda: asyncio.run(latency_zkpg(n, client=False)),
+            )
             if r:
                 report_latency(rec, ZKPG, r, f"service.signal; {via}")
             case = f"{ZKPG}, separate client"  # the service's conductor claims any job
             if sep_note:
                 log(f"zag: WAITS latency, {case}, N={n}")
-                r = _attempt(rec, case, "signal -> SUCCESS p50", "ms",
-                             lambda: asyncio.run(latency_zkpg(n, client=True)))
+                r = _attempt(
+                    rec,
+                    case,
+                    "signal -> SUCCESS p50",
+                    "ms",
+                    lambda: asyncio.run(latency_zkpg(n, client=True)),
+                )
                 if r:
                     report_latency(rec, case, r, sep_note)
             else:
-                rec.missing(SCENARIO, case, "signal -> SUCCESS p50", "ms",
-                            "skipped: zag.signal takes no board= in this revision")
+                rec.missing(
+                    SCENARIO,
+                    case,
+                    "signal -> SUCCESS p50",
+                    "ms",
+                    "skipped: zag.signal takes no board= in this revision",
+                )
 
     n = plan.waits_many_n
     if "many" in parts or "many:sqlite" in parts:
@@ -639,21 +736,31 @@ def _zag_scenario(rec: Recorder, plan: Plan, parts: tuple[str, ...], workdir: st
 
     if "timers" in parts:
         n, first, spread = plan.waits_timer_n, plan.waits_timer_first, plan.waits_timer_spread
-        cases = [(EMBEDDED, lambda: timers_embedded(n, workdir, first, spread), None),
-                 (ZKPG, lambda: timers_zkpg(n, first, spread), zkpg_why)]
-        note = (f"deadlines evenly {first:g}-{first + spread:g} s after the first start; "
-                "one conductor, max_jobs=1")
+        cases = [
+            (EMBEDDED, lambda: timers_embedded(n, workdir, first, spread), None),
+            (ZKPG, lambda: timers_zkpg(n, first, spread), zkpg_why),
+        ]
+        note = (
+            f"deadlines evenly {first:g}-{first + spread:g} s after the first start; "
+            "one conductor, max_jobs=1"
+        )
         for case, make, why in cases:
             if not wakes:
-                rec.missing(SCENARIO, case, "sleep(delay) lateness p50", "ms",
-                            "skipped: this revision's boards do not park and wake waiting jobs")
+                rec.missing(
+                    SCENARIO,
+                    case,
+                    "sleep(delay) lateness p50",
+                    "ms",
+                    "skipped: this revision's boards do not park and wake waiting jobs",
+                )
                 continue
             if why:
                 rec.missing(SCENARIO, case, "sleep(delay) lateness p50", "ms", f"skipped: {why}")
                 continue
             log(f"zag: WAITS timer lateness, {case}, N={n}")
-            r = _attempt(rec, case, "sleep(delay) lateness p50", "ms",
-                         lambda m=make: asyncio.run(m()))
+            r = _attempt(
+                rec, case, "sleep(delay) lateness p50", "ms", lambda m=make: asyncio.run(m())
+            )
             if r:
                 report_timers(rec, case, r, note)
 
@@ -681,11 +788,15 @@ def peer_scenario(rec: Recorder, plan: Plan) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--part", default="latency,many,timers",
-                        help="of latency, many (or many:sqlite, many:postgres), timers")
+    parser.add_argument(
+        "--part",
+        default="latency,many,timers",
+        help="of latency, many (or many:sqlite, many:postgres), timers",
+    )
     parser.add_argument("--many-n", type=int, default=None)
     parser.add_argument("--latency-n", type=int, default=None)
     parser.add_argument("--timer-n", type=int, default=None)
@@ -695,9 +806,13 @@ def main(argv: list[str] | None = None) -> int:
     import dataclasses
 
     plan = Plan.quick() if args.quick else Plan()
-    given = (("waits_many_n", args.many_n), ("waits_latency_n", args.latency_n),
-             ("waits_timer_n", args.timer_n), ("waits_timer_first", args.timer_first),
-             ("waits_timer_spread", args.timer_spread))
+    given = (
+        ("waits_many_n", args.many_n),
+        ("waits_latency_n", args.latency_n),
+        ("waits_timer_n", args.timer_n),
+        ("waits_timer_first", args.timer_first),
+        ("waits_timer_spread", args.timer_spread),
+    )
     changes = {k: v for k, v in given if v is not None}
     plan = dataclasses.replace(plan, **changes)
     rec = Recorder("zag")

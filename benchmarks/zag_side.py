@@ -135,8 +135,8 @@ async def s1_once(n: int) -> Phases:
     step = _cls("Step")
     t0 = clock()
     flow = zag.linear(
-        "s1", *(step(name=f"t{i}", rebind={"x": f"v{i - 1}"}, provides=f"v{i}")
-                for i in range(1, n + 1))
+        "s1",
+        *(step(name=f"t{i}", rebind={"x": f"v{i - 1}"}, provides=f"v{i}") for i in range(1, n + 1)),
     )
     t1 = clock()
     engine = zag.Engine(flow, store={"v0": 0}, max_concurrency=1)
@@ -157,8 +157,9 @@ async def s1_once(n: int) -> Phases:
 
 def s1(rec: Recorder, plan: Plan) -> None:
     for size in plan.s1_zag:
-        st = measure(_loop_run(lambda n=size.n: s1_once(n)), repeats=size.repeats,
-                     warmup=size.warmup)
+        st = measure(
+            _loop_run(lambda n=size.n: s1_once(n)), repeats=size.repeats, warmup=size.warmup
+        )
         note = f"R={size.repeats}" + ("" if size.warmup else ", warmed by the smaller sizes")
         case = f"N={size.n}"
         rec.add("S1", case, "total", "ms", _ms(st["total"]), note)
@@ -191,8 +192,11 @@ def s2(rec: Recorder, plan: Plan) -> None:
         return {"total": t1 - t0}
 
     default_workers = (os.cpu_count() or 1) * 5  # the peer's default pool size here
-    for limit, case in ((default_workers, f"conc={default_workers}"), (64, "conc=64"),
-                        (None, "unbounded")):
+    for limit, case in (
+        (default_workers, f"conc={default_workers}"),
+        (64, "conc=64"),
+        (None, "unbounded"),
+    ):
         bound = 10 if limit is None else math.ceil(n / limit) * 10
         st = measure(_loop_run(lambda lim=limit: once(lim)), repeats=plan.s2_repeats)
         rec.add("S2", case, "total", "ms", _ms(st["total"]), f"ideal 10 ms, bound {bound} ms")
@@ -229,13 +233,23 @@ def s3(rec: Recorder, plan: Plan) -> None:
         t3 = clock()
         check(results[f"v{S3_LAYERS - 1}_0"] == 1, "S3: v19_0 != 1")
         n = S3_LAYERS * S3_WIDTH
-        return {"build": t1 - t0, "prepare (load..validate)": t2 - t1, "run": t3 - t2,
-                "run per task": (t3 - t2) / n * 1e6}
+        return {
+            "build": t1 - t0,
+            "prepare (load..validate)": t2 - t1,
+            "run": t3 - t2,
+            "run per task": (t3 - t2) / n * 1e6,
+        }
 
     st = measure(_loop_run(once), repeats=plan.s3_repeats, warmup=plan.s3_warmup)
     for phase in ("build", "prepare (load..validate)", "run"):
-        rec.add("S3", "N=2000", phase, "s", st[phase],
-                "Engine() = load+compile+prepare+validate" if phase.startswith("prepare") else "")
+        rec.add(
+            "S3",
+            "N=2000",
+            phase,
+            "s",
+            st[phase],
+            "Engine() = load+compile+prepare+validate" if phase.startswith("prepare") else "",
+        )
     rec.add("S3", "N=2000", "run per task", "µs", st["run per task"])
 
 
@@ -252,8 +266,8 @@ def _s4_linear(n: int) -> Any:
 
     step = _cls("Step")
     return zag.linear(
-        "s4", *(step(name=f"t{i}", rebind={"x": f"v{i - 1}"}, provides=f"v{i}")
-                for i in range(1, n + 1))
+        "s4",
+        *(step(name=f"t{i}", rebind={"x": f"v{i - 1}"}, provides=f"v{i}") for i in range(1, n + 1)),
     )
 
 
@@ -297,8 +311,9 @@ async def _s4_window(
     phases["sa_commits"] = CommitCounter.get(url) - sa0
     if counters is not None:
         delta = counters.snapshot() - before
-        phases.update(pg_commits=delta.net_commits, pg_rollbacks=delta.rollbacks,
-                      pg_sessions=delta.sessions)
+        phases.update(
+            pg_commits=delta.net_commits, pg_rollbacks=delta.rollbacks, pg_sessions=delta.sessions
+        )
     return phases
 
 
@@ -318,8 +333,14 @@ async def _s4_linear_once(url: str, n: int, counters: Any) -> Phases:
         check(results[f"v{n}"] == n, f"S4: v{n} != {n}")
         flow_ids.append(engine.flow_id)
         total = t3 - t1
-        return {"build": t1 - t0, "prepare": t2 - t1, "run": t3 - t2, "total": total,
-                "per_task_us": total / n * 1e6, "run_per_task_us": (t3 - t2) / n * 1e6}
+        return {
+            "build": t1 - t0,
+            "prepare": t2 - t1,
+            "run": t3 - t2,
+            "total": total,
+            "per_task_us": total / n * 1e6,
+            "run_per_task_us": (t3 - t2) / n * 1e6,
+        }
 
     phases = await _s4_window(url, counters, body)
     phases["flow_writes"] = await _s4_verify(url, flow_ids[0], n)
@@ -355,8 +376,9 @@ async def _floor_asyncpg(url: str, n: int, mode: str, counters: Any) -> Phases:
     dsn = admin_dsn(url).rsplit("/", 1)[0] + "/" + database_of(url)
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute("CREATE TABLE IF NOT EXISTS bench_floor (id bigserial PRIMARY KEY, "
-                           "v integer NOT NULL)")
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS bench_floor (id bigserial PRIMARY KEY, v integer NOT NULL)"
+        )
     finally:
         await conn.close()
     before = counters.snapshot() if counters is not None else None
@@ -434,28 +456,53 @@ async def _floor_sqlite3(path: str, n: int) -> Phases:
 
 
 def _per(stats: Stats, n: int, minus: float = 0.0) -> Stats:
-    return Stats((stats.median - minus) / n, (stats.min - minus) / n, (stats.max - minus) / n,
-                 stats.n)
+    return Stats(
+        (stats.median - minus) / n, (stats.min - minus) / n, (stats.max - minus) / n, stats.n
+    )
 
 
-def _s4_report(rec: Recorder, case: str, st: dict[str, Stats], n: int, mem_us: float,
-               repeats: int) -> None:
+def _s4_report(
+    rec: Recorder, case: str, st: dict[str, Stats], n: int, mem_us: float, repeats: int
+) -> None:
     ratio = st["per_task_us"].median / mem_us
-    rec.add("S4", case, "per task", "µs", st["per_task_us"],
-            f"R={repeats}, {ratio:.1f}x in-memory")
+    rec.add("S4", case, "per task", "µs", st["per_task_us"], f"R={repeats}, {ratio:.1f}x in-memory")
     rec.add("S4", case, "run per task", "µs", st["run_per_task_us"])
     rec.add("S4", case, "total", "s", st["total"])
     if "pg_commits" in st:
-        rec.add("S4", case, "commits per atom (pg_stat)", "xact", _per(st["pg_commits"], n),
-                f"xact_commit delta minus one start-up transaction per session "
-                f"({st['pg_sessions'].median:.0f} per run), / {n}")
+        rec.add(
+            "S4",
+            case,
+            "commits per atom (pg_stat)",
+            "xact",
+            _per(st["pg_commits"], n),
+            f"xact_commit delta minus one start-up transaction per session "
+            f"({st['pg_sessions'].median:.0f} per run), / {n}",
+        )
         rec.add("S4", case, "commits per run (pg_stat)", "xact", st["pg_commits"])
-        rec.add("S4", case, "rollbacks per atom (pg_stat)", "xact", _per(st["pg_rollbacks"], n),
-                "pool_pre_ping: BEGIN; SELECT; ROLLBACK before each commit")
-    rec.add("S4", case, "SQLAlchemy COMMITs per atom", "xact", _per(st["sa_commits"], n),
-            "counted by a SQLAlchemy commit event; includes read-only transactions")
-    rec.add("S4", case, "flow writes per atom", "xact", _per(st["flow_writes"], n),
-            "FlowDetail.version / N (N+1 = one commit per atom plus the first)")
+        rec.add(
+            "S4",
+            case,
+            "rollbacks per atom (pg_stat)",
+            "xact",
+            _per(st["pg_rollbacks"], n),
+            "pool_pre_ping: BEGIN; SELECT; ROLLBACK before each commit",
+        )
+    rec.add(
+        "S4",
+        case,
+        "SQLAlchemy COMMITs per atom",
+        "xact",
+        _per(st["sa_commits"], n),
+        "counted by a SQLAlchemy commit event; includes read-only transactions",
+    )
+    rec.add(
+        "S4",
+        case,
+        "flow writes per atom",
+        "xact",
+        _per(st["flow_writes"], n),
+        "FlowDetail.version / N (N+1 = one commit per atom plus the first)",
+    )
 
 
 def s4(rec: Recorder, plan: Plan) -> None:
@@ -490,24 +537,47 @@ def s4(rec: Recorder, plan: Plan) -> None:
             schema = runner(lambda: timed_upgrade(url))()
             st = measure(runner(lambda: _s4_linear_once(url, n, None)), repeats=repeats)
             _s4_report(rec, "sqlite", st, n, mem_us, repeats)
-            rec.add("S4", "sqlite", "schema_setup", "ms", [schema["schema_setup"] * 1e3],
-                    "upgrade() on a new file")
+            rec.add(
+                "S4",
+                "sqlite",
+                "schema_setup",
+                "ms",
+                [schema["schema_setup"] * 1e3],
+                "upgrade() on a new file",
+            )
             floor_path = os.path.join(tmp, "floor.db")
             raw = measure(runner(lambda: _floor_sqlite3(floor_path, n)), repeats=repeats)
-            rec.add("S4", "sqlite", "raw commit, sqlite3 WAL+NORMAL", "ms", raw["per_commit_ms"],
-                    f"standard sqlite3 module: {n} x BEGIN; INSERT one row; COMMIT (the floor)")
+            rec.add(
+                "S4",
+                "sqlite",
+                "raw commit, sqlite3 WAL+NORMAL",
+                "ms",
+                raw["per_commit_ms"],
+                f"standard sqlite3 module: {n} x BEGIN; INSERT one row; COMMIT (the floor)",
+            )
             floors = {}
             for wal, label in ((True, "WAL+NORMAL (zag's pragmas)"), (False, "default journal")):
-                fl = measure(runner(lambda w=wal: _floor_sqlite(floor_path, n, w)),
-                             repeats=repeats)
+                fl = measure(runner(lambda w=wal: _floor_sqlite(floor_path, n, w)), repeats=repeats)
                 floors[wal] = fl["per_commit_ms"].median
-                rec.add("S4", "sqlite", f"aiosqlite commit, {label}", "ms", fl["per_commit_ms"],
-                        f"aiosqlite: {n} x INSERT one row + COMMIT; per commit")
+                rec.add(
+                    "S4",
+                    "sqlite",
+                    f"aiosqlite commit, {label}",
+                    "ms",
+                    fl["per_commit_ms"],
+                    f"aiosqlite: {n} x INSERT one row + COMMIT; per commit",
+                )
             per_atom_ms = st["per_task_us"].median / 1e3
             floor = raw["per_commit_ms"].median
-            rec.add("S4", "sqlite", "per task / raw commit", "x", [per_atom_ms / floor],
-                    f"{per_atom_ms:.3f} ms per atom vs {floor:.3f} ms per sqlite3 WAL commit; "
-                    "target <= 5x")
+            rec.add(
+                "S4",
+                "sqlite",
+                "per task / raw commit",
+                "x",
+                [per_atom_ms / floor],
+                f"{per_atom_ms:.3f} ms per atom vs {floor:.3f} ms per sqlite3 WAL commit; "
+                "target <= 5x",
+            )
         except Exception as exc:  # report, don't abort the whole bench
             rec.missing("S4", "sqlite", "per task", "µs", f"failed: {type(exc).__name__}: {exc}")
 
@@ -517,11 +587,18 @@ def s4(rec: Recorder, plan: Plan) -> None:
     try:
         counters = PgCounters(url)
     except ImportError as exc:  # psycopg2 comes with the bench session: time, count nothing
-        rec.add("S4", "postgres", "note", "", None,
-                f"no pg_stat commit counts: {exc} (the nox bench session installs it)")
+        rec.add(
+            "S4",
+            "postgres",
+            "note",
+            "",
+            None,
+            f"no pg_stat commit counts: {exc} (the nox bench session installs it)",
+        )
     except Exception as exc:
-        rec.missing("S4", "postgres", "per task", "µs",
-                    f"skipped: {type(exc).__name__}: {str(exc).strip()}")
+        rec.missing(
+            "S4", "postgres", "per task", "µs", f"skipped: {type(exc).__name__}: {str(exc).strip()}"
+        )
         return
     try:
         if counters is not None:
@@ -531,37 +608,75 @@ def s4(rec: Recorder, plan: Plan) -> None:
         schema = runner(lambda: timed_upgrade(url))()
         st = measure(runner(lambda: _s4_linear_once(url, n, counters)), repeats=repeats)
         _s4_report(rec, "postgres", st, n, mem_us, repeats)
-        rec.add("S4", "postgres", "schema_setup", "ms", [schema["schema_setup"] * 1e3],
-                "upgrade() in a new database")
+        rec.add(
+            "S4",
+            "postgres",
+            "schema_setup",
+            "ms",
+            [schema["schema_setup"] * 1e3],
+            "upgrade() in a new database",
+        )
         floors = {}
         for mode, label in (("tx", "BEGIN/INSERT/COMMIT"), ("auto", "autocommit INSERT")):
-            fl = measure(runner(lambda m=mode: _floor_asyncpg(url, n, m, counters)),
-                         repeats=repeats)
+            fl = measure(
+                runner(lambda m=mode: _floor_asyncpg(url, n, m, counters)), repeats=repeats
+            )
             floors[mode] = fl
-            counted = (f"; pg_stat counted {fl['commits'].median / n:.2f} commits per insert"
-                       if "commits" in fl else "")
-            rec.add("S4", "postgres", f"raw commit, {label}", "ms", fl["per_commit_ms"],
-                    f"asyncpg: {n} x one row per transaction{counted}")
+            counted = (
+                f"; pg_stat counted {fl['commits'].median / n:.2f} commits per insert"
+                if "commits" in fl
+                else ""
+            )
+            rec.add(
+                "S4",
+                "postgres",
+                f"raw commit, {label}",
+                "ms",
+                fl["per_commit_ms"],
+                f"asyncpg: {n} x one row per transaction{counted}",
+            )
         per_atom_ms = st["per_task_us"].median / 1e3
-        rec.add("S4", "postgres", "per task / raw commit", "x",
-                [per_atom_ms / floors["tx"]["per_commit_ms"].median],
-                f"{per_atom_ms:.3f} ms per atom vs "
-                f"{floors['tx']['per_commit_ms'].median:.3f} ms per BEGIN/INSERT/COMMIT")
+        rec.add(
+            "S4",
+            "postgres",
+            "per task / raw commit",
+            "x",
+            [per_atom_ms / floors["tx"]["per_commit_ms"].median],
+            f"{per_atom_ms:.3f} ms per atom vs "
+            f"{floors['tx']['per_commit_ms'].median:.3f} ms per BEGIN/INSERT/COMMIT",
+        )
 
-        wide = measure(runner(lambda: _s4_wide_once(url, S4_WIDE_N, counters)),
-                       repeats=repeats)
+        wide = measure(runner(lambda: _s4_wide_once(url, S4_WIDE_N, counters)), repeats=repeats)
         case = f"postgres {S4_WIDE_N}-wide"
-        rec.add("S4", case, "total", "ms", _ms(wide["total"]),
-                f"unordered flow of {S4_WIDE_N} no-op atoms, unbounded concurrency")
+        rec.add(
+            "S4",
+            case,
+            "total",
+            "ms",
+            _ms(wide["total"]),
+            f"unordered flow of {S4_WIDE_N} no-op atoms, unbounded concurrency",
+        )
         if "pg_commits" in wide:
-            rec.add("S4", case, "commits (pg_stat)", "xact", wide["pg_commits"],
-                    "xact_commit delta minus session start-ups; target <= 20")
+            rec.add(
+                "S4",
+                case,
+                "commits (pg_stat)",
+                "xact",
+                wide["pg_commits"],
+                "xact_commit delta minus session start-ups; target <= 20",
+            )
         rec.add("S4", case, "SQLAlchemy COMMITs", "xact", wide["sa_commits"])
         rec.add("S4", case, "flow writes", "xact", wide["flow_writes"])
         if counters is not None and counters.stray_waits:
-            rec.add("S4", "postgres", "note", "", None,
-                    f"{counters.stray_waits} windows timed out waiting for other sessions "
-                    f"on {counters.dbname}: their commits may be counted")
+            rec.add(
+                "S4",
+                "postgres",
+                "note",
+                "",
+                None,
+                f"{counters.stray_waits} windows timed out waiting for other sessions "
+                f"on {counters.dbname}: their commits may be counted",
+            )
     except Exception as exc:
         rec.missing("S4", "postgres", "per task", "µs", f"failed: {type(exc).__name__}: {exc}")
     finally:
@@ -602,8 +717,12 @@ def s5(rec: Recorder, plan: Plan) -> None:
         expected = [f"t{i}" for i in range(n - 1, 0, -1)]
         check(reverted == expected, f"S5: reverts out of order ({len(reverted)} happened)")
         t1 = raised_at[0]
-        return {"total": t2 - t0, "forward": t1 - t0, "revert_phase": t2 - t1,
-                "revert per task": (t2 - t1) / (n - 1) * 1e6}
+        return {
+            "total": t2 - t0,
+            "forward": t1 - t0,
+            "revert_phase": t2 - t1,
+            "revert per task": (t2 - t1) / (n - 1) * 1e6,
+        }
 
     st = measure(_loop_run(once), repeats=plan.s5_repeats)
     rec.add("S5", f"N={n}", "total", "ms", _ms(st["total"]))

@@ -21,7 +21,17 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(["atom", "retry", "flow", "factory", "compiler"], 2),
     **dict.fromkeys(["persistence", "storage", "resolver"], 3),
     **dict.fromkeys(
-        ["execution", "compensation", "scheduler", "calls", "bus", "waiting", "engine"], 4
+        [
+            "execution",
+            "compensation",
+            "scheduler",
+            "calls",
+            "bus",
+            "waiting",
+            "control",
+            "engine",
+        ],
+        4,
     ),
     **dict.fromkeys(
         [

@@ -50,6 +50,7 @@ EXPECTED_ALL = [
     "ZagError",
     "ZagService",
     "__version__",
+    "cancel_flow",
     "connect",
     "errors",
     "graph",
@@ -64,6 +65,7 @@ EXPECTED_ALL = [
     "run",
     "signal",
     "sleep",
+    "suspend_flow",
     "task",
     "unordered",
     "wait_for",
@@ -106,6 +108,8 @@ ERROR_TREE = [
     (errors.WaitTimeout, errors.ExecutionError),
     (errors.WaitRejected, errors.ExecutionError),
     (errors.SignalRefused, errors.ExecutionError),
+    (errors.ControlRefused, errors.ExecutionError),
+    (errors.FlowCancelled, errors.ExecutionError),
     (errors.BrokerUnavailable, errors.ExecutionError),
 ]
 

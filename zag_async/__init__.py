@@ -26,6 +26,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # the same names, resolved at run time by __getattr__
     from . import errors, inspection, jobs, persistence, retry, workers
     from .atom import Atom, FunctionTask, Task, task
+    from .control import cancel_flow, suspend_flow
     from .engine import Engine, resume, run
     from .errors import WrappedFailure, ZagError
     from .events import Event, LoggingListener, PrintingListener, TimingListener, progress
@@ -48,6 +49,7 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     **dict.fromkeys(["errors", "inspection", "jobs", "persistence", "retry", "workers"], ""),
     **dict.fromkeys(["Atom", "FunctionTask", "Task", "task"], "atom"),
+    **dict.fromkeys(["cancel_flow", "suspend_flow"], "control"),
     **dict.fromkeys(["Engine", "resume", "run"], "engine"),
     **dict.fromkeys(["WrappedFailure", "ZagError"], "errors"),
     **dict.fromkeys(
@@ -151,14 +153,15 @@ __all__ = [
     "Task",
     "TimingListener",
     "UnorderedFlow",
-    "Worker",
-    "WrappedFailure",
     "Wait",
     "WaitingFor",
+    "Worker",
+    "WrappedFailure",
     "WritePolicy",
     "ZagError",
     "ZagService",
     "__version__",
+    "cancel_flow",
     "connect",
     "errors",
     "graph",
@@ -173,6 +176,7 @@ __all__ = [
     "run",
     "signal",
     "sleep",
+    "suspend_flow",
     "task",
     "unordered",
     "wait_for",

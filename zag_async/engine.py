@@ -22,6 +22,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from . import control
 from .atom import Atom
 from .bus import EventBus, TraceHook, events_of_run
 from .calls import AtomCaller
@@ -30,6 +31,7 @@ from .compiler import CompiledFlow, compile_flow, gc_paused
 from .errors import (
     ConfigurationError,
     ExecutionError,
+    FlowCancelled,
     StorageError,
 )
 from .events import Event, Listener
@@ -37,7 +39,7 @@ from .execution import Executor, LocalExecutor
 from .factory import FactoryRef
 from .failure import Failure, as_exception
 from .flow import Flow
-from .models import AtomDetail, FlowDetail, History
+from .models import AtomDetail, FlowDetail, History, new_id
 from .resolver import Resolver
 from .scheduler import Launch, Outcome, Scheduler
 from .states import ENDED, AtomState, FlowState, Intention
@@ -134,6 +136,7 @@ class Engine:
         if write_policy is not None:
             self.storage.policy = write_policy
         self._suspend_requested = False
+        self._cancel: control.Request | None = None  # a cancel request not applied yet
         self._running_flag = False
         self._done: list[Outcome] = []
         self._wakeup: asyncio.Future[None] | None = None
@@ -316,6 +319,48 @@ class Engine:
         if self._running_flag:
             self._suspend_requested = True
 
+    def cancel(self, *, by: str = "", reason: str = "") -> None:
+        """Start nothing new and revert everything that ran; the run ends REVERTED
+        and raises `FlowCancelled` (see `zag.cancel_flow` for a stored flow run
+        elsewhere). Has no effect on a flow that is not running."""
+        if self._running_flag:
+            self._cancel = control.Request(action="cancel", by=by, reason=reason, at=None)
+            self._wake()
+
+    async def check_control(self) -> None:
+        """Apply stored suspend or cancel requests now, not at the next lease renewal
+        (`zag.cancel_flow` calls this for an engine running in this process)."""
+        if self._running_flag:
+            await self._take_control()
+
+    async def _take_control(self) -> None:
+        """Apply the control requests stored for the flow, oldest first, taking each."""
+        backend = self.storage.backend
+        if backend is None:
+            return
+        for _ in range(10):  # a bound: a flood of requests cannot hold the run here
+            got = await backend.take_signal(self.flow_id, control.CONTROL_EVENT, new_id())
+            if got is None:
+                return
+            request = control.Request.read(got.payload)
+            if request is None:
+                logger.warning("flow %r: ignored a malformed control request %s", self.name, got.id)
+            elif request["action"] == "suspend":
+                logger.info("flow %r: suspended on request of %r", self.name, request["by"])
+                self.storage.flow.meta[control.SUSPENDED_KEY] = dict(request)
+                self.storage.touch_flow()
+                self._suspend_requested = True
+                self._wake()
+            else:
+                logger.info("flow %r: cancelled on request of %r", self.name, request["by"])
+                self._cancel = request
+                self._wake()
+
+    def _wake(self) -> None:
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
     def reset(self) -> None:
         """Forget every atom's outcome so the flow can run again from the start."""
         if self._running_flag:
@@ -331,6 +376,8 @@ class Engine:
             self.storage.touch(d)
         self.storage.flow.meta.pop("revert_all", None)
         self.storage.flow.meta.pop("unreverted", None)
+        self.storage.flow.meta.pop(control.CANCELLED_KEY, None)
+        self.storage.flow.meta.pop(control.SUSPENDED_KEY, None)
         self.storage.restore_flow_state(FlowState.PENDING)
 
     async def run(self) -> Mapping[str, Any]:
@@ -352,6 +399,8 @@ class Engine:
             self._raise_outcome()
         self._running_flag = True
         self._suspend_requested = False
+        self._cancel = None
+        control.LIVE[self.flow_id] = self
         hooks = self.bus.hooks()
         self._caller.hooks = hooks
         try:
@@ -362,6 +411,8 @@ class Engine:
                     return await self._run(state)
             return await self._run(state)
         finally:
+            if control.LIVE.get(self.flow_id) is self:
+                del control.LIVE[self.flow_id]
             self._running_flag = False
             self._wakeup = None
             self._caller.hooks = []
@@ -369,6 +420,11 @@ class Engine:
 
     async def _run(self, state: FlowState) -> Mapping[str, Any]:
         await self.storage.take_lease()
+        if state is not FlowState.PENDING and self.storage.backend is not None:
+            # A stored flow resumed: a suspend or cancel may have been asked meanwhile.
+            if self.storage.flow.meta.pop(control.SUSPENDED_KEY, None) is not None:
+                self.storage.touch_flow()
+            await self._take_control()
         if state in (FlowState.RUNNING, FlowState.SUSPENDING):
             # Left mid-run by a crash: the recorded way back is through RESUMING.
             self._set_flow(FlowState.RESUMING)
@@ -420,7 +476,7 @@ class Engine:
             if self.storage.lease is None:  # not durable: no lease to keep
                 await self._loop_body(tg)
                 return
-            with self.storage.heartbeat(tg, self.suspend):
+            with self.storage.heartbeat(tg, self.suspend, self._take_control):
                 await self._loop_body(tg)
 
     async def _loop_body(self, tg: asyncio.TaskGroup) -> None:
@@ -431,6 +487,15 @@ class Engine:
         call = self._caller
         waits = self._waits
         while True:
+            if self._cancel is not None:
+                request, self._cancel = self._cancel, None
+                error = FlowCancelled(self.name, request["by"], request["reason"])
+                parked = waits.parked if waits is not None else ()
+                if not scheduler.cancel(request, Failure.from_exception(error), parked):
+                    logger.warning(
+                        "flow %r: cannot be cancelled past its irreversible atom; it goes on",
+                        self.name,
+                    )
             if done:
                 scheduler.finished(done)  # empties it
             if waits is not None and waits.parked:
@@ -557,6 +622,10 @@ class Engine:
         original = as_exception(failures)
         if original is not None:
             raise original
+        cancelled = self.storage.flow.meta.get(control.CANCELLED_KEY)
+        if isinstance(cancelled, dict):
+            by, reason = cancelled.get("by"), cancelled.get("reason")
+            raise FlowCancelled(self.name, str(by or ""), str(reason or ""))
         raise ExecutionError(f"flow {self.name!r} ended {self.state} without a recorded failure")
 
     async def _finish_cancelled(self) -> None:

@@ -21,6 +21,8 @@ ZagError
 │   ├── WaitTimeout            a wait's deadline passed before a signal ended it
 │   ├── WaitRejected           the signal that ended a wait rejected it (`zag.reject`)
 │   ├── SignalRefused          a signal no wait can take (unknown or ended flow, undeclared event)
+│   ├── ControlRefused         a suspend or cancel that cannot apply (unknown, ended or idle flow)
+│   ├── FlowCancelled          the flow was cancelled on request and reverted (`zag.cancel_flow`)
 │   └── BrokerUnavailable      RabbitMQ refused the connection or the login, or did not answer
 ├── ConfigurationError         a bad option for an engine or backend (max_concurrency=0, ...)
 ├── JobError                   job boards, claims and locks
@@ -59,6 +61,7 @@ __all__ = [
     "BoardUnavailable",
     "ClaimLost",
     "ConfigurationError",
+    "ControlRefused",
     "JobError",
     "JobNotFound",
     "LockLost",
@@ -70,6 +73,7 @@ __all__ = [
     "DuplicateAtomName",
     "ExecutionError",
     "FlowBusy",
+    "FlowCancelled",
     "FlowChanged",
     "FlowDefinitionError",
     "InvalidAtom",
@@ -299,6 +303,33 @@ class SignalRefused(ExecutionError):
         self.event = event
         self.reason = reason
         self.kind = kind
+
+
+class ControlRefused(ExecutionError):
+    """A suspend or cancel request that cannot apply, so it is refused instead of stored.
+
+    `kind` says why: "unknown_flow", "finished" (the flow has ended) or
+    "not_running" (suspending a flow that is WAITING or SUSPENDED: nothing runs).
+    """
+
+    def __init__(self, flow_id: str, action: str, reason: str, *, kind: str) -> None:
+        super().__init__(f"{action} of flow {flow_id}: {reason}")
+        self.flow_id = flow_id
+        self.action = action
+        self.reason = reason
+        self.kind = kind
+
+
+class FlowCancelled(ExecutionError):
+    """The flow was cancelled on request (`zag.cancel_flow`) and what it did was reverted."""
+
+    def __init__(self, flow: str, by: str, reason: str) -> None:
+        who = f" by {by}" if by else ""
+        why = f": {reason}" if reason else ""
+        super().__init__(f"flow {flow!r} was cancelled{who}{why}")
+        self.flow = flow
+        self.by = by
+        self.reason = reason
 
 
 class BrokerUnavailable(ExecutionError, ConnectionError):

@@ -17,6 +17,7 @@ from .failure import Failure
 from .states import AtomState, FlowState, Intention
 
 __all__ = [
+    "Action",
     "AtomDetail",
     "Attempt",
     "FlowDetail",
@@ -185,3 +186,19 @@ class Signal:
     seq: int
     created_at: float
     taken_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One operator action, as recorded (an audit log: kept when its flow is deleted).
+
+    `id` is the recording order; `at` the database's clock when it was stored;
+    `target` the flow or job acted on; `detail` free text (say, the signal's event).
+    """
+
+    id: int
+    at: float
+    who: str
+    action: str
+    target: str
+    detail: str = ""

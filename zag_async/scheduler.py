@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from .bus import EventBus
@@ -35,6 +35,7 @@ from .compensation import (
     unreverted,
 )
 from .compiler import CompiledFlow, DeciderSpec
+from .control import CANCELLED_KEY
 from .errors import AtomInterrupted, NotFound, SerializationError, ZagError
 from .events import Event
 from .failure import Failure
@@ -493,6 +494,35 @@ class Scheduler:
         for n in targets:
             self.maybe_revert(n)
 
+    def cancel(self, request: Mapping[str, Any], failure: Failure, parked: Iterable[int]) -> bool:
+        """Revert everything that ran, as a failure reverting the whole flow would
+        (the request is kept in the flow's meta); False past a pivot (nothing can
+        be undone there, so nothing changes).
+
+        Atoms recorded as running that are not in flight (left by an earlier run,
+        or armed waits of a resumed flow) fail with `failure` so they are reverted
+        too; `parked` waits of this run are ended by the engine instead.
+        """
+        if self.past_pivot:
+            return False
+        kept = set(parked)
+        for i, d in enumerate(self.details):
+            if d.state in (S.RUNNING, S.RETRYING) and i not in self.running and i not in kept:
+                if d.state is S.RETRYING:
+                    self.set(i, S.RUNNING)
+                self.set(i, S.FAILURE, failure=failure)
+        meta = self.storage.flow.meta
+        meta[CANCELLED_KEY] = dict(request)
+        self.revert_all = True
+        meta["revert_all"] = True
+        self.storage.touch_flow()
+        everything = range(len(self.nodes))
+        for n in everything:
+            self.intend(n, Intention.REVERT)
+        for n in everything:
+            self.maybe_revert(n)
+        return True
+
     def _resolve(self, r: int, failed: str, failure: Failure) -> tuple[str, int]:
         """Ask the retry controllers, innermost first, what this failure means."""
         if r < 0:
@@ -639,7 +669,7 @@ class Scheduler:
         """
         failures = self.storage.failures
         revert_failed = any(d.state is S.REVERT_FAILURE for d in self.details)
-        if not (failures or revert_failed):
+        if not (failures or revert_failed or CANCELLED_KEY in self.storage.flow.meta):
             if self.work_left():
                 return FlowState.FAILURE, True
             return FlowState.SUCCESS, False

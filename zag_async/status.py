@@ -18,8 +18,9 @@ from typing import Any
 
 from .codec import plain_json
 from .compensation import unreverted_of
+from .control import CANCELLED_KEY
 from .engine import Engine
-from .errors import JobNotFound, ZagError
+from .errors import FlowCancelled, JobNotFound, ZagError
 from .factory import FactoryRef
 from .failure import error_text
 from .inspection import AtomReport, describe_flow
@@ -67,7 +68,17 @@ def flow_error(detail: FlowDetail) -> str | None:
         return error_text(failed[0][1])
     if failed:
         return "; ".join(f"{name}: {error_text(f)}" for name, f in failed)
-    return None
+    return _cancelled(detail)
+
+
+def _cancelled(detail: FlowDetail) -> str | None:
+    """ "FlowCancelled: ..." when the flow was cancelled on request, else None."""
+    request = detail.meta.get(CANCELLED_KEY)
+    if not isinstance(request, dict):
+        return None
+    return error_text(
+        FlowCancelled(detail.name, str(request.get("by") or ""), str(request.get("reason") or ""))
+    )
 
 
 def waits_of(detail: FlowDetail) -> tuple[WaitingFor, ...]:
@@ -101,6 +112,9 @@ def failure_lines(detail: FlowDetail) -> list[str]:
             lines.append(f"{atom.name} failed: {error_text(atom.failure)}")
         if atom.revert_failure is not None:
             lines.append(f"reverting {atom.name} failed: {error_text(atom.revert_failure)}")
+    cancelled = _cancelled(detail)
+    if cancelled is not None:
+        lines.insert(0, cancelled)
     return lines
 
 

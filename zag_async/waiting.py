@@ -213,7 +213,7 @@ async def signal(
     _check_text("event", event, 1000)
     if signal_id is not None:
         _check_text("signal_id", signal_id, 200)
-    if not isinstance(flow_id, str) or not _storable(flow_id) or not 0 < len(flow_id) <= 36:
+    if not isinstance(flow_id, str) or not storable_text(flow_id) or not 0 < len(flow_id) <= 36:
         raise SignalRefused(str(flow_id), event, "no such flow", kind="unknown_flow")
     if signal_id is not None:
         earlier = await backend.find_signal(signal_id)
@@ -256,7 +256,7 @@ async def signal(
     return stored
 
 
-def _storable(text: str) -> bool:
+def storable_text(text: str) -> bool:
     """True for text every backend stores as given (no NUL, no lone surrogate)."""
     if "\x00" in text:
         return False
@@ -268,7 +268,7 @@ def _storable(text: str) -> bool:
 
 
 def _check_text(what: str, value: Any, most: int) -> None:
-    if not (isinstance(value, str) and 0 < len(value) <= most and _storable(value)):
+    if not (isinstance(value, str) and 0 < len(value) <= most and storable_text(value)):
         raise ConfigurationError(
             f"{what} must be a string of 1 to {most} characters with no NUL or lone "
             f"surrogate, got {value!r}"[:300]

@@ -37,7 +37,7 @@ async def _empty_pg_tables(url: str) -> None:
     try:
         await conn.execute(
             "DELETE FROM zag_atoms; DELETE FROM zag_flows; DELETE FROM zag_logbooks; "
-            "DELETE FROM zag_signals"
+            "DELETE FROM zag_signals; DELETE FROM zag_actions"
         )
     finally:
         await conn.close()

@@ -59,6 +59,7 @@ async def test_the_pages_are_labelled(client: Client, stored: Stored) -> None:
             (await http.get(f"/zag/flows/{stored.waiting}", headers=bearer)).text,
             (await http.get(f"/zag/flows/{stored.failed}")).text,
             (await http.get("/zag/login")).text,
+            (await http.get("/zag/summary")).text,
         ]
     controls = 0
     for text in texts:
@@ -66,7 +67,7 @@ async def test_the_pages_are_labelled(client: Client, stored: Stored) -> None:
         assert page.lang == "en"
         assert set(page.controls) <= page.labelled, page.controls
         assert page.tables == page.captions
-        assert all(scope == "col" for scope in page.headers)
+        assert all(scope in ("col", "row") for scope in page.headers)
         assert all(alt for alt in page.images)
         controls += len(page.controls)
     assert controls >= 6  # filters, signal form, login: all looked at

@@ -4,6 +4,7 @@ token (Bearer or login cookie) or the host's auth hook, recorded in the log."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 
@@ -12,8 +13,11 @@ import pytest
 from starlette.requests import Request
 from support import eventually
 
+import zag_async as zag
+from zag_async.errors import FlowCancelled
 from zag_async.states import FlowState
 
+from . import flows
 from .conftest import Client, Stored, suspend_one
 
 TOKEN = "s3cret-token"
@@ -36,6 +40,8 @@ async def flow_state(stored: Stored, flow_id: str) -> FlowState:
 ACTIONS = [
     ("signal", {"event": "approval", "payload": '{"by": "ann"}'}),
     ("resume", {}),
+    ("suspend", {}),
+    ("cancel", {"reason": "no longer wanted"}),
 ]
 
 
@@ -184,3 +190,100 @@ async def test_resume_runs_a_suspended_flow_to_the_end(
 
         await eventually(finished, what="the resumed flow finished")
     assert f"ui action: token resume {flow_id}" in caplog.text
+
+
+async def test_cancel_reverts_a_waiting_flow(
+    client: Client, stored: Stored, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="zag_async.ui")
+    async with client(actions=True, token=TOKEN) as http:
+        token = await csrf_of(http, stored.waiting, **BEARER)
+        assert (
+            "Cancel flow" in (await http.get(f"/zag/flows/{stored.waiting}", headers=BEARER)).text
+        )
+        reply = await http.post(
+            f"/zag/flows/{stored.waiting}/cancel",
+            data={"csrf": token, "reason": "<no> longer wanted"},
+            headers=BEARER,
+        )
+        assert reply.status_code == 303, reply.text
+
+        async def reverted() -> bool:
+            return await flow_state(stored, stored.waiting) is FlowState.REVERTED
+
+        await eventually(reverted, what="the cancelled flow reverted")
+        page = await http.get(f"/zag/flows/{stored.waiting}")
+        again = await http.post(
+            f"/zag/flows/{stored.waiting}/cancel", data={"csrf": token}, headers=BEARER
+        )
+    assert "cancelled by token: &lt;no&gt; longer wanted" in page.text
+    assert again.status_code == 409  # it has finished
+    assert f"ui action: token cancel {stored.waiting} <no> longer wanted" in caplog.text
+
+
+async def test_suspend_stops_a_running_flow(client: Client, stored: Stored) -> None:
+    engine = zag.Engine.from_factory(
+        flows.held, store={"tag": "ui-suspend"}, backend=stored.backend
+    )
+    running = asyncio.create_task(engine.run())
+    try:
+        await eventually(
+            lambda: engine.storage.get("gate").state == "RUNNING", what="the gate running"
+        )
+        async with client(actions=True, token=TOKEN) as http:
+            token = await csrf_of(http, engine.flow_id, **BEARER)
+            reply = await http.post(
+                f"/zag/flows/{engine.flow_id}/suspend", data={"csrf": token}, headers=BEARER
+            )
+            assert reply.status_code == 303, reply.text
+            flows.gate_for("ui-suspend").set()
+            await asyncio.wait_for(running, 10)
+            assert engine.state is FlowState.SUSPENDED
+            again = await http.post(
+                f"/zag/flows/{engine.flow_id}/suspend", data={"csrf": token}, headers=BEARER
+            )
+            assert again.status_code == 409  # suspended: nothing runs
+    finally:
+        flows.gate_for("ui-suspend").set()
+        running.cancel()
+
+
+async def test_cancel_reverts_a_running_flow(client: Client, stored: Stored) -> None:
+    engine = zag.Engine.from_factory(flows.held, store={"tag": "ui-cancel"}, backend=stored.backend)
+    running = asyncio.create_task(engine.run())
+    try:
+        await eventually(
+            lambda: engine.storage.get("gate").state == "RUNNING", what="the gate running"
+        )
+        async with client(actions=True, token=TOKEN) as http:
+            token = await csrf_of(http, engine.flow_id, **BEARER)
+            reply = await http.post(
+                f"/zag/flows/{engine.flow_id}/cancel", data={"csrf": token}, headers=BEARER
+            )
+            assert reply.status_code == 303, reply.text
+            flows.gate_for("ui-cancel").set()
+            with pytest.raises(FlowCancelled):
+                await asyncio.wait_for(running, 10)
+        assert engine.state is FlowState.REVERTED
+    finally:
+        flows.gate_for("ui-cancel").set()
+        running.cancel()
+
+
+async def test_the_login_cookie_is_not_the_token_and_wrong_tries_are_limited(
+    client: Client, stored: Stored
+) -> None:
+    async with client(actions=True, token=TOKEN) as http:
+        right = await http.post("/zag/login", data={"token": TOKEN})
+        session = http.cookies.get("zag_token")
+        assert right.status_code == 303 and session and TOKEN not in session
+        http.cookies.clear()
+        http.cookies.set("zag_token", "login-x.forged", domain="ui.test", path="/zag")
+        forged = await http.post(f"/zag/flows/{stored.waiting}/resume", data={})
+        tries = [
+            (await http.post("/zag/login", data={"token": "nope"})).status_code for _ in range(11)
+        ]
+        blocked = await http.post("/zag/login", data={"token": TOKEN})
+    assert forged.status_code == 401
+    assert tries == [401] * 10 + [429]
+    assert blocked.status_code == 429  # even the right token waits out the window

@@ -1,7 +1,9 @@
-"""`zag-async flows ...` (list and show stored flows), `zag-async graph` (draw a
-flow) and `zag-async db upgrade` (create or upgrade a database's schema).
+"""`zag-async flows ...` (list, show, suspend and cancel stored flows),
+`zag-async graph` (draw a flow) and `zag-async db upgrade` (create or upgrade a
+database's schema).
 
-These commands read: they run nothing.
+These commands run nothing: list and show read; suspend and cancel store a
+request that the engine running the flow applies.
 """
 
 from __future__ import annotations
@@ -167,3 +169,62 @@ def db_upgrade(url: str) -> None:
 
     version = asyncio.run(upgrade(url))
     click.echo(f"schema at version {version}")
+
+
+@flows.command("suspend")
+@click.argument("flow_id")
+@backend_option(required=True)
+@click.option("--by", default="cli", show_default=True, help="Who asks (recorded on the flow).")
+@click.option("--reason", default="", help="Why (recorded on the flow).")
+def flows_suspend(flow_id: str, backend: str, by: str, reason: str) -> None:
+    """Suspend the running flow FLOW_ID: its running steps finish, nothing new starts.
+
+    The engine running it (in any process) stops at its next lease renewal and
+    the flow stays SUSPENDED until resumed. Refused (exit 1) for an unknown,
+    finished, WAITING or SUSPENDED flow.
+    """
+    _control("suspend", flow_id, backend, None, by, reason)
+
+
+@flows.command("cancel")
+@click.argument("flow_id")
+@backend_option(required=True)
+@click.option(
+    "--board",
+    envvar="ZAG_BOARD",
+    show_envvar=True,
+    metavar="URL",
+    help="Wake a waiting or suspended flow's job here, so a conductor reverts it now.",
+)
+@click.option("--by", default="cli", show_default=True, help="Who asks (recorded on the flow).")
+@click.option("--reason", default="", help="Why (recorded on the flow).")
+def flows_cancel(flow_id: str, backend: str, board: str | None, by: str, reason: str) -> None:
+    """Cancel the flow FLOW_ID: nothing new starts and everything it did is reverted.
+
+    A running flow is reverted by its engine; a WAITING or SUSPENDED one when it is
+    next resumed (at once with --board). The flow ends REVERTED. Refused (exit 1)
+    for an unknown or finished flow.
+    """
+    _control("cancel", flow_id, backend, board, by, reason)
+
+
+def _control(
+    action: str, flow_id: str, backend: str, board: str | None, by: str, reason: str
+) -> None:
+    from ..control import cancel_flow, suspend_flow
+    from ..persistence import connect
+    from .common import open_board
+
+    async def ask() -> None:
+        if board is not None:
+            async with open_board(board, backend, None) as (database, opened):
+                await cancel_flow(flow_id, backend=database, board=opened, by=by, reason=reason)
+            return
+        async with connect(backend) as database:
+            if action == "suspend":
+                await suspend_flow(flow_id, backend=database, by=by, reason=reason)
+            else:
+                await cancel_flow(flow_id, backend=database, by=by, reason=reason)
+
+    asyncio.run(ask())
+    click.echo(f"{action} of flow {flow_id} requested")

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self
 
+from ..control import SUSPENDED_KEY
 from ..engine import Engine
 from ..errors import (
     BoardUnavailable,
@@ -479,7 +480,11 @@ class Conductor:
             error = exc
         state = engine.state
         if state is FlowState.SUSPENDED:
-            await self._give_back(claim, "suspended")
+            if SUSPENDED_KEY in engine.storage.flow.meta:
+                # An operator suspended it: it waits for them, not for another conductor.
+                await self._park(claim, engine)
+            else:
+                await self._give_back(claim, "suspended")
             return
         if state is FlowState.WAITING:
             await self._park(claim, engine)

@@ -8,27 +8,139 @@ stale writer gets `ConcurrentUpdate` instead of overwriting newer state.
 An engine running a flow also holds its lease (see `leases`): taking one bumps
 the version too, and a live lease held by someone else is `FlowBusy`.
 A backend also keeps the signals sent to waiting flows, and tells the time by
-the database's clock, which is what a wait's deadline is reckoned by.
+the database's clock, which is what a wait's deadline is reckoned by. For the
+operations UI it pages and counts flows in the database (keyset paging, a name
+filter, counts per state, failures per time bucket) and keeps the log of
+operator actions.
 """
 
 from __future__ import annotations
 
 import abc
 import json
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
 from ..codec import Codec, JsonCodec
 from ..errors import ConcurrentUpdate, ConfigurationError, FlowBusy, StorageError
 from ..failure import Failure
-from ..models import AtomDetail, FlowDetail, FlowSummary, History, LogBook, Signal
+from ..models import Action, AtomDetail, FlowDetail, FlowSummary, History, LogBook, Signal
 from ..states import AtomState, FlowState, Intention
 from .leases import DEFAULT_LEASE, Holder, Lease
 
-__all__ = ["Backend", "Row"]
+__all__ = ["ENDED_BADLY", "Backend", "Listing", "Row"]
 
 Row = dict[str, Any]
+
+#: The states of a flow that ended badly (what `Backend.failures_over_time` counts).
+ENDED_BADLY: tuple[FlowState, ...] = (
+    FlowState.FAILURE,
+    FlowState.REVERTED,
+    FlowState.UNCOMPENSATED,
+    FlowState.STUCK_PAST_PIVOT,
+)
+
+#: Longest `name_contains` accepted (a LIKE pattern of SQLite is bounded in bytes).
+MAX_NAME_FILTER = 1000
+#: Longest `who`, `action`, `target` and `detail` of a recorded action.
+ACTION_LIMITS = {"who": 200, "action": 64, "target": 200, "detail": 4000}
+#: Most actions one `list_actions` returns.
+MAX_ACTIONS = 1000
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def fold(text: str) -> str:
+    """`text` with ASCII letters lowered: the case folding every backend's name filter
+    shares (SQLite's LIKE folds ASCII letters only)."""
+    return text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
+
+
+def like_pattern(text: str) -> str:
+    """A LIKE pattern (ESCAPE '\\') matching names that contain `text` literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """A checked `list_flows` query, as each backend's `_list_flows` takes it.
+
+    Order is (created_at, uuid), descending when `newest_first`; `before` keeps
+    the flows strictly before that key in this order (a keyset cursor).
+    """
+
+    logbook: str | None = None
+    states: tuple[str, ...] | None = None
+    newest_first: bool = False
+    limit: int | None = None
+    name_contains: str | None = None
+    created_after: float | None = None
+    before: tuple[float, str] | None = None
+
+
+def _number(name: str, value: object, what: str = "epoch seconds") -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigurationError(f"{name} must be a finite number of {what}, got {value!r}")
+    return float(value)
+
+
+def _listing(
+    logbook: str | None,
+    states: Sequence[FlowState] | None,
+    newest_first: bool,
+    limit: int | None,
+    name_contains: str | None,
+    created_after: float | None,
+    before: tuple[float, str] | None,
+) -> Listing:
+    """The arguments of `list_flows`, checked (ConfigurationError names the bad one)."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ConfigurationError(f"limit must be an int >= 0 or None, got {limit!r}")
+    if name_contains is not None:
+        if not isinstance(name_contains, str):
+            raise ConfigurationError(f"name_contains must be a str, got {name_contains!r}")
+        if len(name_contains) > MAX_NAME_FILTER:
+            raise ConfigurationError(
+                f"name_contains is {len(name_contains)} characters long, at most "
+                f"{MAX_NAME_FILTER} are allowed"
+            )
+    cursor = None
+    if before is not None:
+        if not newest_first:
+            raise ConfigurationError("before= pages a newest_first=True listing")
+        if not (isinstance(before, tuple) and len(before) == 2 and isinstance(before[1], str)):
+            raise ConfigurationError(
+                f"before must be (created_at, uuid) of the last flow shown, got {before!r}"
+            )
+        cursor = (_number("before[0]", before[0]), before[1])
+    return Listing(
+        logbook=logbook,
+        states=None if states is None else tuple(str(s) for s in states),
+        newest_first=bool(newest_first),
+        limit=limit,
+        name_contains=name_contains or None,
+        created_after=None if created_after is None else _number("created_after", created_after),
+        before=cursor,
+    )
+
+
+def _action_text(name: str, value: object, *, empty: bool = False) -> str:
+    """An argument of `record_action`, checked: a str, non-empty unless `empty`,
+    bounded, with no NUL character (PostgreSQL text cannot hold one)."""
+    limit = ACTION_LIMITS[name]
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{name} must be a str, got {value!r}")
+    if not value and not empty:
+        raise ConfigurationError(f"{name} must not be empty")
+    if len(value) > limit:
+        raise ConfigurationError(f"{name} is {len(value)} characters long, at most {limit}")
+    if "\x00" in value:
+        raise ConfigurationError(f"{name} must not contain a NUL character")
+    return value
 
 
 def _failure_text(failure: Failure | None) -> str | None:
@@ -259,7 +371,6 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def _claim(self, uuid: str, owner: str, expected: int) -> None: ...
 
-    @abc.abstractmethod
     async def list_flows(
         self,
         *,
@@ -267,12 +378,130 @@ class Backend(abc.ABC):
         states: Sequence[FlowState] | None = None,
         newest_first: bool = False,
         limit: int | None = None,
+        name_contains: str | None = None,
+        created_after: float | None = None,
+        before: tuple[float, str] | None = None,
     ) -> list[FlowSummary]:
         """Flows (optionally of one logbook, in some states), oldest first, or
-        newest first; at most `limit` of them (listings of a busy database are paged)."""
+        newest first; at most `limit` of them. The database filters and pages, so
+        a listing costs the same on page 1 and page 200.
+
+        Args:
+            logbook: only this logbook's flows.
+            states: only flows in these states.
+            newest_first: order by (created_at, uuid) descending, not ascending;
+                ties on created_at are broken by uuid, so paging is stable.
+            limit: at most this many.
+            name_contains: only flows whose name contains this text, ignoring the
+                case of ASCII letters (only theirs, on every backend); `%`, `_`
+                and `\\` match themselves.
+            created_after: only flows created at or after this (epoch seconds).
+            before: a keyset cursor for newest-first listings: the
+                (created_at, uuid) of the last flow of the previous page; only
+                flows after it in that order are listed.
+
+        Raises:
+            ConfigurationError: an argument that cannot work (named).
+        """
+        self._check_open()
+        query = _listing(logbook, states, newest_first, limit, name_contains, created_after, before)
+        if query.limit == 0 or query.states == () or "\x00" in (query.name_contains or ""):
+            return []  # (no stored name holds a NUL: PostgreSQL text cannot)
+        return [self.summary_from_row(r) for r in await self._list_flows(query)]
+
+    @abc.abstractmethod
+    async def _list_flows(self, query: Listing) -> list[Row]:
+        """The summary rows (`names.SUMMARY_COLUMNS`) `query` selects, in its order."""
+
+    async def count_flows(self, *, created_after: float | None = None) -> dict[FlowState, int]:
+        """How many flows are in each state (states with none are left out), of
+        those created at or after `created_after` if given: counted by the database."""
+        self._check_open()
+        since = None if created_after is None else _number("created_after", created_after)
+        counts = await self._count_flows(since)
+        known = set(FlowState)  # (a newer zag-async's states are not ours to name)
+        return {FlowState(s): n for s, n in counts.items() if s in known and n}
+
+    @abc.abstractmethod
+    async def _count_flows(self, created_after: float | None) -> dict[str, int]:
+        """State name -> number of flows (created at or after `created_after`)."""
+
+    async def failures_over_time(self, *, since: float, bucket: float) -> list[tuple[float, int]]:
+        """How many flows ended badly (`ENDED_BADLY`), per `bucket` seconds of their
+        last update, from `since` on: (bucket start, count), oldest first, empty
+        buckets left out. Buckets start at `since` + k * `bucket`; the database
+        groups the rows.
+
+        Raises:
+            ConfigurationError: `since` is not a number, or `bucket` not > 0.
+        """
+        self._check_open()
+        start = _number("since", since)
+        width = _number("bucket", bucket, "seconds")
+        if width <= 0:
+            raise ConfigurationError(f"bucket must be a number of seconds > 0, got {bucket!r}")
+        counts = await self._failures_over_time(start, width, [str(s) for s in ENDED_BADLY])
+        return [(start + index * width, n) for index, n in sorted(counts.items()) if n]
+
+    @abc.abstractmethod
+    async def _failures_over_time(
+        self, since: float, bucket: float, states: list[str]
+    ) -> dict[int, int]:
+        """Bucket index (floor((updated_at - since) / bucket)) -> flows in `states`
+        updated at or after `since`."""
 
     @abc.abstractmethod
     async def delete_flow(self, uuid: str) -> None: ...
+
+    # -- the record of operator actions -------------------------------------------
+
+    async def record_action(self, who: str, action: str, target: str, detail: str = "") -> Action:
+        """Record that `who` did `action` to `target` (a flow or job id), stamped by
+        the database's clock. Actions are an audit log: deleting their flow keeps them.
+
+        Raises:
+            ConfigurationError: an argument is empty (but `detail`), too long, or
+                holds a NUL character (named).
+        """
+        self._check_open()
+        row = {
+            "who": _action_text("who", who),
+            "action": _action_text("action", action),
+            "target": _action_text("target", target),
+            "detail": _action_text("detail", detail, empty=True),
+        }
+        return self.action_from_row(await self._insert_action(row))
+
+    async def list_actions(self, *, target: str | None = None, limit: int = 50) -> list[Action]:
+        """The recorded actions (only those on `target`, if given), newest first, at
+        most `limit` (up to `MAX_ACTIONS`)."""
+        self._check_open()
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= MAX_ACTIONS:
+            raise ConfigurationError(f"limit must be an int from 0 to {MAX_ACTIONS}, got {limit!r}")
+        if target is not None and not isinstance(target, str):
+            raise ConfigurationError(f"target must be a str or None, got {target!r}")
+        if limit == 0 or "\x00" in (target or ""):
+            return []
+        return [self.action_from_row(r) for r in await self._action_rows(target, limit)]
+
+    @abc.abstractmethod
+    async def _insert_action(self, row: Row) -> Row:
+        """Insert the action (stamping `id` and `at`); returns the stored row."""
+
+    @abc.abstractmethod
+    async def _action_rows(self, target: str | None, limit: int) -> list[Row]:
+        """Up to `limit` action rows (of `target`), newest (highest id) first."""
+
+    @staticmethod
+    def action_from_row(row: Row) -> Action:
+        return Action(
+            id=int(row["id"]),
+            at=float(row["at"]),
+            who=row["who"],
+            action=row["action"],
+            target=row["target"],
+            detail=row["detail"] or "",
+        )
 
     # -- signals and the clock -----------------------------------------------------
 

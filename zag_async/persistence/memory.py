@@ -8,15 +8,18 @@ Leases expire by this process's clock.
 
 from __future__ import annotations
 
+import bisect
+import collections
 import copy
+import itertools
+import math
 import time
-from collections.abc import Sequence
 
 from ..codec import Codec
 from ..errors import NotFound
-from ..models import FlowSummary, LogBook
+from ..models import LogBook
 from ..states import FlowState
-from .base import Backend, Row
+from .base import Backend, Listing, Row, fold
 from .leases import DEFAULT_LEASE, Holder
 
 __all__ = ["MemoryBackend"]
@@ -29,6 +32,41 @@ class _Tables:
         self.atoms: dict[str, dict[str, Row]] = {}
         self.signals: dict[str, Row] = {}  # by id, in arrival order
         self.signal_seq = 0
+        self.actions: list[Row] = []  # in recording order; `id` is the place + 1
+        #: (created_at, uuid) of every flow, sorted: the creation index a page walks
+        self.created: list[tuple[float, str]] = []
+        #: flow name -> how many flows bear it (a name filter checks each name once)
+        self.names: dict[str, int] = {}
+
+    def index(self, row: Row, old: Row | None) -> None:
+        """Keep `created` and `names` in step with a flow row written over `old`."""
+        key = (row["created_at"], row["uuid"])
+        if old is None or (old["created_at"], old["uuid"]) != key:
+            if old is not None:
+                self._drop_key(old)
+            bisect.insort(self.created, key)
+        if old is None or old["name"] != row["name"]:
+            if old is not None:
+                self._drop_name(old["name"])
+            self.names[row["name"]] = self.names.get(row["name"], 0) + 1
+
+    def unindex(self, row: Row) -> None:
+        """Forget a deleted flow row."""
+        self._drop_key(row)
+        self._drop_name(row["name"])
+
+    def _drop_key(self, row: Row) -> None:
+        key = (row["created_at"], row["uuid"])
+        at = bisect.bisect_left(self.created, key)
+        if at < len(self.created) and self.created[at] == key:
+            del self.created[at]
+
+    def _drop_name(self, name: str) -> None:
+        left = self.names.get(name, 0) - 1
+        if left > 0:
+            self.names[name] = left
+        else:
+            self.names.pop(name, None)
 
 
 _SHARED: dict[str, _Tables] = {}
@@ -81,6 +119,7 @@ class MemoryBackend(Backend):
         else:
             row["lease_expires"] = time.time() + seconds
         self._t.flows[flow_row["uuid"]] = row
+        self._t.index(row, current)
         table = self._t.atoms.setdefault(flow_row["uuid"], {})
         for row in atom_rows:
             table[row["name"]] = dict(row)
@@ -182,30 +221,77 @@ class MemoryBackend(Backend):
     async def _signal_rows(self, flow_id: str) -> list[Row]:
         return [dict(r) for r in self._t.signals.values() if r["flow_uuid"] == flow_id]
 
-    async def list_flows(
-        self,
-        *,
-        logbook: str | None = None,
-        states: Sequence[FlowState] | None = None,
-        newest_first: bool = False,
-        limit: int | None = None,
-    ) -> list[FlowSummary]:
-        self._check_open()
-        wanted = {str(s) for s in states} if states is not None else None
-        rows = [
-            r
-            for r in self._t.flows.values()
-            if (logbook is None or r["logbook"] == logbook)
-            and (wanted is None or r["state"] in wanted)
-        ]
-        rows.sort(key=lambda r: r["created_at"])
-        if newest_first:
-            rows.reverse()
-        return [self.summary_from_row(r) for r in rows[:limit]]
+    async def _list_flows(self, query: Listing) -> list[Row]:
+        """Walk the creation index in the listing's order, from the cursor on, until
+        `limit` flows passed the filters (a page costs its rows, not the table)."""
+        keys = self._t.created
+        low = (
+            0
+            if query.created_after is None
+            else bisect.bisect_left(keys, (query.created_after, ""))
+        )
+        high = len(keys) if query.before is None else bisect.bisect_left(keys, query.before)
+        wanted = None if query.states is None else set(query.states)
+        named = None
+        if query.name_contains is not None:
+            needle = fold(query.name_contains)
+            named = {n for n in self._t.names if needle in fold(n)}
+            if not named:
+                return []
+        if query.newest_first:
+            window = itertools.islice(reversed(keys), len(keys) - high, len(keys) - low)
+        else:
+            window = itertools.islice(keys, low, high)
+        flows, logbook, limit = self._t.flows, query.logbook, query.limit
+        found: list[Row] = []
+        for _, uuid in window:
+            row = flows[uuid]
+            if (
+                (logbook is None or row["logbook"] == logbook)
+                and (wanted is None or row["state"] in wanted)
+                and (named is None or row["name"] in named)
+            ):
+                found.append(dict(row))
+                if limit is not None and len(found) >= limit:
+                    break
+        return found
+
+    async def _count_flows(self, created_after: float | None) -> dict[str, int]:
+        flows, keys = self._t.flows, self._t.created
+        if created_after is None:
+            return collections.Counter(row["state"] for row in flows.values())
+        low = bisect.bisect_left(keys, (created_after, ""))
+        return collections.Counter(flows[uuid]["state"] for _, uuid in keys[low:])
+
+    async def _failures_over_time(
+        self, since: float, bucket: float, states: list[str]
+    ) -> dict[int, int]:
+        counts: dict[int, int] = {}
+        for row in self._t.flows.values():
+            if row["state"] in states and row["updated_at"] >= since:
+                index = math.floor((row["updated_at"] - since) / bucket)  # as SQL does
+                counts[index] = counts.get(index, 0) + 1
+        return counts
+
+    async def _insert_action(self, row: Row) -> Row:
+        stored = {**row, "id": len(self._t.actions) + 1, "at": time.time()}
+        self._t.actions.append(stored)
+        return dict(stored)
+
+    async def _action_rows(self, target: str | None, limit: int) -> list[Row]:
+        found: list[Row] = []
+        for row in reversed(self._t.actions):
+            if len(found) >= limit:
+                break
+            if target is None or row["target"] == target:
+                found.append(dict(row))
+        return found
 
     async def delete_flow(self, uuid: str) -> None:
         self._check_open()
-        self._t.flows.pop(uuid, None)
+        gone = self._t.flows.pop(uuid, None)
+        if gone is not None:
+            self._t.unindex(gone)
         self._t.atoms.pop(uuid, None)
         for key in [k for k, r in self._t.signals.items() if r["flow_uuid"] == uuid]:
             del self._t.signals[key]

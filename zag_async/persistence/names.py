@@ -10,7 +10,7 @@ from __future__ import annotations
 __all__ = ["ATOM_COLUMNS", "FLOW_COLUMNS", "SCHEMA_VERSION", "SUMMARY_COLUMNS"]
 
 #: The version `schema.migrate` brings a database to (its number of migrations).
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 #: `zag_flows` columns a write sets, besides `uuid` and the lease.
 FLOW_COLUMNS = (

@@ -48,9 +48,9 @@ from ..errors import (
     StorageError,
     StorageUnavailable,
 )
-from ..models import FlowSummary, LogBook
+from ..models import LogBook
 from ..states import FlowState
-from .base import Backend, Row
+from .base import Backend, Listing, Row, fold, like_pattern
 from .leases import DEFAULT_LEASE, Holder
 from .names import ATOM_COLUMNS, FLOW_COLUMNS, SCHEMA_VERSION, SUMMARY_COLUMNS
 from .urls import hide_password
@@ -598,39 +598,65 @@ class PostgresBackend(Backend):
             uuid, expected, owner, steal, found["version"], holder, expires, db_now
         )
 
-    async def list_flows(
-        self,
-        *,
-        logbook: str | None = None,
-        states: Sequence[FlowState] | None = None,
-        newest_first: bool = False,
-        limit: int | None = None,
-    ) -> list[FlowSummary]:
-        # Only the filters given, so that the (generic) plan can use their indexes.
-        where: list[str] = []
-        args: list[Any] = []
-        if logbook is not None:
-            args.append(logbook)
-            where.append(f"logbook = ${len(args)}")
-        if states is not None:
-            args.append([str(s) for s in states])
-            where.append(f"state = ANY(${len(args)}::text[])")
-        query = f"SELECT {_SUMMARY} FROM zag_flows"
-        if where:
-            query += " WHERE " + " AND ".join(where)
-        query += " ORDER BY created_at DESC" if newest_first else " ORDER BY created_at"
-        if limit is not None:
-            args.append(limit)
-            query += f" LIMIT ${len(args)}"
+    async def _list_flows(self, query: Listing) -> list[Row]:
+        sql, args = _listing_sql(query)
         async with self._conn() as conn:
-            rows = await conn.fetch(query, *args)
-        return [self.summary_from_row(dict(r)) for r in rows]
+            rows = await conn.fetch(sql, *args)
+        return [dict(r) for r in rows]
+
+    async def _count_flows(self, created_after: float | None) -> dict[str, int]:
+        sql, args = "SELECT state, count(*) FROM zag_flows", list[Any]()
+        if created_after is not None:
+            sql += " WHERE created_at >= $1"
+            args.append(created_after)
+        async with self._conn() as conn:
+            rows = await conn.fetch(sql + " GROUP BY state", *args)
+        return {str(state): int(n) for state, n in rows}
+
+    async def _failures_over_time(
+        self, since: float, bucket: float, states: list[str]
+    ) -> dict[int, int]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT floor((updated_at - $1) / $2)::int8 AS bucket, count(*) "
+                "FROM zag_flows WHERE state = ANY($3::text[]) AND updated_at >= $1 "
+                "GROUP BY 1",
+                since,
+                bucket,
+                states,
+            )
+        return {int(index): int(n) for index, n in rows}
 
     async def delete_flow(self, uuid: str) -> None:
         async with self._begin() as conn:
             await conn.execute("DELETE FROM zag_atoms WHERE flow_uuid = $1", uuid)
             await conn.execute("DELETE FROM zag_signals WHERE flow_uuid = $1", uuid)
             await conn.execute("DELETE FROM zag_flows WHERE uuid = $1", uuid)
+
+    # -- the record of operator actions -------------------------------------------
+
+    async def _insert_action(self, row: Row) -> Row:
+        async with self._conn() as conn:
+            stored = await conn.fetchrow(
+                "INSERT INTO zag_actions (at, who, action, target, detail) "
+                f"VALUES ({_NOW}, $1, $2, $3, $4) RETURNING *",
+                row["who"],
+                row["action"],
+                row["target"],
+                row["detail"],
+            )
+        return dict(stored)
+
+    async def _action_rows(self, target: str | None, limit: int) -> list[Row]:
+        sql, args = "SELECT * FROM zag_actions", list[Any]()
+        if target is not None:
+            args.append(target)
+            sql += " WHERE target = $1"
+        args.append(limit)
+        sql += f" ORDER BY id DESC LIMIT ${len(args)}"
+        async with self._conn() as conn:
+            rows = await conn.fetch(sql, *args)
+        return [dict(r) for r in rows]
 
     # -- signals and the clock -----------------------------------------------------
 
@@ -702,6 +728,44 @@ class PostgresBackend(Backend):
                 "SELECT * FROM zag_signals WHERE flow_uuid = $1 ORDER BY seq", flow_id
             )
         return [dict(r) for r in rows]
+
+
+def _listing_sql(query: Listing) -> tuple[str, list[Any]]:
+    """The SELECT for a flow listing: only the filters given (so that the generic
+    plan can use their indexes), ordered by the (created_at, uuid, state, name) index.
+
+    A page (a `limit`) picks its uuids in an index-only scan first, the filters on
+    state and name checked in the index, and reads only those rows: a filter that
+    matches nothing then reads the index, not the page of every row. The name
+    filter folds ASCII letters only (`lower` under the C collation), as SQLite does.
+    """
+    where: list[str] = []
+    args: list[Any] = []
+
+    def arg(value: Any, cast: str = "") -> str:
+        args.append(value)
+        return f"${len(args)}{cast}"
+
+    if query.logbook is not None:
+        where.append(f"logbook = {arg(query.logbook)}")
+    if query.states is not None:
+        where.append(f"state = ANY({arg(list(query.states), '::text[]')})")
+    if query.name_contains is not None:
+        # LIKE's default escape character is the backslash like_pattern uses
+        pattern = fold(like_pattern(query.name_contains))
+        where.append(f'lower(name COLLATE "C") LIKE {arg(pattern)}')
+    if query.created_after is not None:
+        where.append(f"created_at >= {arg(query.created_after, '::float8')}")
+    if query.before is not None:
+        created, uuid = query.before
+        where.append(f"(created_at, uuid) < ({arg(created, '::float8')}, {arg(uuid, '::text')})")
+    order = " DESC" if query.newest_first else ""
+    order_by = f" ORDER BY created_at{order}, uuid{order}"
+    filters = " WHERE " + " AND ".join(where) if where else ""
+    if query.limit is None:
+        return f"SELECT {_SUMMARY} FROM zag_flows{filters}{order_by}", args
+    page = f"SELECT uuid FROM zag_flows{filters}{order_by} LIMIT {arg(query.limit)}"
+    return f"SELECT {_SUMMARY} FROM zag_flows WHERE uuid = ANY(ARRAY({page})){order_by}", args
 
 
 async def _no_reset(conn: Any) -> None:

@@ -31,6 +31,7 @@ from . import names
 __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
+    "actions",
     "atoms",
     "flows",
     "job_counters",
@@ -210,8 +211,29 @@ pending_signals = Index(
 
 
 #: Newest-first listings (the operations UI's flows page, `zag-async flows list`)
-#: read the top of this index instead of sorting the whole table.
-flows_created = Index("zag_flows_created", flows.c.created_at)
+#: read the top of this index instead of sorting the whole table; the uuid breaks
+#: ties, so a keyset cursor (created_at, uuid) pages through it. State and name
+#: ride along (migration 7 added all three) so that their filters are checked in the
+#: index: a name filter matching nothing reads the index, not every row's page, and
+#: a count per state of recent flows reads a range of it. (Flow names are at most
+#: 255 characters, well inside an index entry; both columns rarely change.)
+flows_created = Index(
+    "zag_flows_created", flows.c.created_at, flows.c.uuid, flows.c.state, flows.c.name
+)
+
+#: Operator actions (migration 7): who did what to which flow or job, and when (the
+#: database's clock). An audit log: nothing deletes its rows, a flow's deletion included.
+actions = Table(
+    "zag_actions",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("at", Float, nullable=False),
+    Column("who", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("target", Text, nullable=False),
+    Column("detail", Text, nullable=False),
+    Index("zag_actions_target", "target", "id"),
+)
 
 
 def _v1(conn: Connection) -> None:
@@ -268,6 +290,18 @@ def _v6_flows_created(conn: Connection) -> None:
     flows_created.create(conn, checkfirst=True)
 
 
+def _v7_actions(conn: Connection) -> None:
+    """The record of operator actions, and the flows' creation index keyed by
+    (created_at, uuid) for keyset paging, with state and name (it was on created_at
+    alone)."""
+    found = {i["name"]: i["column_names"] for i in inspect(conn).get_indexes(flows.name)}
+    if found.get(flows_created.name) != [c.name for c in flows_created.columns]:
+        if flows_created.name in found:
+            conn.exec_driver_sql(f"DROP INDEX {flows_created.name}")
+        flows_created.create(conn)
+    metadata.create_all(conn, tables=[actions])
+
+
 #: Migration N (1-based) brings the schema from version N-1 to N.
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _v1,
@@ -276,6 +310,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _v4_signals,
     _v5_pending_signals,
     _v6_flows_created,
+    _v7_actions,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 assert SCHEMA_VERSION == names.SCHEMA_VERSION, "bump names.SCHEMA_VERSION with a migration"

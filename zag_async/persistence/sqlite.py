@@ -35,9 +35,9 @@ from ..errors import (
     StorageError,
     StorageUnavailable,
 )
-from ..models import FlowSummary, LogBook
+from ..models import LogBook
 from ..states import FlowState
-from .base import Backend, Row
+from .base import Backend, Listing, Row, like_pattern
 from .leases import DEFAULT_LEASE, Holder
 from .names import ATOM_COLUMNS, FLOW_COLUMNS, SCHEMA_VERSION, SUMMARY_COLUMNS
 
@@ -732,30 +732,38 @@ class SqliteBackend(Backend):
             lambda conn: conn.execute(_RENEW, (seconds, uuid, owner)).rowcount == 1
         )
 
-    async def list_flows(
-        self,
-        *,
-        logbook: str | None = None,
-        states: Sequence[FlowState] | None = None,
-        newest_first: bool = False,
-        limit: int | None = None,
-    ) -> list[FlowSummary]:
-        query, params = _SUMMARY, list[Any]()
-        where = []
-        if logbook is not None:
-            where.append("logbook = ?")
-            params.append(logbook)
-        if states is not None:
-            where.append(f"state IN ({', '.join('?' * len(states))})" if states else "0")
-            params.extend(str(s) for s in states)
-        if where:
-            query += " WHERE " + " AND ".join(where)
-        query += " ORDER BY created_at" + (" DESC" if newest_first else "")
-        if limit is not None:
-            query += " LIMIT ?"
-            params.append(int(limit))
-        rows = await self._call(lambda conn: _rows(conn, query, params), writes=False, local=False)
-        return [self.summary_from_row(r) for r in rows]
+    async def _list_flows(self, query: Listing) -> list[Row]:
+        sql, params = _listing_sql(query)
+        return await self._call(lambda conn: _rows(conn, sql, params), writes=False, local=False)
+
+    async def _count_flows(self, created_after: float | None) -> dict[str, int]:
+        sql, params = "SELECT state, count(*) FROM zag_flows", list[Any]()
+        if created_after is not None:
+            # +state: read the range of the creation index (state is in it), not
+            # every row through the state index (what SQLite picks to group by)
+            sql += " WHERE created_at >= ? GROUP BY +state"
+            params.append(created_after)
+        else:
+            sql += " GROUP BY state"
+        rows = await self._call(
+            lambda conn: conn.execute(sql, params).fetchall(), writes=False, local=False
+        )
+        return {str(state): int(n) for state, n in rows}
+
+    async def _failures_over_time(
+        self, since: float, bucket: float, states: list[str]
+    ) -> dict[int, int]:
+        # updated_at >= since, so the cast (which truncates) is the floor
+        sql = (
+            "SELECT CAST((updated_at - ?) / ? AS INTEGER) AS bucket, count(*) FROM zag_flows "
+            f"WHERE state IN ({', '.join('?' * len(states))}) AND updated_at >= ? "
+            "GROUP BY bucket"
+        )
+        params = [since, bucket, *states, since]
+        rows = await self._call(
+            lambda conn: conn.execute(sql, params).fetchall(), writes=False, local=False
+        )
+        return {int(index): int(n) for index, n in rows}
 
     async def delete_flow(self, uuid: str) -> None:
         def delete(conn: sqlite3.Connection) -> None:
@@ -764,6 +772,24 @@ class SqliteBackend(Backend):
             conn.execute("DELETE FROM zag_flows WHERE uuid = ?", (uuid,))
 
         await self._call(delete)
+
+    # -- the record of operator actions -------------------------------------------
+
+    async def _insert_action(self, row: Row) -> Row:
+        sql = (
+            "INSERT INTO zag_actions (at, who, action, target, detail) "
+            f"VALUES ({_NOW}, :who, :action, :target, :detail) RETURNING *"
+        )
+        return await self._call(lambda conn: _rows(conn, sql, row)[0])
+
+    async def _action_rows(self, target: str | None, limit: int) -> list[Row]:
+        sql, params = "SELECT * FROM zag_actions", list[Any]()
+        if target is not None:
+            sql += " WHERE target = ?"
+            params.append(target)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        return await self._call(lambda conn: _rows(conn, sql, params), writes=False)
 
     # -- signals and the clock -----------------------------------------------------
 
@@ -838,6 +864,43 @@ class SqliteBackend(Backend):
         )
 
 
+def _listing_sql(query: Listing) -> tuple[str, list[Any]]:
+    """The SELECT for a flow listing: only the filters given, ordered by the
+    (created_at, uuid, state, name) index, so a page reads its rows and no more:
+    SQLite checks the state and name filters in the index and reads a flow's row
+    only once it passed them."""
+    where: list[str] = []
+    params: list[Any] = []
+    if query.logbook is not None:
+        where.append("logbook = ?")
+        params.append(query.logbook)
+    if query.states is not None:
+        # A page walks the creation index, checking state in it (`+state` keeps
+        # SQLite off the state index, which would fetch and sort every flow in the
+        # state: 17 ms for 70,000); a whole listing (a recovery sweep) uses it.
+        unary = "+" if query.limit is not None else ""
+        where.append(f"{unary}state IN ({', '.join('?' * len(query.states))})")
+        params.extend(query.states)
+    if query.name_contains is not None:
+        where.append("name LIKE ? ESCAPE '\\'")  # LIKE ignores the case of ASCII letters
+        params.append(like_pattern(query.name_contains))
+    if query.created_after is not None:
+        where.append("created_at >= ?")
+        params.append(query.created_after)
+    if query.before is not None:
+        where.append("(created_at, uuid) < (?, ?)")
+        params.extend(query.before)
+    sql = _SUMMARY
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    order = " DESC" if query.newest_first else ""
+    sql += f" ORDER BY created_at{order}, uuid{order}"
+    if query.limit is not None:
+        sql += " LIMIT ?"
+        params.append(query.limit)
+    return sql, params
+
+
 def _changed(last: tuple[Any, ...], row: Row) -> tuple[str, ...]:
     return tuple(c for c, was in zip(_STEADY, last, strict=True) if row[c] != was)
 
@@ -850,7 +913,7 @@ def _one(conn: sqlite3.Connection, query: str, params: Sequence[Any] = ()) -> Ro
     return dict(zip([d[0] for d in cursor.description], row, strict=True))
 
 
-def _rows(conn: sqlite3.Connection, query: str, params: Sequence[Any] = ()) -> list[Row]:
+def _rows(conn: sqlite3.Connection, query: str, params: Sequence[Any] | Row = ()) -> list[Row]:
     cursor = conn.execute(query, params)
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

@@ -129,7 +129,17 @@ FRESH: tuple[str, ...] = (
     )""",
     "CREATE INDEX zag_signals_flow ON zag_signals (flow_uuid, event, seq)",
     "CREATE INDEX zag_signals_pending ON zag_signals (flow_uuid) WHERE taken_by IS NULL",
-    "CREATE INDEX zag_flows_created ON zag_flows (created_at)",
+    "CREATE INDEX zag_flows_created ON zag_flows (created_at, uuid, state, name)",
+    """CREATE TABLE zag_actions (
+        id INTEGER NOT NULL,
+        at FLOAT NOT NULL,
+        who TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        PRIMARY KEY (id)
+    )""",
+    "CREATE INDEX zag_actions_target ON zag_actions (target, id)",
     "INSERT INTO zag_job_counters (name, value) VALUES ('token', 0), ('changes', 0)",
     f"INSERT INTO zag_schema_version (version) VALUES ({SCHEMA_VERSION})",
 )

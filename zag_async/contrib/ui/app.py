@@ -30,15 +30,17 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ...errors import ConfigurationError, NotFound, SignalRefused
+from ...control import cancel_flow, suspend_flow
+from ...errors import ConfigurationError, ControlRefused, NotFound, SignalRefused
 from ...factory import FactoryRef
 from ...jobs.base import JobBoard
 from ...models import FlowDetail
 from ...persistence.base import Backend
 from ...pictures import DOT_TIMEOUT, to_dot
 from ...states import FlowState
+from ...waiting import job_of
 from ...waiting import signal as send_signal
-from . import jobs, views, workers
+from . import jobs, summary, views, workers
 from .common import Ui, form, root
 from .security import CSRF_COOKIE, TOKEN_COOKIE, Auth, Guard
 
@@ -161,21 +163,17 @@ def asgi_app(
         started = time.perf_counter()
         query = views.FlowQuery.parse(request.query_params, (s.value for s in FlowState))
         database = await ui.backend()
-        states = list(query.states) or None
         size = views.PAGE_SIZE
-        scan = views.NAME_SCAN if query.name else (query.page + 1) * size + 1
-        found = await database.list_flows(states=states, newest_first=True, limit=scan)
-        if query.seconds is not None:
-            # newest first: the flows recent enough are a prefix, so paging stays right
-            cutoff = time.time() - query.seconds
-            found = [f for f in found if f.created_at >= cutoff]
-        note = ""
-        if query.name:
-            if len(found) == scan:
-                note = f"The name filter looked at the newest {scan} flows only."
-            found = [f for f in found if query.name.lower() in f.name.lower()]
-        found = found[query.page * size : (query.page + 1) * size + 1]
-        body = views.flows_page(root(request), query, found[:size], len(found) > size, note=note)
+        seconds = query.seconds
+        found = await database.list_flows(
+            states=list(query.states) or None,
+            newest_first=True,
+            limit=size + 1,
+            name_contains=query.name or None,
+            created_after=None if seconds is None else time.time() - seconds,
+            before=query.before,
+        )
+        body = views.flows_page(root(request), query, found[:size], len(found) > size)
         took = (time.perf_counter() - started) * 1000
         return HTMLResponse(body, headers={"Server-Timing": f"app;dur={took:.1f}"})
 
@@ -257,9 +255,37 @@ def asgi_app(
             return Response(f"the flow is {detail.state}, not suspended or waiting", 409)
         assert who is not None
         await ui.record(who, "resume", detail.uuid)
-        ui.start_resume(await ui.backend(), detail.uuid)
+        # A flow with a parked job is resumed by a conductor; any other by this app.
+        if ui.board is None or not await ui.board.wake(job_of(detail)):
+            ui.start_resume(await ui.backend(), detail.uuid)
         return RedirectResponse(
             f"{root(request)}/flows/{detail.uuid}?done=resume+started", status_code=303
+        )
+
+    async def act_control(request: Request) -> Response:
+        """Suspend or cancel the flow (path .../suspend or .../cancel)."""
+        who, refused = await ui.checked(request)
+        if refused is not None:
+            return refused
+        assert who is not None
+        flow_id = request.path_params["flow_id"]
+        action = request.url.path.rsplit("/", 1)[-1]
+        reason = (await form(request)).get("reason", "")[:2000]
+        database = await ui.backend()
+        try:
+            if action == "suspend":
+                await suspend_flow(flow_id, backend=database, by=who, reason=reason)
+            else:
+                await cancel_flow(flow_id, backend=database, board=ui.board, by=who, reason=reason)
+        except ControlRefused as exc:
+            return Response(str(exc), 404 if exc.kind == "unknown_flow" else 409)
+        await ui.record(who, action, flow_id, reason)
+        if action == "cancel" and ui.board is None:
+            detail = await database.load_flow(flow_id)
+            if detail.state in (FlowState.SUSPENDED, FlowState.WAITING):
+                ui.start_resume(database, flow_id)  # nothing else would run its reverts
+        return RedirectResponse(
+            f"{root(request)}/flows/{flow_id}?done={action}+requested", status_code=303
         )
 
     async def login(request: Request) -> Response:
@@ -267,12 +293,20 @@ def asgi_app(
         if request.method == "POST":
             if ui.guard.token is None or not ui.guard.origin_ok(request):
                 return Response("no token login here", 403)
+            client = request.client.host if request.client else ""
+            if not ui.guard.login_allowed(client):
+                return Response("too many wrong tries; wait a minute", 429)
             given = (await form(request)).get("token", "")
             if not hmac.compare_digest(given.encode(), ui.guard.token.encode()):
+                ui.guard.login_failed(client)
                 return Response("wrong token", 401)
             response = RedirectResponse(f"{prefix}/flows", status_code=303)
             response.set_cookie(
-                TOKEN_COOKIE, given, httponly=True, samesite="strict", path=prefix or "/"
+                TOKEN_COOKIE,
+                ui.guard.new_session(),
+                httponly=True,
+                samesite="strict",
+                path=prefix or "/",
             )
             return response
         body = (
@@ -297,7 +331,10 @@ def asgi_app(
         Route("/flows/{flow_id}/picture.svg", picture),
         Route("/flows/{flow_id}/signal", act_signal, methods=["POST"]),
         Route("/flows/{flow_id}/resume", act_resume, methods=["POST"]),
+        Route("/flows/{flow_id}/suspend", act_control, methods=["POST"]),
+        Route("/flows/{flow_id}/cancel", act_control, methods=["POST"]),
         Route("/login", login, methods=["GET", "POST"]),
+        *summary.routes(ui),
         *jobs.routes(ui),
         *workers.routes(ui),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),

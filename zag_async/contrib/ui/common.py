@@ -18,7 +18,7 @@ from starlette.responses import Response
 from ...engine import resume as resume_flow
 from ...errors import ZagError
 from ...jobs.base import JobBoard
-from ...persistence.base import Backend
+from ...persistence.base import ACTION_LIMITS, Backend
 from .security import Guard
 
 __all__ = ["Ui", "form", "root"]
@@ -45,6 +45,11 @@ class Ui:
         self.actions = actions
         self.guard = guard
         self.tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def opened(self) -> Backend | None:
+        """The backend in use now (None while a URL's is not opened yet, or once closed)."""
+        return self._backend
 
     async def backend(self) -> Backend:
         if self._backend is None:
@@ -94,8 +99,27 @@ class Ui:
         return who, None
 
     async def record(self, who: str, action: str, target: str, detail: str = "") -> None:
-        """Record an action taken through the UI (who, what, on which flow or job)."""
+        """Record an action taken through the UI (who, what, on which flow or job):
+        in the database's action log (`Backend.record_action`, shown on the summary
+        page) and on the `zag_async.ui` logger. A record that cannot be written is
+        logged as such: the action itself has been taken."""
         logger.info("ui action: %s %s %s %s", who, action, target, detail)
+        try:
+            database = await self.backend()
+            await database.record_action(
+                _bounded(who, ACTION_LIMITS["who"]),
+                _bounded(action, ACTION_LIMITS["action"]),
+                _bounded(target, ACTION_LIMITS["target"]),
+                _bounded(detail, ACTION_LIMITS["detail"], empty=True),
+            )
+        except ZagError as exc:
+            logger.warning("ui action not recorded in the database: %s", exc)
+
+
+def _bounded(text: str, most: int, *, empty: bool = False) -> str:
+    """`text` fit for the action log: no NUL, at most `most` characters, not empty."""
+    text = text.replace("\x00", "")[:most]
+    return text if text or empty else "?"
 
 
 async def form(request: Request) -> dict[str, str]:

@@ -3,7 +3,9 @@
 Actions are off unless the app is built with `actions=True`, and then need an
 authenticated caller: the host app's own check (`auth`, an async callable
 taking the request) or, for standalone use, a shared `token` sent as
-`Authorization: Bearer ...` or set as a cookie by the login form.
+`Authorization: Bearer ...`, or typed into the login form, which sets a
+cookie holding a signed random value (never the token itself); wrong logins
+are limited per client address.
 
 CSRF: each browser gets a random nonce signed with the app's secret (HMAC-
 SHA256), set in a SameSite=Strict, HttpOnly cookie and put in a hidden field
@@ -16,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
@@ -25,6 +28,11 @@ __all__ = ["CSRF_COOKIE", "TOKEN_COOKIE", "Auth", "Guard"]
 
 CSRF_COOKIE = "zag_csrf"
 TOKEN_COOKIE = "zag_token"
+
+#: Wrong login tries a client may make per window (then 429 until the window passes).
+LOGIN_TRIES = 10
+LOGIN_WINDOW = 60.0
+_LOGIN = "login-"
 
 #: The host app's check: True when the request's caller may act.
 Auth = Callable[[Request], Awaitable[bool]]
@@ -37,6 +45,7 @@ class Guard:
         self.token = token
         self.auth = auth
         self.secret = secret if secret is not None else secrets.token_bytes(32)
+        self._failed: dict[str, list[float]] = {}  # client -> times of wrong logins
 
     async def who(self, request: Request) -> str | None:
         """A name for the authenticated caller (for the action log), or None."""
@@ -47,17 +56,38 @@ class Guard:
         if self.token is not None:
             header = request.headers.get("authorization", "")
             given = header[7:] if header.lower().startswith("bearer ") else None
-            given = given or request.cookies.get(TOKEN_COOKIE)
             if given is not None and hmac.compare_digest(given.encode(), self.token.encode()):
                 return "token"
+            session = request.cookies.get(TOKEN_COOKIE)
+            if session is not None and session.startswith(_LOGIN) and self.valid_csrf(session):
+                return "token"
         return None
+
+    def new_session(self) -> str:
+        """What the login form's cookie holds: a signed random value, never the token."""
+        return self.sign(_LOGIN + secrets.token_urlsafe(16))
+
+    def login_allowed(self, client: str) -> bool:
+        """False once `client` has made LOGIN_TRIES wrong tries within LOGIN_WINDOW s."""
+        now = time.monotonic()
+        tries = [t for t in self._failed.get(client, ()) if now - t < LOGIN_WINDOW]
+        if tries:
+            self._failed[client] = tries
+        else:
+            self._failed.pop(client, None)
+        return len(tries) < LOGIN_TRIES
+
+    def login_failed(self, client: str) -> None:
+        if len(self._failed) > 10_000:  # a flood of addresses: forget the oldest
+            self._failed.pop(next(iter(self._failed)))
+        self._failed.setdefault(client, []).append(time.monotonic())
 
     def sign(self, nonce: str) -> str:
         mac = hmac.new(self.secret, nonce.encode(), hashlib.sha256).hexdigest()
         return f"{nonce}.{mac}"
 
     def new_csrf(self) -> str:
-        return self.sign(secrets.token_urlsafe(16))
+        return self.sign("csrf-" + secrets.token_urlsafe(16))  # never a login session
 
     def valid_csrf(self, value: str | None) -> bool:
         if not value or value.count(".") != 1:

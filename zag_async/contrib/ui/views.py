@@ -9,6 +9,7 @@ so a flow named `<script>` shows as text. Links are made relative to `root`
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
@@ -32,8 +33,6 @@ SINCE = {
 }
 #: The nav bar: (path under the mount, label).
 SECTIONS = (("flows", "Flows"), ("summary", "Summary"), ("jobs", "Jobs"), ("workers", "Workers"))
-#: The most flows a name filter looks through (newest first).
-NAME_SCAN = 5000
 
 
 def e(value: Any) -> str:
@@ -43,11 +42,16 @@ def e(value: Any) -> str:
 
 @dataclass(frozen=True)
 class FlowQuery:
-    """The listing's filters, read leniently from query parameters (bad ones are dropped)."""
+    """The listing's filters, read leniently from query parameters (bad ones are dropped).
+
+    Pages are keyset pages: `before` is the (created_at, uuid) of the last flow
+    of the page before, given as `before=<created_at>_<uuid>`, so page 200 costs
+    what page 1 costs.
+    """
 
     states: tuple[FlowState, ...] = ()
     name: str = ""
-    page: int = 0
+    before: tuple[float, str] | None = None
     since: str = ""  #: a key of SINCE: only flows created that recently
 
     @property
@@ -59,29 +63,37 @@ class FlowQuery:
         known = {s.upper(): FlowState(s) for s in all_states}
         raw = params.get("state", "")
         states = tuple(known[s] for s in raw.upper().split(",") if s in known)
-        name = params.get("name", "")[:200]
-        try:
-            number = int(params.get("page", "0"))
-        except ValueError:
-            number = 0
+        name = params.get("name", "")[:200].replace("\x00", "")
         since = params.get("since", "")
         return cls(
             states=states,
             name=name,
-            page=min(max(number, 0), 10_000),
+            before=_cursor(params.get("before", "")),
             since=since if since in SINCE else "",
         )
 
-    def link(self, root: str, **changes: Any) -> str:
+    def link(self, root: str, *, before: tuple[float, str] | None = None) -> str:
+        """The listing with these filters, from the start or after `before`."""
         values = {
             "state": ",".join(self.states),
             "name": self.name,
             "since": self.since,
-            "page": self.page,
+            "before": "" if before is None else f"{before[0]!r}_{before[1]}",
         }
-        values.update(changes)
-        kept = {k: v for k, v in values.items() if v not in ("", 0, None)}
+        kept = {k: v for k, v in values.items() if v}
         return f"{root}/flows" + (f"?{urlencode(kept)}" if kept else "")
+
+
+def _cursor(text: str) -> tuple[float, str] | None:
+    """`<created_at>_<uuid>` as a keyset cursor; None for anything else."""
+    stamp, _, uuid = text[:100].partition("_")
+    try:
+        when = float(stamp)
+    except ValueError:
+        return None
+    if not uuid or not math.isfinite(when) or not all(c.isalnum() or c == "-" for c in uuid):
+        return None
+    return when, uuid
 
 
 def page(root: str, title: str, body: str, *, script: bool = False) -> str:
@@ -104,6 +116,16 @@ def _when(epoch: float | None) -> str:
     return "" if text is None else e(text[:19].replace("T", " ") + "Z")
 
 
+def state_badge(state: Any) -> str:
+    """A state as a coloured badge."""
+    return _state(state)
+
+
+def when(epoch: float | None) -> str:
+    """Epoch seconds as escaped `YYYY-MM-DD HH:MM:SSZ` text ("" for None)."""
+    return _when(epoch)
+
+
 def _state(state: Any) -> str:
     return f'<span class="state state-{e(str(state).lower())}">{e(state)}</span>'
 
@@ -113,8 +135,6 @@ def flows_page(
     query: FlowQuery,
     rows: Sequence[FlowSummary],
     has_next: bool,
-    *,
-    note: str = "",
 ) -> str:
     """The listing: a filter form, a table of flows, previous/next links."""
     options = "".join(
@@ -150,15 +170,14 @@ def flows_page(
         else '<p class="empty">No flows match.</p>'
     )
     links = []
-    if query.page > 0:
-        links.append(
-            f'<a rel="prev" href="{e(query.link(root, page=query.page - 1))}">previous</a>'
-        )
-    if has_next:
-        links.append(f'<a rel="next" href="{e(query.link(root, page=query.page + 1))}">next</a>')
+    if query.before is not None:
+        links.append(f'<a rel="first" href="{e(query.link(root))}">newest</a>')
+    if has_next and rows:
+        last = rows[-1]
+        after = query.link(root, before=(last.created_at, last.uuid))
+        links.append(f'<a rel="next" href="{e(after)}">next</a>')
     nav = f'<nav aria-label="pages" class="pager">{" ".join(links)}</nav>'
-    shown = f'<p class="notice" role="status">{e(note)}</p>' if note else ""
-    return page(root, "Flows", f"<h1>Flows</h1>{form}{shown}{table}{nav}")
+    return page(root, "Flows", f"<h1>Flows</h1>{form}{table}{nav}")
 
 
 def _text(value: Any) -> str:
@@ -218,6 +237,18 @@ def _actions(root: str, detail: FlowDetail, csrf: str | None) -> str:
             f'<form method="post" action="{base}/resume" class="confirm" '
             f'data-confirm="Resume this flow?">{hidden}<button type="submit">Resume</button></form>'
         )
+    if detail.state in (FlowState.PENDING, FlowState.RUNNING, FlowState.RESUMING):
+        out.append(
+            f'<form method="post" action="{base}/suspend" class="confirm" '
+            f'data-confirm="Suspend this flow? Running steps finish; nothing new starts.">'
+            f'{hidden}<button type="submit">Suspend</button></form>'
+        )
+    out.append(
+        f'<form method="post" action="{base}/cancel" class="confirm" '
+        f'data-confirm="Cancel this flow? Everything it did will be reverted.">{hidden}'
+        '<label for="reason">Reason</label><input id="reason" name="reason" maxlength="2000">'
+        '<button type="submit" class="danger">Cancel flow</button></form>'
+    )
     out.append("</section>")
     return "".join(out)
 

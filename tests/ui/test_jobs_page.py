@@ -161,7 +161,7 @@ async def test_forged_actions_are_403(client: Client, board: JobBoard, action: s
 
 
 async def test_trash_a_pending_job(
-    client: Client, board: JobBoard, caplog: pytest.LogCaptureFixture
+    client: Client, board: JobBoard, stored: Stored, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="zag_async.ui")
     job = await board.post("doomed", flows.approval)
@@ -182,6 +182,8 @@ async def test_trash_a_pending_job(
     )
     assert "job trashed" in after.text
     assert f"ui action: token trash-job {job.uuid}" in caplog.text
+    (logged,) = await stored.backend.list_actions(target=job.uuid)
+    assert (logged.who, logged.action) == ("token", "trash-job")
 
 
 async def test_trash_refuses_a_job_someone_holds_or_not_due(
@@ -232,6 +234,11 @@ async def test_retry_posts_one_new_job_per_failed_job(
     assert detail.store == {"who": "ann"}
     assert again.idempotency_key == f"retry-of:{failed.uuid}"
     assert f"ui action: token retry-job {failed.uuid} new job {again.uuid}" in caplog.text
+    logged = await stored.backend.list_actions(target=failed.uuid)  # newest first
+    assert [(a.action, a.detail.split(" job ")[0]) for a in logged] == [
+        ("retry-job", "already retried as"),
+        ("retry-job", "new"),
+    ]
 
 
 async def test_retry_refuses_jobs_that_did_not_fail(client: Client, board: JobBoard) -> None:

@@ -354,14 +354,17 @@ def routes(ui: Ui) -> list[Route]:
                 f"job {job_id}: its flow {ended.job.flow_id} has no factory to run again: {exc}",
                 409,
             )
+        key = f"retry-of:{job_id}"
+        before = await board.find_key(key)
         job = await board.post_ref(
             ended.job.name,
             ref,
             store=detail.store,
             priority=ended.job.priority,
-            idempotency_key=f"retry-of:{job_id}",
+            idempotency_key=key,
         )
-        await ui.record(who, "retry-job", job_id, f"new job {job.uuid} flow {job.flow_id}")
+        posted = "already retried as" if before is not None else "new"
+        await ui.record(who, "retry-job", job_id, f"{posted} job {job.uuid} flow {job.flow_id}")
         return RedirectResponse(
             f"{root(request)}/flows/{job.flow_id}?done=retried+as+job+{job.uuid}", status_code=303
         )

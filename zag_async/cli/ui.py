@@ -2,7 +2,9 @@
 
 Read-only unless `--actions`, which needs `--token` (or ZAG_UI_TOKEN): a
 browser logs in at /login, a script sends `Authorization: Bearer TOKEN`.
-With `--board` a signal wakes the flow's job so a conductor resumes it.
+With `--board` a signal wakes the flow's job so a conductor resumes it, and the
+jobs page shows the board; with `--broker` the workers page shows live workers
+and their queues.
 """
 
 from __future__ import annotations
@@ -28,6 +30,13 @@ __all__ = ["ui_command"]
     metavar="URL",
     help="The job board flows' jobs are on (a signal then wakes the flow's job).",
 )
+@click.option(
+    "--broker",
+    envvar="ZAG_AMQP",
+    show_envvar=True,
+    metavar="URL",
+    help="The workers' RabbitMQ (amqp://...), for the workers page.",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8765, show_default=True, type=int, help="Port to listen on.")
 @click.option(
@@ -37,13 +46,25 @@ __all__ = ["ui_command"]
     metavar="T",
     help="The token that allows actions (login form or Bearer header).",
 )
-@click.option("--actions", is_flag=True, help="Allow actions (signal, resume); needs --token.")
+@click.option(
+    "--actions",
+    is_flag=True,
+    help="Allow actions (signal, resume, trash and retry jobs); needs --token.",
+)
 def ui_command(
-    backend: str, board: str | None, host: str, port: int, token: str | None, actions: bool
+    backend: str,
+    board: str | None,
+    broker: str | None,
+    host: str,
+    port: int,
+    token: str | None,
+    actions: bool,
 ) -> None:
     """Serve the operations UI for the flows in --backend (read-only by default)."""
     if actions and not token:
         raise BadInput("--actions needs --token (or ZAG_UI_TOKEN): actions need a login")
+    if broker is not None and not broker.startswith(("amqp://", "amqps://")):
+        raise BadInput("--broker takes a RabbitMQ URL: amqp://user:password@host[:port]/")
     try:
         import uvicorn
 
@@ -66,7 +87,7 @@ def ui_command(
 
     async def serve() -> None:
         async with opened() as (database, jobs):
-            app = asgi_app(database, board=jobs, actions=actions, token=token)
+            app = asgi_app(database, board=jobs, actions=actions, token=token, broker=broker)
             click.echo(f"zag-async ui: http://{host}:{port}/flows", err=True)
             config = uvicorn.Config(app, host=host, port=port, log_level="warning")
             await uvicorn.Server(config).serve()

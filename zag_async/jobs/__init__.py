@@ -10,7 +10,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError
-from .base import Claim, Job, JobBoard, JobOutcome, JobState, Schedule, pick_backend
+from .base import (
+    Claim,
+    FinishedJob,
+    Holder,
+    Job,
+    JobBoard,
+    JobOutcome,
+    JobState,
+    Schedule,
+    pick_backend,
+)
 from .memory import MemoryBoard
 
 if TYPE_CHECKING:
@@ -18,6 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Claim",
+    "FinishedJob",
+    "Holder",
     "Job",
     "JobBoard",
     "JobOutcome",

@@ -24,7 +24,7 @@ import contextlib
 import logging
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 from uuid import NAMESPACE_URL, uuid4, uuid5
@@ -33,7 +33,7 @@ from ..errors import BoardUnavailable, ConcurrentUpdate, ConfigurationError, Job
 from ..factory import FactoryRef
 from ..models import FlowDetail
 from ..waiting import wake_job_id
-from .records import Claim, Job, JobOutcome, JobState
+from .records import Claim, FinishedJob, Holder, Job, JobOutcome, JobState
 from .schedule import Schedule, check_cron, next_fire
 
 if TYPE_CHECKING:
@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 __all__ = [
     "PARKED",
     "Claim",
+    "FinishedJob",
+    "Holder",
     "Job",
     "JobBoard",
     "JobOutcome",
@@ -208,13 +210,35 @@ class JobBoard(abc.ABC):
         seconds are counted on the board's clock. Posting again with the same
         `idempotency_key` returns the job already posted.
         """
+        return await self.post_ref(
+            name,
+            FactoryRef.of(factory, args, kwargs),
+            store=store,
+            priority=priority,
+            delay=delay,
+            idempotency_key=idempotency_key,
+        )
+
+    async def post_ref(
+        self,
+        name: str,
+        ref: FactoryRef,
+        *,
+        store: Mapping[str, Any] | None = None,
+        priority: int = 0,
+        delay: float = 0.0,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """`post` for a factory already referenced (say one read back from a flow
+        record's meta, to run a failed job's flow again as a new job)."""
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"a job needs a non-empty string name, got {name!r}")
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise ConfigurationError(f"job {name!r}: priority must be an int, got {priority!r}")
         if not isinstance(delay, (int, float)) or delay < 0:
             raise ConfigurationError(f"job {name!r}: delay must be >= 0 seconds, got {delay!r}")
-        ref = FactoryRef.of(factory, args, kwargs)
+        if not isinstance(ref, FactoryRef):
+            raise ConfigurationError(f"job {name!r}: ref must be a FactoryRef, got {ref!r}")
         if idempotency_key is not None:
             existing = await self.find_key(idempotency_key)
             if existing is not None:
@@ -459,6 +483,16 @@ class JobBoard(abc.ABC):
         owners = {await self.find_owner(job) for job in await self.jobs(state=JobState.CLAIMED)}
         return {owner for owner in owners if owner is not None}
 
+    async def holders(self, of: Sequence[Job | str]) -> dict[str, Holder]:
+        """Who holds each job of `of` that is claimed now, by job id (for operators).
+
+        This default asks `find_owner` for each; SQL boards add the lease's end,
+        ZooKeeper boards the session whose ephemeral node is the claim.
+        """
+        ids = [self._id(job) for job in of]
+        owners = await asyncio.gather(*(self.find_owner(job_id) for job_id in ids))
+        return {i: Holder(o) for i, o in zip(ids, owners, strict=True) if o is not None}
+
     async def release_owner(self, owner: str) -> list[str]:
         """Give back every claim `owner` holds (a restarted process taking back its own
         work at once); returns the ids of the jobs released.
@@ -474,6 +508,21 @@ class JobBoard(abc.ABC):
 
     @abc.abstractmethod
     async def _wait_outcome(self, job_id: str) -> JobOutcome: ...
+
+    @abc.abstractmethod
+    async def find_finished(self, job_id: str) -> FinishedJob | None:
+        """The job `job_id` as it ended (job, outcome, when), or None while it has not."""
+
+    @abc.abstractmethod
+    async def finished(
+        self, *, limit: int = 100, states: Collection[str] | None = None
+    ) -> list[FinishedJob]:
+        """Jobs that ended (consumed or trashed), last finished first; at most `limit`.
+
+        `states` keeps only outcomes in those states ("SUCCESS", "REVERTED",
+        "FAILURE", "TRASHED"). For operators (the UI's trash and failures):
+        ZooKeeper reads each result node, at most FINISHED_SCAN of them.
+        """
 
     @abc.abstractmethod
     def lock(self, name: str) -> AbstractAsyncContextManager[None]:

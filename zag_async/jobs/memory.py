@@ -10,11 +10,11 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from typing import TYPE_CHECKING
 
 from ..errors import AlreadyClaimed, ClaimLost, NotYetDue
-from .base import PARKED, Claim, Job, JobBoard, JobOutcome, JobState, Schedule
+from .base import PARKED, Claim, FinishedJob, Job, JobBoard, JobOutcome, JobState, Schedule
 
 if TYPE_CHECKING:
     from ..persistence.base import Backend
@@ -33,6 +33,8 @@ class _Shared:
         self.trash: dict[str, tuple[Job, str]] = {}
         self.schedules: dict[str, Schedule] = {}
         self.finished: dict[str, Job] = {}
+        #: when each finished job ended (this process's clock), in finishing order
+        self.ended: dict[str, float] = {}
         #: each open board's change notifier: a change made through one board wakes all
         self.notifiers: set[Callable[[], None]] = set()
         self.locks: dict[str, asyncio.Lock] = {}
@@ -208,6 +210,7 @@ class MemoryBoard(JobBoard):
         del s.claims[job_id]
         s.finished[job_id] = s.jobs.pop(job_id)
         s.outcomes[job_id] = outcome
+        s.ended[job_id] = time.time()
         if next_job is not None:
             await self._post(next_job, None)
         self._changed()
@@ -221,6 +224,7 @@ class MemoryBoard(JobBoard):
         s.finished[job_id] = job
         s.trash[job_id] = (job, reason)
         s.outcomes[job_id] = JobOutcome.trashed(job, reason)
+        s.ended[job_id] = time.time()
         self._changed()
 
     async def record_build_failure(self, claim: Claim, error: str) -> int:
@@ -236,6 +240,28 @@ class MemoryBoard(JobBoard):
 
     async def outcome(self, job_id: str) -> JobOutcome | None:
         return self._s.outcomes.get(job_id)
+
+    async def find_finished(self, job_id: str) -> FinishedJob | None:
+        s = self._s
+        if job_id not in s.ended:
+            return None
+        job = self._copy(s.finished[job_id], self._finished_state(job_id))
+        return FinishedJob(job, s.outcomes[job_id], s.ended[job_id])
+
+    async def finished(
+        self, *, limit: int = 100, states: Collection[str] | None = None
+    ) -> list[FinishedJob]:
+        s = self._s
+        out: list[FinishedJob] = []
+        for job_id in reversed(s.ended):
+            if len(out) >= limit:
+                break
+            outcome = s.outcomes[job_id]
+            if states is None or outcome.state in states:
+                found = await self.find_finished(job_id)
+                assert found is not None
+                out.append(found)
+        return out
 
     async def _wait_outcome(self, job_id: str) -> JobOutcome:
         changed = asyncio.Event()

@@ -18,7 +18,7 @@ from ..factory import FactoryRef
 if TYPE_CHECKING:
     from .base import JobBoard
 
-__all__ = ["Claim", "Job", "JobOutcome", "JobState"]
+__all__ = ["Claim", "FinishedJob", "Holder", "Job", "JobOutcome", "JobState"]
 
 
 class JobState(StrEnum):
@@ -134,3 +134,23 @@ class JobOutcome:
         return cls(
             data["job_id"], data["flow_id"], data["state"], data.get("results"), data.get("error")
         )
+
+
+@dataclass(frozen=True)
+class FinishedJob:
+    """A job that left the board (consumed or trashed), as an operator lists it:
+    the job as it was last claimed, how it ended and when (board clock)."""
+
+    job: Job
+    outcome: JobOutcome
+    finished_at: float
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a claimed job, and what keeps the claim alive: a lease until
+    `lease_until` (SQL boards, board clock) or the ZooKeeper `session` (hex id)."""
+
+    owner: str
+    lease_until: float | None = None
+    session: str | None = None

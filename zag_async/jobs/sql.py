@@ -27,16 +27,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import RowMapping, delete, func, select, update
+from sqlalchemy import JSON, RowMapping, cast, delete, func, literal_column, select, update
+from sqlalchemy.sql.elements import ColumnElement
 
 from ..background import Background
 from ..errors import ConfigurationError, JobNotFound
 from ..persistence.schema import job_keys, job_results, job_schedules, jobs
 from .base import PARKED, JobBoard
-from .records import Claim, Job, JobOutcome, JobState
+from .records import Claim, FinishedJob, Holder, Job, JobOutcome, JobState
 from .schedule import Schedule
 from .sqlclaims import SqlClaims
 from .sqldb import BoardDb
@@ -315,6 +316,17 @@ class SqlBoard(JobBoard):
         async with self.db.read() as conn:
             return {str(owner) for owner in (await conn.execute(query)).scalars()}
 
+    async def holders(self, of: Sequence[Job | str]) -> dict[str, Holder]:
+        ids = [self._id(job) for job in of]
+        if not ids:
+            return {}
+        query = select(jobs.c.uuid, jobs.c.owner, jobs.c.lease_until).where(
+            jobs.c.uuid.in_(ids), claimed_now(self.db)
+        )
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return {r.uuid: Holder(str(r.owner), lease_until=float(r.lease_until)) for r in rows}
+
     async def release_owner(self, owner: str) -> list[str]:
         """Give back every claim `owner` holds, except those taken through this board object.
 
@@ -332,6 +344,40 @@ class SqlBoard(JobBoard):
         async with self.db.read() as conn:
             found = (await conn.execute(query)).scalar_one_or_none()
         return None if found is None else JobOutcome.from_dict(json.loads(found))
+
+    async def finished(
+        self, *, limit: int = 100, states: Collection[str] | None = None
+    ) -> list[FinishedJob]:
+        c = job_results.c
+        # Ties (SQLite's clock counts milliseconds) go by insertion: SQLite's rowid.
+        tie = c.job_uuid if self.db.postgres else literal_column("rowid").desc()
+        query = select(c.outcome, c.job, c.finished_at).order_by(c.finished_at.desc(), tie)
+        if states is not None:
+            query = query.where(self._outcome_state().in_(list(states)))
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query.limit(max(limit, 0)))).all()
+        return [self._finished(row) for row in rows]
+
+    async def find_finished(self, job_id: str) -> FinishedJob | None:
+        c = job_results.c
+        query = select(c.outcome, c.job, c.finished_at).where(c.job_uuid == job_id)
+        async with self.db.read() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else self._finished(row)
+
+    def _finished(self, row: Any) -> FinishedJob:
+        """A `zag_job_results` row (outcome, job, finished_at) as a finished job."""
+        outcome = JobOutcome.from_dict(json.loads(row.outcome))
+        job = Job.from_dict(json.loads(row.job))
+        job.board = self
+        job.state = JobState.TRASHED if outcome.state == "TRASHED" else JobState.COMPLETE
+        return FinishedJob(job, outcome, float(row.finished_at))
+
+    def _outcome_state(self) -> ColumnElement[str]:
+        """SQL: the state inside a result's outcome JSON (stored as text)."""
+        if self.db.postgres:
+            return func.json_extract_path_text(cast(job_results.c.outcome, JSON), "state")
+        return func.json_extract(job_results.c.outcome, "$.state")
 
     async def _wait_outcome(self, job_id: str) -> JobOutcome:
         changed = asyncio.Event()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -27,7 +27,7 @@ from aiozk.transaction import Transaction
 from ..errors import BoardUnavailable, ConfigurationError
 from ..persistence.urls import hide_password
 from .base import PARKED, JobBoard
-from .records import Claim, Job, JobOutcome, JobState
+from .records import Claim, FinishedJob, Holder, Job, JobOutcome, JobState
 from .schedule import Schedule
 from .zkcache import JobCache
 from .zkclaims import ZkClaims
@@ -53,6 +53,9 @@ if TYPE_CHECKING:
 __all__ = ["ZooKeeperBoard"]
 
 logger = logging.getLogger("zag_async.jobs")
+
+#: The most result nodes `finished()` reads (which ones, beyond that, is arbitrary).
+FINISHED_SCAN = 2000
 
 
 class ZooKeeperBoard(JobBoard):
@@ -106,6 +109,8 @@ class ZooKeeperBoard(JobBoard):
             self.zk, view=self._view, clock=self._clock, url=url, missing=self._missing
         )
         self._opened = False
+        #: result nodes read by `finished()`: job id -> (creation zxid, the finished job)
+        self._results: dict[str, tuple[int, FinishedJob]] = {}
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -309,11 +314,76 @@ class ZooKeeperBoard(JobBoard):
         owner = (loads(raw) or {}).get("owner")
         return None if owner is None else str(owner)
 
+    async def holders(self, of: Sequence[Job | str]) -> dict[str, Holder]:
+        ids = [self._id(job) for job in of]
+        found = await asyncio.gather(*(self._holder(job_id) for job_id in ids))
+        return {i: h for i, h in zip(ids, found, strict=True) if h is not None}
+
+    async def _holder(self, job_id: str) -> Holder | None:
+        try:
+            raw, stat = await self.zk.call(self.zk.c.get, f"/claims/{job_id}")
+        except zk_exc.NoNode:
+            return None
+        owner = (loads(raw) or {}).get("owner")
+        if owner is None:
+            return None
+        return Holder(str(owner), session=f"0x{stat.ephemeral_owner:x}")
+
     # -- outcomes ----------------------------------------------------------------
 
     async def outcome(self, job_id: str) -> JobOutcome | None:
         found = await read_result(self.zk, job_id)
         return None if found is None else JobOutcome.from_dict(found["outcome"])
+
+    async def finished(
+        self, *, limit: int = 100, states: Collection[str] | None = None
+    ) -> list[FinishedJob]:
+        # Result nodes have no order but their creation time: read them (at most
+        # FINISHED_SCAN, in batches) and sort. A result node never changes once
+        # written, so each is read once and kept while it is listed.
+        names = (await self.zk.call(self.zk.c.get_children, "/results"))[:FINISHED_SCAN]
+        known = self._results
+        fresh = [n for n in names if n not in known]
+        for start in range(0, len(fresh), 50):
+            batch = fresh[start : start + 50]
+            for name, item in zip(
+                batch, await asyncio.gather(*(self._finished_one(n) for n in batch)), strict=True
+            ):
+                if item is not None:
+                    known[name] = item
+        self._results = {n: known[n] for n in names if n in known}
+        found = [
+            item
+            for item in self._results.values()
+            if states is None or item[1].outcome.state in states
+        ]
+        # creation order (zxid) is finishing order, also within one millisecond
+        found.sort(key=lambda pair: pair[0], reverse=True)
+        return [self._copy_finished(item) for _, item in found[: max(limit, 0)]]
+
+    async def find_finished(self, job_id: str) -> FinishedJob | None:
+        found = await self._finished_one(job_id)
+        return None if found is None else found[1]
+
+    def _copy_finished(self, item: FinishedJob) -> FinishedJob:
+        """A copy of a kept record (a `Job` is mutable; the cache must stay as read)."""
+        job = Job.from_dict(item.job.to_dict(), state=item.job.state)
+        job.board = self
+        return FinishedJob(job, item.outcome, item.finished_at)
+
+    async def _finished_one(self, job_id: str) -> tuple[int, FinishedJob] | None:
+        try:
+            raw, stat = await self.zk.call(self.zk.c.get, f"/results/{job_id}")
+        except zk_exc.NoNode:
+            return None
+        data = loads(raw)
+        if not isinstance(data, dict) or "job" not in data or "outcome" not in data:
+            return None
+        outcome = JobOutcome.from_dict(data["outcome"])
+        job = Job.from_dict(data["job"])
+        job.board = self
+        job.state = JobState.TRASHED if outcome.state == "TRASHED" else JobState.COMPLETE
+        return stat.created_zxid, FinishedJob(job, outcome, stat.created / 1000.0)
 
     async def _wait_outcome(self, job_id: str) -> JobOutcome:
         created = asyncio.Event()

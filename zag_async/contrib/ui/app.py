@@ -41,7 +41,7 @@ from ...pictures import DOT_TIMEOUT, to_dot
 from ...states import FlowState
 from ...waiting import job_of
 from ...waiting import signal as send_signal
-from . import summary, timeline, views
+from . import jobs, summary, timeline, views, workers
 from .common import Ui, form, root
 from .security import CSRF_COOKIE, TOKEN_COOKIE, Auth, Guard
 
@@ -135,6 +135,7 @@ def asgi_app(
     actions: bool = False,
     token: str | None = None,
     auth: Auth | None = None,
+    broker: str | None = None,
 ) -> Starlette:
     """The operations UI for the flows stored in `backend` (an open Backend or a URL).
 
@@ -145,6 +146,7 @@ def asgi_app(
         actions: allow signal and resume (off: read-only, every POST is 403).
         token: a shared secret for standalone use (Bearer header or login form).
         auth: the host app's check, `async (request) -> bool`.
+        broker: the workers' RabbitMQ (`amqp://...`), for the workers page.
 
     Raises:
         ConfigurationError: actions were asked for with no way to authenticate.
@@ -153,7 +155,7 @@ def asgi_app(
         raise ConfigurationError("the UI's actions need token= or auth= (an authenticated caller)")
     if not isinstance(backend, (Backend, str)):
         raise ConfigurationError(f"backend must be a Backend or a URL, got {backend!r}")
-    ui = Ui(backend, board, actions, Guard(token=token, auth=auth))
+    ui = Ui(backend, board, actions, Guard(token=token, auth=auth), broker=broker)
 
     async def home(request: Request) -> Response:
         return RedirectResponse(f"{root(request)}/flows", status_code=303)
@@ -357,6 +359,8 @@ def asgi_app(
         Route("/flows/{flow_id}/cancel", act_control, methods=["POST"]),
         Route("/login", login, methods=["GET", "POST"]),
         *summary.routes(ui),
+        *jobs.routes(ui),
+        *workers.routes(ui),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)

@@ -177,7 +177,17 @@ query_values = st.text(
         st.sampled_from(["state", "name", "page", "since", "x"]), query_values, max_size=5
     ),
     path=st.sampled_from(
-        ["/zag/flows", "/zag/flows/{}", "/zag/flows/{}/atoms.json", "/zag/flows/{}/picture.svg"]
+        [
+            "/zag/flows",
+            "/zag/flows/{}",
+            "/zag/flows/{}/atoms.json",
+            "/zag/flows/{}/picture.svg",
+            "/zag/flows/{}/timeline.svg",
+            "/zag/flows/{}/timeline.json",
+            "/zag/summary",
+            "/zag/jobs",
+            "/zag/workers",
+        ]
     ),
     flow=query_values,
 )
@@ -186,7 +196,8 @@ async def test_no_query_string_makes_a_server_error(
 ) -> None:
     async with client() as http:
         reply = await http.get(path.format(quote(flow, safe="") or "x"), params=params)
-    assert reply.status_code in (200, 404), (path, flow, params, reply.status_code)
+    # 307: "/" as an id makes a path with "//", which the router redirects; never a 5xx
+    assert reply.status_code in (200, 307, 404), (path, flow, params, reply.status_code)
 
 
 @pytest.mark.services  # runs Graphviz's dot

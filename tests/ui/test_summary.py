@@ -33,10 +33,13 @@ async def test_actions_are_recorded_and_shown_escaped(client: Client, stored: St
             headers=BEARER,
         )
         page = await http.get("/zag/summary")
+        flow_page = await http.get(f"/zag/flows/{stored.waiting}")
     recorded = await stored.backend.list_actions(target=stored.waiting)
     assert [(a.who, a.action, a.detail) for a in recorded] == [("token", "cancel", "<b>gone</b>")]
     assert "&lt;b&gt;gone&lt;/b&gt;" in page.text and "<b>gone" not in page.text
     assert f'href="/zag/flows/{stored.waiting}"' in page.text
+    assert "Actions taken on this flow" in flow_page.text
+    assert "&lt;b&gt;gone&lt;/b&gt;" in flow_page.text
 
 
 async def test_an_empty_database_says_so(client: Client, stored: Stored) -> None:

@@ -197,8 +197,14 @@ def asgi_app(
             current = request.cookies.get(CSRF_COOKIE)
             csrf = current if ui.guard.valid_csrf(current) else ui.guard.new_csrf()
         notice = request.query_params.get("done", "")[:200]
+        done = await (await ui.backend()).list_actions(target=detail.uuid, limit=20)
         body = views.flow_page(
-            root(request), detail, csrf=csrf, notice=notice, inputs=atom_inputs(detail)
+            root(request),
+            detail,
+            csrf=csrf,
+            notice=notice,
+            inputs=atom_inputs(detail),
+            done=done,
         )
         response = HTMLResponse(body)
         return _with_csrf(request, response, csrf) if csrf else response

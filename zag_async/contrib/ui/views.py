@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 
 from ...failure import Failure, error_text
 from ...inspection import Inputs
-from ...models import AtomDetail, FlowDetail, FlowSummary
+from ...models import Action, AtomDetail, FlowDetail, FlowSummary
 from ...states import ENDED, FlowState
 from ...status import failure_lines, iso_utc, waits_of
 from . import timeline
@@ -377,6 +377,23 @@ def _actions(root: str, detail: FlowDetail, csrf: str | None) -> str:
     return "".join(out)
 
 
+def _done(actions: Sequence[Action]) -> str:
+    """The actions taken on the flow through the UI (its record in the action log)."""
+    if not actions:
+        return ""
+    rows = "".join(
+        f"<tr><td>{_when(a.at)}</td><td>{e(a.who)}</td><td>{e(a.action)}</td>"
+        f"<td>{e(a.detail)}</td></tr>"
+        for a in actions
+    )
+    return (
+        '<section><h2>Actions taken</h2><table class="actions-log">'
+        "<caption>Actions taken on this flow through the UI, newest first</caption><thead><tr>"
+        '<th scope="col">When</th><th scope="col">Who</th><th scope="col">Action</th>'
+        f'<th scope="col">Detail</th></tr></thead><tbody>{rows}</tbody></table></section>'
+    )
+
+
 def flow_page(
     root: str,
     detail: FlowDetail,
@@ -384,6 +401,7 @@ def flow_page(
     csrf: str | None = None,
     notice: str = "",
     inputs: Inputs | None = None,
+    done: Sequence[Action] = (),
 ) -> str:
     """One flow: its state, what it waits for, its failures, its picture, a timeline
     of its calls, a table of its atoms and each atom's whole story.
@@ -437,7 +455,7 @@ def flow_page(
         + _timeline(root, detail, chart)
         + '<section class="stories"><h2>Atoms in detail</h2>'
         '<p class="muted">States update live; the rest is as of when this page was loaded.</p>'
-        f"{stories}</section>" + _actions(root, detail, csrf)
+        f"{stories}</section>" + _actions(root, detail, csrf) + _done(done)
     )
     return page(root, detail.name, body, script=True)
 

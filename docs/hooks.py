@@ -3,7 +3,8 @@
 README.md and CHANGELOG.md stay the single source (a test runs the README's
 blocks); these hooks put their text into docs/index.md and docs/changelog.md at
 build time and point repository-relative links (examples/..., zag_async/...) at
-the source tree, which the site does not contain.
+the source tree, which the site does not contain (links into docs/, such as the
+screenshots, stay links within the site).
 """
 
 from __future__ import annotations
@@ -23,4 +24,11 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
         return markdown
     text = (ROOT / source).read_text(encoding="utf-8")
     tree = str(config["repo_url"]).rstrip("/") + "/blob/main/"
-    return _LINK.sub(lambda m: f"]({tree}{m.group(1)})", text)
+
+    def point(match: re.Match[str]) -> str:
+        target = match.group(1)
+        if target.startswith("docs/"):  # in the site too (the screenshots): a site link
+            return f"]({target.removeprefix('docs/')})"
+        return f"]({tree}{target})"
+
+    return _LINK.sub(point, text)

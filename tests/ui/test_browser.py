@@ -174,3 +174,45 @@ async def test_resume_a_suspended_flow(page: Any, served: str, stored: Stored) -
     await page.wait_for_url(f"{served}/flows/{flow_id}?done=resume+started")
     await page.locator("#flow-state", has_text="SUCCESS").wait_for()
     await shot(page, "flow-resumed")
+
+
+async def log_in(page: Any, served: str) -> None:
+    await page.goto(f"{served}/login")
+    await page.get_by_label("Token").fill(TOKEN)
+    await page.keyboard.press("Enter")
+    await page.wait_for_url(f"{served}/flows")
+
+
+async def test_suspend_then_cancel_a_running_flow(page: Any, served: str, stored: Stored) -> None:
+    engine = zag.Engine.from_factory(flows.held, store={"tag": "ops"}, backend=stored.backend)
+    running = asyncio.create_task(engine.run())
+    try:
+        await eventually(
+            lambda: engine.storage.get("gate").state == "RUNNING", what="the gate running"
+        )
+        await log_in(page, served)
+        await page.goto(f"{served}/flows/{engine.flow_id}")
+        page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await page.get_by_role("button", name="Suspend").click()
+        await page.wait_for_url(f"{served}/flows/{engine.flow_id}?done=suspend+requested")
+        flows.gate_for("ops").set()  # the running step finishes; nothing new starts
+        await page.locator("#flow-state", has_text="SUSPENDED").wait_for()
+        await asyncio.wait_for(running, 10)
+        await shot(page, "flow-suspended-by-ui")
+        await page.get_by_label("Reason").fill("ordered by mistake")
+        page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await page.get_by_role("button", name="Cancel flow").click()
+        await page.wait_for_url(f"{served}/flows/{engine.flow_id}?done=cancel+requested")
+        await page.locator("#flow-state", has_text="REVERTED").wait_for()
+        await page.reload()
+        assert "cancelled by token: ordered by mistake" in await page.content()
+        await shot(page, "flow-cancelled-by-ui")
+    finally:
+        flows.gate_for("ops").set()
+        running.cancel()
+    detail = await stored.backend.load_flow(engine.flow_id)
+    assert detail.state is FlowState.REVERTED
+    assert [a.action for a in await stored.backend.list_actions(target=engine.flow_id)] == [
+        "cancel",
+        "suspend",
+    ]

@@ -89,3 +89,32 @@ async def suspend_one(backend: Backend, tag: str) -> str:
     await running
     assert (await backend.load_flow(engine.flow_id)).state is FlowState.SUSPENDED
     return engine.flow_id
+
+
+@pytest.fixture
+def chromium() -> Path:
+    """Debian's Chromium (a skip without it, a failure under CI)."""
+    from .browser import CHROMIUM, missing
+
+    if not CHROMIUM.exists():
+        missing(f"no browser at {CHROMIUM}")
+    return CHROMIUM
+
+
+@pytest.fixture
+async def served(stored: Stored) -> AsyncIterator[str]:
+    """The UI (actions on, with the browser token) served on a free port (a test
+    module may override this fixture to serve it with other options)."""
+    from .browser import TOKEN, serve_ui
+
+    async with serve_ui(asgi_app(stored.backend, actions=True, token=TOKEN)) as url:
+        yield url
+
+
+@pytest.fixture
+async def page(chromium: Path, served: str) -> AsyncIterator[Any]:
+    """A headless Chromium page (the UI is being served at `served`)."""
+    from .browser import open_page
+
+    async with open_page(chromium) as opened:
+        yield opened

@@ -1,96 +1,25 @@
 """The UI in a real browser: headless Chromium (Debian's, /usr/bin/chromium) driven
 by Playwright against the app served by uvicorn, over a real SQLite backend with
-real flows. Screenshots land in tests/ui/artifacts/ (gitignored; CI keeps them).
-
-Without the browser or Playwright these skip, unless CI is set: then they fail,
-because CI must run them (scripts/services.sh installs Chromium).
+real flows (see browser.py for the machinery; screenshots in tests/ui/artifacts/).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from starlette.applications import Starlette
-from starlette.routing import Mount
 from support import eventually
 
 import zag_async as zag
-from zag_async.contrib.ui import asgi_app
 from zag_async.errors import NotFound
 from zag_async.states import FlowState
 
 from . import flows
+from .browser import TOKEN, log_in, shot
 from .conftest import Stored, suspend_one
 
 pytestmark = pytest.mark.services  # a browser, a server: not the fast suite
-
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-TOKEN = "browser-token"
-
-
-def missing(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI is set, so this is an error, not a skip)")
-    pytest.skip(f"{reason} (bash scripts/services.sh chromium; pip install playwright)")
-
-
-@pytest.fixture
-async def served(stored: Stored) -> AsyncIterator[str]:
-    """The UI (actions on, with a token) mounted at /zag, served on a free port."""
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ui = asgi_app(stored.backend, actions=True, token=TOKEN)
-    host = Starlette(routes=[Mount("/zag", ui)])
-    server = uvicorn.Server(uvicorn.Config(host, port=port, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done(), "the server stopped at start"
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}/zag"
-    finally:
-        server.should_exit = True
-        await task
-        await ui.state.ui.aclose()  # the resumes it started (a mount's lifespan is not run)
-
-
-@pytest.fixture
-def chromium() -> Path:
-    if not CHROMIUM.exists():
-        missing(f"no browser at {CHROMIUM}")
-    return CHROMIUM
-
-
-@pytest.fixture
-async def page(chromium: Path, served: str) -> AsyncIterator[Any]:
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError:
-        missing("Playwright is not installed")
-    ARTIFACTS.mkdir(exist_ok=True)
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=str(chromium), headless=True)
-        try:
-            context = await browser.new_context(viewport={"width": 1200, "height": 800})
-            opened = await context.new_page()
-            opened.set_default_timeout(10_000)
-            yield opened
-        finally:
-            await browser.close()
-
-
-async def shot(page: Any, name: str) -> None:
-    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 async def test_list_then_open_a_flow_by_keyboard(page: Any, served: str, stored: Stored) -> None:
@@ -174,13 +103,6 @@ async def test_resume_a_suspended_flow(page: Any, served: str, stored: Stored) -
     await page.wait_for_url(f"{served}/flows/{flow_id}?done=resume+started")
     await page.locator("#flow-state", has_text="SUCCESS").wait_for()
     await shot(page, "flow-resumed")
-
-
-async def log_in(page: Any, served: str) -> None:
-    await page.goto(f"{served}/login")
-    await page.get_by_label("Token").fill(TOKEN)
-    await page.keyboard.press("Enter")
-    await page.wait_for_url(f"{served}/flows")
 
 
 async def test_suspend_then_cancel_a_running_flow(page: Any, served: str, stored: Stored) -> None:

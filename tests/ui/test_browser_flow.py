@@ -16,15 +16,15 @@ import zag_async as zag
 from zag_async.errors import NotFound
 
 from . import flows
+from .browser import shot
 from .conftest import Stored
-from .test_browser import chromium, page, served, shot  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.services  # a browser, a server: not the fast suite
 
 
 async def test_the_timeline_gains_bars_while_the_flow_runs(
-    page: Any,  # noqa: F811 (the fixture)
-    served: str,  # noqa: F811
+    page: Any,
+    served: str,
     stored: Stored,
 ) -> None:
     problems: list[str] = []
@@ -79,8 +79,8 @@ async def test_the_timeline_gains_bars_while_the_flow_runs(
 
 
 async def test_an_atoms_story_opens_from_the_keyboard(
-    page: Any,  # noqa: F811 (the fixture)
-    served: str,  # noqa: F811
+    page: Any,
+    served: str,
     stored: Stored,
 ) -> None:
     await page.goto(f"{served}/flows/{stored.failed}")

@@ -6,25 +6,20 @@ tests/ui/artifacts/."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from starlette.applications import Starlette
-from starlette.routing import Mount
 
 import zag_async as zag
 from zag_async.contrib.ui import asgi_app
 from zag_async.jobs import JobBoard
 
 from . import flows
+from .browser import TOKEN, log_in, open_page, serve_ui, shot
 from .conftest import Stored
-from .test_browser import ARTIFACTS, TOKEN, chromium, missing, shot
-
-__all__ = ["chromium"]  # the fixture, shared with test_browser.py
 
 pytestmark = pytest.mark.services  # a browser, a server: not the fast suite
 
@@ -39,49 +34,15 @@ async def board(stored: Stored, tmp_path: Path) -> AsyncIterator[JobBoard]:
 @pytest.fixture
 async def served(stored: Stored, board: JobBoard, amqp_url: str) -> AsyncIterator[str]:
     """The UI (actions on, with a token, the board and the broker) at /zag on a free port."""
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     ui = asgi_app(stored.backend, board=board, actions=True, token=TOKEN, broker=amqp_url)
-    host = Starlette(routes=[Mount("/zag", ui)])
-    server = uvicorn.Server(uvicorn.Config(host, port=port, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done(), "the server stopped at start"
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}/zag"
-    finally:
-        server.should_exit = True
-        await task
-        await ui.state.ui.aclose()
+    async with serve_ui(ui) as url:
+        yield url
 
 
 @pytest.fixture
 async def page(chromium: Path, served: str) -> AsyncIterator[Any]:
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError:
-        missing("Playwright is not installed")
-    ARTIFACTS.mkdir(exist_ok=True)
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=str(chromium), headless=True)
-        try:
-            context = await browser.new_context(viewport={"width": 1200, "height": 900})
-            opened = await context.new_page()
-            opened.set_default_timeout(10_000)
-            yield opened
-        finally:
-            await browser.close()
-
-
-async def log_in(page: Any, served: str) -> None:
-    await page.goto(f"{served}/login")
-    await page.get_by_label("Token").fill(TOKEN)
-    await page.keyboard.press("Enter")
-    await page.wait_for_url(f"{served}/flows")
+    async with open_page(chromium, height=900) as opened:
+        yield opened
 
 
 async def test_trash_a_pending_job_then_retry_it(page: Any, served: str, board: JobBoard) -> None:

@@ -43,7 +43,7 @@ from ...waiting import job_of
 from ...waiting import signal as send_signal
 from . import jobs, summary, timeline, views, workers
 from .common import Ui, form, root
-from .security import CSRF_COOKIE, TOKEN_COOKIE, Auth, Guard
+from .security import TOKEN_COOKIE, Auth, Guard
 
 __all__ = ["asgi_app"]
 
@@ -120,14 +120,6 @@ class _Secure:
         await self.app(scope, receive, send_secured)
 
 
-def _with_csrf(request: Request, response: Response, token: str) -> Response:
-    if request.cookies.get(CSRF_COOKIE) != token:
-        response.set_cookie(
-            CSRF_COOKIE, token, httponly=True, samesite="strict", path=root(request) or "/"
-        )
-    return response
-
-
 def asgi_app(
     backend: Backend | str,
     *,
@@ -192,10 +184,7 @@ def asgi_app(
             return HTMLResponse(
                 views.page(root(request), "Not found", "<h1>No such flow</h1>"), 404
             )
-        csrf = None
-        if ui.actions and await ui.guard.who(request) is not None:
-            current = request.cookies.get(CSRF_COOKIE)
-            csrf = current if ui.guard.valid_csrf(current) else ui.guard.new_csrf()
+        csrf = await ui.csrf_for(request)
         notice = request.query_params.get("done", "")[:200]
         done = await (await ui.backend()).list_actions(target=detail.uuid, limit=20)
         body = views.flow_page(
@@ -207,7 +196,7 @@ def asgi_app(
             done=done,
         )
         response = HTMLResponse(body)
-        return _with_csrf(request, response, csrf) if csrf else response
+        return ui.with_csrf(request, response, csrf)
 
     async def atoms(request: Request) -> Response:
         detail = await load(request)
@@ -246,10 +235,7 @@ def asgi_app(
         chart["version"] = detail.version
         return JSONResponse(chart, headers={"Cache-Control": "no-store"})
 
-    async def act_signal(request: Request) -> Response:
-        who, refused = await ui.checked(request)
-        if refused is not None:
-            return refused
+    async def act_signal(request: Request, who: str) -> Response:
         flow_id = request.path_params["flow_id"]
         fields = await form(request)
         event = fields.get("event", "")
@@ -264,7 +250,6 @@ def asgi_app(
             return Response(str(exc), 409)
         except ConfigurationError as exc:
             return Response(str(exc), 400)
-        assert who is not None
         await ui.record(who, "signal", flow_id, f"{event} ({stored.id})")
         if ui.board is None:
             ui.start_resume(database, flow_id)
@@ -272,16 +257,12 @@ def asgi_app(
             f"{root(request)}/flows/{flow_id}?done=signal+sent", status_code=303
         )
 
-    async def act_resume(request: Request) -> Response:
-        who, refused = await ui.checked(request)
-        if refused is not None:
-            return refused
+    async def act_resume(request: Request, who: str) -> Response:
         detail = await load(request)
         if detail is None:
             return Response("no such flow", 404)
         if detail.state not in (FlowState.SUSPENDED, FlowState.WAITING):
             return Response(f"the flow is {detail.state}, not suspended or waiting", 409)
-        assert who is not None
         await ui.record(who, "resume", detail.uuid)
         # A flow with a parked job is resumed by a conductor; any other by this app.
         if ui.board is None or not await ui.board.wake(job_of(detail)):
@@ -290,12 +271,8 @@ def asgi_app(
             f"{root(request)}/flows/{detail.uuid}?done=resume+started", status_code=303
         )
 
-    async def act_control(request: Request) -> Response:
+    async def act_control(request: Request, who: str) -> Response:
         """Suspend or cancel the flow (path .../suspend or .../cancel)."""
-        who, refused = await ui.checked(request)
-        if refused is not None:
-            return refused
-        assert who is not None
         flow_id = request.path_params["flow_id"]
         action = request.url.path.rsplit("/", 1)[-1]
         reason = (await form(request)).get("reason", "")[:2000]
@@ -359,10 +336,10 @@ def asgi_app(
         Route("/flows/{flow_id}/picture.svg", picture),
         Route("/flows/{flow_id}/timeline.svg", timeline_svg),
         Route("/flows/{flow_id}/timeline.json", timeline_json),
-        Route("/flows/{flow_id}/signal", act_signal, methods=["POST"]),
-        Route("/flows/{flow_id}/resume", act_resume, methods=["POST"]),
-        Route("/flows/{flow_id}/suspend", act_control, methods=["POST"]),
-        Route("/flows/{flow_id}/cancel", act_control, methods=["POST"]),
+        Route("/flows/{flow_id}/signal", ui.action(act_signal), methods=["POST"]),
+        Route("/flows/{flow_id}/resume", ui.action(act_resume), methods=["POST"]),
+        Route("/flows/{flow_id}/suspend", ui.action(act_control), methods=["POST"]),
+        Route("/flows/{flow_id}/cancel", ui.action(act_control), methods=["POST"]),
         Route("/login", login, methods=["GET", "POST"]),
         *summary.routes(ui),
         *jobs.routes(ui),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -19,11 +20,14 @@ from ...engine import resume as resume_flow
 from ...errors import ZagError
 from ...jobs.base import JobBoard
 from ...persistence.base import ACTION_LIMITS, Backend
-from .security import Guard
+from .security import CSRF_COOKIE, Guard
 
-__all__ = ["Ui", "form", "root"]
+__all__ = ["ActionHandler", "Ui", "form", "root"]
 
 logger = logging.getLogger("zag_async.ui")
+
+#: An action's handler: the request and who (the authenticated caller) asks.
+ActionHandler = Callable[[Request, str], Awaitable[Response]]
 
 
 class Ui:
@@ -84,6 +88,35 @@ class Ui:
         task = asyncio.get_running_loop().create_task(go(), name=f"zag-ui-resume-{flow_id}")
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    async def csrf_for(self, request: Request) -> str | None:
+        """The CSRF token for a page's action forms: None (no forms) unless actions
+        are on and the caller may act; the browser's own token when it is valid."""
+        if not self.actions or await self.guard.who(request) is None:
+            return None
+        current = request.cookies.get(CSRF_COOKIE)
+        return current if self.guard.valid_csrf(current) else self.guard.new_csrf()
+
+    @staticmethod
+    def with_csrf(request: Request, response: Response, token: str | None) -> Response:
+        """`response` setting the CSRF cookie to `token` when the browser lacks it."""
+        if token is not None and request.cookies.get(CSRF_COOKIE) != token:
+            response.set_cookie(
+                CSRF_COOKIE, token, httponly=True, samesite="strict", path=root(request) or "/"
+            )
+        return response
+
+    def action(self, handler: ActionHandler) -> Callable[[Request], Awaitable[Response]]:
+        """A POST route for `handler(request, who)`, run only once `checked` lets it."""
+
+        async def route(request: Request) -> Response:
+            who, refused = await self.checked(request)
+            if refused is not None:
+                return refused
+            assert who is not None
+            return await handler(request, who)
+
+        return route
 
     async def checked(self, request: Request) -> tuple[str | None, Response | None]:
         """(who, None) when the POST may go on, else (None, the refusal):

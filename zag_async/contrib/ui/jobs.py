@@ -35,7 +35,6 @@ from ...jobs.schedule import Schedule, next_fire
 from ...status import iso_utc
 from . import views
 from .common import Ui, root
-from .security import CSRF_COOKIE
 
 __all__ = ["routes"]
 
@@ -251,23 +250,6 @@ def _message(prefix: str, status: int, title: str, text: str) -> HTMLResponse:
     return HTMLResponse(views.page(prefix, title, body), status)
 
 
-async def _csrf(ui: Ui, request: Request) -> str | None:
-    """The token for this page's forms: only for a caller who may act."""
-    if not ui.actions or await ui.guard.who(request) is None:
-        return None
-    current = request.cookies.get(CSRF_COOKIE)
-    return current if ui.guard.valid_csrf(current) else ui.guard.new_csrf()
-
-
-def _with_csrf(request: Request, response: Response, token: str | None) -> Response:
-    # the flow page's cookie handling (app._with_csrf), kept here to avoid a cycle
-    if token is not None and request.cookies.get(CSRF_COOKIE) != token:
-        response.set_cookie(
-            CSRF_COOKIE, token, httponly=True, samesite="strict", path=root(request) or "/"
-        )
-    return response
-
-
 def routes(ui: Ui) -> list[Route]:
     """GET /jobs, POST /jobs/{job_id}/trash and /jobs/{job_id}/retry."""
     clock = Clock()
@@ -287,19 +269,15 @@ def routes(ui: Ui) -> list[Route]:
             seen = await read_board(ui.board, clock)
         except BoardUnavailable as exc:
             return _message(prefix, 503, "Jobs", f"The job board is unavailable: {exc}")
-        csrf = await _csrf(ui, request)
+        csrf = await ui.csrf_for(request)
         notice = request.query_params.get("done", "")[:200]
         took = (time.perf_counter() - started) * 1000
         page = HTMLResponse(
             render(prefix, seen, csrf, notice), headers={"Server-Timing": f"app;dur={took:.1f}"}
         )
-        return _with_csrf(request, page, csrf)
+        return ui.with_csrf(request, page, csrf)
 
-    async def trash(request: Request) -> Response:
-        who, refused = await ui.checked(request)
-        if refused is not None:
-            return refused
-        assert who is not None
+    async def trash(request: Request, who: str) -> Response:
         board = ui.board
         if board is None:
             return PlainTextResponse("no job board is configured", 404)
@@ -328,11 +306,7 @@ def routes(ui: Ui) -> list[Route]:
         await ui.record(who, "trash-job", job_id, f"{claim.job.name} flow {claim.job.flow_id}")
         return RedirectResponse(f"{root(request)}/jobs?done=job+trashed", status_code=303)
 
-    async def retry(request: Request) -> Response:
-        who, refused = await ui.checked(request)
-        if refused is not None:
-            return refused
-        assert who is not None
+    async def retry(request: Request, who: str) -> Response:
         board = ui.board
         if board is None:
             return PlainTextResponse("no job board is configured", 404)
@@ -371,6 +345,6 @@ def routes(ui: Ui) -> list[Route]:
 
     return [
         Route("/jobs", jobs_page),
-        Route("/jobs/{job_id}/trash", trash, methods=["POST"]),
-        Route("/jobs/{job_id}/retry", retry, methods=["POST"]),
+        Route("/jobs/{job_id}/trash", ui.action(trash), methods=["POST"]),
+        Route("/jobs/{job_id}/retry", ui.action(retry), methods=["POST"]),
     ]

@@ -154,6 +154,14 @@ board_option = click.option(
     metavar="URL",
     help=BOARD_HELP,
 )
+
+
+def optional_board_option(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`--board URL` (or ZAG_BOARD) for a command that can do without one: `what`
+    says what the board is for here."""
+    return click.option("--board", envvar="ZAG_BOARD", show_envvar=True, metavar="URL", help=what)
+
+
 limit_option = click.option(
     "--limit",
     type=click.IntRange(min=0),

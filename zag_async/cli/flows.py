@@ -24,6 +24,7 @@ from .common import (
     limit_option,
     load_target,
     more_note,
+    optional_board_option,
     picture_format_option,
 )
 from .output import emit_table, make_console, show_flow, time_text, write_bytes
@@ -189,12 +190,8 @@ def flows_suspend(flow_id: str, backend: str, by: str, reason: str) -> None:
 @flows.command("cancel")
 @click.argument("flow_id")
 @backend_option(required=True)
-@click.option(
-    "--board",
-    envvar="ZAG_BOARD",
-    show_envvar=True,
-    metavar="URL",
-    help="Wake a waiting or suspended flow's job here, so a conductor reverts it now.",
+@optional_board_option(
+    "Wake a waiting or suspended flow's job here, so a conductor reverts it now."
 )
 @click.option("--by", default="cli", show_default=True, help="Who asks (recorded on the flow).")
 @click.option("--reason", default="", help="Why (recorded on the flow).")

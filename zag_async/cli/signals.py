@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from .common import BadInput, backend_option, open_board, timeout_option
+from .common import BadInput, backend_option, open_board, optional_board_option, timeout_option
 
 __all__ = ["signal_command"]
 
@@ -31,13 +31,7 @@ __all__ = ["signal_command"]
     help="Idempotency key: sending again with it stores nothing (default: a new id).",
 )
 @backend_option(required=True)
-@click.option(
-    "--board",
-    envvar="ZAG_BOARD",
-    show_envvar=True,
-    metavar="URL",
-    help="Also wake the flow's job on this board, so a conductor resumes it now.",
-)
+@optional_board_option("Also wake the flow's job on this board, so a conductor resumes it now.")
 @timeout_option
 def signal_command(
     flow_id: str,

@@ -16,20 +16,14 @@ from typing import Any
 
 import click
 
-from .common import BadInput, backend_option, open_board
+from .common import BadInput, backend_option, open_board, optional_board_option
 
 __all__ = ["ui_command"]
 
 
 @click.command("ui")
 @backend_option(required=True)
-@click.option(
-    "--board",
-    envvar="ZAG_BOARD",
-    show_envvar=True,
-    metavar="URL",
-    help="The job board flows' jobs are on (a signal then wakes the flow's job).",
-)
+@optional_board_option("The job board: for the jobs page, and a signal wakes the flow's job.")
 @click.option(
     "--broker",
     envvar="ZAG_AMQP",

@@ -158,6 +158,9 @@ job_results = Table(
     Column("finished_at", Float, nullable=False),
 )
 
+#: The latest finished jobs first (the operations UI's trash and failures).
+job_results_finished = Index("zag_job_results_finished", job_results.c.finished_at)
+
 job_schedules = Table(
     "zag_job_schedules",
     metadata,
@@ -291,9 +294,11 @@ def _v6_flows_created(conn: Connection) -> None:
 
 
 def _v7_actions(conn: Connection) -> None:
-    """The record of operator actions, and the flows' creation index keyed by
+    """The record of operator actions, the flows' creation index keyed by
     (created_at, uuid) for keyset paging, with state and name (it was on created_at
-    alone)."""
+    alone), and an index of finished jobs by when they finished (the UI lists the
+    latest; a new database gets it with the table, in migration 3)."""
+    job_results_finished.create(conn, checkfirst=True)
     found = {i["name"]: i["column_names"] for i in inspect(conn).get_indexes(flows.name)}
     if found.get(flows_created.name) != [c.name for c in flows_created.columns]:
         if flows_created.name in found:

@@ -140,6 +140,7 @@ FRESH: tuple[str, ...] = (
         PRIMARY KEY (id)
     )""",
     "CREATE INDEX zag_actions_target ON zag_actions (target, id)",
+    "CREATE INDEX zag_job_results_finished ON zag_job_results (finished_at)",
     "INSERT INTO zag_job_counters (name, value) VALUES ('token', 0), ('changes', 0)",
     f"INSERT INTO zag_schema_version (version) VALUES ({SCHEMA_VERSION})",
 )

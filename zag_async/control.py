@@ -106,7 +106,7 @@ async def _request(
     stored, _ = await backend.add_signal(flow_id, CONTROL_EVENT, payload, new_id())
     engine = LIVE.get(flow_id)
     if engine is not None:
-        await engine.check_control()
+        engine.check_control()
     elif board is not None and action == "cancel":
         # A parked (waiting or suspended) flow's job becomes due: its resume applies this.
         await board.wake(job_of(detail))

@@ -137,6 +137,7 @@ class Engine:
             self.storage.policy = write_policy
         self._suspend_requested = False
         self._cancel: control.Request | None = None  # a cancel request not applied yet
+        self._control_pending = False  # requests are stored: take them at the next step
         self._running_flag = False
         self._done: list[Outcome] = []
         self._wakeup: asyncio.Future[None] | None = None
@@ -324,17 +325,35 @@ class Engine:
         and raises `FlowCancelled` (see `zag.cancel_flow` for a stored flow run
         elsewhere). Has no effect on a flow that is not running."""
         if self._running_flag:
-            self._cancel = control.Request(action="cancel", by=by, reason=reason, at=None)
+            self._apply(control.Request(action="cancel", by=by, reason=reason, at=None))
+
+    def check_control(self) -> None:
+        """Look for stored suspend or cancel requests at the run's next step, not at
+        the next lease renewal (`zag.cancel_flow` calls this for an engine running in
+        this process)."""
+        if self._running_flag:
+            self._control_pending = True
             self._wake()
 
-    async def check_control(self) -> None:
-        """Apply stored suspend or cancel requests now, not at the next lease renewal
-        (`zag.cancel_flow` calls this for an engine running in this process)."""
-        if self._running_flag:
-            await self._take_control()
+    async def _notice_control(self) -> None:
+        """At a lease renewal: if requests are stored, have the run's loop take them.
 
-    async def _take_control(self) -> None:
-        """Apply the control requests stored for the flow, oldest first, taking each."""
+        Only the loop takes (consumes) a request, between steps, so none is taken
+        and then lost because the run was already ending."""
+        backend = self.storage.backend
+        if backend is None:
+            return
+        for got in await backend.list_signals(self.flow_id):
+            if got.event == control.CONTROL_EVENT and got.taken_by is None:
+                self.check_control()
+                return
+
+    async def _take_control(self, *, stopped: bool = False) -> None:
+        """Take the control requests stored for the flow, oldest first, and apply them.
+
+        `stopped`: the run is starting from SUSPENDED or WAITING, so a suspend asked
+        meanwhile is stale (the run it was meant for has stopped) and is dropped.
+        """
         backend = self.storage.backend
         if backend is None:
             return
@@ -345,16 +364,33 @@ class Engine:
             request = control.Request.read(got.payload)
             if request is None:
                 logger.warning("flow %r: ignored a malformed control request %s", self.name, got.id)
-            elif request["action"] == "suspend":
-                logger.info("flow %r: suspended on request of %r", self.name, request["by"])
-                self.storage.flow.meta[control.SUSPENDED_KEY] = dict(request)
-                self.storage.touch_flow()
-                self._suspend_requested = True
-                self._wake()
+            elif request["action"] == "suspend" and stopped:
+                logger.info(
+                    "flow %r: dropped a suspend of %r asked while it was stopped",
+                    self.name,
+                    request["by"],
+                )
             else:
-                logger.info("flow %r: cancelled on request of %r", self.name, request["by"])
-                self._cancel = request
-                self._wake()
+                self._apply(request)
+
+    def _apply(self, request: control.Request) -> None:
+        """Act on a suspend or cancel: a cancel wins over a suspend, either way round."""
+        meta = self.storage.flow.meta
+        if request["action"] == "cancel":
+            logger.info("flow %r: cancelled on request of %r", self.name, request["by"])
+            self._cancel = request
+            self._suspend_requested = False  # its reverts must run
+            if meta.pop(control.SUSPENDED_KEY, None) is not None:
+                self.storage.touch_flow()
+        elif self._cancel is not None or control.CANCELLED_KEY in meta:
+            logger.info("flow %r: being cancelled; a suspend is ignored", self.name)
+            return
+        else:
+            logger.info("flow %r: suspended on request of %r", self.name, request["by"])
+            meta[control.SUSPENDED_KEY] = dict(request)
+            self.storage.touch_flow()
+            self._suspend_requested = True
+        self._wake()
 
     def _wake(self) -> None:
         wakeup = self._wakeup
@@ -400,6 +436,7 @@ class Engine:
         self._running_flag = True
         self._suspend_requested = False
         self._cancel = None
+        self._control_pending = False
         control.LIVE[self.flow_id] = self
         hooks = self.bus.hooks()
         self._caller.hooks = hooks
@@ -420,11 +457,12 @@ class Engine:
 
     async def _run(self, state: FlowState) -> Mapping[str, Any]:
         await self.storage.take_lease()
-        if state is not FlowState.PENDING and self.storage.backend is not None:
-            # A stored flow resumed: a suspend or cancel may have been asked meanwhile.
+        if self.storage.backend is not None and self.storage.flow.version > 0:
+            # A stored flow (resumed, or a posted job's): a suspend or cancel may have
+            # been asked meanwhile.
             if self.storage.flow.meta.pop(control.SUSPENDED_KEY, None) is not None:
                 self.storage.touch_flow()
-            await self._take_control()
+            await self._take_control(stopped=state in (FlowState.SUSPENDED, FlowState.WAITING))
         if state in (FlowState.RUNNING, FlowState.SUSPENDING):
             # Left mid-run by a crash: the recorded way back is through RESUMING.
             self._set_flow(FlowState.RESUMING)
@@ -476,7 +514,7 @@ class Engine:
             if self.storage.lease is None:  # not durable: no lease to keep
                 await self._loop_body(tg)
                 return
-            with self.storage.heartbeat(tg, self.suspend, self._take_control):
+            with self.storage.heartbeat(tg, self.suspend, self._notice_control):
                 await self._loop_body(tg)
 
     async def _loop_body(self, tg: asyncio.TaskGroup) -> None:
@@ -487,6 +525,9 @@ class Engine:
         call = self._caller
         waits = self._waits
         while True:
+            if self._control_pending:
+                self._control_pending = False
+                await self._take_control()
             if self._cancel is not None:
                 request, self._cancel = self._cancel, None
                 error = FlowCancelled(self.name, request["by"], request["reason"])
@@ -534,6 +575,8 @@ class Engine:
                     done.extend(await waits.recheck())
                     if done:
                         continue
+                if self._control_pending:
+                    continue  # a request came in: apply it before the run ends
                 return
             if done:
                 continue  # atoms finished while we were committing

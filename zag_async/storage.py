@@ -92,7 +92,6 @@ class Storage:
         # Set by the engine once the flow is compiled: how symbols are read.
         self._resolver: Resolver | None = None
         self._details: list[AtomDetail] = []
-        self._beat_now: Callable[[], None] | None = None  # set while a heartbeat runs
 
     @property
     def store(self) -> dict[str, Any]:
@@ -326,8 +325,7 @@ class Storage:
         call `beat` after each renewal (the engine looks for control requests).
 
         The block's end stops the heartbeat at once, even in the middle of a
-        renewal (an outage must not hold up the end of the run). `beat_now()`
-        makes the next beat come at once.
+        renewal (an outage must not hold up the end of the run).
         """
         lease = self.lease
         if lease is None:
@@ -336,42 +334,27 @@ class Storage:
         # A timer until the first beat is due: most runs end before it, and a
         # timer costs far less than a task started and cancelled for each of them.
         beating: asyncio.Task[None] | None = None
-        hurry = asyncio.Event()
 
         def start() -> None:
             nonlocal beating
-            timer.cancel()
-            if beating is None:
-                beating = tg.create_task(
-                    self._keep_lease(lost, beat, hurry), name=f"zag-lease-{self.flow.uuid}"
-                )
-
-        def now() -> None:
-            hurry.set()
-            start()
+            beating = tg.create_task(
+                self._keep_lease(lost, beat), name=f"zag-lease-{self.flow.uuid}"
+            )
 
         timer = asyncio.get_running_loop().call_later(lease.renew_every, start)
-        self._beat_now = now
         try:
             yield
         finally:
-            self._beat_now = None
             timer.cancel()
             if beating is not None:
                 beating.cancel()
-
-    def beat_now(self) -> None:
-        """Renew the lease (and look for control requests) now, not at the next beat."""
-        if self._beat_now is not None:
-            self._beat_now()
 
     async def _keep_lease(
         self,
         lost: Callable[[], None],
         beat: Callable[[], Awaitable[None]] | None,
-        hurry: asyncio.Event,
     ) -> None:
-        """Renew the lease every third of its term (sooner when `hurry` is set).
+        """Renew the lease every third of its term, calling `beat` after each renewal.
 
         A renewal that finds the lease taken over calls `lost` (the engine
         suspends: its next write would be refused anyway); one that cannot
@@ -381,8 +364,7 @@ class Storage:
         lease, backend = self.lease, self.backend
         if lease is None or backend is None:
             return
-        while True:  # (started when the first beat is due, or hurried)
-            hurry.clear()
+        while True:  # (started when the first beat is due)
             if lease.held:  # (not stored yet: its first write takes it)
                 try:
                     async with asyncio.timeout(lease.renew_every):
@@ -406,10 +388,7 @@ class Storage:
                     logger.warning(
                         "flow %r: could not look for control requests: %r", self.flow.name, exc
                     )
-            if not hurry.is_set():
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(lease.renew_every):
-                        await hurry.wait()
+            await asyncio.sleep(lease.renew_every)
 
     async def commit_shielded(self) -> None:
         """Finish this commit even if the caller is cancelled again while it runs.

@@ -12,9 +12,12 @@ arguments on memory:// and SQLite and must refuse them with a `ZagError`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
+import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -149,12 +152,18 @@ async def fresh_waiting(backend: Backend) -> str:
 
 
 @FUZZ
-@given(data=st.data(), aimed=st.booleans(), payload=payloads)
+@given(data=st.data(), aimed=st.booleans(), on_board=st.booleans(), payload=payloads)
 async def test_hostile_signals_are_answered_and_refusals_store_nothing(
-    client: Client, stored: Stored, data: st.DataObject, aimed: bool, payload: str
+    client: Client,
+    stored: Stored,
+    board: JobBoard,
+    data: st.DataObject,
+    aimed: bool,
+    on_board: bool,
+    payload: str,
 ) -> None:
     """Aimed: a waiting flow and its declared event, so the payload reaches storage;
-    else any flow id and event."""
+    else any flow id and event. The UI has a job board (SQL on SQLite) or none."""
     if aimed:
         flow_id, event = await fresh_waiting(stored.backend), "approval"
     else:
@@ -163,7 +172,7 @@ async def test_hostile_signals_are_answered_and_refusals_store_nothing(
     known = [stored.waiting, stored.done, stored.failed]
     if flow_id not in known and storable_text(flow_id):  # SQLite cannot be asked for "\ud800"
         known.append(flow_id)
-    async with client(actions=True, token=TOKEN) as http:
+    async with client(actions=True, token=TOKEN, board=board if on_board else None) as http:
         token = await armed(http, stored)
         before = await footprint(stored.backend, known)
         fields = {"csrf": token, "event": event, "payload": payload}
@@ -205,24 +214,57 @@ async def test_each_hostile_json_payload_is_stored_or_refused(
         assert json.dumps(signals[0].payload) == json.dumps(json.loads(payload))
 
 
+@asynccontextmanager
+async def running_held(backend: Backend) -> AsyncIterator[tuple[str, asyncio.Task[Any]]]:
+    """A `held` flow running in this process, held at its gate until the block ends."""
+    tag = f"hostile-{uuid.uuid4().hex}"
+    engine = zag.Engine.from_factory(flows.held, store={"tag": tag}, backend=backend)
+    running = asyncio.create_task(engine.run())
+    try:
+        await eventually(
+            lambda: engine.storage.get("gate").state == "RUNNING", what="the gate running"
+        )
+        yield engine.flow_id, running
+    finally:
+        flows.gate_for(tag).set()
+        with contextlib.suppress(FlowCancelled):
+            await asyncio.wait_for(running, REPLY_WITHIN)
+        flows.GATE.pop(tag, None)
+
+
 @FUZZ
 @given(
     data=st.data(),
+    aim=st.sampled_from(["anywhere", "waiting", "running"]),
     action=st.sampled_from(["resume", "suspend", "cancel"]),
     reason=hostile_text,
     extra=st.dictionaries(any_text, any_text, max_size=3),
+    on_board=st.booleans(),
 )
 async def test_hostile_control_forms_are_answered_and_refusals_store_nothing(
     client: Client,
     stored: Stored,
+    board: JobBoard,
+    on_board: bool,
     data: st.DataObject,
+    aim: str,
     action: str,
     reason: str,
     extra: dict[str, str],
 ) -> None:
-    flow_id = data.draw(flow_ids(stored), label="flow_id")
-    known = [stored.waiting, stored.done, stored.failed]
-    async with client(actions=True, token=TOKEN) as http:
+    """Aimed at a fresh waiting flow, one running here, or any flow id at all."""
+    async with contextlib.AsyncExitStack() as stack:
+        if aim == "running":
+            flow_id, _ = await stack.enter_async_context(running_held(stored.backend))
+        elif aim == "waiting":
+            flow_id = await fresh_waiting(stored.backend)
+        else:
+            flow_id = data.draw(flow_ids(stored), label="flow_id")
+        known = [stored.waiting, stored.done, stored.failed]
+        if flow_id not in known and storable_text(flow_id):
+            known.append(flow_id)
+        ui = client(actions=True, token=TOKEN, board=board if on_board else None)
+        http = await stack.enter_async_context(ui)
         # The token first: the UI reads the first 100 KB of a form.
         fields = {"csrf": await armed(http, stored), **extra, "reason": reason}
         before = await footprint(stored.backend, known)
@@ -233,7 +275,7 @@ async def test_hostile_control_forms_are_answered_and_refusals_store_nothing(
             headers={"Content-Type": "application/x-www-form-urlencoded"},
         )
         after = await footprint(stored.backend, known)
-    assert_served(reply, (action, flow_id[:80], reason[:80]))
+    assert_served(reply, (aim, action, flow_id[:80], reason[:80]))
     if reply.status_code != 303:
         assert after == before, (reply.status_code, reply.text[:200])
     else:
@@ -289,6 +331,7 @@ bodies = st.one_of(
 ACTION_PATHS = [
     "/zag/flows/{}/signal",
     "/zag/flows/{}/resume",
+    "/zag/login",
     "/zag/flows/{}/suspend",
     "/zag/flows/{}/cancel",
     "/zag/jobs/{}/trash",
@@ -308,7 +351,8 @@ async def test_any_body_of_any_type_is_refused_and_stores_nothing(
 ) -> None:
     flow_id = data.draw(flow_ids(stored), label="flow_id")
     known = [stored.waiting, stored.done, stored.failed]
-    # The body never carries this client's CSRF token: each must be refused (403).
+    # The body never carries this client's CSRF token (nor the login's token): each
+    # must be refused.
     async with client(actions=True, token=TOKEN) as http:
         await armed(http, stored)  # the CSRF cookie is set; the body lacks its field
         before = await footprint(stored.backend, known)
@@ -319,7 +363,8 @@ async def test_any_body_of_any_type_is_refused_and_stores_nothing(
             return  # a header httpx itself will not send (a newline in it)
         after = await footprint(stored.backend, known)
     assert_served(reply, (path, kind, body[:80]))
-    assert reply.status_code in (403, 404, 405), (reply.status_code, reply.text[:200])
+    refusals = (401, 429) if path == "/zag/login" else (403, 404, 405)  # no right token
+    assert reply.status_code in refusals, (reply.status_code, reply.text[:200])
     assert after == before
 
 
@@ -386,6 +431,7 @@ PAGES = [
     "/zag/flows",
     "/zag/flows/{}",
     "/zag/flows/{}/atoms.json",
+    "/zag/flows/{}/picture.svg",
     "/zag/flows/{}/timeline.svg",
     "/zag/flows/{}/timeline.json",
     "/zag/summary",

@@ -139,12 +139,6 @@ def assert_served(reply: httpx.Response, what: object) -> None:
 # -- flow actions -----------------------------------------------------------------------
 
 
-@pytest.fixture
-async def armed_client(client: Client, stored: Stored) -> AsyncIterator[httpx.AsyncClient]:
-    async with client(actions=True, token=TOKEN) as http:
-        yield http
-
-
 async def fresh_waiting(backend: Backend) -> str:
     """A new flow waiting for an "approval" signal."""
     engine = zag.Engine.from_factory(flows.approval, backend=backend)

@@ -30,6 +30,7 @@ from support import eventually
 
 import zag_async as zag
 from zag_async.contrib.ui import asgi_app
+from zag_async.contrib.ui.common import FORM_LIMIT
 from zag_async.errors import ConfigurationError, ControlRefused, FlowCancelled
 from zag_async.jobs import JobBoard
 from zag_async.persistence.base import Backend
@@ -190,7 +191,7 @@ async def test_each_hostile_json_payload_is_stored_or_refused(
     client: Client, stored: Stored, payload: str
 ) -> None:
     """Each payload of HOSTILE_JSON sent to a waiting flow's declared event: stored
-    as it parses (303), or refused with 400 and nothing stored."""
+    as it parses (303), or refused (400; 413 past FORM_LIMIT) with nothing stored."""
     flow_id = await fresh_waiting(stored.backend)
     async with client(actions=True, token=TOKEN) as http:
         fields = {"csrf": await armed(http, stored), "event": "approval", "payload": payload}
@@ -201,8 +202,9 @@ async def test_each_hostile_json_payload_is_stored_or_refused(
             headers={"Content-Type": "application/x-www-form-urlencoded"},
         )
     signals = await stored.backend.list_signals(flow_id)
-    assert reply.status_code in (303, 400), (reply.status_code, reply.text[:200])
-    if reply.status_code == 400:
+    assert reply.status_code in (303, 400, 413), (reply.status_code, reply.text[:200])
+    assert (reply.status_code == 413) is (len(urlencode(fields)) > FORM_LIMIT)
+    if reply.status_code != 303:
         assert signals == [] and await stored.backend.list_actions(target=flow_id) == []
     else:
         assert len(signals) == 1
@@ -296,6 +298,44 @@ async def test_a_reason_the_database_cannot_store_is_400(
     assert await stored.backend.list_actions() == []
 
 
+async def test_a_form_too_large_is_refused_not_cut(client: Client, stored: Stored) -> None:
+    """A form past FORM_LIMIT was cut silently: this payload, 1e5 written long, was
+    read as 1.0 and stored. It is refused whole now (413), nothing stored."""
+    flow_id = await fresh_waiting(stored.backend)
+    async with client(actions=True, token=TOKEN) as http:
+        fields = {"csrf": await armed(http, stored), "event": "approval"}
+        fields["payload"] = "1." + "0" * FORM_LIMIT + "e5"
+        reply = await post(
+            http,
+            f"/zag/flows/{flow_id}/signal",
+            content=urlencode(fields),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+    assert reply.status_code == 413, reply.text[:200]
+    assert await stored.backend.list_signals(flow_id) == []
+    assert await stored.backend.list_actions() == []
+
+
+async def test_a_streamed_form_past_the_limit_is_refused(client: Client, stored: Stored) -> None:
+    """A body sent in chunks with no Content-Length (2 MB) is refused once it passes
+    FORM_LIMIT (413), nothing stored."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(32):
+            yield b"x" * 65_536
+
+    async with client(actions=True, token=TOKEN) as http:
+        await armed(http, stored)
+        reply = await post(
+            http,
+            f"/zag/flows/{stored.waiting}/signal",
+            content=chunks(),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+    assert reply.status_code == 413, reply.text[:200]
+    assert await stored.backend.list_signals(stored.waiting) == []
+
+
 CONTENT_TYPES = [
     "",
     "application/json",
@@ -358,7 +398,7 @@ async def test_any_body_of_any_type_is_refused_and_stores_nothing(
             return  # a header httpx itself will not send (a newline in it)
         after = await footprint(stored.backend, known)
     assert_served(reply, (path, kind, body[:80]))
-    refusals = (401, 429) if path == "/zag/login" else (403, 404, 405)  # no right token
+    refusals = (401, 429) if path == "/zag/login" else (403, 404, 405, 413)  # no right token
     assert reply.status_code in refusals, (reply.status_code, reply.text[:200])
     assert after == before
 

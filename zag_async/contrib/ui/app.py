@@ -31,7 +31,13 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ...control import cancel_flow, suspend_flow
-from ...errors import ConfigurationError, ControlRefused, NotFound, SignalRefused
+from ...errors import (
+    ConfigurationError,
+    ControlRefused,
+    NotFound,
+    SerializationError,
+    SignalRefused,
+)
 from ...factory import FactoryRef
 from ...inspection import atom_inputs
 from ...jobs.base import JobBoard
@@ -248,7 +254,7 @@ def asgi_app(
             stored = await send_signal(flow_id, event, payload, backend=database, board=ui.board)
         except SignalRefused as exc:
             return Response(str(exc), 409)
-        except ConfigurationError as exc:
+        except (ConfigurationError, SerializationError) as exc:  # SerializationError: too deep
             return Response(str(exc), 400)
         await ui.record(who, "signal", flow_id, f"{event} ({stored.id})")
         if ui.board is None:
@@ -284,6 +290,8 @@ def asgi_app(
                 await cancel_flow(flow_id, backend=database, board=ui.board, by=who, reason=reason)
         except ControlRefused as exc:
             return Response(str(exc), 404 if exc.kind == "unknown_flow" else 409)
+        except ConfigurationError as exc:  # a reason the database cannot store (a NUL)
+            return Response(str(exc), 400)
         await ui.record(who, action, flow_id, reason)
         if action == "cancel" and ui.board is None:
             detail = await database.load_flow(flow_id)

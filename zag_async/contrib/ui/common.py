@@ -22,9 +22,12 @@ from ...jobs.base import JobBoard
 from ...persistence.base import ACTION_LIMITS, Backend
 from .security import CSRF_COOKIE, Guard
 
-__all__ = ["ActionHandler", "Ui", "form", "root"]
+__all__ = ["FORM_LIMIT", "ActionHandler", "Ui", "form", "read_form", "root"]
 
 logger = logging.getLogger("zag_async.ui")
+
+#: The largest form body read, in bytes: a larger one is refused whole, never cut.
+FORM_LIMIT = 100_000
 
 #: An action's handler: the request and who (the authenticated caller) asks.
 ActionHandler = Callable[[Request, str], Awaitable[Response]]
@@ -120,13 +123,16 @@ class Ui:
 
     async def checked(self, request: Request) -> tuple[str | None, Response | None]:
         """(who, None) when the POST may go on, else (None, the refusal):
-        403 read-only, 401 no authenticated caller, 403 forged (CSRF or Origin)."""
+        403 read-only, 401 no authenticated caller, 413 a form larger than FORM_LIMIT,
+        403 forged (CSRF or Origin)."""
         if not self.actions:
             return None, Response("the UI is read-only", 403)
         who = await self.guard.who(request)
         if who is None:
             return None, Response("authentication required", 401)
-        fields = await form(request)
+        fields = await read_form(request)
+        if fields is None:
+            return None, Response(f"the form is larger than {FORM_LIMIT} bytes", 413)
         if not self.guard.origin_ok(request) or not self.guard.csrf_ok(request, fields.get("csrf")):
             return None, Response("forged or missing CSRF token", 403)
         return who, None
@@ -156,13 +162,43 @@ def _bounded(text: str, most: int, *, empty: bool = False) -> str:
 
 
 async def form(request: Request) -> dict[str, str]:
-    """An url-encoded form's fields (first value each), read without python-multipart."""
+    """An url-encoded form's fields (first value each; {} for any other body, or one
+    larger than FORM_LIMIT, which `Ui.checked` refuses before an action sees it)."""
+    return await read_form(request) or {}
+
+
+async def read_form(request: Request) -> dict[str, str] | None:
+    """An url-encoded form's fields, read without python-multipart; {} for another
+    content type; None for a body larger than FORM_LIMIT (refused whole: cutting it
+    could change what a field says). Read once per request, then kept on it."""
+    if hasattr(request.state, "zag_form"):
+        return request.state.zag_form  # type: ignore[no-any-return]
+    fields: dict[str, str] | None = {}
     kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if kind != "application/x-www-form-urlencoded":
-        return {}
-    body = await request.body()
-    fields = parse_qs(body.decode("utf-8", "replace")[:100_000], keep_blank_values=True)
-    return {k: v[0] for k, v in fields.items()}
+    if kind == "application/x-www-form-urlencoded":
+        body = await _bounded_body(request)
+        if body is None:
+            fields = None
+        else:
+            parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+            fields = {k: v[0] for k, v in parsed.items()}
+    request.state.zag_form = fields
+    return fields
+
+
+async def _bounded_body(request: Request) -> bytes | None:
+    """The request's body, or None once it is past FORM_LIMIT (without holding more)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > FORM_LIMIT:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > FORM_LIMIT:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def root(request: Request) -> str:

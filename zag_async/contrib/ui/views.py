@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
@@ -37,9 +38,18 @@ SINCE = {
 SECTIONS = (("flows", "Flows"), ("summary", "Summary"), ("jobs", "Jobs"), ("workers", "Workers"))
 
 
+#: A lone surrogate: a str may hold one (a step's result, an error message), UTF-8 cannot.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def readable(text: str) -> str:
+    """`text` with each lone surrogate replaced by U+FFFD, so the page can be sent as UTF-8."""
+    return text if text.isascii() else _LONE_SURROGATE.sub("\ufffd", text)
+
+
 def e(value: Any) -> str:
     """Any value as escaped text (quotes included: safe in attributes too)."""
-    return escape(str(value), quote=True)
+    return readable(escape(str(value), quote=True))
 
 
 @dataclass(frozen=True)
@@ -466,7 +476,7 @@ def _polled(atom: AtomDetail) -> dict[str, Any]:
         "state": str(atom.state),
         "attempts": atom.attempts,
         "took": _took(atom),
-        "outcome": text,
+        "outcome": readable(text),
         "failed": failed,
     }
 

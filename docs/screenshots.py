@@ -85,7 +85,7 @@ async def main() -> None:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
             sock.close()
-            app = asgi_app(backend, actions=True, token="demo")
+            app = asgi_app(backend, actions=True, token="demo-token")
             config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
             server = uvicorn.Server(config)
             task = asyncio.create_task(server.serve())

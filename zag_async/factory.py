@@ -16,7 +16,17 @@ from .atom import Atom
 from .errors import ConfigurationError, FlowDefinitionError
 from .flow import Flow
 
-__all__ = ["FactoryRef", "factory_path", "resolve_factory"]
+__all__ = ["FactoryRef", "factory_path", "resolve_factory", "used_here"]
+
+#: Factory paths this process has named or built itself (a job posted, a flow started
+#: or resumed): what a reader of stored flows (the operations UI) may rebuild without
+#: running code that only the database names.
+_USED: set[str] = set()
+
+
+def used_here(path: str) -> bool:
+    """True when this process has named or built the factory at `path` itself."""
+    return path in _USED
 
 
 def factory_path(factory: Callable[..., Any] | str) -> str:
@@ -74,10 +84,13 @@ class FactoryRef:
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
     ) -> FactoryRef:
-        return cls(factory_path(factory), tuple(args), dict(kwargs or {}))
+        path = factory_path(factory)
+        _USED.add(path)
+        return cls(path, tuple(args), dict(kwargs or {}))
 
     def build(self) -> Flow | Atom:
         made = resolve_factory(self.path)(*self.args, **self.kwargs)
+        _USED.add(self.path)
         if not isinstance(made, (Flow, Atom)):
             raise FlowDefinitionError(
                 f"flow factory {self.path!r} returned {type(made).__name__}, not a flow or atom"

@@ -11,10 +11,12 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .atom import Atom
 from .compensation import unreverted_of
 from .compiler import compile_flow
 from .factory import FactoryRef
 from .failure import error_text
+from .flow import Flow
 from .models import AtomDetail, FlowDetail
 from .resolver import Resolver
 from .states import AtomState
@@ -105,21 +107,24 @@ def _as_provided(atom: AtomDetail) -> AtomDetail:
     return atom
 
 
-def atom_inputs(detail: FlowDetail) -> Inputs:
+def atom_inputs(detail: FlowDetail, *, flow: Flow | Atom | None = None) -> Inputs:
     """The arguments each atom of a stored flow was (or will be) called with, read
     without running anything.
 
-    The flow is rebuilt from the factory saved in its meta and compiled, and each
+    The flow (`flow`, or else rebuilt from the factory saved in its meta, which runs
+    that factory: pass `flow` where the record is not trusted) is compiled, and each
     atom's arguments are resolved from the stored results and store the way the
     engine resolves them (the nearest provider that succeeded, else the store,
     else the parameter's default). A provider that succeeded and was reverted
     since still counts: its consumers ran with its result, which is kept.
     """
     saved = detail.meta.get("factory")
-    if not saved:
+    if flow is None and not saved:
         return Inputs(unknown="the flow was not started from a factory")
     try:
-        compiled = compile_flow(FactoryRef.from_dict(saved).build())
+        if flow is None:
+            flow = FactoryRef.from_dict(saved or {}).build()
+        compiled = compile_flow(flow)
     except Exception as exc:  # a user's factory: anything may go wrong rebuilding it
         logger.debug("flow %s cannot be rebuilt: %s", detail.uuid, exc)
         return Inputs(unknown="the flow's factory cannot be loaded here")

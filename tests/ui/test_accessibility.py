@@ -52,8 +52,8 @@ def parsed(text: str) -> Page:
 
 
 async def test_the_pages_are_labelled(client: Client, stored: Stored) -> None:
-    async with client(actions=True, token="t") as http:
-        bearer = {"Authorization": "Bearer t"}
+    async with client(actions=True, token="t-123456") as http:
+        bearer = {"Authorization": "Bearer t-123456"}
         texts = [
             (await http.get("/zag/flows")).text,
             (await http.get(f"/zag/flows/{stored.waiting}", headers=bearer)).text,

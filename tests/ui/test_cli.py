@@ -52,7 +52,8 @@ async def served(*args: str) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.Res
 
 def cli(*args: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZAG_")}
-    env["PYTHONPATH"] = str(ROOT)
+    # the tests' own modules too, as pytest imports them (the factories of tests/ui/flows.py)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests")])
     return subprocess.Popen(
         [sys.executable, "-m", "zag_async", *args],
         env=env,
@@ -79,3 +80,26 @@ def test_actions_without_a_token_are_refused(tmp_path: Path) -> None:
     assert (
         err.strip() == "zag-async: --actions needs --token (or ZAG_UI_TOKEN): actions need a login"
     )
+
+
+def test_a_short_token_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'f.db'}"
+    server = cli("ui", "--backend", url, "--actions", "--token", "abc")
+    _, err = server.communicate(timeout=30)
+    assert server.returncode == 2
+    assert "--token must be at least 8 characters" in err
+
+
+async def test_the_standalone_ui_runs_only_the_factories_it_is_given(stored: Stored) -> None:
+    from . import flows
+
+    async with served("ui", "--backend", stored.backend.url) as (http, _):
+        plain = await http.get(f"/flows/{stored.done}")
+    async with served("ui", "--backend", stored.backend.url, "--factories", flows.__name__) as (
+        http,
+        _,
+    ):
+        allowed = await http.get(f"/flows/{stored.done}")
+    assert "is not one this UI may run" in plain.text
+    assert "is not one this UI may run" not in allowed.text
+    assert "inputs unknown" not in allowed.text

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -99,12 +100,31 @@ async def test_inputs_are_unknown_when_the_flow_cannot_be_rebuilt(
     await stored.backend.save(gone, list(gone.atoms.values()))
     plain = zag.Engine(zag.linear("plain", flows.one), store={"tag": "t"}, backend=stored.backend)
     await plain.run()
-    async with client() as http:
+    async with client(factories=["no_such_module_here"]) as http:
         lost = await http.get("/zag/flows/a-gone-factory")
         never = await http.get(f"/zag/flows/{plain.flow_id}")
+    async with client() as http:
+        unknown = await http.get("/zag/flows/a-gone-factory")
     assert "inputs unknown: the flow&#x27;s factory cannot be loaded here" in lost.text
     assert "inputs unknown: the flow was not started from a factory" in never.text
-    assert lost.status_code == never.status_code == 200
+    assert "no_such_module_here:factory is not one this UI may run" in unknown.text
+    assert lost.status_code == never.status_code == unknown.status_code == 200
+
+
+async def test_a_page_never_runs_a_factory_only_the_database_names(
+    client: Client, stored: Stored, tmp_path: Path
+) -> None:
+    planted = await stored.backend.load_flow(stored.done)
+    target = tmp_path / "pwned"
+    planted.meta["factory"] = {"path": "os:mkdir", "args": [str(target)], "kwargs": {}}
+    planted.uuid, planted.version = "a-planted-factory", 0
+    await stored.backend.save(planted, list(planted.atoms.values()))
+    async with client() as http:
+        page = await http.get("/zag/flows/a-planted-factory")
+        picture = await http.get("/zag/flows/a-planted-factory/picture.svg")
+    assert page.status_code == 200 and picture.status_code == 404
+    assert "os:mkdir is not one this UI may run" in page.text
+    assert not target.exists()
 
 
 async def test_failures_show_their_traceback_and_reverts_show(

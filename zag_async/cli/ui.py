@@ -43,7 +43,22 @@ __all__ = ["ui_command"]
 @click.option(
     "--actions",
     is_flag=True,
-    help="Allow actions (signal, resume, trash and retry jobs); needs --token.",
+    help="Allow actions (signal, resume, suspend, cancel; trash and retry jobs); needs --token.",
+)
+@click.option(
+    "--factories",
+    "factories",
+    multiple=True,
+    metavar="MODULE",
+    help="A module whose flow factories the UI may run to draw flows and show atoms' "
+    "inputs (repeat for more; none by default: this process runs no flows).",
+)
+@click.option(
+    "--secret",
+    envvar="ZAG_UI_SECRET",
+    show_envvar=True,
+    metavar="S",
+    help="Signs logins and forms; give every instance serving the UI the same one.",
 )
 def ui_command(
     backend: str,
@@ -53,10 +68,18 @@ def ui_command(
     port: int,
     token: str | None,
     actions: bool,
+    factories: tuple[str, ...],
+    secret: str | None,
 ) -> None:
-    """Serve the operations UI for the flows in --backend (read-only by default)."""
+    """Serve the operations UI for the flows in --backend (read-only by default).
+
+    Anyone who can reach --host:--port can read every page (inputs, results,
+    tracebacks); the token guards the actions only.
+    """
     if actions and not token:
         raise BadInput("--actions needs --token (or ZAG_UI_TOKEN): actions need a login")
+    if token is not None and len(token) < 8:
+        raise BadInput("--token must be at least 8 characters (wrong guesses are also limited)")
     if broker is not None and not broker.startswith(("amqp://", "amqps://")):
         raise BadInput("--broker takes a RabbitMQ URL: amqp://user:password@host[:port]/")
     try:
@@ -81,7 +104,15 @@ def ui_command(
 
     async def serve() -> None:
         async with opened() as (database, jobs):
-            app = asgi_app(database, board=jobs, actions=actions, token=token, broker=broker)
+            app = asgi_app(
+                database,
+                board=jobs,
+                actions=actions,
+                token=token,
+                broker=broker,
+                factories=factories,
+                secret=secret,
+            )
             click.echo(f"zag-async ui: http://{host}:{port}/flows", err=True)
             config = uvicorn.Config(app, host=host, port=port, log_level="warning")
             await uvicorn.Server(config).serve()

@@ -18,18 +18,25 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ...atom import Atom
 from ...control import cancel_flow, suspend_flow
 from ...errors import (
     ConfigurationError,
@@ -38,8 +45,8 @@ from ...errors import (
     SerializationError,
     SignalRefused,
 )
-from ...factory import FactoryRef
-from ...inspection import atom_inputs
+from ...flow import Flow
+from ...inspection import Inputs, atom_inputs
 from ...jobs.base import JobBoard
 from ...models import FlowDetail
 from ...persistence.base import Backend
@@ -48,15 +55,21 @@ from ...states import FlowState
 from ...waiting import job_of
 from ...waiting import signal as send_signal
 from . import jobs, summary, timeline, views, workers
-from .common import Ui, form, root
-from .security import TOKEN_COOKIE, Auth, Guard
+from .common import FORM_LIMIT, Ui, form, read_form, root
+from .security import TOKEN_COOKIE, Auth, Guard, client_of
 
-__all__ = ["asgi_app"]
+__all__ = ["MIN_TOKEN", "asgi_app"]
+
+#: The shortest token `asgi_app` takes (wrong guesses are also limited per client).
+MIN_TOKEN = 8
 
 logger = logging.getLogger("zag_async.ui")
 
 STATIC = Path(__file__).resolve().parent / "static"
 
+
+#: The longest a request may take before its answer starts (a slow database or board).
+REQUEST_TIMEOUT = 15.0
 
 #: Every page: only the UI's own script, stylesheet and pictures; no framing.
 PAGE_POLICY = (
@@ -68,22 +81,18 @@ PAGE_POLICY = (
 SVG_POLICY = "default-src 'none'; style-src 'unsafe-inline'"
 
 
-async def draw(detail: FlowDetail) -> bytes | None:
-    """The flow's picture as SVG, atoms coloured by their stored state, or None.
+async def draw(detail: FlowDetail, flow: Flow | Atom | None) -> bytes | None:
+    """`flow`'s picture as SVG, atoms coloured by `detail`'s stored states, or None.
 
-    The flow is rebuilt from the factory it was started from (saved in its
-    meta) and drawn by Graphviz's `dot`, run as a subprocess of the event loop;
-    None when the flow has no factory, it cannot be rebuilt here, or `dot` is
-    missing or fails.
+    Drawn by Graphviz's `dot`, run as a subprocess of the event loop; None
+    without a flow (see `Ui.rebuild`), or when `dot` is missing or fails.
     """
-    saved = detail.meta.get("factory")
     dot = shutil.which("dot")
-    if not saved or dot is None:
+    if flow is None or dot is None:
         return None
     try:
-        flow = FactoryRef.from_dict(saved).build()
         text = to_dot(flow, {name: str(a.state) for name, a in detail.atoms.items()})
-    except Exception as exc:  # a user's factory: anything may go wrong rebuilding it
+    except Exception as exc:  # a user's flow: anything may go wrong drawing it
         logger.debug("no picture of flow %s: %s", detail.uuid, exc)
         return None
     proc = await asyncio.create_subprocess_exec(
@@ -105,7 +114,8 @@ async def draw(detail: FlowDetail) -> bytes | None:
 
 class _Secure:
     """Adds a content security policy (unless the response set one), nosniff and a
-    same-origin referrer policy to every response."""
+    same-origin referrer policy to every response, and bounds every request: one
+    that has not started its answer in REQUEST_TIMEOUT seconds gets a 503."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -114,16 +124,29 @@ class _Secure:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = False
 
         async def send_secured(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 headers = MutableHeaders(scope=message)
                 headers.setdefault("Content-Security-Policy", PAGE_POLICY)
                 headers.setdefault("X-Content-Type-Options", "nosniff")
                 headers.setdefault("Referrer-Policy", "same-origin")
             await send(message)
 
-        await self.app(scope, receive, send_secured)
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                await self.app(scope, receive, send_secured)
+        except TimeoutError:
+            if started:
+                raise
+            logger.warning(
+                "ui: %s %s took over %s s", scope["method"], scope["path"], REQUEST_TIMEOUT
+            )
+            late = PlainTextResponse(f"no answer within {REQUEST_TIMEOUT:g} s: try again", 503)
+            await late(scope, receive, send_secured)
 
 
 def asgi_app(
@@ -134,26 +157,53 @@ def asgi_app(
     token: str | None = None,
     auth: Auth | None = None,
     broker: str | None = None,
+    factories: Iterable[str] = (),
+    secret: str | bytes | None = None,
+    origins: Iterable[str] = (),
 ) -> Starlette:
     """The operations UI for the flows stored in `backend` (an open Backend or a URL).
 
+    Every page is readable by whoever reaches the mount (inputs, results and
+    tracebacks included): protect the mount as you protect the rest of your app.
+
     Args:
-        board: the job board flows' jobs are on; a signal then wakes the
-            flow's job so a conductor resumes it (without one, the UI resumes
-            the flow itself).
-        actions: allow signal and resume (off: read-only, every POST is 403).
-        token: a shared secret for standalone use (Bearer header or login form).
+        board: the job board flows' jobs are on: the jobs page, and a signal or
+            a cancel wakes the flow's job so a conductor resumes it (without one,
+            the UI resumes the flow itself).
+        actions: allow the actions (signal, resume, suspend, cancel; trash and
+            retry a job); off, the UI is read-only and every POST is 403.
+        token: a shared secret for standalone use (Bearer header or login form),
+            at least 8 characters.
         auth: the host app's check, `async (request) -> bool`.
         broker: the workers' RabbitMQ (`amqp://...`), for the workers page.
+        factories: modules whose flow factories the UI may call to draw a flow
+            and resolve its atoms' inputs, beyond those this process uses itself
+            (a page never runs a factory only the database names).
+        secret: what signs the CSRF tokens and login sessions; give the same one
+            to every worker process or replica serving the UI (default: random,
+            for this process only).
+        origins: more hosts (`host:port`) a form may be posted from, for a proxy
+            that rewrites the Host header.
 
     Raises:
-        ConfigurationError: actions were asked for with no way to authenticate.
+        ConfigurationError: actions were asked for with no way to authenticate,
+            or the token is too short to guess slowly.
     """
     if actions and token is None and auth is None:
         raise ConfigurationError("the UI's actions need token= or auth= (an authenticated caller)")
+    if token is not None and (not isinstance(token, str) or len(token) < MIN_TOKEN):
+        raise ConfigurationError(f"the UI's token must be a string of {MIN_TOKEN}+ characters")
     if not isinstance(backend, (Backend, str)):
         raise ConfigurationError(f"backend must be a Backend or a URL, got {backend!r}")
-    ui = Ui(backend, board, actions, Guard(token=token, auth=auth), broker=broker)
+    if isinstance(factories, str) or isinstance(origins, str):
+        raise ConfigurationError("factories= and origins= take a list of names, not one string")
+    key = secret.encode() if isinstance(secret, str) else secret
+    guard = Guard(token=token, auth=auth, secret=key, origins=tuple(origins))
+    ui = Ui(backend, board, actions, guard, broker=broker, factories=factories)
+
+    def _inputs(detail: FlowDetail) -> Inputs:
+        flow, why = ui.rebuild(detail)
+        return atom_inputs(detail, flow=flow) if flow is not None else Inputs(unknown=why)
 
     async def home(request: Request) -> Response:
         return RedirectResponse(f"{root(request)}/flows", status_code=303)
@@ -191,14 +241,14 @@ def asgi_app(
                 views.page(root(request), "Not found", "<h1>No such flow</h1>"), 404
             )
         csrf = await ui.csrf_for(request)
-        notice = request.query_params.get("done", "")[:200]
+        notice = views.notice_of(request.query_params.get("done", ""))
         done = await (await ui.backend()).list_actions(target=detail.uuid, limit=20)
         body = views.flow_page(
             root(request),
             detail,
             csrf=csrf,
             notice=notice,
-            inputs=atom_inputs(detail),
+            inputs=_inputs(detail),
             done=done,
         )
         response = HTMLResponse(body)
@@ -213,10 +263,10 @@ def asgi_app(
     async def picture(request: Request) -> Response:
         detail = await load(request)
         if detail is None:
-            return Response("no such flow", 404)
-        svg = await draw(detail)
+            return PlainTextResponse("no such flow", 404)
+        svg = await draw(detail, ui.rebuild(detail)[0])
         if svg is None:
-            return Response("no picture (no factory, or no Graphviz)", 404)
+            return PlainTextResponse("no picture (no factory, or no Graphviz)", 404)
         return Response(
             svg,
             media_type="image/svg+xml",
@@ -226,7 +276,7 @@ def asgi_app(
     async def timeline_svg(request: Request) -> Response:
         detail = await load(request)
         if detail is None:
-            return Response("no such flow", 404)
+            return PlainTextResponse("no such flow", 404)
         return Response(
             timeline.svg(timeline.layout(detail), standalone=True),
             media_type="image/svg+xml",
@@ -248,14 +298,14 @@ def asgi_app(
         try:
             payload = json.loads(fields.get("payload", "null") or "null")
         except (ValueError, RecursionError) as exc:
-            return Response(f"the payload must be JSON: {exc}", 400)
+            return PlainTextResponse(f"the payload must be JSON: {exc}", 400)
         database = await ui.backend()
         try:
             stored = await send_signal(flow_id, event, payload, backend=database, board=ui.board)
         except SignalRefused as exc:
-            return Response(str(exc), 409)
+            return PlainTextResponse(str(exc), 409)
         except (ConfigurationError, SerializationError) as exc:  # SerializationError: too deep
-            return Response(str(exc), 400)
+            return PlainTextResponse(str(exc), 400)
         await ui.record(who, "signal", flow_id, f"{event} ({stored.id})")
         if ui.board is None:
             ui.start_resume(database, flow_id)
@@ -266,9 +316,9 @@ def asgi_app(
     async def act_resume(request: Request, who: str) -> Response:
         detail = await load(request)
         if detail is None:
-            return Response("no such flow", 404)
+            return PlainTextResponse("no such flow", 404)
         if detail.state not in (FlowState.SUSPENDED, FlowState.WAITING):
-            return Response(f"the flow is {detail.state}, not suspended or waiting", 409)
+            return PlainTextResponse(f"the flow is {detail.state}, not suspended or waiting", 409)
         await ui.record(who, "resume", detail.uuid)
         # A flow with a parked job is resumed by a conductor; any other by this app.
         if ui.board is None or not await ui.board.wake(job_of(detail)):
@@ -282,16 +332,17 @@ def asgi_app(
         flow_id = request.path_params["flow_id"]
         action = request.url.path.rsplit("/", 1)[-1]
         reason = (await form(request)).get("reason", "")[:2000]
+        by = who.replace("\x00", "")[:200]  # a host's display name may be anything
         database = await ui.backend()
         try:
             if action == "suspend":
-                await suspend_flow(flow_id, backend=database, by=who, reason=reason)
+                await suspend_flow(flow_id, backend=database, by=by, reason=reason)
             else:
-                await cancel_flow(flow_id, backend=database, board=ui.board, by=who, reason=reason)
+                await cancel_flow(flow_id, backend=database, board=ui.board, by=by, reason=reason)
         except ControlRefused as exc:
-            return Response(str(exc), 404 if exc.kind == "unknown_flow" else 409)
+            return PlainTextResponse(str(exc), 404 if exc.kind == "unknown_flow" else 409)
         except ConfigurationError as exc:  # a reason the database cannot store (a NUL)
-            return Response(str(exc), 400)
+            return PlainTextResponse(str(exc), 400)
         await ui.record(who, action, flow_id, reason)
         if action == "cancel" and ui.board is None:
             detail = await database.load_flow(flow_id)
@@ -305,14 +356,17 @@ def asgi_app(
         prefix = root(request)
         if request.method == "POST":
             if ui.guard.token is None or not ui.guard.origin_ok(request):
-                return Response("no token login here", 403)
-            client = request.client.host if request.client else ""
+                return PlainTextResponse("no token login here", 403)
+            client = client_of(request)
             if not ui.guard.login_allowed(client):
-                return Response("too many wrong tries; wait a minute", 429)
-            given = (await form(request)).get("token", "")
+                return PlainTextResponse("too many wrong tries; wait a minute", 429)
+            fields = await read_form(request)
+            if fields is None:
+                return PlainTextResponse(f"the form is larger than {FORM_LIMIT} bytes", 413)
+            given = fields.get("token", "")
             if not hmac.compare_digest(given.encode(), ui.guard.token.encode()):
                 ui.guard.login_failed(client)
-                return Response("wrong token", 401)
+                return PlainTextResponse("wrong token", 401)
             response = RedirectResponse(f"{prefix}/flows", status_code=303)
             response.set_cookie(
                 TOKEN_COOKIE,
@@ -320,6 +374,7 @@ def asgi_app(
                 httponly=True,
                 samesite="strict",
                 path=prefix or "/",
+                secure=request.url.scheme == "https",
             )
             return response
         body = (

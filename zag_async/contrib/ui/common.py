@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
+from ...atom import Atom
 from ...engine import resume as resume_flow
 from ...errors import ZagError
+from ...factory import FactoryRef, used_here
+from ...failure import error_text
+from ...flow import Flow
 from ...jobs.base import JobBoard
+from ...models import FlowDetail
 from ...persistence.base import ACTION_LIMITS, Backend
-from .security import CSRF_COOKIE, Guard
+from .security import CSRF_COOKIE, Guard, client_of
 
 __all__ = ["FORM_LIMIT", "ActionHandler", "Ui", "form", "read_form", "root"]
 
@@ -43,12 +48,14 @@ class Ui:
         actions: bool,
         guard: Guard,
         broker: str | None = None,
+        factories: Iterable[str] = (),
     ) -> None:
         self._given = backend
         self._backend: Backend | None = backend if isinstance(backend, Backend) else None
         self._lock = asyncio.Lock()
         self.board = board
         self.broker = broker
+        self.factories = tuple(factories)
         self.actions = actions
         self.guard = guard
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -57,6 +64,34 @@ class Ui:
     def opened(self) -> Backend | None:
         """The backend in use now (None while a URL's is not opened yet, or once closed)."""
         return self._backend
+
+    def rebuild(self, detail: FlowDetail) -> tuple[Flow | Atom | None, str]:
+        """The flow rebuilt from its stored factory (for its picture and its atoms'
+        inputs), or None and why not.
+
+        A GET must not run code that only the database names, so only factories
+        this process has used itself (posted, started, resumed) or that `factories`
+        allows (module names: "myapp.flows" allows "myapp.flows:order" and
+        "myapp.flows.billing:invoice") are called.
+        """
+        saved = detail.meta.get("factory")
+        if not isinstance(saved, dict) or not isinstance(saved.get("path"), str):
+            return None, "the flow was not started from a factory"
+        path = saved["path"]
+        module = path.partition(":")[0]
+        allowed = used_here(path) or any(
+            module == name or module.startswith(name + ".") for name in self.factories
+        )
+        if not allowed:
+            return None, (
+                f"its factory {path} is not one this UI may run (it is not used by this "
+                "process; allow its module with factories=)"
+            )
+        try:
+            return FactoryRef.from_dict(saved).build(), ""
+        except Exception as exc:  # a user's factory: anything may go wrong rebuilding it
+            logger.debug("flow %s cannot be rebuilt: %s", detail.uuid, exc)
+            return None, "the flow's factory cannot be loaded here"
 
     async def backend(self) -> Backend:
         if self._backend is None:
@@ -85,8 +120,8 @@ class Ui:
         async def go() -> None:
             try:
                 await resume_flow(flow_id, backend=backend)
-            except ZagError as exc:
-                logger.warning("ui resume of flow %s stopped: %s", flow_id, exc)
+            except Exception as exc:  # the flow's own failure (re-raised after reverting) too
+                logger.warning("ui resume of flow %s ended: %s", flow_id, error_text(exc))
 
         task = asyncio.get_running_loop().create_task(go(), name=f"zag-ui-resume-{flow_id}")
         self.tasks.add(task)
@@ -105,7 +140,12 @@ class Ui:
         """`response` setting the CSRF cookie to `token` when the browser lacks it."""
         if token is not None and request.cookies.get(CSRF_COOKIE) != token:
             response.set_cookie(
-                CSRF_COOKIE, token, httponly=True, samesite="strict", path=root(request) or "/"
+                CSRF_COOKIE,
+                token,
+                httponly=True,
+                samesite="strict",
+                path=root(request) or "/",
+                secure=request.url.scheme == "https",
             )
         return response
 
@@ -126,15 +166,17 @@ class Ui:
         403 read-only, 401 no authenticated caller, 413 a form larger than FORM_LIMIT,
         403 forged (CSRF or Origin)."""
         if not self.actions:
-            return None, Response("the UI is read-only", 403)
+            return None, PlainTextResponse("the UI is read-only", 403)
+        if not self.guard.login_allowed(client_of(request)):
+            return None, PlainTextResponse("too many wrong tries; wait a minute", 429)
         who = await self.guard.who(request)
         if who is None:
-            return None, Response("authentication required", 401)
+            return None, PlainTextResponse("authentication required", 401)
         fields = await read_form(request)
         if fields is None:
-            return None, Response(f"the form is larger than {FORM_LIMIT} bytes", 413)
+            return None, PlainTextResponse(f"the form is larger than {FORM_LIMIT} bytes", 413)
         if not self.guard.origin_ok(request) or not self.guard.csrf_ok(request, fields.get("csrf")):
-            return None, Response("forged or missing CSRF token", 403)
+            return None, PlainTextResponse("forged or missing CSRF token", 403)
         return who, None
 
     async def record(self, who: str, action: str, target: str, detail: str = "") -> None:

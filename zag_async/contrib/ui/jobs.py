@@ -270,7 +270,7 @@ def routes(ui: Ui) -> list[Route]:
         except BoardUnavailable as exc:
             return _message(prefix, 503, "Jobs", f"The job board is unavailable: {exc}")
         csrf = await ui.csrf_for(request)
-        notice = request.query_params.get("done", "")[:200]
+        notice = views.notice_of(request.query_params.get("done", ""))
         took = (time.perf_counter() - started) * 1000
         page = HTMLResponse(
             render(prefix, seen, csrf, notice), headers={"Server-Timing": f"app;dur={took:.1f}"}

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
-__all__ = ["CSRF_COOKIE", "TOKEN_COOKIE", "Auth", "Guard"]
+__all__ = ["CSRF_COOKIE", "TOKEN_COOKIE", "Auth", "Guard", "client_of"]
 
 CSRF_COOKIE = "zag_csrf"
 TOKEN_COOKIE = "zag_token"
@@ -32,6 +32,8 @@ TOKEN_COOKIE = "zag_token"
 #: Wrong login tries a client may make per window (then 429 until the window passes).
 LOGIN_TRIES = 10
 LOGIN_WINDOW = 60.0
+#: How long a login lasts.
+SESSION_SECONDS = 12 * 3600
 _LOGIN = "login-"
 
 #: The host app's check: True when the request's caller may act.
@@ -41,9 +43,17 @@ Auth = Callable[[Request], Awaitable[bool]]
 class Guard:
     """Authentication and CSRF checks for one UI app (its secret lives here)."""
 
-    def __init__(self, *, token: str | None, auth: Auth | None, secret: bytes | None = None):
+    def __init__(
+        self,
+        *,
+        token: str | None,
+        auth: Auth | None,
+        secret: bytes | None = None,
+        origins: tuple[str, ...] = (),
+    ):
         self.token = token
         self.auth = auth
+        self.origins = origins
         self.secret = secret if secret is not None else secrets.token_bytes(32)
         self._failed: dict[str, list[float]] = {}  # client -> times of wrong logins
 
@@ -56,16 +66,25 @@ class Guard:
         if self.token is not None:
             header = request.headers.get("authorization", "")
             given = header[7:] if header.lower().startswith("bearer ") else None
-            if given is not None and hmac.compare_digest(given.encode(), self.token.encode()):
-                return "token"
+            if given is not None:
+                if hmac.compare_digest(given.encode(), self.token.encode()):
+                    return "token"
+                self.login_failed(client_of(request))  # a wrong guess counts as a login's
             session = request.cookies.get(TOKEN_COOKIE)
-            if session is not None and session.startswith(_LOGIN) and self.valid_csrf(session):
+            if session is not None and self._live_session(session):
                 return "token"
         return None
 
     def new_session(self) -> str:
-        """What the login form's cookie holds: a signed random value, never the token."""
-        return self.sign(_LOGIN + secrets.token_urlsafe(16))
+        """What the login form's cookie holds: a signed random value and when it was
+        issued (it lasts SESSION_SECONDS), never the token."""
+        return self.sign(f"{_LOGIN}{int(time.time())}-{secrets.token_urlsafe(16)}")
+
+    def _live_session(self, session: str) -> bool:
+        if not session.startswith(_LOGIN) or not self.valid_csrf(session):
+            return False
+        issued = session[len(_LOGIN) :].split("-", 1)[0]
+        return issued.isdigit() and 0 <= time.time() - int(issued) < SESSION_SECONDS
 
     def login_allowed(self, client: str) -> bool:
         """False once `client` has made LOGIN_TRIES wrong tries within LOGIN_WINDOW s."""
@@ -102,13 +121,18 @@ class Guard:
             return False
         return hmac.compare_digest(cookie.encode(), field.encode())
 
-    @staticmethod
-    def origin_ok(request: Request) -> bool:
-        """False when an Origin (or, lacking it, Referer) header names another host."""
+    def origin_ok(self, request: Request) -> bool:
+        """False when an Origin (or, lacking it, Referer) header names a host other
+        than the request's own and the `origins` this app was given."""
         origin = request.headers.get("origin") or request.headers.get("referer")
         if origin is None:
             return True
         if origin == "null":
             return False
-        host = request.headers.get("host", "")
-        return urlsplit(origin).netloc == host
+        netloc = urlsplit(origin).netloc
+        return netloc == request.headers.get("host", "") or netloc in self.origins
+
+
+def client_of(request: Request) -> str:
+    """The caller's address, what wrong tries are counted by."""
+    return request.client.host if request.client else ""

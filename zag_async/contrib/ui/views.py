@@ -47,6 +47,19 @@ def readable(text: str) -> str:
     return text if text.isascii() else _LONE_SURROGATE.sub("\ufffd", text)
 
 
+#: What `?done=` may show after an action: the UI's own words only, so a link
+#: cannot put a stranger's text in the page's status line.
+_DONE = re.compile(
+    r"signal sent|resume started|suspend requested|cancel requested|job trashed"
+    r"|retried as job [0-9a-f-]{36}"
+)
+
+
+def notice_of(done: str) -> str:
+    """The status line for a `?done=` value ("" for anything the UI did not write)."""
+    return done if _DONE.fullmatch(done[:100]) else ""
+
+
 def e(value: Any) -> str:
     """Any value as escaped text (quotes included: safe in attributes too)."""
     return readable(escape(str(value), quote=True))
@@ -209,7 +222,8 @@ def _outcome(atom: AtomDetail) -> tuple[str, bool]:
     """(the text of the atom's failure or result, True for a failure)."""
     failure = atom.failure or atom.revert_failure
     if failure is not None:
-        return error_text(failure), True
+        text = error_text(failure)
+        return (text if len(text) <= 2000 else text[:2000] + " …"), True
     return _text(atom.result), False
 
 
@@ -340,8 +354,9 @@ def _atom_row(atom: AtomDetail) -> str:
     outcome = f'<pre class="{"failure" if failed else "result"}">{e(text)}</pre>'
     failure = atom.failure or atom.revert_failure
     if failure is not None and failure.traceback_text:
-        trace = e(failure.traceback_text)
-        outcome += f"<details><summary>Traceback</summary><pre>{trace}</pre></details>"
+        trace = failure.traceback_text
+        trace = trace if len(trace) <= TRACE_CHARS else "… " + trace[-TRACE_CHARS:]
+        outcome += f"<details><summary>Traceback</summary><pre>{e(trace)}</pre></details>"
     return (
         f'<tr data-atom="{e(atom.name)}"><td>{e(atom.name)}</td><td>{e(atom.kind)}</td>'
         f'<td class="atom-state">{_state(atom.state)}</td><td class="attempts">{atom.attempts}</td>'

@@ -101,6 +101,9 @@ document.addEventListener("DOMContentLoaded", function () {
       .catch(function () {});
   }
   var version = null;
+  // A flow that has ended changes no more: polling stops once its end is shown.
+  var ENDED = ["SUCCESS", "FAILURE", "REVERTED", "UNCOMPENSATED", "STUCK_PAST_PIVOT"];
+  var ended = false;
   function poll() {
     fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" })
       .then(function (r) { return r.ok ? r.json() : null; })
@@ -119,10 +122,11 @@ document.addEventListener("DOMContentLoaded", function () {
           }
           version = data.version;
           apply(data);
+          ended = ENDED.indexOf(data.state) >= 0 && !timelineRunning;
         }
       })
       .catch(function () {})
-      .finally(function () { window.setTimeout(poll, 1000); });
+      .finally(function () { if (!ended) window.setTimeout(poll, 1000); });
   }
   poll();
 });

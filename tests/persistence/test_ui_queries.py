@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 import zag_async as zag
-from zag_async.errors import ConfigurationError
+from zag_async.errors import ConfigurationError, NotFound
 from zag_async.persistence.base import ACTION_LIMITS, MAX_NAME_FILTER
 
 F = zag.FlowState
@@ -347,3 +347,14 @@ async def test_random_flows_page_and_count_as_a_model_says(backend: Backend) -> 
             buckets[start] = buckets.get(start, 0) + 1
     got_buckets = await backend.failures_over_time(since=100.0, bucket=50.0)
     assert got_buckets == sorted(buckets.items())
+
+
+@pytest.mark.parametrize("bad", ["\ud800", "a\x00b"])
+async def test_ids_no_database_holds_are_simply_not_found(backend: Backend, bad: str) -> None:
+    with pytest.raises(NotFound):
+        await backend.load_flow(bad)
+    with pytest.raises(NotFound):
+        await backend.load_flow_row(bad)
+    assert await backend.find_signal(bad) is None
+    assert await backend.list_signals(bad) == []
+    assert await backend.list_actions(target=bad) == []

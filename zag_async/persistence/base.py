@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from ..codec import Codec, JsonCodec
-from ..errors import ConcurrentUpdate, ConfigurationError, FlowBusy, StorageError
+from ..errors import ConcurrentUpdate, ConfigurationError, FlowBusy, NotFound, StorageError
 from ..failure import Failure
 from ..models import Action, AtomDetail, FlowDetail, FlowSummary, History, LogBook, Signal
 from ..states import AtomState, FlowState, Intention
@@ -126,6 +126,24 @@ def _listing(
         created_after=None if created_after is None else _number("created_after", created_after),
         before=cursor,
     )
+
+
+def _keyable(value: object) -> bool:
+    """True for text every database can look up: a str with no NUL that UTF-8 can
+    encode (no lone surrogate). No stored id is anything else."""
+    if not isinstance(value, str) or "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_key(what: str, value: object) -> None:
+    """NotFound for an id no database could hold (instead of a driver's own error)."""
+    if not _keyable(value):
+        raise NotFound(f"no {what} {value!r}")
 
 
 def _action_text(name: str, value: object, *, empty: bool = False) -> str:
@@ -255,6 +273,7 @@ class Backend(abc.ABC):
     async def load_flow(self, uuid: str) -> FlowDetail:
         """The flow with all its atoms, as last committed."""
         self._check_open()
+        check_key("flow", uuid)
         flow_row, atom_rows = await self._read(uuid)
         flow = self.flow_from_row(flow_row)
         for row in sorted(atom_rows, key=lambda r: r["position"] or 0):
@@ -265,6 +284,7 @@ class Backend(abc.ABC):
     async def load_flow_row(self, uuid: str) -> Row:
         """The flow's own row (version, updated_at, ...) without its atoms."""
         self._check_open()
+        check_key("flow", uuid)
         flow_row, _ = await self._read(uuid)
         return flow_row
 
@@ -480,7 +500,7 @@ class Backend(abc.ABC):
             raise ConfigurationError(f"limit must be an int from 0 to {MAX_ACTIONS}, got {limit!r}")
         if target is not None and not isinstance(target, str):
             raise ConfigurationError(f"target must be a str or None, got {target!r}")
-        if limit == 0 or "\x00" in (target or ""):
+        if limit == 0 or (target is not None and not _keyable(target)):
             return []
         return [self.action_from_row(r) for r in await self._action_rows(target, limit)]
 
@@ -537,6 +557,8 @@ class Backend(abc.ABC):
     async def find_signal(self, signal_id: str) -> Signal | None:
         """The signal stored under `signal_id` (any flow's), or None."""
         self._check_open()
+        if not _keyable(signal_id):
+            return None  # no stored id is such text
         row = await self._signal_row(signal_id)
         return None if row is None else self.signal_from_row(row)
 
@@ -546,6 +568,8 @@ class Backend(abc.ABC):
     async def list_signals(self, flow_id: str) -> list[Signal]:
         """Every signal stored for the flow, in arrival order (taken or not)."""
         self._check_open()
+        if not _keyable(flow_id):
+            return []  # no stored id is such text
         return [self.signal_from_row(r) for r in await self._signal_rows(flow_id)]
 
     async def signalled_flows(self) -> dict[str, int]:

@@ -50,7 +50,7 @@ from ..errors import (
 )
 from ..models import LogBook
 from ..states import FlowState
-from .base import Backend, Listing, Row, fold, like_pattern
+from .base import Backend, Listing, Row, check_key, fold, like_pattern
 from .leases import DEFAULT_LEASE, Holder
 from .names import ATOM_COLUMNS, FLOW_COLUMNS, SCHEMA_VERSION, SUMMARY_COLUMNS
 from .urls import hide_password
@@ -546,6 +546,7 @@ class PostgresBackend(Backend):
         """The flow's own row, in one query (signals and the engine's retry check
         read it; the base method would read the atoms too)."""
         self._check_open()
+        check_key("flow", uuid)
         async with self._conn() as conn:
             row = await conn.fetchrow("SELECT * FROM zag_flows WHERE uuid = $1", uuid)
         if row is None:

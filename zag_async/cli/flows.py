@@ -178,7 +178,8 @@ def db_upgrade(url: str) -> None:
 @click.option("--by", default="cli", show_default=True, help="Who asks (recorded on the flow).")
 @click.option("--reason", default="", help="Why (recorded on the flow).")
 def flows_suspend(flow_id: str, backend: str, by: str, reason: str) -> None:
-    """Suspend the running flow FLOW_ID: its running steps finish, nothing new starts.
+    """Suspend the running flow FLOW_ID (or a unique prefix of it): its running steps
+    finish, nothing new starts.
 
     The engine running it (in any process) stops at its next lease renewal and
     the flow stays SUSPENDED until resumed. Refused (exit 1) for an unknown,
@@ -196,7 +197,8 @@ def flows_suspend(flow_id: str, backend: str, by: str, reason: str) -> None:
 @click.option("--by", default="cli", show_default=True, help="Who asks (recorded on the flow).")
 @click.option("--reason", default="", help="Why (recorded on the flow).")
 def flows_cancel(flow_id: str, backend: str, board: str | None, by: str, reason: str) -> None:
-    """Cancel the flow FLOW_ID: nothing new starts and everything it did is reverted.
+    """Cancel the flow FLOW_ID (or a unique prefix of it): nothing new starts and
+    everything it did is reverted.
 
     A running flow is reverted by its engine; a WAITING or SUSPENDED one when it is
     next resumed (at once with --board). The flow ends REVERTED. Refused (exit 1)
@@ -212,16 +214,18 @@ def _control(
     from ..persistence import connect
     from .common import open_board
 
-    async def ask() -> None:
+    async def ask() -> str:
         if board is not None:
             async with open_board(board, backend, None) as (database, opened):
-                await cancel_flow(flow_id, backend=database, board=opened, by=by, reason=reason)
-            return
+                full = (await load_detail(database, flow_id)).uuid
+                await cancel_flow(full, backend=database, board=opened, by=by, reason=reason)
+                return full
         async with connect(backend) as database:
+            full = (await load_detail(database, flow_id)).uuid
             if action == "suspend":
-                await suspend_flow(flow_id, backend=database, by=by, reason=reason)
+                await suspend_flow(full, backend=database, by=by, reason=reason)
             else:
-                await cancel_flow(flow_id, backend=database, by=by, reason=reason)
+                await cancel_flow(full, backend=database, by=by, reason=reason)
+            return full
 
-    asyncio.run(ask())
-    click.echo(f"{action} of flow {flow_id} requested")
+    click.echo(f"{action} of flow {asyncio.run(ask())} requested")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import abc
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -126,6 +126,20 @@ def _listing(
         created_after=None if created_after is None else _number("created_after", created_after),
         before=cursor,
     )
+
+
+#: JSON text of plain values, by the C encoder alone (what the codec ends with too).
+_plain_json = json.JSONEncoder(separators=(",", ":"), allow_nan=True).encode
+
+
+def _meta_text(meta: dict[str, Any], dumps: Callable[[Any], str]) -> str:
+    """An atom's meta as stored. It is the engine's own plain JSON (waits, revert
+    tries, the timeline of calls), written twice per call: straight through the C
+    encoder, and through the codec only if something else is in it."""
+    try:
+        return _plain_json(meta)
+    except (TypeError, ValueError):
+        return dumps(meta)
 
 
 def _keyable(value: object) -> bool:
@@ -665,7 +679,7 @@ class Backend(abc.ABC):
                 "history": None if atom.history is None else dumps(atom.history.to_list()),
                 "duration": atom.duration,
                 "attempts": atom.attempts,
-                "meta": None if atom.meta is None else dumps(atom.meta),
+                "meta": None if atom.meta is None else _meta_text(atom.meta, dumps),
                 "position": atom.position,
             }
         except StorageError as exc:

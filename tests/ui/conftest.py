@@ -69,8 +69,10 @@ def client(stored: Stored) -> Client:
     return open_client
 
 
-async def suspend_one(backend: Backend, tag: str) -> str:
-    """A `held` flow suspended while its gate ran (the gate is open afterwards)."""
+@asynccontextmanager
+async def held_running(backend: Backend, tag: str) -> AsyncIterator[tuple[zag.Engine, Any]]:
+    """A `held` flow run in a task until its gate atom is stored RUNNING: yields the
+    engine and the task; the gate is opened and the task ended on the way out."""
     from support import eventually
 
     engine = zag.Engine.from_factory(flows.held, store={"tag": tag}, backend=backend)
@@ -83,10 +85,22 @@ async def suspend_one(backend: Backend, tag: str) -> str:
             return False  # not saved yet
         return "gate" in detail.atoms and detail.atoms["gate"].state == "RUNNING"
 
-    await eventually(gate_running, what="the gate atom running")
-    engine.suspend()
-    flows.gate_for(tag).set()
-    await running
+    try:
+        await eventually(gate_running, what="the gate atom running")
+        yield engine, running
+    finally:
+        flows.gate_for(tag).set()
+        if not running.done():
+            running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
+async def suspend_one(backend: Backend, tag: str) -> str:
+    """A `held` flow suspended while its gate ran (the gate is open afterwards)."""
+    async with held_running(backend, tag) as (engine, running):
+        engine.suspend()
+        flows.gate_for(tag).set()
+        await running
     assert (await backend.load_flow(engine.flow_id)).state is FlowState.SUSPENDED
     return engine.flow_id
 

@@ -13,12 +13,11 @@ import pytest
 from starlette.requests import Request
 from support import eventually
 
-import zag_async as zag
 from zag_async.errors import FlowCancelled
 from zag_async.states import FlowState
 
 from . import flows
-from .conftest import Client, Stored, suspend_one
+from .conftest import Client, Stored, held_running, suspend_one
 
 TOKEN = "s3cret-token"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -221,53 +220,28 @@ async def test_cancel_reverts_a_waiting_flow(
     assert f"ui action: token cancel {stored.waiting} <no> longer wanted" in caplog.text
 
 
-async def test_suspend_stops_a_running_flow(client: Client, stored: Stored) -> None:
-    engine = zag.Engine.from_factory(
-        flows.held, store={"tag": "ui-suspend"}, backend=stored.backend
-    )
-    running = asyncio.create_task(engine.run())
-    try:
-        await eventually(
-            lambda: engine.storage.get("gate").state == "RUNNING", what="the gate running"
-        )
-        async with client(actions=True, token=TOKEN) as http:
-            token = await csrf_of(http, engine.flow_id, **BEARER)
-            reply = await http.post(
-                f"/zag/flows/{engine.flow_id}/suspend", data={"csrf": token}, headers=BEARER
-            )
-            assert reply.status_code == 303, reply.text
-            flows.gate_for("ui-suspend").set()
-            await asyncio.wait_for(running, 10)
-            assert engine.state is FlowState.SUSPENDED
-            again = await http.post(
-                f"/zag/flows/{engine.flow_id}/suspend", data={"csrf": token}, headers=BEARER
-            )
-            assert again.status_code == 409  # suspended: nothing runs
-    finally:
-        flows.gate_for("ui-suspend").set()
-        running.cancel()
-
-
-async def test_cancel_reverts_a_running_flow(client: Client, stored: Stored) -> None:
-    engine = zag.Engine.from_factory(flows.held, store={"tag": "ui-cancel"}, backend=stored.backend)
-    running = asyncio.create_task(engine.run())
-    try:
-        await eventually(
-            lambda: engine.storage.get("gate").state == "RUNNING", what="the gate running"
-        )
-        async with client(actions=True, token=TOKEN) as http:
-            token = await csrf_of(http, engine.flow_id, **BEARER)
-            reply = await http.post(
-                f"/zag/flows/{engine.flow_id}/cancel", data={"csrf": token}, headers=BEARER
-            )
-            assert reply.status_code == 303, reply.text
-            flows.gate_for("ui-cancel").set()
+@pytest.mark.parametrize("action", ["suspend", "cancel"])
+async def test_suspend_or_cancel_a_running_flow(
+    client: Client, stored: Stored, action: str
+) -> None:
+    tag = f"ui-{action}"
+    async with (
+        held_running(stored.backend, tag) as (engine, running),
+        client(actions=True, token=TOKEN) as http,
+    ):
+        token = await csrf_of(http, engine.flow_id, **BEARER)
+        url = f"/zag/flows/{engine.flow_id}/{action}"
+        reply = await http.post(url, data={"csrf": token}, headers=BEARER)
+        assert reply.status_code == 303, reply.text
+        flows.gate_for(tag).set()  # the running step ends; then the request applies
+        if action == "cancel":
             with pytest.raises(FlowCancelled):
                 await asyncio.wait_for(running, 10)
-        assert engine.state is FlowState.REVERTED
-    finally:
-        flows.gate_for("ui-cancel").set()
-        running.cancel()
+        else:
+            await asyncio.wait_for(running, 10)
+        again = await http.post(url, data={"csrf": token}, headers=BEARER)
+    assert engine.state is (FlowState.REVERTED if action == "cancel" else FlowState.SUSPENDED)
+    assert again.status_code == 409  # finished, or suspended: nothing runs
 
 
 async def test_the_login_cookie_is_not_the_token_and_wrong_tries_are_limited(

@@ -9,15 +9,12 @@ import asyncio
 from typing import Any
 
 import pytest
-from support import eventually
 
-import zag_async as zag
-from zag_async.errors import NotFound
 from zag_async.states import FlowState
 
 from . import flows
 from .browser import TOKEN, log_in, shot
-from .conftest import Stored, suspend_one
+from .conftest import Stored, held_running, suspend_one
 
 pytestmark = pytest.mark.services  # a browser, a server: not the fast suite
 
@@ -38,18 +35,7 @@ async def test_list_then_open_a_flow_by_keyboard(page: Any, served: str, stored:
 
 
 async def test_a_running_flow_changes_state_live(page: Any, served: str, stored: Stored) -> None:
-    engine = zag.Engine.from_factory(flows.held, store={"tag": "live"}, backend=stored.backend)
-    running = asyncio.create_task(engine.run())
-    try:
-
-        async def gate_running() -> bool:
-            try:
-                detail = await stored.backend.load_flow(engine.flow_id)
-            except NotFound:
-                return False  # not saved yet
-            return "gate" in detail.atoms and detail.atoms["gate"].state == "RUNNING"
-
-        await eventually(gate_running, what="the gate atom running")
+    async with held_running(stored.backend, "live") as (engine, running):
         await page.goto(f"{served}/flows/{engine.flow_id}")
         assert await page.locator("#flow-state").inner_text() == "RUNNING"
         await page.evaluate("window.zagMarker = 1")  # gone if the page reloads
@@ -65,8 +51,6 @@ async def test_a_running_flow_changes_state_live(page: Any, served: str, stored:
         assert await page.locator("#picture").get_attribute("src") != drawn  # redrawn
         assert await page.locator("#picture").evaluate("img => img.naturalWidth") > 0
         await shot(page, "flow-finished-live")
-    finally:
-        flows.gate_for("live").set()
         await running
 
 
@@ -106,12 +90,7 @@ async def test_resume_a_suspended_flow(page: Any, served: str, stored: Stored) -
 
 
 async def test_suspend_then_cancel_a_running_flow(page: Any, served: str, stored: Stored) -> None:
-    engine = zag.Engine.from_factory(flows.held, store={"tag": "ops"}, backend=stored.backend)
-    running = asyncio.create_task(engine.run())
-    try:
-        await eventually(
-            lambda: engine.storage.get("gate").state == "RUNNING", what="the gate running"
-        )
+    async with held_running(stored.backend, "ops") as (engine, running):
         await log_in(page, served)
         await page.goto(f"{served}/flows/{engine.flow_id}")
         page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
@@ -129,9 +108,6 @@ async def test_suspend_then_cancel_a_running_flow(page: Any, served: str, stored
         await page.reload()
         assert "cancelled by token: ordered by mistake" in await page.content()
         await shot(page, "flow-cancelled-by-ui")
-    finally:
-        flows.gate_for("ops").set()
-        running.cancel()
     detail = await stored.backend.load_flow(engine.flow_id)
     assert detail.state is FlowState.REVERTED
     assert [a.action for a in await stored.backend.list_actions(target=engine.flow_id)] == [

@@ -10,14 +10,10 @@ import asyncio
 from typing import Any
 
 import pytest
-from support import eventually
-
-import zag_async as zag
-from zag_async.errors import NotFound
 
 from . import flows
 from .browser import shot
-from .conftest import Stored
+from .conftest import Stored, held_running
 
 pytestmark = pytest.mark.services  # a browser, a server: not the fast suite
 
@@ -29,18 +25,7 @@ async def test_the_timeline_gains_bars_while_the_flow_runs(
 ) -> None:
     problems: list[str] = []
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    engine = zag.Engine.from_factory(flows.held, store={"tag": "timeline"}, backend=stored.backend)
-    running = asyncio.create_task(engine.run())
-    try:
-
-        async def gate_running() -> bool:
-            try:
-                detail = await stored.backend.load_flow(engine.flow_id)
-            except NotFound:
-                return False  # not saved yet
-            return "gate" in detail.atoms and detail.atoms["gate"].state == "RUNNING"
-
-        await eventually(gate_running, what="the gate atom running")
+    async with held_running(stored.backend, "timeline") as (engine, running):
         await page.goto(f"{served}/flows/{engine.flow_id}")
         chart = page.locator("svg#timeline")
         assert await chart.get_attribute("role") == "img"
@@ -73,8 +58,6 @@ async def test_the_timeline_gains_bars_while_the_flow_runs(
         assert await table.nth(2).locator("td").nth(0).inner_text() == "two"
         await shot(page, "flow-timeline-finished")
         assert not [p for p in problems if "Content Security Policy" in p], problems
-    finally:
-        flows.gate_for("timeline").set()
         await running
 
 

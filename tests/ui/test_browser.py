@@ -105,6 +105,7 @@ async def test_suspend_then_cancel_a_running_flow(page: Any, served: str, stored
         await page.get_by_role("button", name="Cancel flow").click()
         await page.wait_for_url(f"{served}/flows/{engine.flow_id}?done=cancel+requested")
         await page.locator("#flow-state", has_text="REVERTED").wait_for()
+        await page.locator("section.actions").wait_for(state="hidden")  # nothing left to do
         await page.reload()
         assert "cancelled by token: ordered by mistake" in await page.content()
         await shot(page, "flow-cancelled-by-ui")

@@ -123,6 +123,10 @@ document.addEventListener("DOMContentLoaded", function () {
           version = data.version;
           apply(data);
           ended = ENDED.indexOf(data.state) >= 0 && !timelineRunning;
+          if (ENDED.indexOf(data.state) >= 0) {
+            // nothing can be done to an ended flow: its action forms go
+            document.querySelectorAll("section.actions").forEach(function (s) { s.hidden = true; });
+          }
         }
       })
       .catch(function () {})

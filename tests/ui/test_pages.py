@@ -224,3 +224,19 @@ async def test_the_name_filter_is_done_by_the_database(client: Client, stored: S
         literal = await http.get("/zag/flows", params={"name": "h%d"})
     assert re.findall(r"/zag/flows/([0-9a-f-]{36})", page.text) == [stored.done]
     assert re.findall(r"/zag/flows/([0-9a-f-]{36})", literal.text) == []
+
+
+async def test_requests_not_taken_yet_are_shown(client: Client, stored: Stored) -> None:
+    from zag_async.control import CONTROL_EVENT
+
+    asked = {"action": "cancel", "by": "<ann>", "reason": "", "at": 0.0}
+    await stored.backend.add_signal(stored.waiting, CONTROL_EVENT, asked, "asked-1")
+    await stored.backend.add_signal(stored.done, CONTROL_EVENT, asked, "asked-2")
+    async with client() as http:
+        waiting = await http.get(f"/zag/flows/{stored.waiting}")
+        done = await http.get(f"/zag/flows/{stored.done}")
+        quiet = await http.get(f"/zag/flows/{stored.failed}")
+    assert "Cancel asked by &lt;ann&gt; at " in waiting.text
+    assert "waits for the engine running the flow" in waiting.text
+    assert "was not applied: the flow ended first" in done.text
+    assert "asked by" not in quiet.text

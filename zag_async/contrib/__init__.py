@@ -1,1 +1,2 @@
-"""Glue for web frameworks: `zag_async.contrib.fastapi` and `zag_async.contrib.aiohttp`."""
+"""Glue for web frameworks (`zag_async.contrib.fastapi`, `zag_async.contrib.aiohttp`)
+and the operations UI (`zag_async.contrib.ui`)."""

@@ -37,7 +37,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ...atom import Atom
-from ...control import cancel_flow, suspend_flow
+from ...control import CONTROL_EVENT, cancel_flow, suspend_flow
 from ...errors import (
     ConfigurationError,
     ControlRefused,
@@ -242,7 +242,13 @@ def asgi_app(
             )
         csrf = await ui.csrf_for(request)
         notice = views.notice_of(request.query_params.get("done", ""))
-        done = await (await ui.backend()).list_actions(target=detail.uuid, limit=20)
+        database = await ui.backend()
+        done = await database.list_actions(target=detail.uuid, limit=20)
+        asked = [
+            s
+            for s in await database.list_signals(detail.uuid)
+            if s.event == CONTROL_EVENT and s.taken_by is None
+        ]
         body = views.flow_page(
             root(request),
             detail,
@@ -250,6 +256,7 @@ def asgi_app(
             notice=notice,
             inputs=_inputs(detail),
             done=done,
+            asked=asked[:10],
         )
         response = HTMLResponse(body)
         return ui.with_csrf(request, response, csrf)

@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 
 from ...failure import Failure, error_text
 from ...inspection import Inputs
-from ...models import Action, AtomDetail, FlowDetail, FlowSummary
+from ...models import Action, AtomDetail, FlowDetail, FlowSummary, Signal
 from ...states import ENDED, FlowState
 from ...status import failure_lines, iso_utc, waits_of
 from . import timeline
@@ -402,6 +402,23 @@ def _actions(root: str, detail: FlowDetail, csrf: str | None) -> str:
     return "".join(out)
 
 
+def _asked(detail: FlowDetail, asked: Sequence[Signal]) -> str:
+    """Suspend or cancel requests stored but not taken yet (so nobody asks twice)."""
+    lines = []
+    for request in asked:
+        payload = request.payload if isinstance(request.payload, dict) else {}
+        action, by = str(payload.get("action", "?")), str(payload.get("by", "") or "someone")
+        if detail.state in ENDED:
+            what = "was not applied: the flow ended first"
+        else:
+            what = "waits for the engine running the flow (it looks at each lease renewal)"
+        lines.append(
+            f"<li>{e(action.capitalize())} asked by {e(by)} at {_when(request.created_at)} "
+            f"{what}.</li>"
+        )
+    return f'<ul class="notice asked" role="status">{"".join(lines)}</ul>' if lines else ""
+
+
 def _done(actions: Sequence[Action]) -> str:
     """The actions taken on the flow through the UI (its record in the action log)."""
     if not actions:
@@ -427,6 +444,7 @@ def flow_page(
     notice: str = "",
     inputs: Inputs | None = None,
     done: Sequence[Action] = (),
+    asked: Sequence[Signal] = (),
 ) -> str:
     """One flow: its state, what it waits for, its failures, its picture, a timeline
     of its calls, a table of its atoms and each atom's whole story.
@@ -452,6 +470,7 @@ def flow_page(
         calls.setdefault(row[0], []).append(row)
     stories = "".join(_story(a, inputs, calls.get(a.name, [])) for a in ordered)
     shown = f'<p class="notice" role="status">{e(notice)}</p>' if notice else ""
+    shown += _asked(detail, asked)
     body = (
         f"<h1>{e(detail.name)}</h1>{shown}"
         f'<dl class="flow" data-flow="{e(detail.uuid)}" '

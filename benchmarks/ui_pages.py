@@ -49,10 +49,11 @@ async def served(url: str) -> AsyncIterator[tuple[str, dict[str, str]]]:
 
     async with zag.connect(url) as backend, zag.jobs.connect(url, backend=backend) as board:
         real = {}
-        done = zag.Engine(flows.order(), store={"item": "lamp"}, backend=backend)
+        # from the factory, so each flow page also rebuilds the flow for its atoms' inputs
+        done = zag.Engine.from_factory(flows.order, store={"item": "lamp"}, backend=backend)
         await done.run()
         real["success"] = done.flow_id
-        failed = zag.Engine(flows.order(), store={"item": "bad"}, backend=backend)
+        failed = zag.Engine.from_factory(flows.order, store={"item": "bad"}, backend=backend)
         with contextlib.suppress(Exception):
             await failed.run()
         real["reverted"] = failed.flow_id

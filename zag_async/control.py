@@ -66,7 +66,8 @@ class Request(dict[str, Any]):
         )
 
 
-def _text(what: str, value: Any, most: int) -> str:
+def check_text(what: str, value: Any, most: int) -> str:
+    """`value` if it is a string every database stores, of at most `most` characters."""
     if not isinstance(value, str) or len(value) > most or not storable(value):
         raise ConfigurationError(
             f"{what} must be a string of at most {most} characters (no NUL), got {value!r:.80}"
@@ -82,8 +83,8 @@ async def _request(
     by: str,
     reason: str,
 ) -> Signal:
-    _text("by", by, 200)
-    _text("reason", reason, 2000)
+    check_text("by", by, 200)
+    check_text("reason", reason, 2000)
     if not isinstance(flow_id, str) or not 0 < len(flow_id) <= 36 or not storable(flow_id):
         raise ControlRefused(str(flow_id), action, "no such flow", kind="unknown_flow")
     try:

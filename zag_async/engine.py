@@ -323,7 +323,13 @@ class Engine:
     def cancel(self, *, by: str = "", reason: str = "") -> None:
         """Start nothing new and revert everything that ran; the run ends REVERTED
         and raises `FlowCancelled` (see `zag.cancel_flow` for a stored flow run
-        elsewhere). Has no effect on a flow that is not running."""
+        elsewhere). Has no effect on a flow that is not running.
+
+        Raises:
+            ConfigurationError: `by` or `reason` is not a short string.
+        """
+        control.check_text("by", by, 200)
+        control.check_text("reason", reason, 2000)
         if self._running_flag:
             self._apply(control.Request(action="cancel", by=by, reason=reason, at=None))
 

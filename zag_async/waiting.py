@@ -209,6 +209,8 @@ async def signal(
             for another flow or event.
         ConfigurationError: `event` or `signal_id` is not a string every
             database can store.
+        SerializationError: the payload cannot be stored (a type the codec does
+            not know, or nesting deeper than JSON allows).
     """
     _check_text("event", event, 1000)
     if signal_id is not None:

@@ -618,6 +618,18 @@ async def test_the_control_api_refuses_or_stores_a_readable_request(
     assert stored.payload["by"] == by and stored.payload["reason"] == reason
 
 
+def _short_text(value: Any, most: int) -> bool:
+    """What `Engine.cancel` accepts: a str of at most `most` characters that UTF-8 can
+    encode, with no NUL."""
+    if not isinstance(value, str) or len(value) > most or "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -625,8 +637,8 @@ async def test_the_control_api_refuses_or_stores_a_readable_request(
 async def test_engine_cancel_with_any_arguments_reverts_the_run(
     backend: Backend, by: Any, reason: Any
 ) -> None:
-    """`Engine.cancel` takes whatever it is given (it is typed, not checked): the run
-    still reverts, and the UI still shows the flow whatever its stored request holds."""
+    """`Engine.cancel` refuses what no database stores (ConfigurationError, the run goes
+    on) and otherwise reverts the run; the UI shows the flow whatever its request holds."""
     tag = f"hostile-{uuid.uuid4().hex}"
     engine = zag.Engine.from_factory(flows.held, store={"tag": tag}, backend=backend)
     running = asyncio.create_task(engine.run())
@@ -634,7 +646,14 @@ async def test_engine_cancel_with_any_arguments_reverts_the_run(
         await eventually(
             lambda: engine.storage.get("gate").state == "RUNNING", what="the gate running"
         )
-        engine.cancel(by=by, reason=reason)
+        try:
+            engine.cancel(by=by, reason=reason)
+        except ConfigurationError:
+            refused = True
+            engine.cancel(by="fallback", reason="")  # the run still has to end
+        else:
+            refused = False
+        assert refused == (not (_short_text(by, 200) and _short_text(reason, 2000)))
         flows.gate_for(tag).set()
         with pytest.raises(FlowCancelled):
             await asyncio.wait_for(running, REPLY_WITHIN)

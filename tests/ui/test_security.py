@@ -187,3 +187,16 @@ async def test_a_long_display_name_can_still_cancel(stored: Stored) -> None:
         reply = await http.post(f"/zag/flows/{stored.waiting}/cancel", data={"csrf": token})
     await ui.state.ui.aclose()
     assert reply.status_code == 303
+
+
+async def test_log_out_ends_the_browsers_login(client: Client, stored: Stored) -> None:
+    async with client(actions=True, token=TOKEN) as http:
+        await http.post("/zag/login", data={"token": TOKEN})
+        shown = await http.get("/zag/login")
+        foreign = await http.post("/zag/logout", headers={"Origin": "https://evil.example"})
+        still = await http.get(f"/zag/flows/{stored.waiting}")
+        out = await http.post("/zag/logout")
+        after = await http.get(f"/zag/flows/{stored.waiting}")
+    assert "Log out" in shown.text and foreign.status_code == 403
+    assert 'name="csrf"' in still.text  # a forged logout changed nothing
+    assert out.status_code == 303 and 'name="csrf"' not in after.text

@@ -389,7 +389,22 @@ def asgi_app(
             '<label for="token">Token</label><input id="token" name="token" type="password">'
             '<button type="submit">Log in</button></form>'
         )
+        if request.cookies.get(TOKEN_COOKIE) and await ui.guard.who(request) is not None:
+            body = (
+                "<h1>Logged in</h1><p>This browser may act through the UI.</p>"
+                f'<form method="post" action="{views.e(prefix)}/logout">'
+                '<button type="submit">Log out</button></form>'
+            )
         return HTMLResponse(views.page(prefix, "Log in", body))
+
+    async def logout(request: Request) -> Response:
+        """End this browser's login (its cookie goes; a Bearer caller has none)."""
+        if not ui.guard.origin_ok(request):
+            return PlainTextResponse("forged request", 403)
+        prefix = root(request)
+        response = RedirectResponse(f"{prefix}/flows", status_code=303)
+        response.delete_cookie(TOKEN_COOKIE, path=prefix or "/")
+        return response
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -411,6 +426,7 @@ def asgi_app(
         Route("/flows/{flow_id}/suspend", ui.action(act_control), methods=["POST"]),
         Route("/flows/{flow_id}/cancel", ui.action(act_control), methods=["POST"]),
         Route("/login", login, methods=["GET", "POST"]),
+        Route("/logout", logout, methods=["POST"]),
         *summary.routes(ui),
         *jobs.routes(ui),
         *workers.routes(ui),

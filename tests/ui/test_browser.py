@@ -98,6 +98,7 @@ async def test_suspend_then_cancel_a_running_flow(page: Any, served: str, stored
         await page.wait_for_url(f"{served}/flows/{engine.flow_id}?done=suspend+requested")
         flows.gate_for("ops").set()  # the running step finishes; nothing new starts
         await page.locator("#flow-state", has_text="SUSPENDED").wait_for()
+        await page.get_by_role("button", name="Resume").wait_for()  # the forms followed
         await asyncio.wait_for(running, 10)
         await shot(page, "flow-suspended-by-ui")
         await page.get_by_label("Reason").fill("ordered by mistake")

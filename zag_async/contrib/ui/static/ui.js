@@ -104,6 +104,9 @@ document.addEventListener("DOMContentLoaded", function () {
   // A flow that has ended changes no more: polling stops once its end is shown.
   var ENDED = ["SUCCESS", "FAILURE", "REVERTED", "UNCOMPENSATED", "STUCK_PAST_PIVOT"];
   var ended = false;
+  var stateCell = document.getElementById("flow-state");
+  var shownState = stateCell ? stateCell.textContent : null;  // what the forms were made for
+  var STOPPED = ["SUSPENDED", "WAITING"];
   function poll() {
     fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" })
       .then(function (r) { return r.ok ? r.json() : null; })
@@ -120,6 +123,14 @@ document.addEventListener("DOMContentLoaded", function () {
           if (figure && (timelineRunning || version !== null && data.version !== version)) {
             refreshTimeline();
           }
+          var forms = document.querySelector("section.actions");
+          var typing = document.activeElement && /^(INPUT|TEXTAREA|SELECT)$/.test(document.activeElement.tagName);
+          if (forms && shownState !== null && data.state !== shownState &&
+              STOPPED.indexOf(data.state) >= 0 && !typing) {
+            window.location.reload();  // stopped: its forms (resume, signal) change
+            return;
+          }
+          shownState = data.state;
           version = data.version;
           apply(data);
           ended = ENDED.indexOf(data.state) >= 0 && !timelineRunning;

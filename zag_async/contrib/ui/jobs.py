@@ -32,7 +32,6 @@ from ...factory import FactoryRef
 from ...jobs.base import PARKED, JobBoard
 from ...jobs.records import FinishedJob, Holder, Job, JobState
 from ...jobs.schedule import Schedule, next_fire
-from ...status import iso_utc
 from . import views
 from .common import Ui, root
 
@@ -105,11 +104,6 @@ async def read_board(board: JobBoard, clock: Clock) -> Board:
 # -- HTML ---------------------------------------------------------------------------
 
 
-def _when(epoch: float | None) -> str:
-    text = iso_utc(epoch)
-    return "" if text is None else e(text[:19].replace("T", " ") + "Z")
-
-
 def _in(seconds: float) -> str:
     """A span of time as an operator reads it: '42 s', '5 min', '3 h', '2 d'."""
     for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
@@ -147,7 +141,7 @@ def _table(caption: str, heads: Sequence[str], rows: Sequence[str], empty: str) 
 def _unclaimed_row(prefix: str, job: Job, due: str, action: str) -> str:
     return (
         f"<tr><td>{_flow(prefix, job)}</td><td><code>{e(job.uuid)}</code></td>"
-        f"<td>{e(job.priority)}</td><td>{_when(job.posted_at)}</td><td>{due}</td>"
+        f"<td>{e(job.priority)}</td><td>{views.when(job.posted_at)}</td><td>{due}</td>"
         f"<td>{e(job.build_failures)}</td><td>{action}</td></tr>"
     )
 
@@ -174,7 +168,7 @@ def render(prefix: str, seen: Board, csrf: str | None, notice: str) -> str:
 
     pending = [_unclaimed_row(prefix, j, "now", trash_of(j)) for j in seen.pending]
     delayed = [
-        _unclaimed_row(prefix, j, f"in {_in(j.due_at - now)} ({_when(j.due_at)})", "")
+        _unclaimed_row(prefix, j, f"in {_in(j.due_at - now)} ({views.when(j.due_at)})", "")
         for j in seen.delayed
     ]
     parked = [_unclaimed_row(prefix, j, "when its flow is woken", "") for j in seen.parked]
@@ -183,17 +177,17 @@ def render(prefix: str, seen: Board, csrf: str | None, notice: str) -> str:
         owner, keeps = _holder(seen.holders.get(job.uuid), now)
         claimed.append(
             f"<tr><td>{_flow(prefix, job)}</td><td><code>{e(job.uuid)}</code></td>"
-            f"<td>{e(owner)}</td><td>{e(keeps)}</td><td>{_when(job.posted_at)}</td></tr>"
+            f"<td>{e(owner)}</td><td>{e(keeps)}</td><td>{views.when(job.posted_at)}</td></tr>"
         )
     schedules = []
     runs = {j.schedule: j for j in (*seen.claimed, *seen.pending, *seen.delayed) if j.schedule}
     for name, schedule in sorted(seen.schedules.items()):
         run = runs.get(name)
         if run is not None:  # its run on the board says when (it may be late, or running)
-            upcoming = "running now" if run in seen.claimed else _when(max(run.due_at, now))
+            upcoming = "running now" if run in seen.claimed else views.when(max(run.due_at, now))
         else:
             try:
-                upcoming = _when(next_fire(schedule.cron, now))
+                upcoming = views.when(next_fire(schedule.cron, now))
             except ConfigurationError as exc:  # croniter missing: say so in the cell
                 upcoming = e(exc)
         schedules.append(
@@ -211,7 +205,7 @@ def render(prefix: str, seen: Board, csrf: str | None, notice: str) -> str:
             f'<td><span class="state state-{e(item.outcome.state.lower())}">'
             f"{e(item.outcome.state)}</span></td>"
             f'<td><pre class="failure">{e(item.outcome.error or "")}</pre></td>'
-            f"<td>{_when(item.finished_at)}</td><td>{retry}</td></tr>"
+            f"<td>{views.when(item.finished_at)}</td><td>{retry}</td></tr>"
         )
     shown = f'<p class="notice" role="status">{e(notice)}</p>' if notice else ""
     scan = (
@@ -221,7 +215,7 @@ def render(prefix: str, seen: Board, csrf: str | None, notice: str) -> str:
         "the pending, delayed and parked sections show those first in claim order.</p>"
     )
     body = (
-        f"<h1>Jobs</h1>{shown}<p>Board clock: {_when(now)}</p>{scan}"
+        f"<h1>Jobs</h1>{shown}<p>Board clock: {views.when(now)}</p>{scan}"
         + _table("Pending (due now)", unclaimed_heads, pending, "No job is due.")
         + _table("Delayed", unclaimed_heads, delayed, "No delayed job.")
         + _table("Parked (waiting for a signal)", unclaimed_heads, parked, "No parked job.")

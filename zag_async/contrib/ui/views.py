@@ -136,22 +136,14 @@ def page(root: str, title: str, body: str, *, script: bool = False) -> str:
     )
 
 
-def _when(epoch: float | None) -> str:
+def when(epoch: float | None) -> str:
+    """Epoch seconds as escaped `YYYY-MM-DD HH:MM:SSZ` text ("" for None)."""
     text = iso_utc(epoch)
     return "" if text is None else e(text[:19].replace("T", " ") + "Z")
 
 
 def state_badge(state: Any) -> str:
     """A state as a coloured badge."""
-    return _state(state)
-
-
-def when(epoch: float | None) -> str:
-    """Epoch seconds as escaped `YYYY-MM-DD HH:MM:SSZ` text ("" for None)."""
-    return _when(epoch)
-
-
-def _state(state: Any) -> str:
     return f'<span class="state state-{e(str(state).lower())}">{e(state)}</span>'
 
 
@@ -182,8 +174,8 @@ def flows_page(
     )
     lines = "".join(
         f'<tr><td><a href="{e(root)}/flows/{e(f.uuid)}">{e(f.name)}</a></td>'
-        f"<td>{_state(f.state)}</td><td><code>{e(f.uuid)}</code></td>"
-        f"<td>{_when(f.created_at)}</td><td>{_when(f.updated_at)}</td></tr>"
+        f"<td>{state_badge(f.state)}</td><td><code>{e(f.uuid)}</code></td>"
+        f"<td>{when(f.created_at)}</td><td>{when(f.updated_at)}</td></tr>"
         for f in rows
     )
     table = (
@@ -327,7 +319,7 @@ def _story(atom: AtomDetail, inputs: Inputs | None, calls: list[tuple[str, ...]]
         parts.append(f'<dt>Calls</dt><dd><ol class="calls">{lines}</ol></dd>')
     return (
         f'<details class="story" data-story="{e(atom.name)}"><summary>'
-        f"<code>{e(atom.name)}</code> {_state(atom.state)}</summary>"
+        f"<code>{e(atom.name)}</code> {state_badge(atom.state)}</summary>"
         f'<dl class="story">{"".join(parts)}</dl></details>'
     )
 
@@ -359,7 +351,8 @@ def _atom_row(atom: AtomDetail) -> str:
         outcome += f"<details><summary>Traceback</summary><pre>{e(trace)}</pre></details>"
     return (
         f'<tr data-atom="{e(atom.name)}"><td>{e(atom.name)}</td><td>{e(atom.kind)}</td>'
-        f'<td class="atom-state">{_state(atom.state)}</td><td class="attempts">{atom.attempts}</td>'
+        f'<td class="atom-state">{state_badge(atom.state)}</td>'
+        f'<td class="attempts">{atom.attempts}</td>'
         f'<td class="took">{e(_took(atom))}</td><td class="outcome">{outcome}</td></tr>'
     )
 
@@ -413,7 +406,7 @@ def _asked(detail: FlowDetail, asked: Sequence[Signal]) -> str:
         else:
             what = "waits for the engine running the flow (it looks at each lease renewal)"
         lines.append(
-            f"<li>{e(action.capitalize())} asked by {e(by)} at {_when(request.created_at)} "
+            f"<li>{e(action.capitalize())} asked by {e(by)} at {when(request.created_at)} "
             f"{what}.</li>"
         )
     return f'<ul class="notice asked" role="status">{"".join(lines)}</ul>' if lines else ""
@@ -424,7 +417,7 @@ def _done(actions: Sequence[Action]) -> str:
     if not actions:
         return ""
     rows = "".join(
-        f"<tr><td>{_when(a.at)}</td><td>{e(a.who)}</td><td>{e(a.action)}</td>"
+        f"<tr><td>{when(a.at)}</td><td>{e(a.who)}</td><td>{e(a.action)}</td>"
         f"<td>{e(a.detail)}</td></tr>"
         for a in actions
     )
@@ -457,7 +450,7 @@ def flow_page(
     waits = "".join(
         f"<li>{e(w.atom)} waits for "
         + (f"signal <code>{e(w.event)}</code>" if w.event else "a timer")
-        + (f" until {_when(w.deadline)}" if w.deadline is not None else " (no deadline)")
+        + (f" until {when(w.deadline)}" if w.deadline is not None else " (no deadline)")
         + "</li>"
         for w in waits_of(detail)
     )
@@ -476,9 +469,9 @@ def flow_page(
         f'<dl class="flow" data-flow="{e(detail.uuid)}" '
         f'data-poll="{e(root)}/flows/{e(detail.uuid)}/atoms.json">'
         f"<dt>Id</dt><dd><code>{e(detail.uuid)}</code></dd>"
-        f'<dt>State</dt><dd id="flow-state">{_state(detail.state)}</dd>'
-        f"<dt>Created</dt><dd>{_when(detail.created_at)}</dd>"
-        f"<dt>Updated</dt><dd>{_when(detail.updated_at)}</dd>"
+        f'<dt>State</dt><dd id="flow-state">{state_badge(detail.state)}</dd>'
+        f"<dt>Created</dt><dd>{when(detail.created_at)}</dd>"
+        f"<dt>Updated</dt><dd>{when(detail.updated_at)}</dd>"
         f"<dt>Owner</dt><dd>{e(detail.owner or '')}</dd></dl>"
         + (
             f'<section><h2>Waiting for</h2><ul class="waits">{waits}</ul></section>'

@@ -41,9 +41,22 @@ from typing import Any, Protocol
 
 from .errors import SerializationError
 
-__all__ = ["Codec", "JsonCodec"]
+__all__ = ["Codec", "JsonCodec", "storable_text"]
 
 _TAG = "$zag"
+
+
+def storable_text(value: object) -> typing.TypeGuard[str]:
+    """True for a str every database stores and looks up as given: no NUL (PostgreSQL
+    text cannot hold one) and nothing UTF-8 cannot encode (a lone surrogate)."""
+    if not isinstance(value, str) or "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
 
 #: What to do about a value the codec cannot store (the end of every refusal).
 _HOW_TO_STORE = (

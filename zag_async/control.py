@@ -23,11 +23,11 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
+from .codec import storable_text
 from .errors import ConfigurationError, ControlRefused, NotFound
 from .models import new_id
 from .states import ENDED, FlowState
 from .waiting import job_of
-from .waiting import storable_text as storable
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -68,7 +68,7 @@ class Request(dict[str, Any]):
 
 def check_text(what: str, value: Any, most: int) -> str:
     """`value` if it is a string every database stores, of at most `most` characters."""
-    if not isinstance(value, str) or len(value) > most or not storable(value):
+    if not storable_text(value) or len(value) > most:
         raise ConfigurationError(
             f"{what} must be a string of at most {most} characters (no NUL), got {value!r:.80}"
         )
@@ -85,7 +85,7 @@ async def _request(
 ) -> Signal:
     check_text("by", by, 200)
     check_text("reason", reason, 2000)
-    if not isinstance(flow_id, str) or not 0 < len(flow_id) <= 36 or not storable(flow_id):
+    if not storable_text(flow_id) or not 0 < len(flow_id) <= 36:
         raise ControlRefused(str(flow_id), action, "no such flow", kind="unknown_flow")
     try:
         detail = backend.flow_from_row(await backend.load_flow_row(flow_id))

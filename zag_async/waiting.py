@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from uuid import NAMESPACE_URL, uuid5
 
 from .atom import Provides, Task, check_name
+from .codec import storable_text
 from .errors import (
     ConfigurationError,
     ExecutionError,
@@ -215,7 +216,7 @@ async def signal(
     _check_text("event", event, 1000)
     if signal_id is not None:
         _check_text("signal_id", signal_id, 200)
-    if not isinstance(flow_id, str) or not storable_text(flow_id) or not 0 < len(flow_id) <= 36:
+    if not storable_text(flow_id) or not 0 < len(flow_id) <= 36:
         raise SignalRefused(str(flow_id), event, "no such flow", kind="unknown_flow")
     if signal_id is not None:
         earlier = await backend.find_signal(signal_id)
@@ -258,19 +259,8 @@ async def signal(
     return stored
 
 
-def storable_text(text: str) -> bool:
-    """True for text every backend stores as given (no NUL, no lone surrogate)."""
-    if "\x00" in text:
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _check_text(what: str, value: Any, most: int) -> None:
-    if not (isinstance(value, str) and 0 < len(value) <= most and storable_text(value)):
+    if not (storable_text(value) and 0 < len(value) <= most):
         raise ConfigurationError(
             f"{what} must be a string of 1 to {most} characters with no NUL or lone "
             f"surrogate, got {value!r}"[:300]

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
-from ..codec import Codec, JsonCodec
+from ..codec import Codec, JsonCodec, storable_text
 from ..errors import ConcurrentUpdate, ConfigurationError, FlowBusy, NotFound, StorageError
 from ..failure import Failure
 from ..models import Action, AtomDetail, FlowDetail, FlowSummary, History, LogBook, Signal
@@ -142,21 +142,9 @@ def _meta_text(meta: dict[str, Any], dumps: Callable[[Any], str]) -> str:
         return dumps(meta)
 
 
-def _keyable(value: object) -> bool:
-    """True for text every database can look up: a str with no NUL that UTF-8 can
-    encode (no lone surrogate). No stored id is anything else."""
-    if not isinstance(value, str) or "\x00" in value:
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def check_key(what: str, value: object) -> None:
     """NotFound for an id no database could hold (instead of a driver's own error)."""
-    if not _keyable(value):
+    if not storable_text(value):
         raise NotFound(f"no {what} {value!r}")
 
 
@@ -514,7 +502,7 @@ class Backend(abc.ABC):
             raise ConfigurationError(f"limit must be an int from 0 to {MAX_ACTIONS}, got {limit!r}")
         if target is not None and not isinstance(target, str):
             raise ConfigurationError(f"target must be a str or None, got {target!r}")
-        if limit == 0 or (target is not None and not _keyable(target)):
+        if limit == 0 or (target is not None and not storable_text(target)):
             return []
         return [self.action_from_row(r) for r in await self._action_rows(target, limit)]
 
@@ -571,7 +559,7 @@ class Backend(abc.ABC):
     async def find_signal(self, signal_id: str) -> Signal | None:
         """The signal stored under `signal_id` (any flow's), or None."""
         self._check_open()
-        if not _keyable(signal_id):
+        if not storable_text(signal_id):
             return None  # no stored id is such text
         row = await self._signal_row(signal_id)
         return None if row is None else self.signal_from_row(row)
@@ -582,7 +570,7 @@ class Backend(abc.ABC):
     async def list_signals(self, flow_id: str) -> list[Signal]:
         """Every signal stored for the flow, in arrival order (taken or not)."""
         self._check_open()
-        if not _keyable(flow_id):
+        if not storable_text(flow_id):
             return []  # no stored id is such text
         return [self.signal_from_row(r) for r in await self._signal_rows(flow_id)]
 

@@ -21,10 +21,11 @@ SUSPENDED) finds it when it is next resumed.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from .codec import storable_text
-from .errors import ConfigurationError, ControlRefused, NotFound
+from .errors import ConfigurationError, ControlRefused, FlowCancelled, NotFound
 from .models import new_id
 from .states import ENDED, FlowState
 from .waiting import job_of
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from .persistence.base import Backend
     from .waiting import Wakes
 
-__all__ = ["CONTROL_EVENT", "Request", "cancel_flow", "suspend_flow"]
+__all__ = ["CONTROL_EVENT", "Request", "cancel_flow", "cancellation", "suspend_flow"]
 
 #: The reserved signal event control requests are stored under.
 CONTROL_EVENT = "zag.control"
@@ -64,6 +65,14 @@ class Request(dict[str, Any]):
             reason=reason if isinstance(reason, str) else "",
             at=at if isinstance(at, (int, float)) and not isinstance(at, bool) else None,
         )
+
+
+def cancellation(flow: str, meta: Mapping[str, Any]) -> FlowCancelled | None:
+    """The error a flow cancelled on request ended with (from its meta), else None."""
+    request = meta.get(CANCELLED_KEY)
+    if not isinstance(request, dict):
+        return None
+    return FlowCancelled(flow, str(request.get("by") or ""), str(request.get("reason") or ""))
 
 
 def check_text(what: str, value: Any, most: int) -> str:

@@ -592,9 +592,7 @@ class Engine:
 
     async def _spawned(self, launch: Launch) -> None:
         self._done.append(await self._caller(launch))
-        wakeup = self._wakeup
-        if wakeup is not None and not wakeup.done():
-            wakeup.set_result(None)
+        self._wake()
 
     async def _pick(self) -> list[Launch]:
         """The scheduler's launches, with any deciders it stops at asked in line."""
@@ -671,10 +669,9 @@ class Engine:
         original = as_exception(failures)
         if original is not None:
             raise original
-        cancelled = self.storage.flow.meta.get(control.CANCELLED_KEY)
-        if isinstance(cancelled, dict):
-            by, reason = cancelled.get("by"), cancelled.get("reason")
-            raise FlowCancelled(self.name, str(by or ""), str(reason or ""))
+        cancelled = control.cancellation(self.name, self.storage.flow.meta)
+        if cancelled is not None:
+            raise cancelled
         raise ExecutionError(f"flow {self.name!r} ended {self.state} without a recorded failure")
 
     async def _finish_cancelled(self) -> None:

@@ -18,9 +18,9 @@ from typing import Any
 
 from .codec import plain_json
 from .compensation import unreverted_of
-from .control import CANCELLED_KEY
+from .control import cancellation
 from .engine import Engine
-from .errors import FlowCancelled, JobNotFound, ZagError
+from .errors import JobNotFound, ZagError
 from .factory import FactoryRef
 from .failure import error_text
 from .inspection import AtomReport, describe_flow
@@ -73,12 +73,8 @@ def flow_error(detail: FlowDetail) -> str | None:
 
 def _cancelled(detail: FlowDetail) -> str | None:
     """ "FlowCancelled: ..." when the flow was cancelled on request, else None."""
-    request = detail.meta.get(CANCELLED_KEY)
-    if not isinstance(request, dict):
-        return None
-    return error_text(
-        FlowCancelled(detail.name, str(request.get("by") or ""), str(request.get("reason") or ""))
-    )
+    cancelled = cancellation(detail.name, detail.meta)
+    return None if cancelled is None else error_text(cancelled)
 
 
 def waits_of(detail: FlowDetail) -> tuple[WaitingFor, ...]:

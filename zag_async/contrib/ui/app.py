@@ -55,7 +55,7 @@ from ...states import FlowState
 from ...waiting import job_of
 from ...waiting import signal as send_signal
 from . import jobs, summary, timeline, views, workers
-from .common import FORM_LIMIT, Ui, form, read_form, root
+from .common import FORM_LIMIT, Ui, bounded_text, form, read_form, root
 from .security import TOKEN_COOKIE, Auth, Guard, client_of
 
 __all__ = ["MIN_TOKEN", "asgi_app"]
@@ -339,7 +339,7 @@ def asgi_app(
         flow_id = request.path_params["flow_id"]
         action = request.url.path.rsplit("/", 1)[-1]
         reason = (await form(request)).get("reason", "")[:2000]
-        by = who.replace("\x00", "")[:200]  # a host's display name may be anything
+        by = bounded_text(who, 200)  # a host's display name may be anything
         database = await ui.backend()
         try:
             if action == "suspend":

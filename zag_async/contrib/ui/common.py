@@ -27,7 +27,7 @@ from ...models import FlowDetail
 from ...persistence.base import ACTION_LIMITS, Backend
 from .security import CSRF_COOKIE, Guard, client_of
 
-__all__ = ["FORM_LIMIT", "ActionHandler", "Ui", "form", "read_form", "root"]
+__all__ = ["FORM_LIMIT", "ActionHandler", "Ui", "bounded_text", "form", "read_form", "root"]
 
 logger = logging.getLogger("zag_async.ui")
 
@@ -188,16 +188,16 @@ class Ui:
         try:
             database = await self.backend()
             await database.record_action(
-                _bounded(who, ACTION_LIMITS["who"]),
-                _bounded(action, ACTION_LIMITS["action"]),
-                _bounded(target, ACTION_LIMITS["target"]),
-                _bounded(detail, ACTION_LIMITS["detail"], empty=True),
+                bounded_text(who, ACTION_LIMITS["who"]),
+                bounded_text(action, ACTION_LIMITS["action"]),
+                bounded_text(target, ACTION_LIMITS["target"]),
+                bounded_text(detail, ACTION_LIMITS["detail"], empty=True),
             )
         except ZagError as exc:
             logger.warning("ui action not recorded in the database: %s", exc)
 
 
-def _bounded(text: str, most: int, *, empty: bool = False) -> str:
+def bounded_text(text: str, most: int, *, empty: bool = False) -> str:
     """`text` fit for the action log: no NUL, at most `most` characters, not empty."""
     text = text.replace("\x00", "")[:most]
     return text if text or empty else "?"
